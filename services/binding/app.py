@@ -1,0 +1,46 @@
+"""Builds the binding service; nothing connects at import time."""
+
+from __future__ import annotations
+
+import logging
+
+from faststream import FastStream
+
+from shared import envelope
+from shared.kafka import ensure_topics, make_broker
+from shared.logs import configure_logging
+from shared.state import make_redis
+from shared.topics import BINDING_COMMANDS, BINDING_EVENTS, BUREAU_ACCOUNTS, dead_letter_topic
+from services.binding.config import BindingSettings
+from services.binding.handlers.subscribers import register
+from services.binding.storage.bindings import BindingStore
+from services.binding.usecases import BindingService
+
+TOPICS = [BINDING_COMMANDS, BINDING_EVENTS, BUREAU_ACCOUNTS,
+          dead_letter_topic(BINDING_COMMANDS), dead_letter_topic(BUREAU_ACCOUNTS)]
+
+
+def create_app(settings: BindingSettings | None = None) -> FastStream:
+    settings = settings or BindingSettings()
+    configure_logging(settings.log_level)
+    broker = make_broker(settings, client_id="binding")
+    redis = make_redis(settings.redis_url)
+    store = BindingStore(redis, outcome_ttl_seconds=settings.binding_outcome_ttl_days * 86_400)
+    service = BindingService(store, broker, today=lambda: envelope.now().date())
+    register(broker, service, settings)
+    app = FastStream(broker, logger=logging.getLogger("binding"))
+
+    @app.on_startup
+    async def prepare() -> None:
+        await redis.ping()
+        await ensure_topics(settings, TOPICS)
+
+    @app.after_startup
+    async def announce() -> None:
+        logging.getLogger("binding").info("service ready: binding")
+
+    @app.after_shutdown
+    async def close() -> None:
+        await redis.aclose()
+
+    return app

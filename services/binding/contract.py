@@ -1,0 +1,162 @@
+"""The binding service's messages (contract.md): commands it accepts on `binding.commands`
+and the events it publishes on `binding.events`. Names and fields are fixed; fields may be added."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from shared.identity import IdNumber, Mobile
+from shared.regions import RegionCode
+from services.binding.domain.reasons import Reason
+
+CREATE_BINDING = "CreateBinding"
+REVOKE_BINDING = "RevokeBinding"
+CHANGE_PAYMENT_ORDER = "ChangePaymentOrder"
+QUERY_BINDINGS = "QueryBindings"  # added: the role query (我的共济关系), answered on reply_to
+COMMAND_TYPES = frozenset({CREATE_BINDING, REVOKE_BINDING, CHANGE_PAYMENT_ORDER, QUERY_BINDINGS})
+
+BINDING_CREATED = "BindingCreated"
+BINDING_REVOKED = "BindingRevoked"
+PAYMENT_ORDER_CHANGED = "PaymentOrderChanged"
+BINDING_REJECTED = "BindingRejected"
+BINDINGS_LISTED = "BindingsListed"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+
+class PartyForm(_Strict):
+    id_number: IdNumber
+    name: str = Field(min_length=1, max_length=64)
+    region: RegionCode
+    employer: str | None = Field(None, max_length=200)
+    community: str | None = Field(None, max_length=200)
+    phone: Mobile | None = None
+
+
+class CreateBinding(_Strict):
+    grantor: PartyForm
+    beneficiary: PartyForm
+    relation: str = Field(max_length=32, description="What the beneficiary is to the grantor.")
+    payment_order: Literal[1, 2]
+    start_date: date
+    end_date: date
+    notice_accepted: bool
+    signature_digest: str | None = Field(None, description="sha256: and 64 hex digits of the signed commitment.")
+    channel: Literal["app", "mini_program", "window"]
+
+    @model_validator(mode="after")
+    def _grantor_is_reachable(self) -> CreateBinding:
+        # The grantor is told by SMS whenever the account pays; a child or an elderly
+        # beneficiary may have no phone, the grantor may not.
+        if self.grantor.phone is None:
+            raise PydanticCustomError("invalid_phone", "the grantor's mobile phone is required")
+        return self
+
+
+class RevokeBinding(_Strict):
+    binding_id: str = Field(min_length=1, max_length=64)
+    requested_by: IdNumber
+
+
+class ChangePaymentOrder(_Strict):
+    binding_id: str = Field(min_length=1, max_length=64)
+    payment_order: int
+
+
+class QueryBindings(_Strict):
+    person_id: IdNumber
+    role: Literal["grantor", "beneficiary"] | None = None
+
+
+COMMAND_MODELS: dict[str, type[BaseModel]] = {
+    CREATE_BINDING: CreateBinding,
+    REVOKE_BINDING: RevokeBinding,
+    CHANGE_PAYMENT_ORDER: ChangePaymentOrder,
+    QUERY_BINDINGS: QueryBindings,
+}
+
+_REASON_BY_ERROR = {"invalid_id_number": Reason.INVALID_ID_NUMBER, "invalid_phone": Reason.INVALID_PHONE}
+
+
+def reason_for(error: ValidationError) -> Reason:
+    """The closest reason code for a command that failed validation: a specific one only when
+    every problem is of that kind, else INVALID_COMMAND."""
+    reasons = {_REASON_BY_ERROR.get(e["type"], Reason.INVALID_COMMAND) for e in error.errors()}
+    return reasons.pop() if len(reasons) == 1 else Reason.INVALID_COMMAND
+
+
+def describe(error: ValidationError) -> str:
+    """Where the command is wrong, without echoing its values (they may be ID numbers)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['type']}" for e in error.errors()[:5])
+
+
+class BindingCreated(BaseModel):
+    command_id: str
+    binding_id: str
+    grantor_id: str
+    beneficiary_id: str
+    relation: str
+    payment_order: int
+    start_date: date
+    end_date: date
+    grantor_region: str
+    beneficiary_region: str
+    channel: str
+
+
+class BindingRevoked(BaseModel):
+    command_id: str
+    binding_id: str
+    grantor_id: str
+    beneficiary_id: str
+    status: Literal["revoked"] = "revoked"
+    start_date: date
+    end_date: date
+
+
+class OrderChange(BaseModel):
+    binding_id: str
+    grantor_id: str
+    payment_order: int
+    previous_order: int
+
+
+class PaymentOrderChanged(BaseModel):
+    command_id: str
+    binding_id: str
+    beneficiary_id: str
+    payment_order: int
+    previous_order: int
+    changes: list[OrderChange] = Field(description="Every binding whose order moved; two when orders were swapped.")
+
+
+class BindingRejected(BaseModel):
+    command_id: str
+    reason_code: Reason
+    message_zh: str
+    message_en: str
+
+
+class ListedBinding(BaseModel):
+    binding_id: str
+    role: Literal["grantor", "beneficiary"] = Field(description="The asking person's role: 授权者 or 使用者.")
+    counterpart_id: str = Field(description="The other person's ID number, masked.")
+    relation: str
+    payment_order: int
+    start_date: date
+    end_date: date
+    status: str
+    grantor_region: str
+    beneficiary_region: str
+
+
+class BindingsListed(BaseModel):
+    command_id: str
+    person_id: str = Field(description="Masked.")
+    bindings: list[ListedBinding]

@@ -1,0 +1,68 @@
+"""What a binding is, and what the binding service knows of an insured person."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import date
+from enum import StrEnum
+
+
+class Relation(StrEnum):
+    """What the beneficiary is to the grantor (父母、配偶、子女)."""
+
+    FATHER = "father"
+    MOTHER = "mother"
+    SPOUSE = "spouse"
+    CHILD = "child"
+
+
+class Scheme(StrEnum):
+    EMPLOYEE = "employee"  # 职工基本医保: has a personal account
+    RESIDENT = "resident"  # 居民医保: no personal account
+
+
+class Status(StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True)
+class Insured:
+    """A registration from the person's regional bureau. The name is kept only as a digest."""
+
+    person_id: str
+    region: str
+    scheme: Scheme
+    name_digest: str
+
+
+@dataclass(frozen=True)
+class Binding:
+    binding_id: str
+    grantor_id: str
+    beneficiary_id: str
+    relation: Relation
+    payment_order: int
+    start_date: date
+    end_date: date
+    grantor_region: str
+    beneficiary_region: str
+    signature_digest: str
+    channel: str
+    status: Status = Status.ACTIVE
+
+    def is_active_on(self, day: date) -> bool:
+        """Still in force on `day` or later: not revoked and not yet ended."""
+        return self.status is Status.ACTIVE and self.end_date >= day
+
+    def overlaps(self, start: date, end: date) -> bool:
+        return self.start_date <= end and start <= self.end_date
+
+    def covers(self, day: date) -> bool:
+        return self.start_date <= day <= self.end_date
+
+    def revoked(self) -> Binding:
+        return replace(self, status=Status.REVOKED)
+
+    def with_order(self, payment_order: int) -> Binding:
+        return replace(self, payment_order=payment_order)

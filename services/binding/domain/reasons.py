@@ -1,0 +1,67 @@
+"""Why a binding command is refused: the contract's reason codes with the words a clerk reads out."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    INVALID_ID_NUMBER = "INVALID_ID_NUMBER"
+    INVALID_PHONE = "INVALID_PHONE"
+    UNKNOWN_PERSON = "UNKNOWN_PERSON"
+    NAME_MISMATCH = "NAME_MISMATCH"
+    OUTSIDE_PROVINCE = "OUTSIDE_PROVINCE"
+    SELF_BINDING = "SELF_BINDING"
+    RELATION_NOT_ALLOWED = "RELATION_NOT_ALLOWED"
+    GRANTOR_NOT_EMPLOYEE = "GRANTOR_NOT_EMPLOYEE"
+    TOO_MANY_GRANTORS = "TOO_MANY_GRANTORS"
+    PAYMENT_ORDER_TAKEN = "PAYMENT_ORDER_TAKEN"
+    INVALID_DATES = "INVALID_DATES"
+    NOTICE_NOT_ACCEPTED = "NOTICE_NOT_ACCEPTED"
+    SIGNATURE_MISSING = "SIGNATURE_MISSING"
+    DUPLICATE_BINDING = "DUPLICATE_BINDING"
+    BINDING_NOT_FOUND = "BINDING_NOT_FOUND"
+    NOT_GRANTOR = "NOT_GRANTOR"
+    INVALID_COMMAND = "INVALID_COMMAND"
+
+
+MESSAGES: dict[Reason, tuple[str, str]] = {
+    Reason.INVALID_ID_NUMBER: ("身份证号码格式或校验位不正确", "The ID number is malformed or its check digit is wrong."),
+    Reason.INVALID_PHONE: ("手机号码格式不正确", "The mobile phone number is not a valid mainland number."),
+    Reason.UNKNOWN_PERSON: ("未查询到参保信息", "No insurance registration was found for this person."),
+    Reason.NAME_MISMATCH: ("姓名与参保登记信息不一致", "The name does not match the insurance registration."),
+    Reason.OUTSIDE_PROVINCE: ("参保地不在本省统筹区内", "The pooling region is not one of the province's."),
+    Reason.SELF_BINDING: ("不能为本人办理家庭共济", "A person cannot grant mutual aid to himself or herself."),
+    Reason.RELATION_NOT_ALLOWED: (
+        "共济关系仅限父母、配偶、子女", "Mutual aid is limited to parents, spouse and children."),
+    Reason.GRANTOR_NOT_EMPLOYEE: (
+        "授权人须为职工医保参保人且有个人账户", "The grantor must be employee-insured with a personal account."),
+    Reason.TOO_MANY_GRANTORS: (
+        "使用者同一时期最多接受两名近亲属共济", "A beneficiary may accept mutual aid from at most two relatives at a time."),
+    Reason.PAYMENT_ORDER_TAKEN: ("该支付顺位已被占用", "That payment order is already taken for this beneficiary."),
+    Reason.INVALID_DATES: ("起止日期无效", "The start and end dates are invalid."),
+    Reason.NOTICE_NOT_ACCEPTED: ("授权人须阅读并同意告知书", "The grantor must read and accept the notice."),
+    Reason.SIGNATURE_MISSING: ("缺少电子签名的个人承诺书", "The electronically signed personal commitment is missing."),
+    Reason.DUPLICATE_BINDING: ("已存在有效的共济关系", "An active binding between these two persons already exists."),
+    Reason.BINDING_NOT_FOUND: ("未找到有效的共济关系", "No active binding with this id was found."),
+    Reason.NOT_GRANTOR: ("仅授权人本人可以解除共济关系", "Only the grantor may end this binding."),
+    Reason.INVALID_COMMAND: ("请求缺少字段或字段类型错误", "A field is missing or has the wrong type."),
+}
+
+
+class BindingRefused(Exception):
+    """A binding command broke a rule; carries the contract's reason code."""
+
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else str(reason))
+        self.reason = reason
+        self.detail = detail
+
+    @property
+    def message_zh(self) -> str:
+        return MESSAGES[self.reason][0]
+
+    @property
+    def message_en(self) -> str:
+        text = MESSAGES[self.reason][1]
+        return f"{text} ({self.detail})" if self.detail else text

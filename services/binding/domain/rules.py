@@ -1,0 +1,161 @@
+"""The rules of a family mutual-aid binding (domain.md), as pure functions with no I/O.
+
+Each guard raises BindingRefused with the contract's reason code; the use case layer records
+and publishes whatever these decide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import date
+
+from shared.regions import is_in_province
+from services.binding.domain.model import Binding, Insured, Relation, Scheme
+from services.binding.domain.reasons import BindingRefused, Reason
+
+MAX_GRANTORS = 2
+PAYMENT_ORDERS = (1, 2)
+_SIGNATURE = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def name_digest(name: str) -> str:
+    """Names are compared, never stored: a short digest is enough to tell a mismatch."""
+    return hashlib.sha256(name.strip().encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Party:
+    """One side of a binding as filled in on the form."""
+
+    id_number: str
+    name: str
+    region: str
+
+
+@dataclass(frozen=True)
+class BindingRequest:
+    """A CreateBinding command, already well-typed."""
+
+    binding_id: str
+    grantor: Party
+    beneficiary: Party
+    relation: str
+    payment_order: int
+    start_date: date
+    end_date: date
+    notice_accepted: bool
+    signature_digest: str | None
+    channel: str
+
+
+def check_consent(request: BindingRequest) -> None:
+    if not request.notice_accepted:
+        raise BindingRefused(Reason.NOTICE_NOT_ACCEPTED)
+    if not request.signature_digest or not _SIGNATURE.fullmatch(request.signature_digest):
+        raise BindingRefused(Reason.SIGNATURE_MISSING)
+
+
+def check_parties(request: BindingRequest) -> None:
+    if request.grantor.id_number == request.beneficiary.id_number:
+        raise BindingRefused(Reason.SELF_BINDING)
+    if request.relation not in {r.value for r in Relation}:
+        raise BindingRefused(Reason.RELATION_NOT_ALLOWED, f"relation {request.relation[:20]!r}")
+
+
+def check_dates(start: date, end: date, today: date) -> None:
+    if start > end:
+        raise BindingRefused(Reason.INVALID_DATES, "start_date is after end_date")
+    if end < today:
+        raise BindingRefused(Reason.INVALID_DATES, "end_date is in the past")
+
+
+def check_registered(party: Party, insured: Insured | None, role: str) -> Insured:
+    """The person must be insured in the province, under the name on the form."""
+    if not is_in_province(party.region):
+        raise BindingRefused(Reason.OUTSIDE_PROVINCE, f"{role} region {party.region}")
+    if insured is None:
+        raise BindingRefused(Reason.UNKNOWN_PERSON, role)
+    if not is_in_province(insured.region):
+        raise BindingRefused(Reason.OUTSIDE_PROVINCE, f"{role} is insured outside the province")
+    if insured.name_digest != name_digest(party.name):
+        raise BindingRefused(Reason.NAME_MISMATCH, role)
+    return insured
+
+
+def check_grantor_has_account(grantor: Insured) -> None:
+    if grantor.scheme is not Scheme.EMPLOYEE:
+        raise BindingRefused(Reason.GRANTOR_NOT_EMPLOYEE)
+
+
+def most_at_once(bindings: list[Binding], start: date, end: date) -> int:
+    """The largest number of `bindings` in force on any one day of [start, end].
+
+    The count can only rise on a day some binding starts, so those days (and `start`) suffice.
+    """
+    days = {start} | {b.start_date for b in bindings if start <= b.start_date <= end}
+    return max(sum(1 for b in bindings if b.covers(day)) for day in days)
+
+
+def check_room_for_grantor(request: BindingRequest, existing: list[Binding], today: date) -> None:
+    """At most two grantors at once for one beneficiary, never two on one payment order."""
+    active = [b for b in existing if b.is_active_on(today)]
+    if any(b.grantor_id == request.grantor.id_number for b in active):
+        raise BindingRefused(Reason.DUPLICATE_BINDING)
+    overlapping = [b for b in active if b.overlaps(request.start_date, request.end_date)]
+    if overlapping and most_at_once(overlapping, request.start_date, request.end_date) >= MAX_GRANTORS:
+        raise BindingRefused(Reason.TOO_MANY_GRANTORS)
+    if any(b.payment_order == request.payment_order for b in overlapping):
+        raise BindingRefused(Reason.PAYMENT_ORDER_TAKEN, f"order {request.payment_order}")
+
+
+def create_binding(request: BindingRequest, grantor: Insured | None, beneficiary: Insured | None,
+                   existing: list[Binding], today: date) -> Binding:
+    """Decide a CreateBinding: the new binding, or BindingRefused. `existing` are the
+    beneficiary's bindings; cross-region pairs follow exactly the same rules."""
+    check_consent(request)
+    check_parties(request)
+    check_dates(request.start_date, request.end_date, today)
+    grantor = check_registered(request.grantor, grantor, "grantor")
+    beneficiary = check_registered(request.beneficiary, beneficiary, "beneficiary")
+    check_grantor_has_account(grantor)
+    check_room_for_grantor(request, existing, today)
+    return Binding(
+        binding_id=request.binding_id,
+        grantor_id=grantor.person_id,
+        beneficiary_id=beneficiary.person_id,
+        relation=Relation(request.relation),
+        payment_order=request.payment_order,
+        start_date=request.start_date,
+        end_date=request.end_date,
+        grantor_region=grantor.region,
+        beneficiary_region=beneficiary.region,
+        signature_digest=request.signature_digest or "",
+        channel=request.channel,
+    )
+
+
+def revoke_binding(binding: Binding | None, requested_by: str, today: date) -> Binding:
+    """解绑: only the grantor ends a binding, and only one still in force."""
+    if binding is None or not binding.is_active_on(today):
+        raise BindingRefused(Reason.BINDING_NOT_FOUND)
+    if requested_by != binding.grantor_id:
+        raise BindingRefused(Reason.NOT_GRANTOR)
+    return binding.revoked()
+
+
+def change_payment_order(binding: Binding | None, payment_order: int, siblings: list[Binding],
+                         today: date) -> list[Binding]:
+    """Move a binding to another payment order. When the beneficiary's other grantor holds that
+    order over an overlapping period, the two swap: that is what "pay from my mother first"
+    means, and it keeps two bindings from ever sharing an order. Returns the changed bindings."""
+    if binding is None or not binding.is_active_on(today):
+        raise BindingRefused(Reason.BINDING_NOT_FOUND)
+    if payment_order not in PAYMENT_ORDERS:
+        raise BindingRefused(Reason.INVALID_COMMAND, "payment_order must be 1 or 2")
+    if payment_order == binding.payment_order:
+        return [binding]
+    holders = [b for b in siblings if b.binding_id != binding.binding_id and b.is_active_on(today)
+               and b.payment_order == payment_order and b.overlaps(binding.start_date, binding.end_date)]
+    return [binding.with_order(payment_order)] + [b.with_order(binding.payment_order) for b in holders]

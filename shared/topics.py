@@ -1,0 +1,14 @@
+"""Kafka topic names of the public event contract (contract.md). Partners code against them."""
+
+BUREAU_ACCOUNTS = "bureau.accounts"
+BINDING_COMMANDS = "binding.commands"
+BINDING_EVENTS = "binding.events"
+HIS_CHARGES = "his.charges"
+SETTLEMENT_RESULTS = "settlement.results"
+BUREAU_POSTINGS = "bureau.postings"
+NOTIFY_DELIVERIES = "notify.deliveries"
+
+
+def dead_letter_topic(topic: str) -> str:
+    """Where a consumer of `topic` puts what it cannot answer."""
+    return f"{topic}.dlq"

@@ -1,0 +1,42 @@
+"""Fixtures shared by the integration tests: one broker and one Redis per test session, real
+services in their own processes, and a Kafka client watching the outcome topics."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.devstack import Infra, start_infra
+from shared.kafka import ensure_topics
+from shared.settings import ServiceSettings
+from shared.state import make_redis
+from shared import topics as t
+from tests.support import Bus
+
+ALL_TOPICS = [t.BUREAU_ACCOUNTS, t.BINDING_COMMANDS, t.BINDING_EVENTS, t.HIS_CHARGES, t.SETTLEMENT_RESULTS,
+              t.BUREAU_POSTINGS, t.NOTIFY_DELIVERIES, "test.replies"]
+ALL_TOPICS += [t.dead_letter_topic(x) for x in (t.BUREAU_ACCOUNTS, t.BINDING_COMMANDS, t.HIS_CHARGES,
+                                                 t.SETTLEMENT_RESULTS, t.BINDING_EVENTS)]
+
+
+@pytest.fixture(scope="session")
+def infra(tmp_path_factory) -> Infra:
+    infra = start_infra(tmp_path_factory.mktemp("infra"))
+    yield infra
+    infra.stop()
+
+
+@pytest.fixture(scope="session")
+async def bus(infra: Infra) -> Bus:
+    settings = ServiceSettings(kafka_bootstrap_servers=infra.kafka_bootstrap, kafka_topic_partitions=3)
+    await ensure_topics(settings, ALL_TOPICS)
+    bus = Bus(infra.kafka_bootstrap)
+    await bus.start(ALL_TOPICS)
+    yield bus
+    await bus.stop()
+
+
+@pytest.fixture
+async def redis(infra: Infra):
+    client = make_redis(infra.redis_url)
+    yield client
+    await client.aclose()

@@ -1,0 +1,345 @@
+"""The binding service through the real broker and the real Redis, as partners use it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from datetime import date, timedelta
+
+import pytest
+
+from shared import topics as t
+from shared.bureau import PERSON_REGISTERED
+from shared.envelope import seal
+from shared.state import person_bucket
+from tests.support import ServiceProcess, body, command, new_person_id, payload_of
+
+pytestmark = pytest.mark.integration
+
+TODAY = date.today()
+SIGNATURE = "sha256:" + hashlib.sha256(b"signed commitment").hexdigest()
+NAMES = iter(f"测试{chr(0x4e00 + i)}{chr(0x4e10 + i)}" for i in range(10_000))
+
+
+@pytest.fixture(scope="module")
+def binding_service(infra, tmp_path_factory):
+    service = ServiceProcess("binding", {**infra.env(), "LOG_LEVEL": "INFO"},
+                             tmp_path_factory.mktemp("binding") / "binding.log")
+    service.start()
+    yield service
+    service.stop()
+
+
+class Desk:
+    """What the app back end and the bureaus do, reduced to the calls these tests need."""
+
+    def __init__(self, bus, redis):
+        self.bus, self.redis = bus, redis
+
+    async def person(self, region="610100", scheme="employee", name=None, person_id=None) -> dict:
+        person = {"person_id": person_id or new_person_id(region), "name": name or next(NAMES),
+                  "region": region, "scheme": scheme, "phone": "13812345678"}
+        person |= {"employer": "西安某公司", "balance": "1000.00"} if scheme == "employee" else {"community": "某社区"}
+        await self.bus.send(t.BUREAU_ACCOUNTS, seal(PERSON_REGISTERED, person), key=person["person_id"])
+        key = f"bnd:person:{person_bucket(person['person_id'])}"
+        async with asyncio.timeout(30):
+            while not await self.redis.hexists(key, person["person_id"]):
+                await asyncio.sleep(0.02)
+        return person
+
+    @staticmethod
+    def form(grantor, beneficiary, relation="father", order=1, start=TODAY, end=TODAY + timedelta(days=365),
+             **overrides) -> dict:
+        def party(p):
+            return {"id_number": p["person_id"], "name": p["name"], "region": p["region"],
+                    "employer": p.get("employer"), "community": p.get("community"), "phone": p.get("phone")}
+        return {"grantor": party(grantor), "beneficiary": party(beneficiary), "relation": relation,
+                "payment_order": order, "start_date": start.isoformat(), "end_date": end.isoformat(),
+                "notice_accepted": True, "signature_digest": SIGNATURE, "channel": "app"} | overrides
+
+    async def send(self, event_type, payload, key=None, event_id=None, headers=None) -> dict:
+        event_id = event_id or str(uuid.uuid4())
+        await self.bus.send(t.BINDING_COMMANDS, command(event_type, payload, event_id), key=key, headers=headers)
+        return await self.outcome(event_id)
+
+    async def outcome(self, command_id) -> dict:
+        [record] = await self.bus.watchers[t.BINDING_EVENTS].wait_for(
+            lambda r: payload_of(r).get("command_id") == command_id)
+        return body(record)
+
+    async def bind(self, grantor, beneficiary, **kw) -> dict:
+        return await self.send("CreateBinding", self.form(grantor, beneficiary, **kw), key=beneficiary["person_id"])
+
+
+@pytest.fixture
+async def desk(bus, redis, binding_service):
+    await redis.flushdb()
+    return Desk(bus, redis)
+
+
+def rejected(outcome: dict, reason: str) -> bool:
+    return outcome["event_type"] == "BindingRejected" and outcome["payload"]["reason_code"] == reason
+
+
+async def test_xian_grantor_binds_a_parent_insured_in_baoji(desk):
+    son = await desk.person(region="610100")
+    father = await desk.person(region="610300", scheme="resident")
+    outcome = await desk.bind(son, father, relation="father", order=1)
+    assert outcome["event_type"] == "BindingCreated"
+    p = outcome["payload"]
+    assert (p["grantor_id"], p["beneficiary_id"]) == (son["person_id"], father["person_id"])
+    assert (p["grantor_region"], p["beneficiary_region"], p["payment_order"]) == ("610100", "610300", 1)
+    assert p["binding_id"].startswith("BND-")
+
+
+async def test_grantor_binds_several_family_members(desk):
+    grantor = await desk.person()
+    family = [await desk.person(region=r) for r in ("610100", "610300", "610400")]
+    outcomes = [await desk.bind(grantor, m, relation=rel) for m, rel in zip(family, ("father", "mother", "child"))]
+    assert [o["event_type"] for o in outcomes] == ["BindingCreated"] * 3
+
+
+@pytest.mark.parametrize("relation", ["sibling", "grandfather", "friend"])
+async def test_relations_other_than_parents_spouse_children_are_refused(desk, relation):
+    grantor, other = await desk.person(), await desk.person()
+    assert rejected(await desk.bind(grantor, other, relation=relation), "RELATION_NOT_ALLOWED")
+
+
+async def test_binding_oneself_is_refused(desk):
+    me = await desk.person()
+    assert rejected(await desk.bind(me, me, relation="child"), "SELF_BINDING")
+
+
+async def test_resident_insured_grantor_is_refused(desk):
+    grantor, child = await desk.person(scheme="resident"), await desk.person()
+    assert rejected(await desk.bind(grantor, child, relation="child"), "GRANTOR_NOT_EMPLOYEE")
+
+
+async def test_unregistered_beneficiary_is_refused(desk):
+    grantor = await desk.person()
+    ghost = {"person_id": new_person_id(), "name": "无此人", "region": "610100", "community": "x"}
+    assert rejected(await desk.bind(grantor, ghost), "UNKNOWN_PERSON")
+
+
+async def test_name_not_matching_the_registration_is_refused(desk):
+    grantor, mother = await desk.person(), await desk.person()
+    assert rejected(await desk.bind(grantor, {**mother, "name": "别的名字"}, relation="mother"), "NAME_MISMATCH")
+
+
+async def test_region_outside_the_province_is_refused(desk):
+    grantor, spouse = await desk.person(), await desk.person()
+    assert rejected(await desk.bind(grantor, {**spouse, "region": "110100"}, relation="spouse"), "OUTSIDE_PROVINCE")
+
+
+async def test_id_number_with_a_wrong_check_digit_is_refused(desk):
+    grantor, child = await desk.person(), await desk.person()
+    pid = child["person_id"]
+    broken = pid[:17] + ("0" if pid[17] != "0" else "1")
+    assert rejected(await desk.bind(grantor, {**child, "person_id": broken}, relation="child"), "INVALID_ID_NUMBER")
+
+
+async def test_malformed_grantor_phone_is_refused(desk):
+    grantor, child = await desk.person(), await desk.person()
+    assert rejected(await desk.bind({**grantor, "phone": "12345"}, child, relation="child"), "INVALID_PHONE")
+
+
+async def test_beneficiary_without_a_phone_is_accepted(desk):
+    grantor, child = await desk.person(), await desk.person(scheme="resident")
+    outcome = await desk.bind(grantor, {**child, "phone": None}, relation="child")
+    assert outcome["event_type"] == "BindingCreated"
+
+
+@pytest.mark.parametrize("start,end", [(TODAY + timedelta(days=10), TODAY), (TODAY - timedelta(days=30),
+                                                                            TODAY - timedelta(days=1))])
+async def test_start_after_end_or_an_ended_range_is_refused(desk, start, end):
+    grantor, child = await desk.person(), await desk.person()
+    assert rejected(await desk.bind(grantor, child, relation="child", start=start, end=end), "INVALID_DATES")
+
+
+async def test_notice_not_accepted_is_refused(desk):
+    grantor, child = await desk.person(), await desk.person()
+    assert rejected(await desk.bind(grantor, child, relation="child", notice_accepted=False), "NOTICE_NOT_ACCEPTED")
+
+
+@pytest.mark.parametrize("digest", [None, "", "sha256:abc", "md5:" + "0" * 64])
+async def test_commitment_without_a_signature_is_refused(desk, digest):
+    grantor, child = await desk.person(), await desk.person()
+    assert rejected(await desk.bind(grantor, child, relation="child", signature_digest=digest), "SIGNATURE_MISSING")
+
+
+async def test_third_grantor_is_refused(desk):
+    mother = await desk.person(region="610300", scheme="resident")
+    son, daughter, third = await desk.person(), await desk.person(region="610400"), await desk.person()
+    assert (await desk.bind(son, mother, relation="mother", order=1))["event_type"] == "BindingCreated"
+    assert (await desk.bind(daughter, mother, relation="mother", order=2))["event_type"] == "BindingCreated"
+    assert rejected(await desk.bind(third, mother, relation="mother", order=2), "TOO_MANY_GRANTORS")
+
+
+async def test_third_grantor_after_both_others_end_is_accepted(desk):
+    father = await desk.person(scheme="resident")
+    a, b, c = await desk.person(), await desk.person(), await desk.person()
+    await desk.bind(a, father, order=1, end=TODAY + timedelta(days=30))
+    await desk.bind(b, father, order=2, end=TODAY + timedelta(days=30))
+    later = await desk.bind(c, father, order=1, start=TODAY + timedelta(days=31), end=TODAY + timedelta(days=90))
+    assert later["event_type"] == "BindingCreated"
+
+
+async def test_payment_order_already_taken_is_refused(desk):
+    child = await desk.person()
+    father, mother = await desk.person(), await desk.person()
+    await desk.bind(father, child, relation="child", order=1)
+    assert rejected(await desk.bind(mother, child, relation="child", order=1), "PAYMENT_ORDER_TAKEN")
+
+
+async def test_second_active_binding_between_the_same_two_is_refused(desk):
+    grantor, spouse = await desk.person(), await desk.person()
+    await desk.bind(grantor, spouse, relation="spouse", order=1)
+    assert rejected(await desk.bind(grantor, spouse, relation="spouse", order=2), "DUPLICATE_BINDING")
+
+
+async def test_grantor_revokes_and_the_place_is_free_again(desk):
+    child, a, b, c = await desk.person(), await desk.person(), await desk.person(), await desk.person()
+    created = await desk.bind(a, child, relation="child", order=1)
+    await desk.bind(b, child, relation="child", order=2)
+    binding_id = created["payload"]["binding_id"]
+    revoked = await desk.send("RevokeBinding", {"binding_id": binding_id, "requested_by": a["person_id"]})
+    assert revoked["event_type"] == "BindingRevoked"
+    assert revoked["payload"]["binding_id"] == binding_id
+    assert (await desk.bind(c, child, relation="child", order=1))["event_type"] == "BindingCreated"
+    assert await desk.redis.hget(f"bnd:pay:{child['person_id']}", binding_id) is None
+
+
+async def test_only_the_grantor_may_revoke(desk):
+    grantor, parent = await desk.person(), await desk.person()
+    created = await desk.bind(grantor, parent, relation="mother")
+    outcome = await desk.send("RevokeBinding", {"binding_id": created["payload"]["binding_id"],
+                                                "requested_by": parent["person_id"]})
+    assert rejected(outcome, "NOT_GRANTOR")
+
+
+async def test_revoking_an_unknown_binding_is_refused(desk):
+    someone = await desk.person()
+    outcome = await desk.send("RevokeBinding", {"binding_id": "BND-nothing", "requested_by": someone["person_id"]})
+    assert rejected(outcome, "BINDING_NOT_FOUND")
+
+
+async def test_changing_to_the_other_grantors_order_swaps_the_two(desk):
+    mother, son, daughter = await desk.person(scheme="resident"), await desk.person(), await desk.person()
+    first = (await desk.bind(son, mother, relation="mother", order=1))["payload"]["binding_id"]
+    second = (await desk.bind(daughter, mother, relation="mother", order=2))["payload"]["binding_id"]
+    outcome = await desk.send("ChangePaymentOrder", {"binding_id": second, "payment_order": 1})
+    assert outcome["event_type"] == "PaymentOrderChanged"
+    moved = {c["binding_id"]: (c["previous_order"], c["payment_order"]) for c in outcome["payload"]["changes"]}
+    assert moved == {second: (2, 1), first: (1, 2)}
+    payers = await desk.redis.hgetall(f"bnd:pay:{mother['person_id']}")
+    assert payers[second.encode()].split(b"|")[1] == b"1" and payers[first.encode()].split(b"|")[1] == b"2"
+
+
+async def test_role_query_lists_each_role_over_request_reply(desk, bus):
+    grantor, father, child = await desk.person(), await desk.person(), await desk.person()
+    await desk.bind(grantor, father, relation="father", order=1)
+    await desk.bind(child, grantor, relation="child", order=1)
+    query_id = str(uuid.uuid4())
+    await bus.send(t.BINDING_COMMANDS, command("QueryBindings", {"person_id": grantor["person_id"]}, query_id),
+                   key=grantor["person_id"], headers={"reply_to": "test.replies", "correlation_id": query_id})
+    [reply] = await bus.watchers["test.replies"].wait_for(lambda r: payload_of(r).get("command_id") == query_id)
+    assert reply.headers and dict(reply.headers)["correlation_id"] == query_id.encode()
+    listed = payload_of(reply)["bindings"]
+    assert sorted(b["role"] for b in listed) == ["beneficiary", "grantor"]
+    assert all("*" in b["counterpart_id"] for b in listed)
+
+
+async def test_create_binding_answers_the_caller_on_reply_to(desk, bus):
+    grantor, father = await desk.person(), await desk.person()
+    cmd_id = str(uuid.uuid4())
+    await bus.send(t.BINDING_COMMANDS, command("CreateBinding", desk.form(grantor, father), cmd_id),
+                   key=father["person_id"], headers={"reply_to": "test.replies", "correlation_id": cmd_id})
+    [reply] = await bus.watchers["test.replies"].wait_for(lambda r: payload_of(r).get("command_id") == cmd_id)
+    assert body(reply)["event_type"] == "BindingCreated"
+
+
+async def test_redelivered_command_yields_the_same_outcome_once(desk, bus):
+    grantor, father = await desk.person(), await desk.person()
+    cmd_id = str(uuid.uuid4())
+    raw = command("CreateBinding", desk.form(grantor, father), cmd_id)
+    for _ in range(3):
+        await bus.send(t.BINDING_COMMANDS, raw, key=father["person_id"])
+    outcomes = await bus.watchers[t.BINDING_EVENTS].wait_for(
+        lambda r: payload_of(r).get("command_id") == cmd_id, count=3)
+    assert {o.value for o in outcomes} == {outcomes[0].value}
+    assert body(outcomes[0])["event_type"] == "BindingCreated"
+    assert len(await desk.redis.hgetall(f"bnd:pay:{father['person_id']}")) == 1
+
+
+@pytest.mark.parametrize("payload,reason", [
+    ({"binding_id": 12}, "INVALID_COMMAND"),
+    ({}, "INVALID_COMMAND"),
+    ("not an object", "INVALID_COMMAND"),
+])
+async def test_revoke_with_missing_or_ill_typed_fields_is_answered(desk, payload, reason):
+    outcome = await desk.send("RevokeBinding", payload)
+    assert rejected(outcome, reason)
+    assert outcome["payload"]["message_zh"] and outcome["payload"]["message_en"]
+
+
+async def test_create_binding_with_a_missing_field_is_answered(desk):
+    grantor, father = await desk.person(), await desk.person()
+    form = desk.form(grantor, father)
+    del form["start_date"]
+    assert rejected(await desk.send("CreateBinding", form), "INVALID_COMMAND")
+
+
+async def test_envelope_without_occurred_at_is_answered(desk, bus):
+    cmd_id = str(uuid.uuid4())
+    raw = b'{"event_id": "%s", "event_type": "RevokeBinding", "payload": {}}' % cmd_id.encode()
+    await bus.send(t.BINDING_COMMANDS, raw)
+    assert rejected(await desk.outcome(cmd_id), "INVALID_COMMAND")
+
+
+@pytest.mark.parametrize("raw,error", [
+    (b"\xff\xfe not json", "not UTF-8 JSON"),
+    (b"[1, 2, 3]", "not a JSON object"),
+    (b'{"event_type": "CreateBinding", "payload": {}}', "event_id"),
+    (b'{"event_id": "e-1", "event_type": "DeleteEverything", "payload": {}}', "unknown event_type"),
+])
+async def test_unanswerable_commands_go_to_the_dead_letter_topic_and_the_consumer_goes_on(desk, bus, raw, error):
+    marker = uuid.uuid4().hex.encode()
+    await bus.send(t.BINDING_COMMANDS, raw, key=marker.decode())
+    [dead] = await bus.watchers[t.dead_letter_topic(t.BINDING_COMMANDS)].wait_for(lambda r: r.key == marker)
+    headers = {k: v.decode() for k, v in dead.headers}
+    assert dead.value == raw
+    assert error in headers["dlq-error"] and headers["dlq-topic"] == t.BINDING_COMMANDS
+    assert int(headers["dlq-offset"]) >= 0 and int(headers["dlq-partition"]) >= 0
+    grantor, father = await desk.person(), await desk.person()
+    assert (await desk.bind(grantor, father))["event_type"] == "BindingCreated"
+
+
+async def test_unreadable_bureau_registration_goes_to_the_dead_letter_topic(desk, bus):
+    marker = uuid.uuid4().hex
+    await bus.send(t.BUREAU_ACCOUNTS, b"{{{", key=marker)
+    bad = seal(PERSON_REGISTERED, {"person_id": "123", "name": "x", "region": "610100", "scheme": "employee"})
+    await bus.send(t.BUREAU_ACCOUNTS, bad, key=marker)
+    dead = await bus.watchers[t.dead_letter_topic(t.BUREAU_ACCOUNTS)].wait_for(
+        lambda r: r.key == marker.encode(), count=2)
+    assert {d.value for d in dead} == {b"{{{", bad}
+    assert (await desk.person())["person_id"]  # registrations still flow
+
+
+async def test_restarting_the_service_and_redis_loses_no_binding(desk, bus, infra, binding_service):
+    if infra.redis is None:
+        pytest.skip("Redis restart needs the local Redis binary (infrastructure given from outside)")
+    grantor, mother = await desk.person(), await desk.person(region="610300", scheme="resident")
+    created = (await desk.bind(grantor, mother, relation="mother"))["payload"]["binding_id"]
+    binding_service.kill()
+    infra.redis.stop()
+    infra.redis.start()
+    await desk.redis.connection_pool.disconnect()
+    binding_service.start()
+    assert rejected(await desk.bind(grantor, mother, relation="mother", order=2), "DUPLICATE_BINDING")
+    query_id = str(uuid.uuid4())
+    await bus.send(t.BINDING_COMMANDS, command("QueryBindings", {"person_id": mother["person_id"]}, query_id),
+                   headers={"reply_to": "test.replies"})
+    [reply] = await bus.watchers["test.replies"].wait_for(lambda r: payload_of(r).get("command_id") == query_id)
+    assert [b["binding_id"] for b in payload_of(reply)["bindings"]] == [created]

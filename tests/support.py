@@ -1,0 +1,162 @@
+"""Test helpers: a real Kafka client that publishes envelopes and watches topics, service
+processes started as production starts them, and builders of valid contract messages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import date
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from shared import envelope
+from shared.identity import make_id_number
+
+ROOT = Path(__file__).resolve().parent.parent
+_seq = count(int(time.time()) % 700)
+
+
+def new_person_id(region: str = "610100") -> str:
+    """A valid, unique resident ID number, so tests never see each other's people."""
+    n = next(_seq)
+    return make_id_number(region[:4] + "02", date(1950 + n % 50, 1 + n % 12, 1 + n % 28), (n * 7919) % 1000)
+
+
+def command(event_type: str, payload: dict[str, Any], event_id: str | None = None) -> bytes:
+    return envelope.seal(event_type, payload, event_id=event_id or str(uuid.uuid4()))
+
+
+class Watcher:
+    """Reads every partition of some topics from the beginning, without a consumer group (no
+    rebalance wait), and lets a test wait for the record it expects."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self._topics = topics
+        self.records: list[Any] = []
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        partitions = []
+        for topic in self._topics:
+            for p in self._consumer.partitions_for_topic(topic) or await self._partitions(topic):
+                partitions.append(TopicPartition(topic, p))
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_beginning(*partitions)
+        self._task = asyncio.create_task(self._pump())
+
+    async def _partitions(self, topic: str) -> set[int]:
+        await self._consumer._client.force_metadata_update()  # topic created just before
+        return self._consumer.partitions_for_topic(topic) or set()
+
+    async def _pump(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200)
+            if batch:
+                async with self._changed:
+                    for records in batch.values():
+                        self.records.extend(records)
+                    self._changed.notify_all()
+
+    async def wait_for(self, match: Callable[[Any], bool], timeout: float = 30.0, count: int = 1) -> list[Any]:
+        """The first `count` records that match, waiting up to `timeout` seconds for them."""
+        async def enough() -> list[Any]:
+            async with self._changed:
+                while len(found := [r for r in self.records if match(r)]) < count:
+                    await self._changed.wait()
+                return found[:count]
+        return await asyncio.wait_for(enough(), timeout)
+
+    def matching(self, match: Callable[[Any], bool]) -> list[Any]:
+        return [r for r in self.records if match(r)]
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        await self._consumer.stop()
+
+
+def body(record: Any) -> dict[str, Any]:
+    return json.loads(record.value)
+
+
+def payload_of(record: Any) -> dict[str, Any]:
+    return body(record)["payload"]
+
+
+class Bus:
+    """Publishes like a partner does and watches the platform's outcome topics."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        self.watchers: dict[str, Watcher] = {}
+
+    async def start(self, topics: list[str]) -> None:
+        await self._producer.start()
+        for topic in topics:
+            self.watchers[topic] = Watcher(self.bootstrap, [topic])
+            await self.watchers[topic].start()
+
+    async def send(self, topic: str, value: bytes, key: str | None = None,
+                   headers: dict[str, str] | None = None) -> None:
+        await self._producer.send_and_wait(
+            topic, value, key=key.encode() if key else None,
+            headers=[(k, v.encode()) for k, v in (headers or {}).items()])
+
+    async def stop(self) -> None:
+        for w in self.watchers.values():
+            await w.stop()
+        await self._producer.stop()
+
+
+class ServiceProcess:
+    """`python -m services.<name>` in its own process, as production runs it."""
+
+    def __init__(self, name: str, env: dict[str, str], log_path: Path) -> None:
+        self.name, self.env, self.log_path = name, env, log_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"], cwd=ROOT,
+                                        env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        marker = f"service ready: {self.name}".encode()
+        deadline = time.monotonic() + timeout
+        while marker not in self.log_path.read_bytes()[offset:]:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.log_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} not ready in {timeout}s:\n{self.log_text()[-3000:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -1,0 +1,124 @@
+"""Static checks of the deployment file ``docker-compose.yml``.
+
+No Docker engine is needed: the file is only read and parsed. ``compose_spec``
+is a declared dev dependency, so it is imported unconditionally -- if it is
+missing, collection of this module fails instead of silently skipping.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from compose_spec import PyCompose
+
+COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
+APP_SERVICES = ("binding", "settlement", "notify")
+
+
+@pytest.fixture(scope="module")
+def compose_text() -> str:
+    return COMPOSE_FILE.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def services(compose_text: str) -> dict[str, dict[str, Any]]:
+    document = yaml.safe_load(compose_text)
+    assert isinstance(document, dict), "docker-compose.yml must be a mapping"
+    found = document.get("services")
+    assert isinstance(found, dict) and found, "docker-compose.yml defines no services"
+    return found
+
+
+def _as_list(value: Any) -> list[str]:
+    """Normalise a compose command / entrypoint (string or list) to a list."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.split()
+    return [str(item) for item in value]
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    """Normalise ``environment`` (mapping or ``KEY=VALUE`` list) to a dict."""
+    env = service.get("environment") or {}
+    if isinstance(env, dict):
+        return {str(k): "" if v is None else str(v) for k, v in env.items()}
+    result: dict[str, str] = {}
+    for item in env:
+        key, _, value = str(item).partition("=")
+        result[key] = value
+    return result
+
+
+def _depends_on(service: dict[str, Any]) -> list[str]:
+    deps = service.get("depends_on") or []
+    return list(deps.keys()) if isinstance(deps, dict) else [str(d) for d in deps]
+
+
+def test_compose_file_is_valid_according_to_the_compose_specification(
+    compose_text: str,
+) -> None:
+    PyCompose.from_yaml(compose_text).validate()
+
+
+def test_every_depends_on_target_is_a_defined_service(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    undefined = {
+        name: target
+        for name, service in services.items()
+        for target in _depends_on(service)
+        if target not in services
+    }
+    assert not undefined, f"depends_on names undefined services: {undefined}"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_service_runs_its_own_python_module(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    assert name in services, f"service {name!r} is missing"
+    command = " ".join(_as_list(services[name].get("command")))
+    assert f"python -m services.{name}" in command
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_service_waits_for_healthy_kafka_and_redis(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    deps = services[name].get("depends_on")
+    assert isinstance(deps, dict), "depends_on must use the long (condition) form"
+    for target in ("kafka", "redis"):
+        assert deps.get(target, {}).get("condition") == "service_healthy"
+
+
+def test_kafka_is_the_official_apache_image_in_kraft_mode(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    kafka = services["kafka"]
+    assert str(kafka.get("image", "")).startswith("apache/kafka:")
+    roles = _environment(kafka).get("KAFKA_PROCESS_ROLES", "").split(",")
+    assert "controller" in roles and "broker" in roles
+
+
+def test_redis_runs_with_append_only_persistence(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    command = _as_list(services["redis"].get("command"))
+    assert "--appendonly" in command
+    assert command[command.index("--appendonly") + 1] == "yes"
+
+
+def test_no_published_port_uses_variable_interpolation(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    offenders = [
+        f"{name}: {port}"
+        for name, service in services.items()
+        for port in service.get("ports") or []
+        if "${" in str(port)  # str() also covers the long (mapping) syntax
+    ]
+    assert not offenders, f"ports must be literal: {offenders}"
