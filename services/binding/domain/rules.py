@@ -100,6 +100,8 @@ def most_at_once(bindings: list[Binding], start: date, end: date) -> int:
 
 def check_room_for_grantor(request: BindingRequest, existing: list[Binding], today: date) -> None:
     """At most two grantors at once for one beneficiary, never two on one payment order."""
+    if request.payment_order not in PAYMENT_ORDERS:
+        raise BindingRefused(Reason.INVALID_COMMAND, "payment_order must be 1 or 2")
     active = [b for b in existing if b.is_active_on(today)]
     if any(b.grantor_id == request.grantor.id_number for b in active):
         raise BindingRefused(Reason.DUPLICATE_BINDING)
@@ -158,4 +160,16 @@ def change_payment_order(binding: Binding | None, payment_order: int, siblings: 
         return [binding]
     holders = [b for b in siblings if b.binding_id != binding.binding_id and b.is_active_on(today)
                and b.payment_order == payment_order and b.overlaps(binding.start_date, binding.end_date)]
-    return [binding.with_order(payment_order)] + [b.with_order(binding.payment_order) for b in holders]
+    changed = [binding.with_order(payment_order)] + [b.with_order(binding.payment_order) for b in holders]
+    check_orders_unshared(changed, siblings, today)
+    return changed
+
+
+def check_orders_unshared(changed: list[Binding], siblings: list[Binding], today: date) -> None:
+    """A swap must not land a binding on an order another overlapping binding holds."""
+    ids = {b.binding_id for b in changed}
+    after = changed + [b for b in siblings if b.binding_id not in ids and b.is_active_on(today)]
+    for i, a in enumerate(after):
+        for b in after[i + 1:]:
+            if a.payment_order == b.payment_order and a.overlaps(b.start_date, b.end_date):
+                raise BindingRefused(Reason.PAYMENT_ORDER_TAKEN, f"order {a.payment_order}")
