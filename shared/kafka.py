@@ -129,3 +129,21 @@ async def answer_or_dead_letter(broker: KafkaBroker, msg: Received, answer) -> N
             raise
         log.exception("defect while answering %s[%d]@%d", msg.topic, msg.partition, msg.offset)
         await dead_letter(broker, msg, f"unhandled {exc.__class__.__name__}")
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: dict[str, str] | None = None
+
+
+async def publish_all(broker: KafkaBroker, messages: list[Outgoing]) -> None:
+    """Send a batch without waiting for each ack in turn, then wait for all of them: the caller
+    commits its offsets only after this returns, so nothing is acknowledged unpublished."""
+    import asyncio
+
+    futures = [await broker.publish(m.value, m.topic, key=m.key, headers=m.headers, no_confirm=True)
+               for m in messages]
+    await asyncio.gather(*futures)

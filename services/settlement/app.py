@@ -1,0 +1,48 @@
+"""Builds the settlement service; nothing connects at import time."""
+
+from __future__ import annotations
+
+import logging
+
+from faststream import FastStream
+
+from shared.kafka import ensure_topics, make_broker
+from shared.logs import configure_logging
+from shared.regions import all_regions
+from shared.state import make_redis
+from shared.topics import (BUREAU_ACCOUNTS, BUREAU_POSTINGS, HIS_CHARGES, SETTLEMENT_RESULTS,
+                           dead_letter_topic)
+from services.settlement.config import SettlementSettings
+from services.settlement.handlers.subscribers import SETTLEMENT_QUERIES, register
+from services.settlement.storage.accounts import SettlementStore
+from services.settlement.usecases import SettlementService
+
+TOPICS = [HIS_CHARGES, SETTLEMENT_RESULTS, BUREAU_POSTINGS, BUREAU_ACCOUNTS, SETTLEMENT_QUERIES,
+          dead_letter_topic(HIS_CHARGES), dead_letter_topic(BUREAU_ACCOUNTS), dead_letter_topic(SETTLEMENT_QUERIES)]
+
+
+def create_app(settings: SettlementSettings | None = None) -> FastStream:
+    settings = settings or SettlementSettings()
+    configure_logging(settings.log_level)
+    broker = make_broker(settings, client_id="settlement")
+    redis = make_redis(settings.redis_url)
+    store = SettlementStore(redis, [r.code for r in all_regions()],
+                            rejection_ttl=settings.settlement_rejection_ttl_days * 86_400,
+                            record_ttl=settings.settlement_record_ttl_days * 86_400)
+    register(broker, SettlementService(store, broker), settings)
+    app = FastStream(broker, logger=logging.getLogger("settlement"))
+
+    @app.on_startup
+    async def prepare() -> None:
+        await store.load_functions()
+        await ensure_topics(settings, TOPICS)
+
+    @app.after_startup
+    async def announce() -> None:
+        logging.getLogger("settlement").info("service ready: settlement")
+
+    @app.after_shutdown
+    async def close() -> None:
+        await redis.aclose()
+
+    return app

@@ -1,0 +1,15 @@
+"""Settings of the settlement service (environment variables, listed in the README)."""
+
+from pydantic import Field
+
+from shared.settings import ServiceSettings
+
+
+class SettlementSettings(ServiceSettings):
+    settlement_group_id: str = Field("settlement", description="Consumer group of the settlement service.")
+    settlement_batch_size: int = Field(1000, ge=1, description="Most charges settled in one batch (one round trip).")
+    settlement_batch_timeout_ms: int = Field(20, ge=1, description="How long a batch waits to fill.")
+    settlement_record_ttl_days: int = Field(
+        400, ge=1, description="How long a settled charge is kept to answer resends and refunds.")
+    settlement_rejection_ttl_days: int = Field(
+        30, ge=1, description="How long a refusal is kept to answer a redelivery the same way.")

@@ -1,0 +1,145 @@
+"""The settlement service's messages (contract.md): charges and refunds from the HIS on
+`his.charges`, results on `settlement.results`, postings for the bureaus on `bureau.postings`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from shared.identity import IdNumber
+from shared.money import Yuan
+from services.settlement.domain.reasons import Reason
+
+CHARGE_SUBMITTED = "ChargeSubmitted"
+CHARGE_REFUNDED = "ChargeRefunded"
+CHARGE_TYPES = frozenset({CHARGE_SUBMITTED, CHARGE_REFUNDED})
+CHARGE_SETTLED = "ChargeSettled"
+CHARGE_REJECTED = "ChargeRejected"
+REFUND_SETTLED = "RefundSettled"
+FRAUD_SUSPECTED = "FraudSuspected"
+POSTING = "Posting"
+QUERY_CONSUMPTION = "QueryConsumption"  # added: 家庭共济消费查询, on settlement.queries
+CONSUMPTION_LISTED = "ConsumptionListed"
+QUERY_TYPES = frozenset({QUERY_CONSUMPTION})
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    def digest(self) -> str:
+        """The body's fingerprint: a resent charge with the same body is the same charge."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+class ChargeSubmitted(_In):
+    charge_id: str = Field(min_length=1, max_length=64, pattern=r"^[^|,;\s]+$")
+    institution_code: str = Field(min_length=1, max_length=64)
+    institution_region: str = Field(pattern=r"^\d{6}$")
+    patient_id: IdNumber
+    patient_name: str = Field(min_length=1, max_length=64)
+    code_holder_id: IdNumber
+    presented_via: Literal["own_device", "family_account"]
+    visit_kind: Literal["outpatient", "inpatient", "pharmacy"]
+    total: Yuan
+    fund_paid: Yuan
+    individual_borne: Yuan
+    charged_at: AwareDatetime
+
+
+class ChargeRefunded(_In):
+    charge_id: str = Field(min_length=1, max_length=64, pattern=r"^[^|,;\s]+$")
+    refund_id: str = Field(min_length=1, max_length=64, pattern=r"^[^|,;\s]+$")
+    amount: Yuan
+    refunded_at: AwareDatetime
+
+
+def reason_for(error: ValidationError) -> Reason:
+    """INVALID_AMOUNT when only amounts are wrong; INVALID_CHARGE for anything else."""
+    kinds = {e["type"] for e in error.errors()}
+    return Reason.INVALID_AMOUNT if kinds == {"invalid_amount"} else Reason.INVALID_CHARGE
+
+
+def describe(error: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['type']}" for e in error.errors()[:5])
+
+
+class SettledLine(BaseModel):
+    source: Literal["own", "grantor", "cash"]
+    person_id: str | None = None
+    region: str | None = None
+    payment_order: int | None = None
+    amount: Yuan
+    balance_after: Yuan | None = None
+
+
+class ChargeSettled(BaseModel):
+    charge_id: str
+    patient_id: str
+    individual_borne: Yuan
+    lines: list[SettledLine]
+    settled_at: str
+
+
+class RefundSettled(BaseModel):
+    charge_id: str
+    refund_id: str
+    amount: Yuan
+    lines: list[SettledLine]
+    settled_at: str
+
+
+class ChargeRejected(BaseModel):
+    charge_id: str
+    refund_id: str | None = None
+    reason_code: Reason
+    message_zh: str
+    message_en: str
+
+
+class FraudSuspected(BaseModel):
+    charge_id: str
+    patient_id: str
+    code_holder_id: str
+    institution_code: str
+    institution_region: str
+    presented_via: str
+
+
+class Posting(BaseModel):
+    posting_id: str
+    region: str
+    person_id: str
+    direction: Literal["debit", "credit"]
+    amount: Yuan
+    charge_id: str
+    refund_id: str | None = None
+    beneficiary_id: str | None = None
+    posted_at: str
+
+
+class QueryConsumption(_In):
+    grantor_id: IdNumber
+    date_from: date
+    date_to: date
+
+
+class BeneficiarySpending(BaseModel):
+    beneficiary_id: str = Field(description="Masked.")
+    payments: list[dict]
+    total_paid: Yuan
+    total_refunded: Yuan
+
+
+class ConsumptionListed(BaseModel):
+    command_id: str
+    grantor_id: str = Field(description="Masked.")
+    date_from: date
+    date_to: date
+    beneficiaries: list[BeneficiarySpending]
+    total_paid: Yuan
+    total_refunded: Yuan

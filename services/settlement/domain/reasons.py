@@ -1,0 +1,48 @@
+"""Why a charge or a refund is refused: the contract's reason codes, in Chinese and English."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    UNKNOWN_PATIENT = "UNKNOWN_PATIENT"
+    OUTSIDE_PROVINCE = "OUTSIDE_PROVINCE"
+    AMOUNTS_INCONSISTENT = "AMOUNTS_INCONSISTENT"
+    INVALID_AMOUNT = "INVALID_AMOUNT"
+    DUPLICATE_CHARGE_CONFLICT = "DUPLICATE_CHARGE_CONFLICT"
+    IDENTITY_MISMATCH = "IDENTITY_MISMATCH"
+    UNKNOWN_CHARGE = "UNKNOWN_CHARGE"
+    REFUND_EXCEEDS_PAID = "REFUND_EXCEEDS_PAID"
+    INVALID_CHARGE = "INVALID_CHARGE"
+
+
+MESSAGES: dict[Reason, tuple[str, str]] = {
+    Reason.UNKNOWN_PATIENT: ("未查询到患者参保信息", "The patient is not registered with any pooling region."),
+    Reason.OUTSIDE_PROVINCE: ("患者参保地不在本省", "The patient is insured outside the province."),
+    Reason.AMOUNTS_INCONSISTENT: ("统筹支付与个人负担之和不等于总费用",
+                                  "fund_paid + individual_borne does not equal total."),
+    Reason.INVALID_AMOUNT: ("金额无效（负数或超过两位小数）", "An amount is negative or has more than two decimals."),
+    Reason.DUPLICATE_CHARGE_CONFLICT: ("同一结算单号的内容不一致", "The same charge_id was sent with a different body."),
+    Reason.IDENTITY_MISMATCH: ("疑似欺诈骗保：须使用患者本人医保码结算",
+                               "Suspected fraud: the scanned code is not the patient's own."),
+    Reason.UNKNOWN_CHARGE: ("未找到原结算记录", "No settled charge with this charge_id."),
+    Reason.REFUND_EXCEEDS_PAID: ("退费金额超过已支付金额", "The refund exceeds what is left of the amount paid."),
+    Reason.INVALID_CHARGE: ("结算请求缺少字段或字段类型错误", "A field is missing or has the wrong type."),
+}
+
+
+class ChargeRefused(Exception):
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else str(reason))
+        self.reason = reason
+        self.detail = detail
+
+    @property
+    def message_zh(self) -> str:
+        return MESSAGES[self.reason][0]
+
+    @property
+    def message_en(self) -> str:
+        text = MESSAGES[self.reason][1]
+        return f"{text} ({self.detail})" if self.detail else text

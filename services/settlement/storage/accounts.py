@@ -1,0 +1,128 @@
+"""The settlement service's Redis state, changed only through the Functions in settlement.lua.
+
+Keys this service owns (README, "Redis keys"):
+- `stl:acct:{bucket}`      hash person_id -> "balance|bureau_seq|region|scheme" (projection of
+                           bureau.accounts, debited and credited by settlement itself)
+- `stl:charge:{charge_id}` hash: the settled charge, its lines, refunds (idempotency record)
+- `stl:rej:{event_id}`     the reason a charge or refund message was refused (idempotency)
+- `stl:spent:{grantor}`    hash charge_id -> "day|beneficiary|paid|refunded|at" (消费查询)
+It reads `bnd:pay:{beneficiary}`, owned by the binding service (shared/binding_index.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.resources import files
+
+from redis.asyncio import Redis
+
+from services.settlement.domain.waterfall import Line
+
+LIBRARY = files("services.settlement.storage").joinpath("settlement.lua").read_text
+
+
+@dataclass(frozen=True)
+class ChargeToSettle:
+    event_id: str
+    charge_id: str
+    digest: str
+    borne: int
+    patient_id: str
+    day: int  # YYYYMMDD of the charge, China time
+    settled_at: str
+
+
+@dataclass(frozen=True)
+class RefundToApply:
+    event_id: str
+    charge_id: str
+    refund_id: str
+    digest: str
+    amount: int
+    refunded_at: str
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a Function answered: SETTLED/REFUNDED with lines, REJECTED with a code, or CONFLICT."""
+
+    status: str
+    lines: list[Line]
+    at: str = ""
+    reason: str = ""
+    replay: bool = False
+
+
+def _decode_lines(encoded: str) -> list[Line]:
+    lines = []
+    for part in filter(None, encoded.split(";")):
+        source, person, region, order, amount, after = part.split(",")
+        lines.append(Line(source, int(amount), person or None, region or None, int(order) if order else None,
+                          int(after) if after else None))
+    return lines
+
+
+def _applied(reply: list) -> Applied:
+    status = reply[0].decode()
+    if status in ("SETTLED", "REFUNDED"):
+        return Applied(status, _decode_lines(reply[1].decode()), reply[2].decode(), replay=reply[3] == b"1")
+    if status == "REJECTED":
+        return Applied(status, [], reason=reply[1].decode())
+    return Applied(status, [])
+
+
+class SettlementStore:
+    def __init__(self, redis: Redis, provinces: list[str], rejection_ttl: int, record_ttl: int) -> None:
+        self._redis = redis
+        self._provinces = ",".join(provinces)
+        self._rejection_ttl = rejection_ttl
+        self._record_ttl = record_ttl
+
+    async def load_functions(self) -> None:
+        """Once at start-up; REPLACE so a new release's library takes over."""
+        await self._redis.function_load(LIBRARY(), replace=True)
+
+    async def settle(self, charges: list[ChargeToSettle]) -> list[Applied]:
+        """One round trip for the whole batch; each charge is atomic on its own."""
+        pipe = self._redis.pipeline(transaction=False)
+        for c in charges:
+            pipe.fcall("settle", 2, f"stl:charge:{c.charge_id}", f"stl:rej:{c.event_id}",
+                       c.charge_id, c.digest, c.borne, c.patient_id, c.day, c.settled_at, self._provinces,
+                       self._rejection_ttl, self._record_ttl)
+        return [_applied(r) for r in await pipe.execute()]
+
+    async def refund(self, refunds: list[RefundToApply]) -> list[Applied]:
+        pipe = self._redis.pipeline(transaction=False)
+        for r in refunds:
+            pipe.fcall("refund", 2, f"stl:charge:{r.charge_id}", f"stl:rej:{r.event_id}",
+                       r.charge_id, r.refund_id, r.amount, r.refunded_at, r.digest, self._rejection_ttl)
+        return [_applied(r) for r in await pipe.execute()]
+
+    async def register(self, people: list[tuple[str, str, str, int | None]]) -> None:
+        """(person_id, region, scheme e|r, opening balance) for a batch of registrations."""
+        pipe = self._redis.pipeline(transaction=False)
+        for person_id, region, scheme, balance in people:
+            pipe.fcall("register_person", 0, person_id, region, scheme, "" if balance is None else balance)
+        await pipe.execute()
+
+    async def bureau_movements(self, moves: list[tuple[str, str, int, int, str]]) -> list[tuple[str, int]]:
+        """(person_id, credit|debit|snapshot, amount, bureau_seq, region) -> (outcome, balance)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for m in moves:
+            pipe.fcall("bureau_movement", 0, *m)
+        return [(r[0].decode(), int(r[1])) for r in await pipe.execute()]
+
+    async def spending(self, grantor_id: str) -> list[tuple[str, int, str, int, int, str]]:
+        """(charge_id, day, beneficiary, paid, refunded, at) of every payment from the account."""
+        rows = []
+        for charge_id, value in (await self._redis.hgetall(f"stl:spent:{grantor_id}")).items():
+            day, beneficiary, paid, refunded, at = value.decode().split("|")
+            rows.append((charge_id.decode(), int(day), beneficiary, int(paid), int(refunded), at))
+        return rows
+
+    async def balance(self, person_id: str) -> int | None:
+        """For tests and operators: the cached balance in fen."""
+        from shared.state import person_bucket
+
+        raw = await self._redis.hget(f"stl:acct:{person_bucket(person_id)}", person_id)
+        return int(raw.split(b"|")[0]) if raw else None

@@ -1,0 +1,226 @@
+#!lua name=settlement
+-- The settlement service's Redis Functions: each applies one charge, refund or bureau event
+-- atomically, with its idempotency record in the same step. Loaded once at start-up
+-- (FUNCTION LOAD REPLACE); Functions persist across a Redis restart, unlike EVAL scripts.
+--
+-- Account entry, in hash stl:acct:{bucket}, field person_id: "balance|bureau_seq|region|scheme"
+-- (balance in fen; scheme e = employee with an account, r = resident without one).
+-- Payer index (written by the binding service, shared/binding_index.py), hash bnd:pay:{patient}:
+-- field binding_id, value "grantor|order|startYYYYMMDD|endYYYYMMDD|region".
+--
+-- settle() reads the payer index and then the grantors' accounts it names: keys derived inside
+-- the Function, so all keys must live on one Redis primary (no cluster), as deployed.
+
+local BUCKETS = 65536
+
+local function bucket_key(person_id)
+  return 'stl:acct:' .. (tonumber(string.sub(person_id, 7, 17)) % BUCKETS)
+end
+
+local function split(s, sep)
+  local out = {}
+  for piece in string.gmatch(s, '([^' .. sep .. ']*)' .. sep .. '?') do
+    table.insert(out, piece)
+  end
+  if out[#out] == '' then table.remove(out) end
+  return out
+end
+
+local function read_account(person_id)
+  local raw = redis.call('HGET', bucket_key(person_id), person_id)
+  if not raw then return nil end
+  local f = split(raw, '|')
+  return {balance = tonumber(f[1]), seq = tonumber(f[2]), region = f[3], scheme = f[4]}
+end
+
+local function write_account(person_id, a)
+  redis.call('HSET', bucket_key(person_id), person_id,
+    string.format('%d|%d|%s|%s', a.balance, a.seq, a.region, a.scheme))
+end
+
+local function encode_lines(lines)
+  local parts = {}
+  for _, l in ipairs(lines) do
+    table.insert(parts, table.concat({l.source, l.person or '', l.region or '', l.order or '',
+      string.format('%d', l.amount), l.after and string.format('%d', l.after) or ''}, ','))
+  end
+  return table.concat(parts, ';')
+end
+
+local function decode_lines(s)
+  local lines = {}
+  for _, part in ipairs(split(s, ';')) do
+    local f = split(part .. ',', ',')
+    table.insert(lines, {source = f[1], person = f[2], region = f[3], order = f[4], amount = tonumber(f[5])})
+  end
+  return lines
+end
+
+local function reject(rej_key, code, ttl)
+  redis.call('SET', rej_key, code, 'EX', ttl)
+  return {'REJECTED', code}
+end
+
+-- KEYS: charge record, rejection record, (unused: patient bucket and payer index are derived)
+-- ARGV: charge_id, digest, borne, patient_id, day, settled_at, province codes, rejection ttl,
+--       record ttl
+local function settle(keys, args)
+  local charge_key, rej_key = keys[1], keys[2]
+  local charge_id, digest, borne, patient = args[1], args[2], tonumber(args[3]), args[4]
+  local day, settled_at, province, ttl, record_ttl = tonumber(args[5]), args[6], args[7], args[8], args[9]
+
+  local recorded = redis.call('HMGET', charge_key, 'digest', 'lines', 'at')
+  if recorded[1] then
+    if recorded[1] ~= digest then return {'CONFLICT'} end
+    return {'SETTLED', recorded[2], recorded[3], '1'}
+  end
+  local refused = redis.call('GET', rej_key)
+  if refused then return {'REJECTED', refused} end
+
+  local me = read_account(patient)
+  if not me then return reject(rej_key, 'UNKNOWN_PATIENT', ttl) end
+  if not string.find(',' .. province .. ',', ',' .. me.region .. ',', 1, true) then
+    return reject(rej_key, 'OUTSIDE_PROVINCE', ttl)
+  end
+
+  -- Bindings in force on the charge's day, in payment order.
+  local payers = {}
+  local index = redis.call('HGETALL', 'bnd:pay:' .. patient)
+  for i = 1, #index, 2 do
+    local f = split(index[i + 1], '|')
+    if tonumber(f[3]) <= day and day <= tonumber(f[4]) then
+      table.insert(payers, {person = f[1], order = tonumber(f[2]), region = f[5]})
+    end
+  end
+  table.sort(payers, function(a, b) return a.order < b.order end)
+
+  local lines, remaining = {}, borne
+  local function pay(source, person, account, order)
+    if not account or account.scheme ~= 'e' or remaining == 0 then return end
+    local take = math.min(math.max(account.balance, 0), remaining)
+    if take <= 0 then return end
+    account.balance = account.balance - take
+    remaining = remaining - take
+    write_account(person, account)
+    table.insert(lines, {source = source, person = person, region = account.region,
+      order = order, amount = take, after = account.balance})
+  end
+  pay('own', patient, me, nil)
+  for _, p in ipairs(payers) do
+    pay('grantor', p.person, read_account(p.person), p.order)
+  end
+  table.insert(lines, {source = 'cash', amount = remaining})
+
+  local encoded = encode_lines(lines)
+  local refunded = {}
+  for i = 1, #lines do refunded[i] = '0' end
+  redis.call('HSET', charge_key, 'digest', digest, 'lines', encoded, 'at', settled_at,
+    'patient', patient, 'borne', borne, 'refunded', table.concat(refunded, ','))
+  redis.call('EXPIRE', charge_key, record_ttl)
+  for _, l in ipairs(lines) do
+    if l.source == 'grantor' then
+      -- 家庭共济消费查询: what each beneficiary spent from this grantor's account.
+      redis.call('HSET', 'stl:spent:' .. l.person, charge_id,
+        string.format('%d|%s|%d|0|%s', day, patient, l.amount, settled_at))
+    end
+  end
+  return {'SETTLED', encoded, settled_at, '0'}
+end
+
+-- KEYS: charge record, rejection record
+-- ARGV: charge_id, refund_id, amount, refunded_at, digest, rejection ttl
+local function refund(keys, args)
+  local charge_key, rej_key = keys[1], keys[2]
+  local charge_id, refund_id, amount, at, digest, ttl =
+    args[1], args[2], tonumber(args[3]), args[4], args[5], args[6]
+
+  local done = redis.call('HGET', charge_key, 'r:' .. refund_id)
+  if done then
+    local f = split(done, '|')
+    if f[1] ~= digest then return {'CONFLICT'} end
+    return {'REFUNDED', f[2], f[3], '1'}
+  end
+  local refused = redis.call('GET', rej_key)
+  if refused then return {'REJECTED', refused} end
+  local record = redis.call('HMGET', charge_key, 'lines', 'refunded', 'patient')
+  if not record[1] then return reject(rej_key, 'UNKNOWN_CHARGE', ttl) end
+
+  local paid = decode_lines(record[1])
+  local back = split(record[2], ',')
+  local room = 0
+  for i, l in ipairs(paid) do room = room + l.amount - tonumber(back[i]) end
+  if amount > room then return reject(rej_key, 'REFUND_EXCEEDS_PAID', ttl) end
+
+  -- Last paid, first refunded: cash, then grantor 2, grantor 1, the own account last.
+  local lines, remaining = {}, amount
+  for i = #paid, 1, -1 do
+    local l = paid[i]
+    local give = math.min(l.amount - tonumber(back[i]), remaining)
+    if give > 0 then
+      remaining = remaining - give
+      back[i] = string.format('%d', tonumber(back[i]) + give)
+      local line = {source = l.source, person = l.person ~= '' and l.person or nil,
+        region = l.region ~= '' and l.region or nil, order = l.order ~= '' and l.order or nil, amount = give}
+      if l.source ~= 'cash' then
+        local account = read_account(l.person)
+        account.balance = account.balance + give
+        write_account(l.person, account)
+        line.after = account.balance
+      end
+      if l.source == 'grantor' then
+        local spent_key = 'stl:spent:' .. l.person
+        local s = redis.call('HGET', spent_key, charge_id)
+        if s then
+          local f = split(s, '|')
+          redis.call('HSET', spent_key, charge_id, string.format('%s|%s|%s|%d|%s', f[1], f[2], f[3],
+            tonumber(f[4]) + give, f[5]))
+        end
+      end
+      table.insert(lines, 1, line)
+    end
+  end
+  local encoded = encode_lines(lines)
+  redis.call('HSET', charge_key, 'refunded', table.concat(back, ','),
+    'r:' .. refund_id, digest .. '|' .. encoded .. '|' .. at)
+  return {'REFUNDED', encoded, at, '0'}
+end
+
+-- A bureau registration: region and scheme follow the bureau; an existing account's balance
+-- is the platform's to keep (it moves with AccountCredited/Debited/Snapshot, by bureau_seq).
+-- KEYS: none derived; ARGV: person_id, region, scheme (e|r), opening balance fen ('' if none)
+local function register_person(keys, args)
+  local person, region, scheme, balance = args[1], args[2], args[3], args[4]
+  local a = read_account(person)
+  if a then
+    a.region, a.scheme = region, scheme
+  else
+    a = {balance = tonumber(balance) or 0, seq = 0, region = region, scheme = scheme}
+  end
+  write_account(person, a)
+  return 'OK'
+end
+
+-- A movement the bureau made on its book: applied once, in bureau_seq order per person.
+-- ARGV: person_id, kind (credit|debit|snapshot), amount fen, bureau_seq, region
+local function bureau_movement(keys, args)
+  local person, kind, amount, seq, region = args[1], args[2], tonumber(args[3]), tonumber(args[4]), args[5]
+  local a = read_account(person) or {balance = 0, seq = -1, region = region, scheme = 'e'}
+  if seq <= a.seq then return {'STALE', a.balance} end
+  local outcome = 'APPLIED'
+  if kind == 'credit' then
+    a.balance = a.balance + amount
+  elseif kind == 'debit' then
+    a.balance = a.balance - amount
+    if a.balance < 0 then a.balance, outcome = 0, 'CLAMPED' end
+  else
+    a.balance = amount
+  end
+  a.seq = seq
+  write_account(person, a)
+  return {outcome, a.balance}
+end
+
+redis.register_function('settle', settle)
+redis.register_function('refund', refund)
+redis.register_function('register_person', register_person)
+redis.register_function('bureau_movement', bureau_movement)
