@@ -13,6 +13,7 @@ from shared import topics as t
 from tests.support import Bus
 
 ALL_TOPICS = [t.BUREAU_ACCOUNTS, t.BINDING_COMMANDS, t.BINDING_EVENTS, t.HIS_CHARGES, t.SETTLEMENT_RESULTS,
+              "settlement.queries",
               t.BUREAU_POSTINGS, t.NOTIFY_DELIVERIES, "test.replies"]
 ALL_TOPICS += [t.dead_letter_topic(x) for x in (t.BUREAU_ACCOUNTS, t.BINDING_COMMANDS, t.HIS_CHARGES,
                                                  t.SETTLEMENT_RESULTS, t.BINDING_EVENTS)]

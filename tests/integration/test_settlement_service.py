@@ -1,0 +1,347 @@
+"""The settlement service through the real broker and Redis, with the binding service beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from shared import topics as t
+from shared.envelope import seal
+from shared.state import person_bucket
+from tests.support import ServiceProcess, body, command, new_person_id, payload_of
+
+pytestmark = pytest.mark.integration
+
+CST = timezone(timedelta(hours=8))
+SIGNATURE = "sha256:" + hashlib.sha256(b"signed").hexdigest()
+
+
+@pytest.fixture(scope="module")
+def services(infra, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("settlement")
+    running = [ServiceProcess(name, {**infra.env(), "LOG_LEVEL": "INFO"}, logs / f"{name}.log")
+               for name in ("binding", "settlement")]
+    for s in running:
+        s.start()
+    yield {s.name: s for s in running}
+    for s in running:
+        s.stop()
+
+
+class Counter:
+    """A hospital's HIS and the family, reduced to what these tests need."""
+
+    def __init__(self, bus, redis):
+        self.bus, self.redis = bus, redis
+
+    async def person(self, region="610100", scheme="employee", balance="0.00") -> dict:
+        p = {"person_id": new_person_id(region), "name": f"患者{uuid.uuid4().hex[:4]}", "region": region,
+             "scheme": scheme, "phone": "13912345678"}
+        p |= {"employer": "单位", "balance": balance} if scheme == "employee" else {"community": "社区"}
+        await self.bus.send(t.BUREAU_ACCOUNTS, seal("PersonRegistered", p), key=p["person_id"])
+        bucket = person_bucket(p["person_id"])
+        async with asyncio.timeout(30):
+            while not (await self.redis.hexists(f"bnd:person:{bucket}", p["person_id"])
+                       and await self.redis.hexists(f"stl:acct:{bucket}", p["person_id"])):
+                await asyncio.sleep(0.02)
+        return p
+
+    async def bind(self, grantor, beneficiary, order, start=None, end=None) -> str:
+        today = datetime.now(CST).date()
+        start, end = start or today - timedelta(days=1), end or today + timedelta(days=365)
+
+        def party(p):
+            return {"id_number": p["person_id"], "name": p["name"], "region": p["region"], "phone": p["phone"],
+                    "employer": p.get("employer"), "community": p.get("community")}
+        form = {"grantor": party(grantor), "beneficiary": party(beneficiary), "relation": "father",
+                "payment_order": order, "start_date": start.isoformat(), "end_date": end.isoformat(),
+                "notice_accepted": True, "signature_digest": SIGNATURE, "channel": "window"}
+        cmd_id = str(uuid.uuid4())
+        await self.bus.send(t.BINDING_COMMANDS, command("CreateBinding", form, cmd_id), key=beneficiary["person_id"])
+        [r] = await self.bus.watchers[t.BINDING_EVENTS].wait_for(lambda r: payload_of(r).get("command_id") == cmd_id)
+        assert body(r)["event_type"] == "BindingCreated", payload_of(r)
+        return payload_of(r)["binding_id"]
+
+    @staticmethod
+    def charge(patient, borne, fund="100.00", holder=None, region="610100", charge_id=None, **extra) -> dict:
+        total = f"{(int(borne.replace('.', '')) + int(fund.replace('.', ''))) / 100:.2f}" if "total" not in extra \
+            else extra.pop("total")
+        return {"charge_id": charge_id or f"C{uuid.uuid4().hex[:16]}", "institution_code": "H61030001",
+                "institution_region": region, "patient_id": patient["person_id"], "patient_name": patient["name"],
+                "code_holder_id": holder or patient["person_id"], "presented_via": "own_device",
+                "visit_kind": "outpatient", "total": total, "fund_paid": fund, "individual_borne": borne,
+                "charged_at": datetime.now(CST).isoformat(timespec="seconds")} | extra
+
+    async def submit(self, charge, event_type="ChargeSubmitted", event_id=None) -> bytes:
+        raw = command(event_type, charge, event_id)
+        await self.bus.send(t.HIS_CHARGES, raw, key=charge.get("patient_id", "x"))
+        return raw
+
+    async def result(self, charge_id, event_type=None, count=1) -> list[dict]:
+        records = await self.bus.watchers[t.SETTLEMENT_RESULTS].wait_for(
+            lambda r: payload_of(r).get("charge_id") == charge_id
+            and (event_type is None or body(r)["event_type"] == event_type), count=count)
+        return [body(r) for r in records]
+
+    async def balance(self, person) -> int:
+        raw = await self.redis.hget(f"stl:acct:{person_bucket(person['person_id'])}", person["person_id"])
+        return int(raw.split(b"|")[0])
+
+
+@pytest.fixture
+async def counter(bus, redis, services):
+    await redis.flushdb()
+    return Counter(bus, redis)
+
+
+def lines(result: dict) -> list[tuple]:
+    return [(x["source"], x.get("person_id"), x.get("payment_order"), x["amount"], x.get("balance_after"))
+            for x in result["payload"]["lines"]]
+
+
+async def test_own_account_then_order_1_then_order_2_then_cash(counter):
+    patient = await counter.person(balance="100.00")
+    first, second = await counter.person(balance="50.00"), await counter.person(region="610400", balance="30.00")
+    await counter.bind(second, patient, order=2)
+    await counter.bind(first, patient, order=1)
+    charge = counter.charge(patient, "200.00")
+    await counter.submit(charge)
+    [settled] = await counter.result(charge["charge_id"])
+    assert settled["event_type"] == "ChargeSettled"
+    assert lines(settled) == [("own", patient["person_id"], None, "100.00", "0.00"),
+                              ("grantor", first["person_id"], 1, "50.00", "0.00"),
+                              ("grantor", second["person_id"], 2, "30.00", "0.00"),
+                              ("cash", None, None, "20.00", None)]
+
+
+async def test_resident_beneficiary_without_an_account_is_paid_by_the_grantor_then_cash(counter):
+    patient = await counter.person(scheme="resident")
+    grantor = await counter.person(balance="80.00")
+    await counter.bind(grantor, patient, order=1)
+    charge = counter.charge(patient, "100.50")
+    await counter.submit(charge)
+    [settled] = await counter.result(charge["charge_id"])
+    assert lines(settled) == [("grantor", grantor["person_id"], 1, "80.00", "0.00"), ("cash", None, None, "20.50", None)]
+
+
+async def test_xian_grantor_pays_for_a_baoji_patient_and_the_posting_goes_to_xian(counter, bus):
+    patient = await counter.person(region="610300", scheme="resident")
+    grantor = await counter.person(region="610100", balance="500.00")
+    await counter.bind(grantor, patient, order=1)
+    charge = counter.charge(patient, "128.50", region="610300")
+    await counter.submit(charge)
+    [settled] = await counter.result(charge["charge_id"])
+    assert settled["payload"]["lines"][0]["region"] == "610100"
+    [posting] = await bus.watchers[t.BUREAU_POSTINGS].wait_for(
+        lambda r: payload_of(r)["charge_id"] == charge["charge_id"])
+    assert posting.key == b"610100"
+    p = payload_of(posting)
+    assert (p["person_id"], p["direction"], p["amount"], p["beneficiary_id"], p["region"]) == (
+        grantor["person_id"], "debit", "128.50", patient["person_id"], "610100")
+    assert await counter.balance(grantor) == 50_000 - 12_850
+
+
+async def test_binding_outside_its_dates_is_ignored(counter):
+    patient, grantor = await counter.person(scheme="resident"), await counter.person(balance="90.00")
+    tomorrow = datetime.now(CST).date() + timedelta(days=1)
+    await counter.bind(grantor, patient, order=1, start=tomorrow, end=tomorrow + timedelta(days=30))
+    charge = counter.charge(patient, "10.00")
+    await counter.submit(charge)
+    [settled] = await counter.result(charge["charge_id"])
+    assert lines(settled) == [("cash", None, None, "10.00", None)]
+
+
+async def test_revoked_binding_is_ignored(counter, bus):
+    patient, grantor = await counter.person(scheme="resident"), await counter.person(balance="90.00")
+    binding_id = await counter.bind(grantor, patient, order=1)
+    cmd_id = str(uuid.uuid4())
+    await bus.send(t.BINDING_COMMANDS, command("RevokeBinding", {"binding_id": binding_id,
+                                                                 "requested_by": grantor["person_id"]}, cmd_id))
+    [r] = await bus.watchers[t.BINDING_EVENTS].wait_for(lambda r: payload_of(r).get("command_id") == cmd_id)
+    assert body(r)["event_type"] == "BindingRevoked"
+    charge = counter.charge(patient, "10.00")
+    await counter.submit(charge)
+    [settled] = await counter.result(charge["charge_id"])
+    assert lines(settled) == [("cash", None, None, "10.00", None)]
+    assert await counter.balance(grantor) == 9_000
+
+
+async def test_the_same_charge_sent_three_times_debits_once(counter):
+    patient = await counter.person(balance="100.00")
+    charge = counter.charge(patient, "30.00")
+    raw = await counter.submit(charge)
+    await counter.bus.send(t.HIS_CHARGES, raw, key=patient["person_id"])   # a redelivery
+    await counter.submit(charge)                                           # an HIS retry, new event id
+    results = await counter.result(charge["charge_id"], count=3)
+    assert {r["event_id"] for r in results} == {results[0]["event_id"]}
+    assert all(r == results[0] for r in results)
+    assert await counter.balance(patient) == 7_000
+
+
+async def test_200_concurrent_charges_never_overdraw_one_grantor(counter):
+    grantor = await counter.person(balance="1000.00")
+    patients = [await counter.person(scheme="resident") for _ in range(4)]
+    for p in patients:
+        await counter.bind(grantor, p, order=1)
+    charges = [counter.charge(patients[i % 4], f"{7 + i % 5}.{i % 100:02d}") for i in range(200)]
+    await asyncio.gather(*(counter.submit(c) for c in charges))
+    settled = [(await counter.result(c["charge_id"]))[0] for c in charges]
+    paid = sum(int(x["amount"].replace(".", "")) for s in settled for x in s["payload"]["lines"]
+               if x["source"] == "grantor")
+    cash = sum(int(x["amount"].replace(".", "")) for s in settled for x in s["payload"]["lines"] if x["source"] == "cash")
+    borne = sum(int(c["individual_borne"].replace(".", "")) for c in charges)
+    assert paid + cash == borne
+    assert paid == min(100_000, borne)
+    assert await counter.balance(grantor) == 100_000 - paid >= 0
+    afters = [int(x["balance_after"].replace(".", "")) for s in settled for x in s["payload"]["lines"]
+              if x["source"] == "grantor"]
+    assert min(afters) >= 0 and len(set(afters)) == len(afters)
+
+
+async def test_refund_restores_the_accounts_last_paid_first(counter):
+    patient = await counter.person(balance="50.00")
+    grantor = await counter.person(balance="50.00")
+    await counter.bind(grantor, patient, order=1)
+    charge = counter.charge(patient, "120.00")
+    await counter.submit(charge)
+    await counter.result(charge["charge_id"], "ChargeSettled")
+    refund = {"charge_id": charge["charge_id"], "refund_id": "R1", "amount": "40.00",
+              "refunded_at": datetime.now(CST).isoformat(timespec="seconds")}
+    await counter.submit(refund, "ChargeRefunded")
+    [done] = await counter.result(charge["charge_id"], "RefundSettled")
+    assert lines(done) == [("grantor", grantor["person_id"], 1, "20.00", "20.00"),
+                           ("cash", None, None, "20.00", None)]
+    assert (await counter.balance(grantor), await counter.balance(patient)) == (2_000, 0)
+    too_much = {**refund, "refund_id": "R2", "amount": "80.01"}
+    await counter.submit(too_much, "ChargeRefunded")
+    [refused] = await counter.result(charge["charge_id"], "ChargeRejected")
+    assert refused["payload"]["reason_code"] == "REFUND_EXCEEDS_PAID"
+
+
+async def test_grantors_code_used_for_a_family_member_is_refused_as_fraud(counter):
+    patient, grantor = await counter.person(scheme="resident"), await counter.person(balance="500.00")
+    await counter.bind(grantor, patient, order=1)
+    charge = counter.charge(patient, "10.00", holder=grantor["person_id"])
+    await counter.submit(charge)
+    [refused] = await counter.result(charge["charge_id"], "ChargeRejected")
+    [fraud] = await counter.result(charge["charge_id"], "FraudSuspected")
+    assert refused["payload"]["reason_code"] == "IDENTITY_MISMATCH"
+    assert fraud["payload"]["code_holder_id"] == grantor["person_id"]
+    assert await counter.balance(grantor) == 50_000
+
+
+async def test_family_account_showing_the_patients_own_code_settles(counter):
+    patient = await counter.person(balance="10.00")
+    charge = counter.charge(patient, "5.00", presented_via="family_account")
+    await counter.submit(charge)
+    [settled] = await counter.result(charge["charge_id"])
+    assert settled["event_type"] == "ChargeSettled"
+
+
+@pytest.mark.parametrize("change,reason", [
+    (dict(total="999.00"), "AMOUNTS_INCONSISTENT"),
+    (dict(individual_borne="-1.00", total="99.00"), "INVALID_AMOUNT"),
+    (dict(individual_borne="1.005", total="101.005"), "INVALID_AMOUNT"),
+    (dict(individual_borne=12.5), "INVALID_AMOUNT"),
+    (dict(visit_kind=None), "INVALID_CHARGE"),
+    (dict(charged_at="yesterday"), "INVALID_CHARGE"),
+])
+async def test_bad_charges_are_answered_with_a_reason(counter, change, reason):
+    patient = await counter.person(balance="10.00")
+    charge = counter.charge(patient, "1.00") | change
+    charge = {k: v for k, v in charge.items() if v is not None}
+    await counter.submit(charge)
+    [refused] = await counter.result(charge["charge_id"])
+    assert refused["event_type"] == "ChargeRejected"
+    assert refused["payload"]["reason_code"] == reason
+
+
+async def test_unknown_and_out_of_province_patients_are_refused(counter):
+    ghost = {"person_id": new_person_id(), "name": "无"}
+    outsider = await counter.person(region="610100", balance="10.00")
+    await counter.bus.send(t.BUREAU_ACCOUNTS, seal("PersonRegistered", {
+        "person_id": outsider["person_id"], "name": outsider["name"], "region": "110100", "scheme": "employee",
+        "employer": "x", "balance": "10.00"}), key=outsider["person_id"])
+    async with asyncio.timeout(30):
+        while b"110100" not in (await counter.redis.hget(f"stl:acct:{person_bucket(outsider['person_id'])}",
+                                                          outsider["person_id"]) or b""):
+            await asyncio.sleep(0.02)
+    for who, reason in ((ghost, "UNKNOWN_PATIENT"), (outsider, "OUTSIDE_PROVINCE")):
+        charge = counter.charge(who, "1.00")
+        await counter.submit(charge)
+        [refused] = await counter.result(charge["charge_id"])
+        assert refused["payload"]["reason_code"] == reason
+
+
+async def test_same_charge_id_with_another_body_is_a_conflict(counter):
+    patient = await counter.person(balance="10.00")
+    charge = counter.charge(patient, "1.00")
+    await counter.submit(charge)
+    await counter.result(charge["charge_id"], "ChargeSettled")
+    await counter.submit({**charge, "individual_borne": "2.00", "total": "102.00"})
+    [refused] = await counter.result(charge["charge_id"], "ChargeRejected")
+    assert refused["payload"]["reason_code"] == "DUPLICATE_CHARGE_CONFLICT"
+    assert await counter.balance(patient) == 900
+
+
+async def test_refund_of_an_unknown_charge_is_refused(counter):
+    refund = {"charge_id": "C-none", "refund_id": "R1", "amount": "1.00",
+              "refunded_at": datetime.now(CST).isoformat(timespec="seconds")}
+    await counter.submit(refund, "ChargeRefunded")
+    [refused] = await counter.result("C-none", "ChargeRejected")
+    assert refused["payload"]["reason_code"] == "UNKNOWN_CHARGE"
+
+
+async def test_unreadable_charges_go_to_the_dead_letter_topic_and_settling_goes_on(counter, bus):
+    marker = uuid.uuid4().hex
+    await bus.send(t.HIS_CHARGES, b"not json at all", key=marker)
+    [dead] = await bus.watchers[t.dead_letter_topic(t.HIS_CHARGES)].wait_for(lambda r: r.key == marker.encode())
+    assert dead.value == b"not json at all"
+    patient = await counter.person(balance="10.00")
+    charge = counter.charge(patient, "1.00")
+    await counter.submit(charge)
+    assert (await counter.result(charge["charge_id"]))[0]["event_type"] == "ChargeSettled"
+
+
+async def test_bureau_contribution_and_snapshot_move_the_cached_balance_once(counter, bus):
+    person = await counter.person(balance="10.00")
+    credit = {"person_id": person["person_id"], "region": "610100", "amount": "5.00", "bureau_seq": 1}
+    raw = seal("AccountCredited", credit)
+    await bus.send(t.BUREAU_ACCOUNTS, raw, key=person["person_id"])
+    await bus.send(t.BUREAU_ACCOUNTS, raw, key=person["person_id"])
+    snapshot = {"person_id": person["person_id"], "region": "610100", "balance": "42.00", "bureau_seq": 2}
+    await bus.send(t.BUREAU_ACCOUNTS, seal("BalanceSnapshot", snapshot), key=person["person_id"])
+    async with asyncio.timeout(30):
+        while await counter.balance(person) != 4_200:
+            await asyncio.sleep(0.02)
+    stale = {**credit, "bureau_seq": 2, "amount": "1.00"}
+    await bus.send(t.BUREAU_ACCOUNTS, seal("AccountCredited", stale), key=person["person_id"])
+    charge = counter.charge(person, "2.00")
+    await counter.submit(charge)                      # same partition: after the stale credit
+    await counter.result(charge["charge_id"])
+    assert await counter.balance(person) == 4_000
+
+
+async def test_grantor_sees_what_each_beneficiary_spent(counter, bus):
+    grantor = await counter.person(balance="100.00")
+    kids = [await counter.person(scheme="resident") for _ in range(2)]
+    for k in kids:
+        await counter.bind(grantor, k, order=1)
+    for k, amount in ((kids[0], "10.00"), (kids[0], "5.00"), (kids[1], "7.50")):
+        charge = counter.charge(k, amount)
+        await counter.submit(charge)
+        await counter.result(charge["charge_id"])
+    today = datetime.now(CST).date()
+    query_id = str(uuid.uuid4())
+    await bus.send("settlement.queries", command("QueryConsumption", {
+        "grantor_id": grantor["person_id"], "date_from": (today - timedelta(days=1)).isoformat(),
+        "date_to": today.isoformat()}, query_id), headers={"reply_to": "test.replies", "correlation_id": query_id})
+    [reply] = await bus.watchers["test.replies"].wait_for(lambda r: payload_of(r).get("command_id") == query_id)
+    listed = payload_of(reply)
+    assert listed["total_paid"] == "22.50"
+    assert sorted(b["total_paid"] for b in listed["beneficiaries"]) == ["15.00", "7.50"]
+    assert all("*" in b["beneficiary_id"] for b in listed["beneficiaries"])
