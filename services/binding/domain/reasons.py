@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from shared.refusal import Refusal
+
 
 class Reason(StrEnum):
     INVALID_ID_NUMBER = "INVALID_ID_NUMBER"
@@ -49,19 +51,7 @@ MESSAGES: dict[Reason, tuple[str, str]] = {
 }
 
 
-class BindingRefused(Exception):
+class BindingRefused(Refusal):
     """A binding command broke a rule; carries the contract's reason code."""
 
-    def __init__(self, reason: Reason, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else str(reason))
-        self.reason = reason
-        self.detail = detail
-
-    @property
-    def message_zh(self) -> str:
-        return MESSAGES[self.reason][0]
-
-    @property
-    def message_en(self) -> str:
-        text = MESSAGES[self.reason][1]
-        return f"{text} ({self.detail})" if self.detail else text
+    MESSAGES = MESSAGES

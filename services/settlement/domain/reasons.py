@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from shared.refusal import Refusal
+
 
 class Reason(StrEnum):
     UNKNOWN_PATIENT = "UNKNOWN_PATIENT"
@@ -32,17 +34,7 @@ MESSAGES: dict[Reason, tuple[str, str]] = {
 }
 
 
-class ChargeRefused(Exception):
-    def __init__(self, reason: Reason, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else str(reason))
-        self.reason = reason
-        self.detail = detail
+class ChargeRefused(Refusal):
+    """A charge or refund broke a rule; carries the contract's reason code."""
 
-    @property
-    def message_zh(self) -> str:
-        return MESSAGES[self.reason][0]
-
-    @property
-    def message_en(self) -> str:
-        text = MESSAGES[self.reason][1]
-        return f"{text} ({self.detail})" if self.detail else text
+    MESSAGES = MESSAGES
