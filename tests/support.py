@@ -70,7 +70,7 @@ class Watcher:
                         self.records.extend(records)
                     self._changed.notify_all()
 
-    async def wait_for(self, match: Callable[[Any], bool], timeout: float = 30.0, count: int = 1) -> list[Any]:
+    async def wait_for(self, match: Callable[[Any], bool], timeout: float = 60.0, count: int = 1) -> list[Any]:
         """The first `count` records that match, waiting up to `timeout` seconds for them."""
         async def enough() -> list[Any]:
             async with self._changed:
