@@ -3,6 +3,7 @@ them, each into a projection of its own, so their shape lives in the shared kern
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -15,7 +16,11 @@ PERSON_REGISTERED = "PersonRegistered"
 ACCOUNT_CREDITED = "AccountCredited"
 ACCOUNT_DEBITED_LOCALLY = "AccountDebitedLocally"
 BALANCE_SNAPSHOT = "BalanceSnapshot"
-BUREAU_EVENT_TYPES = frozenset({PERSON_REGISTERED, ACCOUNT_CREDITED, ACCOUNT_DEBITED_LOCALLY, BALANCE_SNAPSHOT})
+# Added to the contract: a bureau's list of the platform postings it applied to its book on a
+# day, which the settlement service reconciles (对账) against what it sent.
+DAILY_POSTINGS_REPORTED = "DailyPostingsReported"
+BUREAU_EVENT_TYPES = frozenset({PERSON_REGISTERED, ACCOUNT_CREDITED, ACCOUNT_DEBITED_LOCALLY, BALANCE_SNAPSHOT,
+                                DAILY_POSTINGS_REPORTED})
 
 
 class PersonRegistered(BaseModel):
@@ -57,3 +62,21 @@ class BalanceSnapshot(BaseModel):
     region: RegionCode
     balance: Yuan
     bureau_seq: int = Field(ge=0)
+
+
+class AppliedPosting(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    posting_id: str = Field(min_length=1, max_length=200)
+    direction: Literal["debit", "credit"]
+    amount: Yuan
+
+
+class DailyPostingsReported(BaseModel):
+    """What one region's bureau applied of the platform's postings on one day (China time)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    region: RegionCode
+    day: date
+    postings: list[AppliedPosting]

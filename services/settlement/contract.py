@@ -25,6 +25,7 @@ POSTING = "Posting"
 QUERY_CONSUMPTION = "QueryConsumption"  # added: 家庭共济消费查询, on settlement.queries
 CONSUMPTION_LISTED = "ConsumptionListed"
 QUERY_TYPES = frozenset({QUERY_CONSUMPTION})
+RECONCILIATION_REPORT = "ReconciliationReport"  # added: 对账 result, on bureau.postings
 
 
 class _In(BaseModel):
@@ -143,3 +144,26 @@ class ConsumptionListed(BaseModel):
     beneficiaries: list[BeneficiarySpending]
     total_paid: Yuan
     total_refunded: Yuan
+
+
+class ReconciliationDifference(BaseModel):
+    posting_id: str
+    kind: Literal["missing_at_bureau", "unknown_to_platform", "amount_mismatch", "direction_mismatch"]
+    platform_direction: str | None = None
+    platform_amount: Yuan | None = None
+    bureau_direction: str | None = None
+    bureau_amount: Yuan | None = None
+
+
+class ReconciliationReport(BaseModel):
+    """对账: the platform's postings to a region's book on a day against the bureau's report."""
+
+    report_for: str = Field(description="event_id of the bureau's DailyPostingsReported.")
+    region: str
+    day: date
+    platform_count: int
+    bureau_count: int
+    matched: int
+    platform_net: Yuan = Field(description="Credits minus debits the platform posted (may be negative).")
+    bureau_net: Yuan
+    differences: list[ReconciliationDifference]

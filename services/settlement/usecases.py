@@ -12,12 +12,14 @@ from pydantic import BaseModel, ValidationError
 
 from shared import envelope, topics
 from shared.bureau import (ACCOUNT_CREDITED, ACCOUNT_DEBITED_LOCALLY, BALANCE_SNAPSHOT, BUREAU_EVENT_TYPES,
-                           PERSON_REGISTERED, AccountMovement, BalanceSnapshot, PersonRegistered)
+                           DAILY_POSTINGS_REPORTED, PERSON_REGISTERED, AccountMovement, BalanceSnapshot,
+                           DailyPostingsReported, PersonRegistered)
 from shared.identity import mask_id_number
 from shared.kafka import Outgoing, Received, dead_letter, publish_all
 from shared.money import Fen
 from services.settlement import contract as c
 from services.settlement.domain.reasons import ChargeRefused, Reason
+from services.settlement.domain.reconciliation import Entry, net, reconcile
 from services.settlement.domain.waterfall import Line
 from services.settlement.storage.accounts import Applied, ChargeToSettle, RefundToApply, SettlementStore
 
@@ -169,7 +171,7 @@ class SettlementService:
     async def follow_bureaus(self, batch: list[Received]) -> None:
         """Keep the balance cache in step with the bureaus' books: registrations, contributions,
         local spending and snapshots, each applied once and in bureau_seq order per person."""
-        people, moves = [], []
+        people, moves, reports = [], [], []
         for msg in batch:
             readable = envelope.read(msg.value, BUREAU_EVENT_TYPES)
             if isinstance(readable, envelope.Unreadable):
@@ -180,6 +182,8 @@ class SettlementService:
                 if readable.event_type == PERSON_REGISTERED:
                     p = PersonRegistered.model_validate(payload)
                     people.append((p.person_id, p.region, "e" if p.scheme == "employee" else "r", p.balance))
+                elif readable.event_type == DAILY_POSTINGS_REPORTED:
+                    reports.append((readable.event_id, DailyPostingsReported.model_validate(payload)))
                 elif readable.event_type == BALANCE_SNAPSHOT:
                     s = BalanceSnapshot.model_validate(payload)
                     moves.append((s.person_id, "snapshot", s.balance, s.bureau_seq, s.region))
@@ -195,6 +199,29 @@ class SettlementService:
                 if outcome == "CLAMPED":
                     log.warning("bureau debit for %s exceeded the cached balance; clamped to 0",
                                 mask_id_number(person))
+        if reports:
+            await publish_all(self._broker, [await self._reconcile(event_id, r) for event_id, r in reports])
+
+    async def _reconcile(self, event_id: str, report: DailyPostingsReported) -> Outgoing:
+        """对账 of one region and day: every posting that the two books do not agree on."""
+        posted = await self._store.postings_of(report.region, report.day.strftime("%Y%m%d"))
+        ours = {pid: Entry(direction, amount) for pid, (direction, amount, _) in posted.items()}
+        theirs = {p.posting_id: Entry(p.direction, p.amount) for p in report.postings}
+        differences = reconcile(ours, theirs)
+        event = c.ReconciliationReport(
+            report_for=event_id, region=report.region, day=report.day, platform_count=len(ours),
+            bureau_count=len(theirs), matched=sum(1 for pid in ours.keys() & theirs.keys() if ours[pid] == theirs[pid]),
+            platform_net=Fen(net(ours)), bureau_net=Fen(net(theirs)),
+            differences=[c.ReconciliationDifference(
+                posting_id=d.posting_id, kind=d.kind,
+                platform_direction=d.platform.direction if d.platform else None,
+                platform_amount=Fen(d.platform.amount) if d.platform else None,
+                bureau_direction=d.bureau.direction if d.bureau else None,
+                bureau_amount=Fen(d.bureau.amount) if d.bureau else None) for d in differences])
+        log.info("reconciled %s %s: %d differences", report.region, report.day, len(differences))
+        value = envelope.seal(c.RECONCILIATION_REPORT, event,
+                              event_id=envelope.outcome_id(event_id, c.RECONCILIATION_REPORT))
+        return Outgoing(topics.BUREAU_POSTINGS, report.region.encode(), value)
 
     # -- settlement.queries -------------------------------------------------------------------
     async def consumption(self, msg: Received) -> bytes | None:

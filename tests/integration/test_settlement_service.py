@@ -345,3 +345,29 @@ async def test_grantor_sees_what_each_beneficiary_spent(counter, bus):
     assert listed["total_paid"] == "22.50"
     assert sorted(b["total_paid"] for b in listed["beneficiaries"]) == ["15.00", "7.50"]
     assert all("*" in b["beneficiary_id"] for b in listed["beneficiaries"])
+
+
+async def test_reconciliation_lists_every_difference_with_the_bureaus_book(counter, bus):
+    patient = await counter.person(region="610300", balance="10.00")
+    grantor = await counter.person(region="610100", balance="100.00")
+    await counter.bind(grantor, patient, order=1)
+    charges = [counter.charge(patient, amount) for amount in ("30.00", "5.00")]
+    for charge in charges:
+        await counter.submit(charge)
+        await counter.result(charge["charge_id"], "ChargeSettled")
+    first, second = (c["charge_id"] for c in charges)
+    # Xi'an's book: the first charge's grantor posting applied, the second's with a wrong amount,
+    # and one posting the platform never sent.
+    report = {"region": "610100", "day": datetime.now(CST).date().isoformat(), "postings": [
+        {"posting_id": f"P-{first}-1", "direction": "debit", "amount": "20.00"},
+        {"posting_id": f"P-{second}-0", "direction": "debit", "amount": "5.01"},
+        {"posting_id": "P-foreign-0", "direction": "credit", "amount": "1.00"}]}
+    report_id = str(uuid.uuid4())
+    await bus.send(t.BUREAU_ACCOUNTS, seal("DailyPostingsReported", report, event_id=report_id), key="610100")
+    [r] = await bus.watchers[t.BUREAU_POSTINGS].wait_for(lambda r: payload_of(r).get("report_for") == report_id)
+    assert r.key == b"610100"
+    p = payload_of(r)
+    assert (p["platform_count"], p["bureau_count"], p["matched"]) == (2, 3, 1)
+    assert {(d["posting_id"], d["kind"]) for d in p["differences"]} == {
+        (f"P-{second}-0", "amount_mismatch"), ("P-foreign-0", "unknown_to_platform")}
+    assert (p["platform_net"], p["bureau_net"]) == ("-25.00", "-24.01")

@@ -6,12 +6,14 @@ Keys this service owns (README, "Redis keys"):
 - `stl:charge:{charge_id}` hash: the settled charge, its lines, refunds (idempotency record)
 - `stl:rej:{event_id}`     the reason a charge or refund message was refused (idempotency)
 - `stl:spent:{grantor}`    hash charge_id -> "day|beneficiary|paid|refunded|at" (消费查询)
+- `stl:posted:{region}:{day}` hash posting_id -> "direction|amount|person" (对账)
 It reads `bnd:pay:{beneficiary}`, owned by the binding service (shared/binding_index.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from importlib.resources import files
 
 from redis.asyncio import Redis
@@ -31,6 +33,10 @@ class ChargeToSettle:
     day: int  # YYYYMMDD of the charge, China time
     settled_at: str
 
+    @property
+    def posting_day(self) -> str:
+        return _china_day(self.settled_at)
+
 
 @dataclass(frozen=True)
 class RefundToApply:
@@ -40,6 +46,16 @@ class RefundToApply:
     digest: str
     amount: int
     refunded_at: str
+
+    @property
+    def posting_day(self) -> str:
+        return _china_day(self.refunded_at)
+
+
+def _china_day(iso: str) -> str:
+    from shared.envelope import CHINA_TZ
+
+    return datetime.fromisoformat(iso).astimezone(CHINA_TZ).strftime("%Y%m%d")
 
 
 @dataclass(frozen=True)
@@ -88,14 +104,15 @@ class SettlementStore:
         for c in charges:
             pipe.fcall("settle", 2, f"stl:charge:{c.charge_id}", f"stl:rej:{c.event_id}",
                        c.charge_id, c.digest, c.borne, c.patient_id, c.day, c.settled_at, self._provinces,
-                       self._rejection_ttl, self._record_ttl)
+                       self._rejection_ttl, self._record_ttl, c.posting_day)
         return [_applied(r) for r in await pipe.execute()]
 
     async def refund(self, refunds: list[RefundToApply]) -> list[Applied]:
         pipe = self._redis.pipeline(transaction=False)
         for r in refunds:
             pipe.fcall("refund", 2, f"stl:charge:{r.charge_id}", f"stl:rej:{r.event_id}",
-                       r.charge_id, r.refund_id, r.amount, r.refunded_at, r.digest, self._rejection_ttl)
+                       r.charge_id, r.refund_id, r.amount, r.refunded_at, r.digest, self._rejection_ttl,
+                       r.posting_day, self._record_ttl)
         return [_applied(r) for r in await pipe.execute()]
 
     async def register(self, people: list[tuple[str, str, str, int | None]]) -> None:
@@ -118,6 +135,14 @@ class SettlementStore:
         for charge_id, value in (await self._redis.hgetall(f"stl:spent:{grantor_id}")).items():
             day, beneficiary, paid, refunded, at = value.decode().split("|")
             rows.append((charge_id.decode(), int(day), beneficiary, int(paid), int(refunded), at))
+        return rows
+
+    async def postings_of(self, region: str, day: str) -> dict[str, tuple[str, int, str]]:
+        """What the platform posted to `region`'s book on `day` (YYYYMMDD): id -> (direction, fen, person)."""
+        rows = {}
+        for posting_id, value in (await self._redis.hgetall(f"stl:posted:{region}:{day}")).items():
+            direction, amount, person = value.decode().split("|")
+            rows[posting_id.decode()] = (direction, int(amount), person)
         return rows
 
     async def balance(self, person_id: str) -> int | None:

@@ -56,6 +56,19 @@ local function decode_lines(s)
   return lines
 end
 
+-- 对账: what the platform posted to each region's book on each day, by posting id. Ids are
+-- P-{charge}-{line index} for a charge and P-{charge}-{refund}-{line index} for a refund, the
+-- same ids the service publishes on bureau.postings.
+local function record_postings(lines, prefix, direction, post_day, ttl)
+  for i, l in ipairs(lines) do
+    if l.source ~= 'cash' then
+      local key = 'stl:posted:' .. l.region .. ':' .. post_day
+      redis.call('HSET', key, prefix .. (i - 1), string.format('%s|%d|%s', direction, l.amount, l.person))
+      redis.call('EXPIRE', key, ttl)
+    end
+  end
+end
+
 local function reject(rej_key, code, ttl)
   redis.call('SET', rej_key, code, 'EX', ttl)
   return {'REJECTED', code}
@@ -63,11 +76,12 @@ end
 
 -- KEYS: charge record, rejection record, (unused: patient bucket and payer index are derived)
 -- ARGV: charge_id, digest, borne, patient_id, day, settled_at, province codes, rejection ttl,
---       record ttl
+--       record ttl, posting day (YYYYMMDD of settled_at)
 local function settle(keys, args)
   local charge_key, rej_key = keys[1], keys[2]
   local charge_id, digest, borne, patient = args[1], args[2], tonumber(args[3]), args[4]
   local day, settled_at, province, ttl, record_ttl = tonumber(args[5]), args[6], args[7], args[8], args[9]
+  local post_day = args[10]
 
   local recorded = redis.call('HMGET', charge_key, 'digest', 'lines', 'at')
   if recorded[1] then
@@ -124,15 +138,17 @@ local function settle(keys, args)
         string.format('%d|%s|%d|0|%s', day, patient, l.amount, settled_at))
     end
   end
+  record_postings(lines, 'P-' .. charge_id .. '-', 'debit', post_day, record_ttl)
   return {'SETTLED', encoded, settled_at, '0'}
 end
 
 -- KEYS: charge record, rejection record
--- ARGV: charge_id, refund_id, amount, refunded_at, digest, rejection ttl
+-- ARGV: charge_id, refund_id, amount, refunded_at, digest, rejection ttl, posting day, record ttl
 local function refund(keys, args)
   local charge_key, rej_key = keys[1], keys[2]
   local charge_id, refund_id, amount, at, digest, ttl =
     args[1], args[2], tonumber(args[3]), args[4], args[5], args[6]
+  local post_day, record_ttl = args[7], args[8]
 
   local done = redis.call('HGET', charge_key, 'r:' .. refund_id)
   if done then
@@ -182,6 +198,7 @@ local function refund(keys, args)
   local encoded = encode_lines(lines)
   redis.call('HSET', charge_key, 'refunded', table.concat(back, ','),
     'r:' .. refund_id, digest .. '|' .. encoded .. '|' .. at)
+  record_postings(lines, 'P-' .. charge_id .. '-' .. refund_id .. '-', 'credit', post_day, record_ttl)
   return {'REFUNDED', encoded, at, '0'}
 end
 
