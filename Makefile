@@ -30,7 +30,9 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench
 
 asyncapi: $(STAMP)
-	$(BIN)/python -m shared.asyncapi
+	mkdir -p .run/asyncapi
+	for s in binding settlement; do $(BIN)/python -m services.$$s.asyncapi > .run/asyncapi/$$s.json; done
+	@echo "AsyncAPI 3.0 documents written to .run/asyncapi/"
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .hypothesis

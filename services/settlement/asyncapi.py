@@ -1,0 +1,31 @@
+"""The settlement service's AsyncAPI document: `python -m services.settlement.asyncapi`."""
+
+from shared import bureau, topics
+from shared.asyncapi import document, dump
+from services.settlement import contract as c
+from services.settlement.handlers.subscribers import SETTLEMENT_QUERIES
+
+
+def settlement_document() -> dict:
+    return document("Settlement service (展码结算)", "Settles charges across own, grantors' accounts and cash.", {
+        topics.HIS_CHARGES: {"key": "patient ID number", "action": "receive", "messages": {
+            c.CHARGE_SUBMITTED: c.ChargeSubmitted, c.CHARGE_REFUNDED: c.ChargeRefunded}},
+        topics.SETTLEMENT_RESULTS: {"key": "charge id", "action": "send", "messages": {
+            c.CHARGE_SETTLED: c.ChargeSettled, c.CHARGE_REJECTED: c.ChargeRejected,
+            c.REFUND_SETTLED: c.RefundSettled, c.FRAUD_SUSPECTED: c.FraudSuspected}},
+        topics.BUREAU_POSTINGS: {"key": "region code", "action": "send", "messages": {
+            c.POSTING: c.Posting, c.RECONCILIATION_REPORT: c.ReconciliationReport}},
+        topics.BUREAU_ACCOUNTS: {"key": "person ID number (region code for daily reports)", "action": "receive",
+                                 "messages": {
+            bureau.PERSON_REGISTERED: bureau.PersonRegistered, bureau.ACCOUNT_CREDITED: bureau.AccountMovement,
+            bureau.ACCOUNT_DEBITED_LOCALLY: bureau.AccountMovement, bureau.BALANCE_SNAPSHOT: bureau.BalanceSnapshot,
+            bureau.DAILY_POSTINGS_REPORTED: bureau.DailyPostingsReported}},
+        SETTLEMENT_QUERIES: {"key": "grantor ID number", "action": "receive", "messages": {
+            c.QUERY_CONSUMPTION: c.QueryConsumption}},
+        "reply_to": {"key": "as the request", "action": "send", "messages": {
+            c.CONSUMPTION_LISTED: c.ConsumptionListed}},
+    })
+
+
+if __name__ == "__main__":
+    print(dump(settlement_document()))

@@ -1,0 +1,55 @@
+"""The generated AsyncAPI documents say what contract.md says: its topics, event types and fields."""
+
+import pytest
+
+from services.binding.asyncapi import binding_document
+from services.settlement.asyncapi import settlement_document
+
+CONTRACT = {
+    "binding.commands": {"CreateBinding": ["grantor", "beneficiary", "relation", "payment_order", "start_date",
+                                           "end_date", "notice_accepted", "signature_digest", "channel"],
+                         "RevokeBinding": ["binding_id", "requested_by"],
+                         "ChangePaymentOrder": ["binding_id", "payment_order"]},
+    "binding.events": {"BindingCreated": ["command_id", "binding_id", "grantor_id", "beneficiary_id", "relation",
+                                          "payment_order", "start_date", "end_date", "grantor_region",
+                                          "beneficiary_region"],
+                       "BindingRevoked": ["command_id", "binding_id"],
+                       "PaymentOrderChanged": ["command_id", "binding_id"],
+                       "BindingRejected": ["command_id", "reason_code", "message_zh", "message_en"]},
+    "his.charges": {"ChargeSubmitted": ["charge_id", "institution_code", "institution_region", "patient_id",
+                                        "patient_name", "code_holder_id", "presented_via", "visit_kind", "total",
+                                        "fund_paid", "individual_borne", "charged_at"],
+                    "ChargeRefunded": ["charge_id", "refund_id", "amount", "refunded_at"]},
+    "settlement.results": {"ChargeSettled": ["charge_id", "patient_id", "individual_borne", "lines"],
+                           "RefundSettled": ["charge_id", "refund_id", "lines"],
+                           "ChargeRejected": ["charge_id", "reason_code", "message_zh", "message_en"],
+                           "FraudSuspected": ["charge_id", "patient_id", "code_holder_id", "institution_code"]},
+    "bureau.postings": {"Posting": ["posting_id", "region", "person_id", "direction", "amount", "charge_id",
+                                    "refund_id", "beneficiary_id", "posted_at"]},
+    "bureau.accounts": {"PersonRegistered": ["person_id", "name", "region", "scheme", "employer", "community",
+                                             "phone", "balance"],
+                        "AccountCredited": ["person_id", "region", "amount", "bureau_seq"],
+                        "AccountDebitedLocally": ["person_id", "region", "amount", "bureau_seq"],
+                        "BalanceSnapshot": ["person_id", "region", "balance", "bureau_seq"]},
+}
+CASES = [(topic, event, fields) for topic, events in CONTRACT.items() for event, fields in events.items()]
+
+
+def documents():
+    return [binding_document(), settlement_document()]
+
+
+@pytest.mark.parametrize("topic,event_type,fields", CASES)
+def test_every_contract_message_is_documented_with_its_fields(topic, event_type, fields):
+    docs = [d for d in documents() if event_type in d["channels"].get(topic, {}).get("messages", {})]
+    assert docs, f"{event_type} on {topic} is in no AsyncAPI document"
+    doc = docs[0]
+    message = doc["components"]["messages"][event_type]
+    assert message["payload"]["properties"]["event_type"] == {"const": event_type}
+    model = message["payload"]["properties"]["payload"]["$ref"].rsplit("/", 1)[1]
+    assert set(fields) <= set(doc["components"]["schemas"][model]["properties"])
+
+
+def test_amounts_are_documented_as_yuan_strings():
+    schemas = settlement_document()["components"]["schemas"]
+    assert schemas["ChargeSubmitted"]["properties"]["total"]["type"] == "string"
