@@ -147,3 +147,23 @@ async def publish_all(broker: KafkaBroker, messages: list[Outgoing]) -> None:
     futures = [await broker.publish(m.value, m.topic, key=m.key, headers=m.headers, no_confirm=True)
                for m in messages]
     await asyncio.gather(*futures)
+
+
+def consumer_options(settings: ServiceSettings, group: str, topic: str, **extra: Any) -> dict[str, Any]:
+    """How every platform subscriber consumes.
+
+    - One consumer group per subscription (`<group>.<topic>`): a member joining or leaving one
+      subscription never stops the others for a rebalance.
+    - ack_policy NACK_ON_ERROR: the offset is committed only after the handler returned, i.e.
+      after its outcomes were recorded and published; an infrastructure error puts the message
+      back to be read again, and the idempotency records make that redelivery harmless. (The
+      default ACK_FIRST would be at-most-once: wrong for money.)
+    - Bodies stay bytes (`raw_bytes`), so malformed input is answered or dead-lettered by the
+      use case instead of failing in a decoder; `no_reply`: replies are published explicitly.
+    """
+    from faststream import AckPolicy
+
+    return dict(group_id=f"{group}.{topic}", auto_offset_reset="earliest", decoder=raw_bytes,
+                ack_policy=AckPolicy.NACK_ON_ERROR, no_reply=True,
+                session_timeout_ms=settings.kafka_session_timeout_ms,
+                heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms, **extra)

@@ -25,16 +25,13 @@ from shared.identity import make_id_number
 ROOT = Path(__file__).resolve().parent.parent
 _seq = count(int(time.time()) % 700)
 
-
 def new_person_id(region: str = "610100") -> str:
     """A valid, unique resident ID number, so tests never see each other's people."""
     n = next(_seq)
     return make_id_number(region[:4] + "02", date(1950 + n % 50, 1 + n % 12, 1 + n % 28), (n * 7919) % 1000)
 
-
 def command(event_type: str, payload: dict[str, Any], event_id: str | None = None) -> bytes:
     return envelope.seal(event_type, payload, event_id=event_id or str(uuid.uuid4()))
-
 
 class Watcher:
     """Reads every partition of some topics from the beginning, without a consumer group (no
@@ -87,14 +84,23 @@ class Watcher:
             self._task.cancel()
         await self._consumer.stop()
 
+class TopicView:
+    """One topic of a Watcher that reads many (one consumer for all: fewer fetch sessions)."""
+
+    def __init__(self, watcher: Watcher, topic: str) -> None:
+        self._watcher, self._topic = watcher, topic
+
+    async def wait_for(self, match: Callable[[Any], bool], timeout: float = 60.0, count: int = 1) -> list[Any]:
+        return await self._watcher.wait_for(lambda r: r.topic == self._topic and match(r), timeout, count)
+
+    def matching(self, match: Callable[[Any], bool]) -> list[Any]:
+        return self._watcher.matching(lambda r: r.topic == self._topic and match(r))
 
 def body(record: Any) -> dict[str, Any]:
     return json.loads(record.value)
 
-
 def payload_of(record: Any) -> dict[str, Any]:
     return body(record)["payload"]
-
 
 class Bus:
     """Publishes like a partner does and watches the platform's outcome topics."""
@@ -102,13 +108,14 @@ class Bus:
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
         self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-        self.watchers: dict[str, Watcher] = {}
+        self._watcher: Watcher | None = None
+        self.watchers: dict[str, TopicView] = {}
 
     async def start(self, topics: list[str]) -> None:
         await self._producer.start()
-        for topic in topics:
-            self.watchers[topic] = Watcher(self.bootstrap, [topic])
-            await self.watchers[topic].start()
+        self._watcher = Watcher(self.bootstrap, topics)
+        await self._watcher.start()
+        self.watchers = {topic: TopicView(self._watcher, topic) for topic in topics}
 
     async def send(self, topic: str, value: bytes, key: str | None = None,
                    headers: dict[str, str] | None = None) -> None:
@@ -117,10 +124,9 @@ class Bus:
             headers=[(k, v.encode()) for k, v in (headers or {}).items()])
 
     async def stop(self) -> None:
-        for w in self.watchers.values():
-            await w.stop()
+        if self._watcher:
+            await self._watcher.stop()
         await self._producer.stop()
-
 
 class ServiceProcess:
     """`python -m services.<name>` in its own process, as production runs it."""

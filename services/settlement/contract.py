@@ -84,11 +84,14 @@ class ChargeSettled(BaseModel):
     individual_borne: Yuan
     lines: list[SettledLine]
     settled_at: str
+    institution_code: str = Field(description="Added: where the charge was made (for the grantor's SMS).")
+    charged_at: str = Field(description="Added: when the charge was made, as the HIS sent it.")
 
 
 class RefundSettled(BaseModel):
     charge_id: str
     refund_id: str
+    patient_id: str = Field(description="Added: whose charge is refunded.")
     amount: Yuan
     lines: list[SettledLine]
     settled_at: str

@@ -88,7 +88,9 @@ class SettlementService:
             return self._rejected(msg, readable, ChargeRefused(reason), charge_id=charge.charge_id)
         event = c.ChargeSettled(charge_id=charge.charge_id, patient_id=charge.patient_id,
                                 individual_borne=Fen(charge.individual_borne),
-                                lines=[_line(x) for x in applied.lines], settled_at=applied.at)
+                                lines=[_line(x) for x in applied.lines], settled_at=applied.at,
+                                institution_code=charge.institution_code,
+                                charged_at=charge.charged_at.isoformat(timespec="seconds"))
         if not applied.replay:
             log.info("charge %s settled for %s: %s", charge.charge_id, mask_id_number(charge.patient_id),
                      ", ".join(f"{x.source}{x.payment_order or ''}={x.amount}" for x in applied.lines))
@@ -102,12 +104,12 @@ class SettlementService:
             readable = envelope.Readable(event_id, c.CHARGE_REFUNDED, {})
             return self._rejected(msg, readable, ChargeRefused(reason), charge_id=refund.charge_id,
                                   refund_id=refund.refund_id)
-        event = c.RefundSettled(charge_id=refund.charge_id, refund_id=refund.refund_id, amount=Fen(refund.amount),
+        event = c.RefundSettled(charge_id=refund.charge_id, refund_id=refund.refund_id, patient_id=applied.patient_id,
+                                amount=Fen(refund.amount),
                                 lines=[_line(x) for x in applied.lines], settled_at=applied.at)
         cause = f"{refund.charge_id}/{refund.refund_id}"
-        beneficiary = next((x.person_id for x in applied.lines if x.source == "own"), None)
         return (self._result(msg, c.REFUND_SETTLED, event, cause, applied.at)
-                + self._postings(applied.lines, "credit", refund.charge_id, refund.refund_id, beneficiary,
+                + self._postings(applied.lines, "credit", refund.charge_id, refund.refund_id, applied.patient_id,
                                  applied.at))
 
     def _result(self, msg: Received, event_type: str, event: BaseModel, cause: str, at: str) -> list[Outgoing]:

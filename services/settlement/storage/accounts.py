@@ -67,6 +67,7 @@ class Applied:
     at: str = ""
     reason: str = ""
     replay: bool = False
+    patient_id: str = ""
 
 
 def _decode_lines(encoded: str) -> list[Line]:
@@ -81,7 +82,9 @@ def _decode_lines(encoded: str) -> list[Line]:
 def _applied(reply: list) -> Applied:
     status = reply[0].decode()
     if status in ("SETTLED", "REFUNDED"):
-        return Applied(status, _decode_lines(reply[1].decode()), reply[2].decode(), replay=reply[3] == b"1")
+        patient = reply[4].decode() if len(reply) > 4 else ""
+        return Applied(status, _decode_lines(reply[1].decode()), reply[2].decode(), replay=reply[3] == b"1",
+                       patient_id=patient)
     if status == "REJECTED":
         return Applied(status, [], reason=reply[1].decode())
     return Applied(status, [])

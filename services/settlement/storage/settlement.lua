@@ -154,7 +154,7 @@ local function refund(keys, args)
   if done then
     local f = split(done, '|')
     if f[1] ~= digest then return {'CONFLICT'} end
-    return {'REFUNDED', f[2], f[3], '1'}
+    return {'REFUNDED', f[2], f[3], '1', redis.call('HGET', charge_key, 'patient')}
   end
   local refused = redis.call('GET', rej_key)
   if refused then return {'REJECTED', refused} end
@@ -199,7 +199,7 @@ local function refund(keys, args)
   redis.call('HSET', charge_key, 'refunded', table.concat(back, ','),
     'r:' .. refund_id, digest .. '|' .. encoded .. '|' .. at)
   record_postings(lines, 'P-' .. charge_id .. '-' .. refund_id .. '-', 'credit', post_day, record_ttl)
-  return {'REFUNDED', encoded, at, '0'}
+  return {'REFUNDED', encoded, at, '0', record[3]}
 end
 
 -- A bureau registration: region and scheme follow the bureau; an existing account's balance

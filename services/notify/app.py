@@ -1,0 +1,86 @@
+"""Builds the notify service; nothing connects at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from faststream import FastStream
+
+from shared.kafka import ensure_topics, make_broker
+from shared.logs import configure_logging
+from shared.state import make_redis
+from shared.topics import BINDING_EVENTS, BUREAU_ACCOUNTS, NOTIFY_DELIVERIES, SETTLEMENT_RESULTS, dead_letter_topic
+from services.notify.config import NotifySettings
+from services.notify.domain.quiet import parse_quiet_hours
+from services.notify.handlers.subscribers import register
+from services.notify.providers.base import SmsProvider
+from services.notify.providers.http_gateway import HttpSmsGateway
+from services.notify.providers.sink import SinkProvider
+from services.notify.storage.deliveries import DeliveryStore
+from services.notify.usecases import NotifyService
+
+TOPICS = [SETTLEMENT_RESULTS, BINDING_EVENTS, BUREAU_ACCOUNTS, NOTIFY_DELIVERIES,
+          dead_letter_topic(SETTLEMENT_RESULTS), dead_letter_topic(BINDING_EVENTS), dead_letter_topic(BUREAU_ACCOUNTS)]
+log = logging.getLogger("notify")
+
+
+def make_provider(settings: NotifySettings, redis) -> SmsProvider:
+    if settings.sms_provider == "http":
+        if not settings.sms_gateway_url:
+            raise ValueError("SMS_PROVIDER=http needs SMS_GATEWAY_URL")
+        return HttpSmsGateway(settings.sms_gateway_url, settings.sms_access_key_id, settings.sms_access_key_secret,
+                              settings.sms_sign_name, settings.sms_timeout_seconds)
+    if settings.sms_provider == "sink":
+        return SinkProvider(redis)
+    raise ValueError(f"unknown SMS_PROVIDER {settings.sms_provider!r} (sink or http)")
+
+
+async def every(seconds: float, job: Callable[[], Awaitable[int]], name: str) -> None:
+    """Run `job` now and then every `seconds`; a failed round is logged and the next one runs."""
+    while True:
+        try:
+            await job()
+        except Exception:
+            log.exception("%s failed; next round in %.0f s", name, seconds)
+        await asyncio.sleep(seconds)  # the period of a timer, not a stand-in for synchronisation
+
+
+def create_app(settings: NotifySettings | None = None) -> FastStream:
+    settings = settings or NotifySettings()
+    configure_logging(settings.log_level)
+    broker = make_broker(settings, client_id="notify")
+    redis = make_redis(settings.redis_url)
+    store = DeliveryStore(redis, record_ttl=settings.notify_record_ttl_days * 86_400)
+    provider = make_provider(settings, redis)
+    service = NotifyService(store, broker, provider, parse_quiet_hours(settings.quiet_hours),
+                            settings.sms_retry_attempts, settings.sms_retry_base_ms)
+    register(broker, service, settings)
+    app = FastStream(broker, logger=log)
+    timers: list[asyncio.Task] = []
+
+    @app.on_startup
+    async def prepare() -> None:
+        await store.load_functions()
+        await ensure_topics(settings, TOPICS)
+
+    @app.after_startup
+    async def start_timers() -> None:
+        timers.append(asyncio.create_task(every(settings.notify_expiry_check_seconds, service.check_endings,
+                                                "ending-soon check")))
+        timers.append(asyncio.create_task(every(settings.notify_release_check_seconds, service.release_held,
+                                                "quiet-hours release")))
+        log.info("service ready: notify (SMS provider: %s)", provider.name)
+
+    @app.on_shutdown
+    async def stop_timers() -> None:
+        for task in timers:
+            task.cancel()
+
+    @app.after_shutdown
+    async def close() -> None:
+        await provider.close()
+        await redis.aclose()
+
+    return app
