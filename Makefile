@@ -31,7 +31,7 @@ bench: $(STAMP)
 
 asyncapi: $(STAMP)
 	mkdir -p .run/asyncapi
-	for s in binding settlement; do $(BIN)/python -m services.$$s.asyncapi > .run/asyncapi/$$s.json; done
+	for s in binding settlement notify; do $(BIN)/python -m services.$$s.asyncapi > .run/asyncapi/$$s.json; done
 	@echo "AsyncAPI 3.0 documents written to .run/asyncapi/"
 
 clean:

@@ -104,7 +104,8 @@ class NotifyService:
         last = today + timedelta(days=ENDING_WITHIN_DAYS)
         ending = await self._store.ending_between(int(today.strftime("%Y%m%d")), int(last.strftime("%Y%m%d")))
         for binding_id, grantor, beneficiary, end in ending:
-            await self.deliver(n.ending_soon(binding_id, grantor, beneficiary, end))
+            # Every run sees the same bindings again: announce each once, republish nothing.
+            await self.deliver(n.ending_soon(binding_id, grantor, beneficiary, end), republish=False)
         return len(ending)
 
     async def release_held(self) -> int:
@@ -117,12 +118,13 @@ class NotifyService:
         return len(due)
 
     # -- delivery -----------------------------------------------------------------------------
-    async def deliver(self, notice: n.Notice) -> None:
+    async def deliver(self, notice: n.Notice, republish: bool = True) -> None:
         message_id = message_id_for(notice)
         status, state, recorded = await self._store.claim(message_id)
         if status == "HELD":
             if recorded:  # already sent or failed: the same outcome again, never a second SMS
-                await self._publish(recorded)
+                if republish:
+                    await self._publish(recorded)
             elif state == "pending":
                 # A process died while this was with the gateway: it may have been delivered.
                 # At most once: record it as unknown instead of sending again.

@@ -3,6 +3,7 @@
 import pytest
 
 from services.binding.asyncapi import binding_document
+from services.notify.asyncapi import notify_document
 from services.settlement.asyncapi import settlement_document
 
 CONTRACT = {
@@ -32,11 +33,16 @@ CONTRACT = {
                         "AccountDebitedLocally": ["person_id", "region", "amount", "bureau_seq"],
                         "BalanceSnapshot": ["person_id", "region", "balance", "bureau_seq"]},
 }
+CONTRACT["notify.deliveries"] = {
+    "SmsSent": ["message_id", "source_event_id", "source_event_type", "charge_id", "binding_id", "recipient_role",
+                "phone", "template", "segments", "provider", "provider_message_id", "sent_at"],
+    "SmsFailed": ["message_id", "source_event_id", "source_event_type", "recipient_role", "phone", "template",
+                  "segments", "provider", "reason", "attempts"]}
 CASES = [(topic, event, fields) for topic, events in CONTRACT.items() for event, fields in events.items()]
 
 
 def documents():
-    return [binding_document(), settlement_document()]
+    return [binding_document(), settlement_document(), notify_document()]
 
 
 @pytest.mark.parametrize("topic,event_type,fields", CASES)

@@ -8,7 +8,7 @@ local function claim(keys, args)
   local state = redis.call('HGET', keys[1], 'state')
   if (not state and args[1] == '') or state == args[1] then
     redis.call('HSET', keys[1], 'state', 'pending')
-    return {'CLAIMED', state or ''}
+    return {'CLAIMED', state or '', ''}
   end
   return {'HELD', state or '', redis.call('HGET', keys[1], 'event') or ''}
 end

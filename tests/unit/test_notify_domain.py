@@ -1,0 +1,86 @@
+"""The notify service's pure parts: templates fit their segments, quiet hours, who hears what."""
+
+from datetime import datetime, time, timedelta, timezone
+
+import pytest
+from hypothesis import given, strategies as st
+
+from services.notify.domain.notices import for_binding, for_settlement
+from services.notify.domain.quiet import QuietHours, parse_quiet_hours
+from services.notify.domain.templates import catalogue, render, segments
+
+CST = timezone(timedelta(hours=8))
+# The longest value each placeholder can take in production.
+WORST = {"time": "2026-12-31 23:59", "beneficiary": "欧**明", "grantor": "欧**明", "institution": "H" * 20,
+         "amount": "99999999.99", "balance": "99999999.99", "relation": "母亲", "order": "2", "previous": "1",
+         "start": "2026-12-31", "end": "2027-12-31"}
+
+
+@pytest.mark.parametrize("name", sorted(catalogue()["templates"]))
+def test_every_template_fits_in_at_most_two_segments_with_its_longest_values(name):
+    sms = render(name, WORST)
+    assert sms.text.startswith("【陕西医保】")
+    assert sms.segments <= 2, f"{name}: {len(sms.text)} characters"
+
+
+def test_segments_follow_the_70_and_67_character_rule():
+    assert [segments("字" * n) for n in (70, 71, 134, 135)] == [1, 2, 2, 3]
+
+
+def test_payment_and_refund_are_urgent_and_binding_news_waits():
+    urgent = {name for name, t in catalogue()["templates"].items() if t["urgent"]}
+    assert urgent == {"payment", "refund"}
+
+
+@pytest.mark.parametrize("clock,quiet", [("22:00", True), ("23:59", True), ("03:00", True), ("06:59", True),
+                                         ("07:00", False), ("12:00", False), ("21:59", False)])
+def test_quiet_hours_span_midnight(clock, quiet):
+    hours = parse_quiet_hours("22:00-07:00")
+    moment = datetime.combine(datetime(2026, 11, 25).date(), time.fromisoformat(clock), CST)
+    assert hours.contains(moment) is quiet
+
+
+def test_a_message_held_at_night_goes_out_when_quiet_hours_end():
+    hours = parse_quiet_hours("22:00-07:00")
+    assert hours.ends_after(datetime(2026, 11, 25, 23, 30, tzinfo=CST)) == datetime(2026, 11, 26, 7, 0, tzinfo=CST)
+    assert hours.ends_after(datetime(2026, 11, 26, 3, 0, tzinfo=CST)) == datetime(2026, 11, 26, 7, 0, tzinfo=CST)
+    noon = datetime(2026, 11, 26, 12, 0, tzinfo=CST)
+    assert hours.ends_after(noon) == noon
+
+
+@given(st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 1, 1)).map(lambda d: d.replace(tzinfo=CST)))
+def test_release_is_never_inside_quiet_hours_nor_in_the_past(moment):
+    hours = QuietHours(time(22), time(7))
+    release = hours.ends_after(moment)
+    assert release >= moment and not hours.contains(release)
+
+
+def _settled(*lines):
+    return {"charge_id": "C1", "patient_id": "P", "settled_at": "2026-11-25T10:00:00+08:00",
+            "charged_at": "2026-11-25T09:58:00+08:00", "institution_code": "H1", "lines": list(lines)}
+
+
+def test_only_grantor_lines_call_for_an_sms():
+    own = {"source": "own", "person_id": "P", "amount": "5.00", "balance_after": "0.00"}
+    cash = {"source": "cash", "amount": "1.00"}
+    grantor = {"source": "grantor", "person_id": "G", "payment_order": 1, "amount": "3.00", "balance_after": "7.00"}
+    assert for_settlement("e1", "ChargeSettled", _settled(own, cash)) == []
+    [notice] = for_settlement("e1", "ChargeSettled", _settled(own, grantor, cash))
+    assert (notice.person_id, notice.template, notice.values["amount"], notice.values["balance"]) == (
+        "G", "payment", "3.00", "7.00")
+    assert notice.values["time"] == "2026-11-25 09:58"
+
+
+def test_rejections_and_fraud_reports_send_nothing():
+    assert for_settlement("e", "ChargeRejected", {"charge_id": "C"}) == []
+    assert for_binding("e", "BindingRejected", {"command_id": "c"}) == []
+
+
+def test_a_swap_of_payment_orders_tells_both_grantors_and_the_beneficiary():
+    payload = {"binding_id": "B2", "beneficiary_id": "M", "payment_order": 1, "previous_order": 2, "changes": [
+        {"binding_id": "B2", "grantor_id": "D", "payment_order": 1, "previous_order": 2},
+        {"binding_id": "B1", "grantor_id": "S", "payment_order": 2, "previous_order": 1}]}
+    notices = for_binding("e", "PaymentOrderChanged", payload)
+    assert sorted((x.person_id, x.template) for x in notices) == [
+        ("D", "payment_order_changed_grantor"), ("M", "payment_order_changed_beneficiary"),
+        ("S", "payment_order_changed_grantor")]
