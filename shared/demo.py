@@ -1,5 +1,6 @@
-"""Demo data for `make run`: a Xi'an employee and a parent insured in Baoji, bound by the app,
-so the running platform shows a cross-region binding at once. Synthetic people only."""
+"""Demo data for `make run`: a Xi'an employee and a parent insured in Baoji, bound at a window,
+then a pharmacy bill in Baoji paid from the Xi'an account, so the running platform shows a
+cross-region binding, its settlement and the grantor's SMS at once. Synthetic people only."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from shared.envelope import now, seal
 from shared.identity import make_id_number, mask_id_number
-from shared.topics import BINDING_COMMANDS, BUREAU_ACCOUNTS
+from shared.topics import BINDING_COMMANDS, BUREAU_ACCOUNTS, HIS_CHARGES
 
 
 def seed(bootstrap: str) -> None:
@@ -45,7 +46,15 @@ async def _seed(bootstrap: str) -> None:
         await asyncio.sleep(0.5)  # demo only: lets the registry projection catch up before the binding
         await producer.send_and_wait(BINDING_COMMANDS, seal("CreateBinding", binding, event_id=str(uuid.uuid4())),
                                      key=parent_id.encode())
+        await asyncio.sleep(0.5)  # demo only: the binding before the parent's pharmacy bill
+        charge = {"charge_id": f"DEMO-{uuid.uuid4().hex[:10]}", "institution_code": "H61030001",
+                  "institution_region": "610300", "patient_id": parent_id, "patient_name": "演示乙",
+                  "code_holder_id": parent_id, "presented_via": "family_account", "visit_kind": "pharmacy",
+                  "total": "168.00", "fund_paid": "39.50", "individual_borne": "128.50",
+                  "charged_at": now().isoformat(timespec="seconds")}
+        await producer.send_and_wait(HIS_CHARGES, seal("ChargeSubmitted", charge), key=parent_id.encode())
     finally:
         await producer.stop()
     print(f"  demo: registered {mask_id_number(grantor_id)} (Xi'an, employee) and {mask_id_number(parent_id)} "
-          f"(Baoji, resident); CreateBinding sent (watch the [binding] log)", flush=True)
+          f"(Baoji, resident); CreateBinding and a Baoji pharmacy bill of 128.50 sent (watch the [binding], "
+          f"[settlement] and [notify] lines: the SMS texts are printed by the local sink)", flush=True)
