@@ -11,9 +11,9 @@ from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, ValidationError
 
 from shared import envelope
-from shared.bureau import BUREAU_EVENT_TYPES, PERSON_REGISTERED, PersonRegistered
 from shared.identity import mask_id_number
 from shared.kafka import Received, dead_letter, reply
+from shared.registrations import registrations
 from shared.topics import BINDING_EVENTS
 from services.binding import contract as c
 from services.binding.domain import rules
@@ -147,22 +147,9 @@ class BindingService:
     # -- bureau.accounts ----------------------------------------------------------------------
     async def register_people(self, batch: list[Received]) -> None:
         """Project PersonRegistered into the registry the rules check; other bureau events are
-        the settlement service's business. What cannot be read goes to the DLQ."""
-        people: list[Insured] = []
-        for msg in batch:
-            readable = envelope.read(msg.value, BUREAU_EVENT_TYPES)
-            if isinstance(readable, envelope.Unreadable):
-                await dead_letter(self._broker, msg, readable.error)
-                continue
-            if readable.event_type != PERSON_REGISTERED:
-                continue
-            try:
-                p = PersonRegistered.model_validate(readable.body.get("payload"))
-            except ValidationError as exc:
-                # No outcome topic exists for bureau events: keep the bytes and the reason.
-                await dead_letter(self._broker, msg, f"invalid PersonRegistered: {c.describe(exc)}")
-                continue
-            people.append(Insured(p.person_id, p.region, Scheme(p.scheme), rules.name_digest(p.name)))
+        the settlement service's business."""
+        people = [Insured(p.person_id, p.region, Scheme(p.scheme), rules.name_digest(p.name))
+                  for p in await registrations(self._broker, batch)]
         if people:
             await self._store.save_insured(people)
 

@@ -13,7 +13,7 @@ SETTLEMENT_TYPES = frozenset({"ChargeSettled", "ChargeRejected", "RefundSettled"
 BINDING_TYPES = frozenset({"BindingCreated", "BindingRevoked", "PaymentOrderChanged", "BindingRejected"})
 
 
-class SmsSent(BaseModel):
+class _Delivery(BaseModel):
     message_id: str
     source_event_id: str
     source_event_type: str
@@ -24,21 +24,13 @@ class SmsSent(BaseModel):
     template: str
     segments: int
     provider: str
-    provider_message_id: str
     sent_at: str
 
 
-class SmsFailed(BaseModel):
-    message_id: str
-    source_event_id: str
-    source_event_type: str
-    charge_id: str | None = None
-    binding_id: str | None = None
-    recipient_role: Literal["grantor", "beneficiary"]
-    phone: str
-    template: str
-    segments: int
-    provider: str
+class SmsSent(_Delivery):
+    provider_message_id: str
+
+
+class SmsFailed(_Delivery):
     reason: str
     attempts: int
-    sent_at: str

@@ -11,12 +11,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from faststream.kafka import KafkaBroker
-from pydantic import ValidationError
 
 from shared import envelope, topics
-from shared.bureau import BUREAU_EVENT_TYPES, PERSON_REGISTERED, PersonRegistered
 from shared.identity import mask_name, mask_phone
 from shared.kafka import Received, dead_letter
+from shared.registrations import registrations
 from services.notify import contract as c
 from services.notify.domain import notices as n
 from services.notify.domain.quiet import QuietHours
@@ -63,20 +62,7 @@ class NotifyService:
 
     async def on_bureau_accounts(self, batch: list[Received]) -> None:
         """Project PersonRegistered into the contacts the SMS go to; the name only masked."""
-        people = []
-        for msg in batch:
-            readable = envelope.read(msg.value, BUREAU_EVENT_TYPES)
-            if isinstance(readable, envelope.Unreadable):
-                await dead_letter(self._broker, msg, readable.error)
-                continue
-            if readable.event_type != PERSON_REGISTERED:
-                continue
-            try:
-                p = PersonRegistered.model_validate(readable.body.get("payload"))
-            except ValidationError as exc:
-                await dead_letter(self._broker, msg, f"invalid PersonRegistered: {exc.error_count()} errors")
-                continue
-            people.append((p.person_id, p.phone, short_masked_name(p.name)))
+        people = [(p.person_id, p.phone, short_masked_name(p.name)) for p in await registrations(self._broker, batch)]
         if people:
             await self._store.save_contacts(people)
 
