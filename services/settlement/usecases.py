@@ -61,10 +61,22 @@ class SettlementService:
                 if refused.reason is Reason.IDENTITY_MISMATCH:
                     out.append(self._fraud(msg, readable))
         for (msg, charge, todo), applied in zip(charges, await self._store.settle([x[2] for x in charges])):
-            out += self._charge_outcome(msg, charge, todo.event_id, applied)
+            if applied.status == "ERROR":
+                await self._defect(msg, applied)
+            else:
+                out += self._charge_outcome(msg, charge, todo.event_id, applied)
         for (msg, refund, todo), applied in zip(refunds, await self._store.refund([x[2] for x in refunds])):
-            out += self._refund_outcome(msg, refund, todo.event_id, applied)
+            if applied.status == "ERROR":
+                await self._defect(msg, applied)
+            else:
+                out += self._refund_outcome(msg, refund, todo.event_id, applied)
         await publish_all(self._broker, out)
+
+    async def _defect(self, msg: Received, applied: Applied) -> None:
+        """A message whose Function call failed goes to the DLQ with the error; the batch goes on."""
+        log.error("settlement Function failed for %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset,
+                  applied.reason)
+        await dead_letter(self._broker, msg, f"settlement failed: {applied.reason}")
 
     @staticmethod
     def _admit(event_id: str, charge: c.ChargeSubmitted) -> ChargeToSettle:

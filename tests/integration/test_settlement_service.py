@@ -371,3 +371,45 @@ async def test_reconciliation_lists_every_difference_with_the_bureaus_book(count
     assert {(d["posting_id"], d["kind"]) for d in p["differences"]} == {
         (f"P-{second}-0", "amount_mismatch"), ("P-foreign-0", "unknown_to_platform")}
     assert (p["platform_net"], p["bureau_net"]) == ("-25.00", "-24.01")
+
+
+async def test_a_result_recorded_before_a_crash_is_published_when_the_charge_comes_again(counter):
+    """The Redis step done, the process dead before its publish: the redelivered charge finds the
+    recorded result and publishes it, debiting nothing more."""
+    from services.settlement.contract import ChargeSubmitted
+    from services.settlement.storage.accounts import ChargeToSettle, SettlementStore
+    from shared.regions import all_regions
+
+    patient = await counter.person(balance="50.00")
+    charge = counter.charge(patient, "20.00")
+    model = ChargeSubmitted.model_validate(charge)
+    store = SettlementStore(counter.redis, [r.code for r in all_regions()], 3600, 3600)
+    [before_crash] = await store.settle([ChargeToSettle(
+        "lost-event", model.charge_id, model.digest(), model.individual_borne, model.patient_id,
+        int(datetime.now(CST).strftime("%Y%m%d")), datetime.now(CST).isoformat(timespec="seconds"))])
+    assert before_crash.status == "SETTLED"
+    await counter.submit(charge)
+    [settled] = await counter.result(charge["charge_id"])
+    assert settled["event_type"] == "ChargeSettled"
+    assert settled["payload"]["settled_at"] == before_crash.at
+    assert lines(settled) == [("own", patient["person_id"], None, "20.00", "30.00"), ("cash", None, None, "0.00", None)]
+    assert await counter.balance(patient) == 3_000
+
+
+async def test_a_charge_whose_settlement_fails_goes_to_the_dlq_and_the_batch_goes_on(counter, bus):
+    broken, fine = await counter.person(balance="10.00"), await counter.person(balance="10.00")
+    await counter.redis.hset(f"stl:acct:{person_bucket(broken['person_id'])}", broken["person_id"], "garbage")
+    bad, good = counter.charge(broken, "1.00"), counter.charge(fine, "1.00")
+    await asyncio.gather(counter.submit(bad), counter.submit(good))
+    [dead] = await bus.watchers[t.dead_letter_topic(t.HIS_CHARGES)].wait_for(
+        lambda r: bad["charge_id"].encode() in r.value)
+    assert "settlement failed" in dict(dead.headers)["dlq-error"].decode()
+    assert (await counter.result(good["charge_id"]))[0]["event_type"] == "ChargeSettled"
+
+
+async def test_settlement_goes_on_when_its_function_library_disappears(counter):
+    patient = await counter.person(balance="10.00")
+    await counter.redis.function_flush()
+    charge = counter.charge(patient, "1.00")
+    await counter.submit(charge)
+    assert (await counter.result(charge["charge_id"]))[0]["event_type"] == "ChargeSettled"

@@ -84,3 +84,12 @@ def test_a_swap_of_payment_orders_tells_both_grantors_and_the_beneficiary():
     assert sorted((x.person_id, x.template) for x in notices) == [
         ("D", "payment_order_changed_grantor"), ("M", "payment_order_changed_beneficiary"),
         ("S", "payment_order_changed_grantor")]
+
+
+def test_a_refund_back_to_a_grantor_is_told_with_the_new_balance():
+    refund = {"charge_id": "C1", "refund_id": "R1", "patient_id": "P", "settled_at": "2026-11-25T10:00:00+08:00",
+              "lines": [{"source": "grantor", "person_id": "G", "payment_order": 2, "amount": "4.00",
+                         "balance_after": "14.00"}, {"source": "cash", "amount": "1.00"}]}
+    [notice] = for_settlement("e2", "RefundSettled", refund)
+    assert (notice.person_id, notice.template, notice.values) == ("G", "refund", {"amount": "4.00", "balance": "14.00"})
+    assert notice.name_of == {"beneficiary": "P"}

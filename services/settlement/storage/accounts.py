@@ -17,6 +17,7 @@ from datetime import datetime
 from importlib.resources import files
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from services.settlement.domain.waterfall import Line
 
@@ -79,7 +80,11 @@ def _decode_lines(encoded: str) -> list[Line]:
     return lines
 
 
-def _applied(reply: list) -> Applied:
+def _applied(reply: list | Exception) -> Applied:
+    if isinstance(reply, Exception):
+        # One charge's Function call failed (a defect, not the connection): the others in the
+        # pipeline have been applied; this one is reported so the caller can dead-letter it.
+        return Applied("ERROR", [], reason=f"{reply.__class__.__name__}: {str(reply)[:200]}")
     status = reply[0].decode()
     if status in ("SETTLED", "REFUNDED"):
         patient = reply[4].decode() if len(reply) > 4 else ""
@@ -103,20 +108,35 @@ class SettlementStore:
 
     async def settle(self, charges: list[ChargeToSettle]) -> list[Applied]:
         """One round trip for the whole batch; each charge is atomic on its own."""
+        return await self._run(self._settle_pipeline, charges)
+
+    async def refund(self, refunds: list[RefundToApply]) -> list[Applied]:
+        return await self._run(self._refund_pipeline, refunds)
+
+    async def _run(self, build, items) -> list[Applied]:
+        replies = await build(items).execute(raise_on_error=False)
+        if any(isinstance(r, ResponseError) and "function not found" in str(r).lower() for r in replies):
+            # The library is gone (a Redis replaced or flushed under us): load it again and redo
+            # the batch. Safe, because each call is idempotent: what was applied answers as a replay.
+            await self.load_functions()
+            replies = await build(items).execute(raise_on_error=False)
+        return [_applied(r) for r in replies]
+
+    def _settle_pipeline(self, charges: list[ChargeToSettle]):
         pipe = self._redis.pipeline(transaction=False)
         for c in charges:
             pipe.fcall("settle", 2, f"stl:charge:{c.charge_id}", f"stl:rej:{c.event_id}",
                        c.charge_id, c.digest, c.borne, c.patient_id, c.day, c.settled_at, self._provinces,
                        self._rejection_ttl, self._record_ttl, c.posting_day)
-        return [_applied(r) for r in await pipe.execute()]
+        return pipe
 
-    async def refund(self, refunds: list[RefundToApply]) -> list[Applied]:
+    def _refund_pipeline(self, refunds: list[RefundToApply]):
         pipe = self._redis.pipeline(transaction=False)
         for r in refunds:
             pipe.fcall("refund", 2, f"stl:charge:{r.charge_id}", f"stl:rej:{r.event_id}",
                        r.charge_id, r.refund_id, r.amount, r.refunded_at, r.digest, self._rejection_ttl,
                        r.posting_day, self._record_ttl)
-        return [_applied(r) for r in await pipe.execute()]
+        return pipe
 
     async def register(self, people: list[tuple[str, str, str, int | None]]) -> None:
         """(person_id, region, scheme e|r, opening balance) for a batch of registrations."""
