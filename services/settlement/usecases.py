@@ -104,7 +104,7 @@ class SettlementService:
                                 institution_code=charge.institution_code,
                                 charged_at=charge.charged_at.isoformat(timespec="seconds"))
         if not applied.replay:
-            log.info("charge %s settled for %s: %s", charge.charge_id, mask_id_number(charge.patient_id),
+            log.debug("charge %s settled for %s: %s", charge.charge_id, mask_id_number(charge.patient_id),
                      ", ".join(f"{x.source}{x.payment_order or ''}={x.amount}" for x in applied.lines))
         return (self._result(msg, c.CHARGE_SETTLED, event, charge.charge_id, applied.at)
                 + self._postings(applied.lines, "debit", charge.charge_id, None, charge.patient_id, applied.at))
