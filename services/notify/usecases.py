@@ -19,7 +19,7 @@ from shared.registrations import registrations
 from services.notify import contract as c
 from services.notify.domain import notices as n
 from services.notify.domain.quiet import QuietHours
-from services.notify.domain.templates import Sms, render
+from services.notify.domain.templates import Sms, is_urgent, render
 from services.notify.providers.base import Outgoing, ProviderError, SmsProvider
 from services.notify.storage.deliveries import DeliveryStore
 
@@ -117,22 +117,21 @@ class NotifyService:
                 await self._fail(message_id, notice, None, "outcome_unknown_after_restart", 0)
             return
         now = self._clock()
-        sms = await self._render(notice)
-        if sms and not sms.urgent and self._quiet.contains(now):
+        if not is_urgent(notice.template) and self._quiet.contains(now):
             await self._store.defer(message_id, notice, self._quiet.ends_after(now).timestamp())
             log.info("message %s (%s) held until quiet hours end", message_id, notice.template)
             return
         await self._send(message_id, notice)
 
-    async def _render(self, notice: n.Notice) -> Sms | None:
+    async def _send(self, message_id: str, notice: n.Notice) -> None:
         contacts = await self._store.contacts([notice.person_id, *notice.name_of.values()])
         names = {slot: contacts.get(pid, ("", "*"))[1] for slot, pid in notice.name_of.items()}
-        return render(notice.template, {**notice.values, **names})
-
-    async def _send(self, message_id: str, notice: n.Notice) -> None:
-        contacts = await self._store.contacts([notice.person_id])
+        sms = render(notice.template, {**notice.values, **names})
         phone = contacts.get(notice.person_id, ("", ""))[0]
-        sms = await self._render(notice)
+        if not phone and notice.role == "beneficiary":
+            # A child or an elderly parent may have no phone: nothing to send, nothing failed.
+            await self._store.record(message_id, "skipped", b"")
+            return
         if not phone:
             await self._fail(message_id, notice, sms, "no_phone", 0)
             return

@@ -250,3 +250,17 @@ async def test_no_full_name_id_number_or_phone_reaches_a_log_or_an_sms(family, g
             if secret:
                 assert secret not in logs
                 assert secret not in texts
+
+
+async def test_a_beneficiary_without_a_phone_gets_nothing_and_no_failure_is_reported(family, gateway):
+    child, parent = await family.person(scheme="resident", phone=False), await family.person(balance="1.00")
+    created = await family.bind(parent, child)
+    await gateway.wait_for(parent["phone"])
+    [to_parent] = await family.deliveries(lambda b: b["payload"].get("source_event_id") == created["event_id"])
+    assert to_parent["payload"]["recipient_role"] == "grantor"
+    marker, other = await family.person(balance="1.00"), await family.person(scheme="resident")
+    await family.bind(marker, other)
+    await gateway.wait_for(marker["phone"])
+    assert family.bus.watchers[t.NOTIFY_DELIVERIES].matching(
+        lambda r: payload_of(r).get("source_event_id") == created["event_id"]
+        and payload_of(r)["recipient_role"] == "beneficiary") == []

@@ -36,6 +36,11 @@ def catalogue() -> dict:
     return json.loads(files("services.notify").joinpath("templates.json").read_text(encoding="utf-8"))
 
 
+def is_urgent(template: str) -> bool:
+    """Urgent texts (money moved) go at once, even in quiet hours."""
+    return bool(catalogue()["templates"][template]["urgent"])
+
+
 def render(template: str, values: dict[str, str]) -> Sms:
     spec = catalogue()
     entry = spec["templates"][template]
