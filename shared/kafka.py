@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
+from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
 
 from shared.settings import ServiceSettings
 from shared.topics import dead_letter_topic
@@ -114,9 +117,6 @@ def raw_bytes(msg: Any) -> Any:
 # anything else raised while answering one message is a defect that retrying cannot fix, so the
 # message goes to the DLQ with its original bytes instead of blocking its partition forever.
 def _is_transient(exc: BaseException) -> bool:
-    from aiokafka.errors import KafkaError
-    from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
-
     return isinstance(exc, (KafkaError, RedisConnectionError, RedisTimeout, OSError))
 
 
@@ -142,8 +142,6 @@ class Outgoing:
 async def publish_all(broker: KafkaBroker, messages: list[Outgoing]) -> None:
     """Send a batch without waiting for each ack in turn, then wait for all of them: the caller
     commits its offsets only after this returns, so nothing is acknowledged unpublished."""
-    import asyncio
-
     futures = [await broker.publish(m.value, m.topic, key=m.key, headers=m.headers, no_confirm=True)
                for m in messages]
     await asyncio.gather(*futures)
@@ -161,8 +159,6 @@ def consumer_options(settings: ServiceSettings, group: str, topic: str, **extra:
     - Bodies stay bytes (`raw_bytes`), so malformed input is answered or dead-lettered by the
       use case instead of failing in a decoder; `no_reply`: replies are published explicitly.
     """
-    from faststream import AckPolicy
-
     return dict(group_id=f"{group}.{topic}", auto_offset_reset="earliest", decoder=raw_bytes,
                 ack_policy=AckPolicy.NACK_ON_ERROR, no_reply=True,
                 session_timeout_ms=settings.kafka_session_timeout_ms,

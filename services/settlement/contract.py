@@ -132,9 +132,16 @@ class QueryConsumption(_In):
     date_to: date
 
 
+class Payment(BaseModel):
+    charge_id: str
+    settled_at: str
+    paid: Yuan
+    refunded: Yuan
+
+
 class BeneficiarySpending(BaseModel):
     beneficiary_id: str = Field(description="Masked.")
-    payments: list[dict]
+    payments: list[Payment]
     total_paid: Yuan
     total_refunded: Yuan
 

@@ -4,7 +4,6 @@ cache in step with the bureaus, answer the grantor's consumption query."""
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from datetime import datetime
 
 from faststream.kafka import KafkaBroker
@@ -18,6 +17,7 @@ from shared.identity import mask_id_number
 from shared.kafka import Outgoing, Received, dead_letter, publish_all
 from shared.money import Fen
 from services.settlement import contract as c
+from services.settlement.domain.consumption import by_beneficiary
 from services.settlement.domain.reasons import ChargeRefused, Reason
 from services.settlement.domain.reconciliation import Entry, net, reconcile
 from services.settlement.domain.waterfall import Line
@@ -249,18 +249,13 @@ class SettlementService:
         except ValidationError as exc:
             refused = ChargeRefused(Reason.INVALID_CHARGE, c.describe(exc))
             return self._rejected(msg, readable, refused)[0].value
-        lo, hi = int(q.date_from.strftime("%Y%m%d")), int(q.date_to.strftime("%Y%m%d"))
-        per: dict[str, list] = defaultdict(list)
-        for charge_id, day, beneficiary, paid, refunded, at in sorted(await self._store.spending(q.grantor_id),
-                                                                    key=lambda r: r[5]):
-            if lo <= day <= hi:
-                per[beneficiary].append({"charge_id": charge_id, "settled_at": at,
-                                         "paid": Fen(paid), "refunded": Fen(refunded)})
         groups = [c.BeneficiarySpending(
-            beneficiary_id=mask_id_number(b), payments=[{**p, "paid": _yuan(p["paid"]), "refunded": _yuan(p["refunded"])}
-                                                        for p in rows],
-            total_paid=Fen(sum(p["paid"] for p in rows)), total_refunded=Fen(sum(p["refunded"] for p in rows)))
-            for b, rows in per.items()]
+            beneficiary_id=mask_id_number(beneficiary),
+            payments=[c.Payment(charge_id=r.charge_id, settled_at=r.settled_at, paid=Fen(r.paid),
+                                refunded=Fen(r.refunded)) for r in rows],
+            total_paid=Fen(sum(r.paid for r in rows)), total_refunded=Fen(sum(r.refunded for r in rows)))
+            for beneficiary, rows in by_beneficiary(await self._store.spending(q.grantor_id),
+                                                    q.date_from, q.date_to).items()]
         event = c.ConsumptionListed(command_id=readable.event_id, grantor_id=mask_id_number(q.grantor_id),
                                     date_from=q.date_from, date_to=q.date_to, beneficiaries=groups,
                                     total_paid=Fen(sum(g.total_paid for g in groups)),
@@ -273,9 +268,3 @@ def _line(line: Line) -> c.SettledLine:
     return c.SettledLine(source=line.source, person_id=line.person_id, region=line.region,
                          payment_order=line.payment_order, amount=Fen(line.amount),
                          balance_after=None if line.balance_after is None else Fen(line.balance_after))
-
-
-def _yuan(fen: int) -> str:
-    from shared.money import format_yuan
-
-    return format_yuan(fen)

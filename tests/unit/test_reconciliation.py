@@ -31,3 +31,4 @@ def test_a_posting_is_listed_exactly_when_the_books_disagree_on_it(ours, theirs)
     listed = {d.posting_id for d in reconcile(ours, theirs)}
     disagree = {pid for pid in ours.keys() | theirs.keys() if ours.get(pid) != theirs.get(pid)}
     assert listed == disagree
+

@@ -19,6 +19,9 @@ from importlib.resources import files
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from shared.envelope import CHINA_TZ
+from shared.state import person_bucket
+from services.settlement.domain.consumption import Spent
 from services.settlement.domain.waterfall import Line
 
 LIBRARY = files("services.settlement.storage").joinpath("settlement.lua").read_text
@@ -54,8 +57,6 @@ class RefundToApply:
 
 
 def _china_day(iso: str) -> str:
-    from shared.envelope import CHINA_TZ
-
     return datetime.fromisoformat(iso).astimezone(CHINA_TZ).strftime("%Y%m%d")
 
 
@@ -152,12 +153,13 @@ class SettlementStore:
             pipe.fcall("bureau_movement", 0, *m)
         return [(r[0].decode(), int(r[1])) for r in await pipe.execute()]
 
-    async def spending(self, grantor_id: str) -> list[tuple[str, int, str, int, int, str]]:
-        """(charge_id, day, beneficiary, paid, refunded, at) of every payment from the account."""
+    async def spending(self, grantor_id: str) -> list[Spent]:
+        """Every payment from the grantor's account, with what has been refunded of it."""
         rows = []
         for charge_id, value in (await self._redis.hgetall(f"stl:spent:{grantor_id}")).items():
             day, beneficiary, paid, refunded, at = value.decode().split("|")
-            rows.append((charge_id.decode(), int(day), beneficiary, int(paid), int(refunded), at))
+            rows.append(Spent(charge_id.decode(), datetime.strptime(day, "%Y%m%d").date(), beneficiary, int(paid),
+                              int(refunded), at))
         return rows
 
     async def postings_of(self, region: str, day: str) -> dict[str, tuple[str, int, str]]:
@@ -170,7 +172,5 @@ class SettlementStore:
 
     async def balance(self, person_id: str) -> int | None:
         """For tests and operators: the cached balance in fen."""
-        from shared.state import person_bucket
-
         raw = await self._redis.hget(f"stl:acct:{person_bucket(person_id)}", person_id)
         return int(raw.split(b"|")[0]) if raw else None
