@@ -73,7 +73,7 @@ def main() -> int:
             print("\n== the platform is up ==", flush=True)
             for s in services:
                 print(f"  {s.name:<11} ready (Kafka consumer; no HTTP surface yet)", flush=True)
-            print(f"  HTTP surfaces arrive with the issues that ask for them; none yet.", flush=True)
+            print("  HTTP surfaces arrive with the issues that ask for them; none yet.", flush=True)
             if demo:
                 from shared.demo import seed
 

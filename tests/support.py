@@ -11,7 +11,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from itertools import count
 from pathlib import Path
@@ -166,3 +167,16 @@ class ServiceProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@contextmanager
+def running(names: tuple[str, ...], env: dict[str, str], log_dir: Path) -> Iterator[dict[str, ServiceProcess]]:
+    """The named services started in order, each ready before the next; all stopped after."""
+    services = {name: ServiceProcess(name, env, log_dir / f"{name}.log") for name in names}
+    try:
+        for s in services.values():
+            s.start()
+        yield services
+    finally:
+        for s in services.values():
+            s.stop()

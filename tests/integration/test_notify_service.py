@@ -17,7 +17,7 @@ import pytest
 from shared import topics as t
 from shared.envelope import seal
 from shared.state import person_bucket
-from tests.support import ServiceProcess, body, command, new_person_id, payload_of
+from tests.support import body, command, new_person_id, payload_of, running
 
 pytestmark = pytest.mark.integration
 
@@ -80,12 +80,8 @@ def services(infra, gateway, tmp_path_factory):
     env = {**infra.env(), "LOG_LEVEL": "INFO", "SMS_PROVIDER": "http", "SMS_GATEWAY_URL": gateway.url,
            "SMS_ACCESS_KEY_ID": "test-id", "SMS_ACCESS_KEY_SECRET": "test-secret", "SMS_RETRY_BASE_MS": "50",
            "QUIET_HOURS": "00:00-00:00", "NOTIFY_EXPIRY_CHECK_SECONDS": "1"}
-    running = [ServiceProcess(name, env, logs / f"{name}.log") for name in ("binding", "settlement", "notify")]
-    for s in running:
-        s.start()
-    yield {s.name: s for s in running}
-    for s in running:
-        s.stop()
+    with running(("binding", "settlement", "notify"), env, logs) as services:
+        yield services
 
 
 class Family:

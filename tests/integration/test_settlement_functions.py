@@ -127,8 +127,9 @@ async def test_settle_stops_at_the_first_grantor_that_covers_the_rest(store, cli
     assert summary(applied.lines) == [("own", f.patient, None, 1_000, 0), ("grantor", f.father, 1, 2_000, 0),
                                       ("grantor", f.sister, 2, 1_500, 1_500), ("cash", None, None, 0, None)]
     assert [await store.balance(p) for p in (f.patient, f.father, f.sister)] == [0, 0, 1_500]
-    [(charge_id, day, beneficiary, paid, refunded, at)] = await store.spending(f.sister)
-    assert (day, beneficiary, paid, refunded, at) == (DAY, f.patient, 1_500, 0, AT)
+    [spent] = await store.spending(f.sister)
+    assert (int(spent.day.strftime("%Y%m%d")), spent.beneficiary_id, spent.paid, spent.refunded, spent.settled_at) == (
+        DAY, f.patient, 1_500, 0, AT)
 
 
 async def test_a_resident_patient_is_paid_for_by_grantors_from_the_first_fen(store, client):
@@ -225,7 +226,8 @@ async def test_partial_refunds_give_back_cash_then_grantor_2_then_grantor_1_then
     assert summary(second.lines) == [("own", f.patient, None, 500, 500), ("grantor", f.father, 1, 2_000, 2_000),
                                      ("grantor", f.sister, 2, 2_000, 3_000)]
     assert [await store.balance(p) for p in (f.patient, f.father, f.sister)] == [500, 2_000, 3_000]
-    [(_, _, _, paid_by_father, back_to_father, _)] = await store.spending(f.father)
+    [spent] = await store.spending(f.father)
+    paid_by_father, back_to_father = spent.paid, spent.refunded
     assert (paid_by_father, back_to_father) == (2_000, 2_000)
 
 
@@ -369,5 +371,5 @@ async def test_concurrent_settlements_against_one_grantor_never_overdraw(store, 
     assert debited + cash == total_borne
     assert all(l.balance_after >= 0 for a in results for l in a.lines if l.source == "grantor")
     assert await store.balance(grantor) == initial - debited == 0
-    assert sorted(r[3] for r in await store.spending(grantor)) == sorted(
+    assert sorted(r.paid for r in await store.spending(grantor)) == sorted(
         l.amount for a in results for l in a.lines if l.source == "grantor")

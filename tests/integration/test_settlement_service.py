@@ -12,7 +12,7 @@ import pytest
 from shared import topics as t
 from shared.envelope import seal
 from shared.state import person_bucket
-from tests.support import ServiceProcess, body, command, new_person_id, payload_of
+from tests.support import body, command, new_person_id, payload_of, running
 
 pytestmark = pytest.mark.integration
 
@@ -22,14 +22,9 @@ SIGNATURE = "sha256:" + hashlib.sha256(b"signed").hexdigest()
 
 @pytest.fixture(scope="module")
 def services(infra, tmp_path_factory):
-    logs = tmp_path_factory.mktemp("settlement")
-    running = [ServiceProcess(name, {**infra.env(), "LOG_LEVEL": "INFO"}, logs / f"{name}.log")
-               for name in ("binding", "settlement")]
-    for s in running:
-        s.start()
-    yield {s.name: s for s in running}
-    for s in running:
-        s.stop()
+    with running(("binding", "settlement"), {**infra.env(), "LOG_LEVEL": "INFO"},
+                 tmp_path_factory.mktemp("settlement")) as services:
+        yield services
 
 
 class Counter:
