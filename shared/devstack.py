@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -18,6 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger("devstack")
+
+
+def die_with_parent() -> None:
+    """Run in a child before exec (Linux): end it when the process that started it dies, so a
+    killed test run or `make run` leaves no broker, Redis or service behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: children are still stopped on every orderly exit
 
 
 def free_port() -> int:
@@ -81,7 +93,8 @@ class LocalRedis:
             [redis_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir),
              "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
              "--hash-max-listpack-entries", "512", "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=die_with_parent)
         wait_for_port("127.0.0.1", self.port)
         _wait_redis_loaded(self.url)
 
@@ -176,7 +189,7 @@ def _local_binaries(work_dir: Path) -> Infra:
     tansu = subprocess.Popen(
         [tansu_binary(), "broker", "--storage-engine", "memory://tansu/", "--listener-url", listener,
          "--advertised-listener-url", listener],
-        stdout=kafka_log, stderr=subprocess.STDOUT, start_new_session=True)
+        stdout=kafka_log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
     redis_dir = work_dir / "redis"
     redis_dir.mkdir(exist_ok=True)
     redis = LocalRedis(free_port(), redis_dir)

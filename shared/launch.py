@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from shared.devstack import start_infra
+from shared.devstack import die_with_parent, start_infra
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("binding", "settlement", "notify")
@@ -26,7 +26,8 @@ class Service:
         self.ready = threading.Event()
         self.started = time.monotonic()
         self.process = subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=die_with_parent)
         threading.Thread(target=self._forward, daemon=True).start()
 
     def _forward(self) -> None:

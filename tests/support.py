@@ -21,6 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared import envelope
+from shared.devstack import die_with_parent
 from shared.identity import make_id_number
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,7 +141,8 @@ class ServiceProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"], cwd=ROOT,
-                                        env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT)
+                                        env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
+                                        preexec_fn=die_with_parent)
         log.close()
         marker = f"service ready: {self.name}".encode()
         deadline = time.monotonic() + timeout
