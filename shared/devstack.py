@@ -32,6 +32,20 @@ def die_with_parent() -> None:
         pass  # not Linux: children are still stopped on every orderly exit
 
 
+def stop_process(process: subprocess.Popen | None, timeout: float = 20) -> int | None:
+    """SIGTERM, then SIGKILL if it has not ended within `timeout`; returns its exit status."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -99,13 +113,7 @@ class LocalRedis:
         _wait_redis_loaded(self.url)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=15)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+        stop_process(self.process)
 
 
 def _wait_redis_loaded(url: str, timeout: float = 30.0) -> None:
@@ -195,12 +203,7 @@ def _local_binaries(work_dir: Path) -> Infra:
     redis = LocalRedis(free_port(), redis_dir)
 
     def stop_tansu() -> None:
-        if tansu.poll() is None:
-            tansu.terminate()
-            try:
-                tansu.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                tansu.kill()
+        stop_process(tansu, timeout=10)
         kafka_log.close()
 
     infra = Infra(f"127.0.0.1:{kafka_port}", redis.url, False, origin="local binaries", redis=redis)

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from shared.devstack import die_with_parent, start_infra
+from shared.devstack import die_with_parent, start_infra, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("binding", "settlement", "notify")
@@ -39,14 +39,7 @@ class Service:
                 self.ready.set()
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process)
 
 
 def main() -> int:

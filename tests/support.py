@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared import envelope
-from shared.devstack import die_with_parent
+from shared.devstack import die_with_parent, stop_process
 from shared.identity import make_id_number
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,13 +153,7 @@ class ServiceProcess:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:

@@ -95,7 +95,7 @@ class SettlementService:
     def _charge_outcome(self, msg: Received, charge: c.ChargeSubmitted, event_id: str,
                         applied: Applied) -> list[Outgoing]:
         if applied.status != "SETTLED":
-            reason = Reason.DUPLICATE_CHARGE_CONFLICT if applied.status == "CONFLICT" else Reason(applied.reason)
+            reason = _refusal_reason(applied)
             readable = envelope.Readable(event_id, c.CHARGE_SUBMITTED, {})
             return self._rejected(msg, readable, ChargeRefused(reason), charge_id=charge.charge_id)
         event = c.ChargeSettled(charge_id=charge.charge_id, patient_id=charge.patient_id,
@@ -112,7 +112,7 @@ class SettlementService:
     def _refund_outcome(self, msg: Received, refund: c.ChargeRefunded, event_id: str,
                         applied: Applied) -> list[Outgoing]:
         if applied.status != "REFUNDED":
-            reason = Reason.DUPLICATE_CHARGE_CONFLICT if applied.status == "CONFLICT" else Reason(applied.reason)
+            reason = _refusal_reason(applied)
             readable = envelope.Readable(event_id, c.CHARGE_REFUNDED, {})
             return self._rejected(msg, readable, ChargeRefused(reason), charge_id=refund.charge_id,
                                   refund_id=refund.refund_id)
@@ -125,15 +125,10 @@ class SettlementService:
                                  applied.at))
 
     def _result(self, msg: Received, event_type: str, event: BaseModel, cause: str, at: str) -> list[Outgoing]:
-        """The outcome on settlement.results, and on the caller's reply_to when it asked."""
+        """A settled charge or refund, its event id and time taken from the recorded result."""
         value = envelope.seal(event_type, event, event_id=envelope.outcome_id(cause, event_type),
                               occurred_at=datetime.fromisoformat(at))
-        key = getattr(event, "charge_id").encode()
-        out = [Outgoing(topics.SETTLEMENT_RESULTS, key, value)]
-        if msg.reply_to:
-            out.append(Outgoing(msg.reply_to, key, value,
-                                {"correlation_id": msg.correlation_id} if msg.correlation_id else None))
-        return out
+        return _answer(msg, getattr(event, "charge_id").encode(), value)
 
     @staticmethod
     def _postings(lines: list[Line], direction: str, charge_id: str, refund_id: str | None,
@@ -163,12 +158,7 @@ class SettlementService:
         log.info("charge %s refused: %s", charge_id, refused.reason)
         value = envelope.seal(c.CHARGE_REJECTED, event,
                               event_id=envelope.outcome_id(readable.event_id, c.CHARGE_REJECTED))
-        key = charge_id.encode() if charge_id else msg.key
-        out = [Outgoing(topics.SETTLEMENT_RESULTS, key, value)]
-        if msg.reply_to:
-            out.append(Outgoing(msg.reply_to, key, value,
-                                {"correlation_id": msg.correlation_id} if msg.correlation_id else None))
-        return out
+        return _answer(msg, charge_id.encode() if charge_id else msg.key, value)
 
     def _fraud(self, msg: Received, readable: envelope.Readable) -> Outgoing:
         p = readable.body["payload"]
@@ -262,6 +252,20 @@ class SettlementService:
                                     total_refunded=Fen(sum(g.total_refunded for g in groups)))
         return envelope.seal(c.CONSUMPTION_LISTED, event,
                              event_id=envelope.outcome_id(readable.event_id, c.CONSUMPTION_LISTED))
+
+
+def _answer(msg: Received, key: bytes | None, value: bytes) -> list[Outgoing]:
+    """An outcome on settlement.results, and on the caller's reply_to when it asked for one."""
+    out = [Outgoing(topics.SETTLEMENT_RESULTS, key, value)]
+    if msg.reply_to:
+        out.append(Outgoing(msg.reply_to, key, value,
+                            {"correlation_id": msg.correlation_id} if msg.correlation_id else None))
+    return out
+
+
+def _refusal_reason(applied: Applied) -> Reason:
+    """A Function's refusal: CONFLICT (same id, another body) or the reason code it recorded."""
+    return Reason.DUPLICATE_CHARGE_CONFLICT if applied.status == "CONFLICT" else Reason(applied.reason)
 
 
 def _line(line: Line) -> c.SettledLine:
