@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,15 +16,38 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
 
+from shared.logs import shown
 from shared.settings import ServiceSettings
 from shared.topics import dead_letter_topic
 
 log = logging.getLogger(__name__)
 
+# contract.md, "Reply topics": `reply.` and at most 100 letters, digits, `.`, `_` or `-`. Any
+# other reply_to is ignored, so no caller can make the platform write onto one of its own topics.
+_REPLY_TOPIC = re.compile(r"reply\.[A-Za-z0-9._-]{1,100}")
+# Hostile headers are bounded before anything reads them.
+_MAX_HEADERS, _MAX_HEADER_BYTES = 32, 1024
+REPLY_TIMEOUT_SECONDS = 5.0
+
+
+class PlatformBroker(KafkaBroker):
+    """KafkaBroker whose subscribers all join their groups at once.
+
+    FastStream starts subscribers one after another, and aiokafka's start waits for the group's
+    assignment (seconds each): a service with four subscriptions took four joins to start.
+    """
+
+    async def start(self) -> None:
+        await self.connect()
+        await asyncio.gather(*(sub.start() for sub in self.subscribers))
+        for pub in self.publishers:
+            await pub.start()
+        self.running = True
+
 
 def make_broker(settings: ServiceSettings, *, client_id: str) -> KafkaBroker:
     """A broker configured from settings; nothing connects until it starts."""
-    return KafkaBroker(
+    return PlatformBroker(
         settings.kafka_bootstrap_servers,
         client_id=client_id,
         enable_idempotence=settings.kafka_enable_idempotence,
@@ -64,7 +90,9 @@ class Received:
 
     @property
     def reply_to(self) -> str:
-        return self.headers.get("reply_to", "")
+        """The caller's reply topic when it is one the contract allows, else ''."""
+        asked = self.headers.get("reply_to", "")
+        return asked if is_reply_topic(asked) else ""
 
     @property
     def correlation_id(self) -> str | None:
@@ -79,8 +107,13 @@ def received(record: Any) -> Received:
         offset=record.offset,
         key=record.key,
         value=record.value or b"",
-        headers={k: v.decode("utf-8", "replace") for k, v in (record.headers or ())},
+        headers={str(k)[:64]: (v or b"")[:_MAX_HEADER_BYTES].decode("utf-8", "replace")
+                 for k, v in list(record.headers or ())[:_MAX_HEADERS]},
     )
+
+
+def is_reply_topic(name: str) -> bool:
+    return bool(_REPLY_TOPIC.fullmatch(name))
 
 
 async def dead_letter(broker: KafkaBroker, msg: Received, error: str) -> None:
@@ -101,10 +134,34 @@ async def dead_letter(broker: KafkaBroker, msg: Received, error: str) -> None:
 
 
 async def reply(broker: KafkaBroker, msg: Received, value: bytes, key: bytes | None = None) -> None:
-    """Answer a request/reply caller on its reply topic, when it asked for one."""
-    if msg.reply_to:
-        headers = {"correlation_id": msg.correlation_id} if msg.correlation_id else {}
-        await broker.publish(value, msg.reply_to, key=key, headers=headers)
+    """Answer a request/reply caller on its reply topic, when it asked for one it may have."""
+    await publish_replies(broker, reply_to(msg, key, value))
+
+
+def reply_to(msg: Received, key: bytes | None, value: bytes) -> list[Outgoing]:
+    """The reply a request asked for, as a message to publish with `publish_replies` (none when
+    it asked for none, or for a topic the contract does not allow: that is logged)."""
+    asked = msg.headers.get("reply_to", "")
+    if not asked:
+        return []
+    if not msg.reply_to:
+        log.warning("ignored reply_to %s on %s[%d]@%d: not a reply. topic", shown(asked), msg.topic,
+                    msg.partition, msg.offset)
+        return []
+    headers = {"correlation_id": msg.correlation_id} if msg.correlation_id else None
+    return [Outgoing(msg.reply_to, key, value, headers)]
+
+
+async def publish_replies(broker: KafkaBroker, replies: list[Outgoing]) -> None:
+    """Replies are a courtesy to the caller: one that cannot be delivered in a few seconds is
+    logged and dropped, never retried, so a missing reply topic never holds up a consumer."""
+    async def one(m: Outgoing) -> None:
+        try:
+            await asyncio.wait_for(broker.publish(m.value, m.topic, key=m.key, headers=m.headers),
+                                   REPLY_TIMEOUT_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the reply is dropped
+            log.warning("reply to %s not delivered: %s", shown(m.topic), exc.__class__.__name__)
+    await asyncio.gather(*(one(m) for m in replies))
 
 
 def raw_bytes(msg: Any) -> Any:
@@ -113,22 +170,59 @@ def raw_bytes(msg: Any) -> Any:
     return msg.body
 
 
-# Errors of the infrastructure are worth retrying (the message is put back and read again);
-# anything else raised while answering one message is a defect that retrying cannot fix, so the
-# message goes to the DLQ with its original bytes instead of blocking its partition forever.
-def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, (KafkaError, RedisConnectionError, RedisTimeout, OSError))
+# Errors of the infrastructure are worth retrying (in place, with back-off); anything else raised
+# while answering one message is a defect that retrying cannot fix, so the message goes to the
+# DLQ with its original bytes instead of blocking its partition forever.
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, (KafkaError, RedisConnectionError, RedisTimeout, OSError, asyncio.TimeoutError))
 
 
-async def answer_or_dead_letter(broker: KafkaBroker, msg: Received, answer) -> None:
-    """Run `answer(msg)`; on a defect, dead-letter the message with the error and go on."""
+class Outage:
+    """Retries work that failed on the infrastructure, with back-off, and says so in the log once
+    per outage (when it begins and when it ends), not once per message or per attempt."""
+
+    def __init__(self, name: str, first_delay: float = 0.1, longest_delay: float = 5.0) -> None:
+        self._name, self._first, self._longest = name, first_delay, longest_delay
+        self._since: float | None = None
+
+    async def retrying(self, work: Callable[[], Awaitable[Any]]) -> Any:
+        delay = self._first
+        while True:
+            try:
+                result = await work()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if self._since is None:
+                    self._since = time.monotonic()
+                    log.error("%s: infrastructure unreachable (%s: %s); retrying with back-off", self._name,
+                              exc.__class__.__name__, shown(str(exc), 200))
+                await asyncio.sleep(delay)  # back-off between attempts, not synchronisation
+                delay = min(delay * 2, self._longest)
+                continue
+            if self._since is not None:
+                log.warning("%s: infrastructure back after %.1f s", self._name, time.monotonic() - self._since)
+                self._since = None
+            return result
+
+
+async def answer_or_dead_letter(broker: KafkaBroker, msg: Received,
+                                answer: Callable[[Received], Awaitable[None]],
+                                outage: Outage | None = None,
+                                on_defect: Callable[[Received], Awaitable[None]] | None = None) -> None:
+    """Run `answer(msg)`: transient failures are retried with back-off; on a defect the caller
+    still gets an answer (`on_defect`, e.g. a PLATFORM_ERROR refusal) and the message is
+    dead-lettered for the operators. Either way the consumer goes on."""
     try:
-        await answer(msg)
+        await (outage or Outage(msg.topic)).retrying(lambda: answer(msg))
     except Exception as exc:
-        if _is_transient(exc):
-            raise
         log.exception("defect while answering %s[%d]@%d", msg.topic, msg.partition, msg.offset)
         await dead_letter(broker, msg, f"unhandled {exc.__class__.__name__}")
+        if on_defect is not None:
+            try:
+                await on_defect(msg)
+            except Exception:  # noqa: BLE001 - the dead letter already keeps the message
+                log.exception("could not answer the defect on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
 
 
 @dataclass(frozen=True)

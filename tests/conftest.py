@@ -3,6 +3,8 @@ services in their own processes, and a Kafka client watching the outcome topics.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from shared.devstack import Infra, start_infra
@@ -14,7 +16,7 @@ from tests.support import Bus
 
 ALL_TOPICS = [t.BUREAU_ACCOUNTS, t.BINDING_COMMANDS, t.BINDING_EVENTS, t.HIS_CHARGES, t.SETTLEMENT_RESULTS,
               "settlement.queries",
-              t.BUREAU_POSTINGS, t.NOTIFY_DELIVERIES, "test.replies"]
+              t.BUREAU_POSTINGS, t.NOTIFY_DELIVERIES, "reply.tests"]
 ALL_TOPICS += [t.dead_letter_topic(x) for x in (t.BUREAU_ACCOUNTS, t.BINDING_COMMANDS, t.HIS_CHARGES,
                                                  t.SETTLEMENT_RESULTS, t.BINDING_EVENTS)]
 
@@ -41,3 +43,18 @@ async def redis(infra: Infra):
     client = make_redis(infra.redis_url)
     yield client
     await client.aclose()
+
+
+def may_flush(infra: Infra) -> bool:
+    """Only a Redis the tests started themselves is flushed; one named by REDIS_URL may be a
+    developer's (or worse), so flushing it takes an explicit TESTS_MAY_FLUSH_REDIS=1."""
+    return infra.origin != "environment" or os.environ.get("TESTS_MAY_FLUSH_REDIS") == "1"
+
+
+@pytest.fixture
+async def clean_redis(infra: Infra, redis):
+    """The test session's Redis, emptied (FUNCTION libraries survive FLUSHDB)."""
+    if not may_flush(infra):
+        pytest.skip("REDIS_URL names a Redis the tests did not start; set TESTS_MAY_FLUSH_REDIS=1 to use it")
+    await redis.flushdb()
+    return redis

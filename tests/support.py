@@ -31,6 +31,10 @@ def new_person_id(region: str = "610100") -> str:
     n = next(_seq)
     return make_id_number(region[:4] + "02", date(1950 + n % 50, 1 + n % 12, 1 + n % 28), (n * 7919) % 1000)
 
+def china_today() -> date:
+    """Today in Shaanxi, as the services see it: never the host's time zone."""
+    return envelope.now().date()
+
 def command(event_type: str, payload: dict[str, Any], event_id: str | None = None) -> bytes:
     return envelope.seal(event_type, payload, event_id=event_id or str(uuid.uuid4()))
 

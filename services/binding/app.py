@@ -27,20 +27,23 @@ def create_app(settings: BindingSettings | None = None) -> FastStream:
     redis = make_redis(settings.redis_url)
     store = BindingStore(redis, outcome_ttl_seconds=settings.binding_outcome_ttl_days * 86_400)
     service = BindingService(store, broker, today=lambda: envelope.now().date())
-    register(broker, service, settings)
+    gate = register(broker, service, settings)
     app = FastStream(broker, logger=logging.getLogger("binding"))
 
     @app.on_startup
     async def prepare() -> None:
         await redis.ping()
         await ensure_topics(settings, TOPICS)
+        gate.close()
 
     @app.after_startup
     async def announce() -> None:
+        await gate.caught_up()
         logging.getLogger("binding").info("service ready: binding")
 
     @app.after_shutdown
     async def close() -> None:
+        await gate.stop()
         await redis.aclose()
 
     return app

@@ -51,6 +51,16 @@ class BindingService:
         await self._broker.publish(outcome.event, BINDING_EVENTS, key=outcome.key)
         await reply(self._broker, msg, outcome.event, outcome.key)
 
+    async def answer_defect(self, msg: Received) -> None:
+        """A command that met a platform defect still gets an answer: PLATFORM_ERROR (the message
+        itself is dead-lettered for the operators)."""
+        readable = envelope.read(msg.value, c.COMMAND_TYPES)
+        if isinstance(readable, envelope.Unreadable):
+            return
+        outcome = self._refusal(readable, BindingRefused(Reason.PLATFORM_ERROR), msg.key).outcome
+        await self._broker.publish(outcome.event, BINDING_EVENTS, key=outcome.key)
+        await reply(self._broker, msg, outcome.event, outcome.key)
+
     async def _decide(self, cmd: envelope.Readable, key: bytes | None) -> Outcome:
         recorded = await self._store.recorded_outcome(cmd.event_id)
         if recorded:

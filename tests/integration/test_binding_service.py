@@ -73,9 +73,8 @@ class Desk:
 
 
 @pytest.fixture
-async def desk(bus, redis, binding_service):
-    await redis.flushdb()
-    return Desk(bus, redis)
+async def desk(bus, clean_redis, binding_service):
+    return Desk(bus, clean_redis)
 
 
 def rejected(outcome: dict, reason: str) -> bool:
@@ -242,8 +241,8 @@ async def test_role_query_lists_each_role_over_request_reply(desk, bus):
     await desk.bind(child, grantor, relation="child", order=1)
     query_id = str(uuid.uuid4())
     await bus.send(t.BINDING_COMMANDS, command("QueryBindings", {"person_id": grantor["person_id"]}, query_id),
-                   key=grantor["person_id"], headers={"reply_to": "test.replies", "correlation_id": query_id})
-    [reply] = await bus.watchers["test.replies"].wait_for(lambda r: payload_of(r).get("command_id") == query_id)
+                   key=grantor["person_id"], headers={"reply_to": "reply.tests", "correlation_id": query_id})
+    [reply] = await bus.watchers["reply.tests"].wait_for(lambda r: payload_of(r).get("command_id") == query_id)
     assert reply.headers and dict(reply.headers)["correlation_id"] == query_id.encode()
     listed = payload_of(reply)["bindings"]
     assert sorted(b["role"] for b in listed) == ["beneficiary", "grantor"]
@@ -254,8 +253,8 @@ async def test_create_binding_answers_the_caller_on_reply_to(desk, bus):
     grantor, father = await desk.person(), await desk.person()
     cmd_id = str(uuid.uuid4())
     await bus.send(t.BINDING_COMMANDS, command("CreateBinding", desk.form(grantor, father), cmd_id),
-                   key=father["person_id"], headers={"reply_to": "test.replies", "correlation_id": cmd_id})
-    [reply] = await bus.watchers["test.replies"].wait_for(lambda r: payload_of(r).get("command_id") == cmd_id)
+                   key=father["person_id"], headers={"reply_to": "reply.tests", "correlation_id": cmd_id})
+    [reply] = await bus.watchers["reply.tests"].wait_for(lambda r: payload_of(r).get("command_id") == cmd_id)
     assert body(reply)["event_type"] == "BindingCreated"
 
 
@@ -339,6 +338,6 @@ async def test_restarting_the_service_and_redis_loses_no_binding(desk, bus, infr
     assert rejected(await desk.bind(grantor, mother, relation="mother", order=2), "DUPLICATE_BINDING")
     query_id = str(uuid.uuid4())
     await bus.send(t.BINDING_COMMANDS, command("QueryBindings", {"person_id": mother["person_id"]}, query_id),
-                   headers={"reply_to": "test.replies"})
-    [reply] = await bus.watchers["test.replies"].wait_for(lambda r: payload_of(r).get("command_id") == query_id)
+                   headers={"reply_to": "reply.tests"})
+    [reply] = await bus.watchers["reply.tests"].wait_for(lambda r: payload_of(r).get("command_id") == query_id)
     assert [b["binding_id"] for b in payload_of(reply)["bindings"]] == [created]

@@ -137,9 +137,8 @@ class Family:
 
 
 @pytest.fixture
-async def family(bus, redis, services):
-    await redis.flushdb()
-    return Family(bus, redis)
+async def family(bus, clean_redis, services):
+    return Family(bus, clean_redis)
 
 
 async def test_a_payment_by_the_grantor_sends_one_sms_with_amount_and_balance(family, gateway):

@@ -88,9 +88,8 @@ class Counter:
 
 
 @pytest.fixture
-async def counter(bus, redis, services):
-    await redis.flushdb()
-    return Counter(bus, redis)
+async def counter(bus, clean_redis, services):
+    return Counter(bus, clean_redis)
 
 
 def lines(result: dict) -> list[tuple]:
@@ -334,8 +333,8 @@ async def test_grantor_sees_what_each_beneficiary_spent(counter, bus):
     query_id = str(uuid.uuid4())
     await bus.send("settlement.queries", command("QueryConsumption", {
         "grantor_id": grantor["person_id"], "date_from": (today - timedelta(days=1)).isoformat(),
-        "date_to": today.isoformat()}, query_id), headers={"reply_to": "test.replies", "correlation_id": query_id})
-    [reply] = await bus.watchers["test.replies"].wait_for(lambda r: payload_of(r).get("command_id") == query_id)
+        "date_to": today.isoformat()}, query_id), headers={"reply_to": "reply.tests", "correlation_id": query_id})
+    [reply] = await bus.watchers["reply.tests"].wait_for(lambda r: payload_of(r).get("command_id") == query_id)
     listed = payload_of(reply)
     assert listed["total_paid"] == "22.50"
     assert sorted(b["total_paid"] for b in listed["beneficiaries"]) == ["15.00", "7.50"]

@@ -25,6 +25,7 @@ class Reason(StrEnum):
     BINDING_NOT_FOUND = "BINDING_NOT_FOUND"
     NOT_GRANTOR = "NOT_GRANTOR"
     INVALID_COMMAND = "INVALID_COMMAND"
+    PLATFORM_ERROR = "PLATFORM_ERROR"  # added: a defect on our side; the command is dead-lettered too
 
 
 MESSAGES: dict[Reason, tuple[str, str]] = {
@@ -48,6 +49,7 @@ MESSAGES: dict[Reason, tuple[str, str]] = {
     Reason.BINDING_NOT_FOUND: ("未找到有效的共济关系", "No active binding with this id was found."),
     Reason.NOT_GRANTOR: ("仅授权人本人可以解除共济关系", "Only the grantor may end this binding."),
     Reason.INVALID_COMMAND: ("请求缺少字段或字段类型错误", "A field is missing or has the wrong type."),
+    Reason.PLATFORM_ERROR: ("平台处理异常，请稍后重试或联系12393", "The platform failed to handle this; retry later or call 12393."),
 }
 
 
