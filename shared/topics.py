@@ -1,6 +1,7 @@
 """Kafka topic names of the public event contract (contract.md). Partners code against them."""
 
 BUREAU_ACCOUNTS = "bureau.accounts"
+BUREAU_INSTITUTIONS = "bureau.institutions"  # contract version 2
 BINDING_COMMANDS = "binding.commands"
 BINDING_EVENTS = "binding.events"
 HIS_CHARGES = "his.charges"
