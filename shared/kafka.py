@@ -68,7 +68,9 @@ async def ensure_topics(settings: ServiceSettings, topics: list[str]) -> None:
         if missing:
             try:
                 await admin.create_topics([
-                    NewTopic(t, settings.kafka_topic_partitions, settings.kafka_replication_factor) for t in missing
+                    NewTopic(t, settings.kafka_topic_partitions, settings.kafka_replication_factor,
+                             topic_configs={"retention.ms": str(settings.kafka_retention_days * 86_400_000)})
+                    for t in missing
                 ])
             except TopicAlreadyExistsError:
                 pass  # another service created it between our look and our create

@@ -17,5 +17,16 @@ class ServiceSettings(BaseSettings):
     kafka_replication_factor: int = Field(1, ge=1, description="Replication factor of topics this service creates.")
     kafka_session_timeout_ms: int = Field(6000, description="Consumer group session timeout.")
     kafka_heartbeat_interval_ms: int = Field(500, description="Consumer group heartbeat interval.")
+    kafka_retention_days: int = Field(
+        30, ge=1, description="Retention of the topics a service creates. Every idempotency record lives at "
+        "least this long, so a message still on a topic is always answered the same way again.")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis (or Valkey) URL holding the working state.")
     log_level: str = Field("INFO", description="Python logging level.")
+
+    def check_records_outlive_retention(self, **ttl_days: int) -> None:
+        """Refuse to start when an idempotency record would expire before the messages it answers
+        leave their topic: a redelivery after that would be decided afresh."""
+        short = {name: days for name, days in ttl_days.items() if days < self.kafka_retention_days}
+        if short:
+            raise ValueError(f"record TTLs {short} (days) are shorter than KAFKA_RETENTION_DAYS="
+                             f"{self.kafka_retention_days}")
