@@ -132,7 +132,7 @@ async def dead_letter(broker: KafkaBroker, msg: Received, error: str) -> None:
             "dlq-offset": str(msg.offset),
         },
     )
-    log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, error[:200])
+    log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, shown(error, 200))
 
 
 async def reply(broker: KafkaBroker, msg: Received, value: bytes, key: bytes | None = None) -> None:
