@@ -52,16 +52,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
+def wait_for_port(host: str, port: int, timeout: float = 30.0, listening: bool = True) -> None:
+    """Until something accepts connections on the port (or, `listening=False`, nothing does)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             with socket.create_connection((host, port), timeout=1):
-                return
+                accepts = True
         except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
-            time.sleep(0.05)
+            accepts = False
+        if accepts == listening:
+            return
+        if time.monotonic() > deadline:
+            state = "nothing listens" if listening else "something still listens"
+            raise TimeoutError(f"{state} on {host}:{port} after {timeout}s")
+        time.sleep(0.05)
 
 
 def tansu_binary() -> str:
@@ -92,20 +97,28 @@ def redis_binary() -> str:
 
 @dataclass
 class LocalRedis:
-    """A Valkey/Redis server with AOF on, so its state survives a restart."""
+    """A Valkey/Redis server with AOF on, so its state survives a restart.
+
+    `appendfsync` is `always` by default: the Redis holding balances fsyncs the AOF before it
+    answers a write, so a debit acknowledged to a caller survives a host crash (a pipelined batch
+    pays one fsync per event-loop turn, not one per command). `everysec` may lose the last second
+    of acknowledged writes on a host crash; `make bench` measures what the difference costs."""
 
     port: int
     data_dir: Path
     process: subprocess.Popen | None = None
+    appendfsync: str = "always"
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        if self.appendfsync not in ("always", "everysec", "no"):
+            raise ValueError(f"appendfsync must be always, everysec or no, not {self.appendfsync!r}")
         self.process = subprocess.Popen(
             [redis_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir),
-             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+             "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "",
              "--hash-max-listpack-entries", "512", "--protected-mode", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             preexec_fn=die_with_parent)
@@ -114,6 +127,17 @@ class LocalRedis:
 
     def stop(self) -> None:
         stop_process(self.process)
+
+    def restart(self, hard: bool = False) -> None:
+        """Stop the server (SIGTERM, or SIGKILL when `hard`: a crash, no chance to flush) and start
+        it again on the same port and directory; returns once the AOF is loaded."""
+        if hard and self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        else:
+            self.stop()
+        wait_for_port("127.0.0.1", self.port, listening=False)
+        self.start()
 
 
 def _wait_redis_loaded(url: str, timeout: float = 30.0) -> None:
@@ -172,7 +196,7 @@ def start_infra(work_dir: Path | None = None) -> Infra:
         return Infra(env_kafka, env_redis, idempotence, origin="environment")
     if docker_answers() and os.environ.get("DEVSTACK_NO_DOCKER") != "1":
         return _containers()
-    return _local_binaries(work_dir or Path(tempfile.mkdtemp(prefix="mutual-aid-")))
+    return start_local(work_dir or Path(tempfile.mkdtemp(prefix="mutual-aid-")))
 
 
 def _containers() -> Infra:
@@ -189,7 +213,9 @@ def _containers() -> Infra:
     return infra
 
 
-def _local_binaries(work_dir: Path) -> Infra:
+def start_local(work_dir: Path, appendfsync: str = "always") -> Infra:
+    """A Tansu broker and a Valkey server of their own on free ports: for `make run` and the
+    session's fixtures, and for tests that must restart Redis or keep their traffic apart."""
     work_dir.mkdir(parents=True, exist_ok=True)
     kafka_port = free_port()
     listener = f"tcp://127.0.0.1:{kafka_port}"
@@ -200,7 +226,7 @@ def _local_binaries(work_dir: Path) -> Infra:
         stdout=kafka_log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
     redis_dir = work_dir / "redis"
     redis_dir.mkdir(exist_ok=True)
-    redis = LocalRedis(free_port(), redis_dir)
+    redis = LocalRedis(free_port(), redis_dir, appendfsync=appendfsync)
 
     def stop_tansu() -> None:
         stop_process(tansu, timeout=10)

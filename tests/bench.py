@@ -1,12 +1,14 @@
-"""`make bench`: settlement throughput through the real broker and Redis, and Redis bytes per person.
+"""`make bench`: settlement throughput through the real broker and Redis, Redis bytes per person,
+and what `appendfsync always` costs against `everysec`.
 
 Prints figures; asserts nothing (speed is measured here, never in tests). Sizes by env:
-BENCH_CHARGES (default 20000), BENCH_PEOPLE (default 100000).
+BENCH_CHARGES (default 20000), BENCH_PEOPLE (default 100000), BENCH_FSYNC_CALLS (default 20000).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import tempfile
 import time
@@ -16,14 +18,14 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared import topics as t
-from shared.devstack import start_infra
+from shared.devstack import LocalRedis, free_port, start_infra
 from shared.envelope import seal
 from shared.identity import make_id_number
 from shared.kafka import ensure_topics
 from shared.regions import all_regions
 from shared.settings import ServiceSettings
 from shared.state import make_redis
-from services.settlement.storage.accounts import SettlementStore
+from services.settlement.storage.accounts import ChargeToSettle, SettlementStore
 from tests.support import ServiceProcess
 
 CST = timezone(timedelta(hours=8))
@@ -53,6 +55,56 @@ async def memory_per_person(redis_url: str, people: int) -> float:
     await redis.aclose()
     print(f"  {people} accounts in {keys} bucket hashes: {(after - before) / people:.1f} bytes of Redis per person")
     return (after - before) / people
+
+
+def _charge(n: int, run: str, patient: str, day: int, at: str) -> ChargeToSettle:
+    """A charge to settle, filled by field name so the bench follows the store's dataclass."""
+    known = {"event_id": f"E{run}-{n}", "charge_id": f"F{run}-{n}", "digest": f"d{n}", "borne": 1,
+             "patient_id": patient, "day": day, "settled_at": at, "institution_code": "H1"}
+    return ChargeToSettle(**{f.name: known[f.name] for f in dataclasses.fields(ChargeToSettle)})
+
+
+async def _settle_rates(redis_url: str, calls: int, batch: int) -> tuple[float, float]:
+    """(pipelined settle calls/s in batches of `batch`, settle calls/s one round trip each)."""
+    redis = make_redis(redis_url)
+    store = SettlementStore(redis, [r.code for r in all_regions()], 3600, 3600)
+    await store.load_functions()
+    patients = [person(n) for n in range(1000)]
+    await store.register([(p, "610100", "e", 10**12) for p in patients])
+    now = datetime.now(CST)
+    day, at, run = int(now.strftime("%Y%m%d")), now.isoformat(timespec="seconds"), str(time.time_ns())
+    todo = [_charge(n, run, patients[n % len(patients)], day, at) for n in range(calls)]
+    started = time.perf_counter()
+    for i in range(0, calls, batch):
+        answers = await store.settle(todo[i:i + batch])
+        assert all(a.status == "SETTLED" for a in answers), answers[0]
+    pipelined = calls / (time.perf_counter() - started)
+    singles = [_charge(n, run + "s", patients[n % len(patients)], day, at) for n in range(min(calls, 2000))]
+    started = time.perf_counter()
+    for c in singles:
+        await store.settle([c])
+    one_by_one = len(singles) / (time.perf_counter() - started)
+    await redis.aclose()
+    return pipelined, one_by_one
+
+
+async def fsync_cost(calls: int, batch: int = 1000) -> None:
+    """The same settle Function calls against Valkey with `appendfsync everysec` and `always`,
+    alternating twice each in one run, so both see the same machine and disk."""
+    rates: dict[str, list[tuple[float, float]]] = {"everysec": [], "always": []}
+    for policy in ("everysec", "always", "everysec", "always"):
+        server = LocalRedis(free_port(), Path(tempfile.mkdtemp(prefix=f"bench-{policy}-")), appendfsync=policy)
+        server.start()
+        try:
+            rates[policy].append(await _settle_rates(server.url, calls, batch))
+        finally:
+            server.stop()
+    best = {policy: (max(r[0] for r in runs), max(r[1] for r in runs)) for policy, runs in rates.items()}
+    for policy, (pipelined, single) in best.items():
+        print(f"  appendfsync {policy:8}: {pipelined:9,.0f} settle calls/s pipelined ({batch} a round trip), "
+              f"{single:7,.0f}/s one call a round trip (best of 2)")
+    print(f"  cost of always: {1 - best['always'][0] / best['everysec'][0]:.0%} of pipelined throughput, "
+          f"{1 - best['always'][1] / best['everysec'][1]:.0%} of one-by-one throughput")
 
 
 async def throughput(bootstrap: str, redis_url: str, charges: int) -> None:
@@ -109,6 +161,7 @@ async def main() -> None:
                              Path(tempfile.mkdtemp()) / "settlement.log")
     try:
         print(f"infrastructure: {infra.origin}")
+        await fsync_cost(int(os.environ.get("BENCH_FSYNC_CALLS", "20000")))
         await memory_per_person(infra.redis_url, people)
         service.env["LOG_LEVEL"] = "INFO"
         service.start()

@@ -112,6 +112,15 @@ def test_redis_runs_with_append_only_persistence(
     assert command[command.index("--appendonly") + 1] == "yes"
 
 
+def test_redis_fsyncs_every_write_before_answering(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # Balances live in this Redis: an acknowledged debit must survive a host crash.
+    command = _as_list(services["redis"].get("command"))
+    assert command.count("--appendfsync") == 1, command
+    assert command[command.index("--appendfsync") + 1] == "always"
+
+
 def test_no_published_port_uses_variable_interpolation(
     services: dict[str, dict[str, Any]],
 ) -> None:
