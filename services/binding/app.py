@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from faststream import FastStream
@@ -13,6 +14,7 @@ from shared.state import make_redis
 from shared.topics import BINDING_COMMANDS, BINDING_EVENTS, BUREAU_ACCOUNTS, dead_letter_topic
 from services.binding.config import BindingSettings
 from services.binding.handlers.subscribers import register
+from services.binding.handlers.sweeps import sweep_payers_every
 from services.binding.storage.bindings import BindingStore
 from services.binding.usecases import BindingService
 
@@ -23,12 +25,19 @@ TOPICS = [BINDING_COMMANDS, BINDING_EVENTS, BUREAU_ACCOUNTS,
 def create_app(settings: BindingSettings | None = None) -> FastStream:
     settings = settings or BindingSettings()
     configure_logging(settings.log_level)
+    log = logging.getLogger("binding")
+    name_key, is_development_key = settings.name_key()
+    if is_development_key:
+        log.warning("NAME_DIGEST_KEY is not set: names are digested with the published development key; "
+                    "set a secret NAME_DIGEST_KEY in production")
     broker = make_broker(settings, client_id="binding")
     redis = make_redis(settings.redis_url)
     store = BindingStore(redis, outcome_ttl_seconds=settings.binding_outcome_ttl_days * 86_400)
-    service = BindingService(store, broker, today=lambda: envelope.now().date())
+    service = BindingService(store, broker, today=lambda: envelope.now().date(), name_key=name_key,
+                             payer_grace_days=settings.binding_payer_grace_days)
     gate = register(broker, service, settings)
-    app = FastStream(broker, logger=logging.getLogger("binding"))
+    app = FastStream(broker, logger=log)
+    sweeps: list[asyncio.Task] = []
 
     @app.on_startup
     async def prepare() -> None:
@@ -38,11 +47,14 @@ def create_app(settings: BindingSettings | None = None) -> FastStream:
 
     @app.after_startup
     async def announce() -> None:
+        sweeps.append(asyncio.create_task(sweep_payers_every(service, settings.binding_sweep_seconds)))
         await gate.caught_up()
-        logging.getLogger("binding").info("service ready: binding")
+        log.info("service ready: binding")
 
     @app.after_shutdown
     async def close() -> None:
+        for task in sweeps:
+            task.cancel()
         await gate.stop()
         await redis.aclose()
 

@@ -1,12 +1,37 @@
 """Settings of the binding service (environment variables, listed in the README)."""
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 
 from shared.settings import ServiceSettings
+
+# Only so that `make run` and the tests start without a secret; the service logs a warning
+# whenever it uses it. A digest made with a published key is as weak as a bare hash.
+DEVELOPMENT_NAME_DIGEST_KEY = "development-only-name-digest-key-never-use-in-production"
 
 
 class BindingSettings(ServiceSettings):
     binding_group_id: str = Field("binding", description="Consumer group of the binding service.")
     binding_outcome_ttl_days: int = Field(
-        90, ge=1, description="How long a command's recorded outcome is kept to answer redeliveries the same way."
-    )
+        90, ge=1, description="How long a command's recorded outcome is kept to answer redeliveries the same way. "
+        "Must be at least KAFKA_RETENTION_DAYS (checked at start): a command still on binding.commands is always "
+        "answered with its recorded outcome.")
+    name_digest_key: SecretStr | None = Field(
+        None, description="Secret key of the HMAC-SHA256 digest of names (NAME_MISMATCH). Required in production; "
+        "when unset, a published development key is used and a warning logged. Changing it needs the bureau.accounts "
+        "projection rebuilt (the binding.bureau.accounts consumer group reset to the earliest offset).")
+    binding_sweep_seconds: float = Field(
+        3600.0, gt=0, description="How often bindings that have ended are removed from the payer index.")
+    binding_payer_grace_days: int = Field(
+        7, ge=0, description="Days an ended binding stays in the payer index, so a charge dated while it was in "
+        "force (settlement accepts charges up to 7 days old by default) still finds its grantor.")
+
+    @model_validator(mode="after")
+    def _outcomes_outlive_the_commands(self) -> "BindingSettings":
+        self.check_records_outlive_retention(binding_outcome_ttl_days=self.binding_outcome_ttl_days)
+        return self
+
+    def name_key(self) -> tuple[bytes, bool]:
+        """The HMAC key for names, and whether it is the development default."""
+        if self.name_digest_key is None or not self.name_digest_key.get_secret_value():
+            return DEVELOPMENT_NAME_DIGEST_KEY.encode(), True
+        return self.name_digest_key.get_secret_value().encode(), False

@@ -4,13 +4,14 @@ and the events it publishes on `binding.events`. Names and fields are fixed; fie
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, Strict, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from shared.identity import IdNumber, Mobile
 from shared.regions import RegionCode
+from shared.wire import Day, Text, Time
 from services.binding.domain.reasons import Reason
 
 CREATE_BINDING = "CreateBinding"
@@ -26,28 +27,48 @@ BINDING_REJECTED = "BindingRejected"
 BINDINGS_LISTED = "BindingsListed"
 
 
+# Strings stay strings and sizes are bounded (contract.md, version 2): a JSON number where the
+# contract says a string, a date or an ID number is INVALID_COMMAND, never coerced. (IdNumber,
+# Mobile and RegionCode accept only strings already.) `Literal[1, 2]` alone would take true and
+# 1.0 for 1, hence a strict integer.
+PaymentOrder = Annotated[int, Strict(), Field(ge=1, le=2, description="顺位: 1 or 2.")]
+BindingId = Annotated[Text, Field(min_length=1, max_length=64)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
 
+class CommandEnvelope(_Strict):
+    """The envelope of a command, read as strictly as its payload (`occurred_at` a time string
+    with an offset, not the number 0)."""
+
+    event_id: Annotated[Text, Field(min_length=1, max_length=128)]
+    event_type: Text
+    schema_version: Annotated[int, Strict()] = 1
+    occurred_at: Time
+    payload: dict[str, Any]
+
+
 class PartyForm(_Strict):
     id_number: IdNumber
-    name: str = Field(min_length=1, max_length=64)
+    name: Annotated[Text, Field(min_length=1, max_length=64)]
     region: RegionCode
-    employer: str | None = Field(None, max_length=200)
-    community: str | None = Field(None, max_length=200)
+    employer: Annotated[Text, Field(max_length=200)] | None = None
+    community: Annotated[Text, Field(max_length=200)] | None = None
     phone: Mobile | None = None
 
 
 class CreateBinding(_Strict):
     grantor: PartyForm
     beneficiary: PartyForm
-    relation: str = Field(max_length=32, description="What the beneficiary is to the grantor.")
-    payment_order: Literal[1, 2]
-    start_date: date
-    end_date: date
-    notice_accepted: bool
-    signature_digest: str | None = Field(None, description="sha256: and 64 hex digits of the signed commitment.")
+    relation: Annotated[Text, Field(max_length=32, description="What the beneficiary is to the grantor.")]
+    payment_order: PaymentOrder
+    start_date: Day
+    end_date: Day
+    notice_accepted: StrictBool
+    signature_digest: Annotated[Text, Field(max_length=128)] | None = Field(
+        None, description="sha256: and 64 hex digits of the signed commitment.")
     channel: Literal["app", "mini_program", "window"]
 
     @model_validator(mode="after")
@@ -60,13 +81,13 @@ class CreateBinding(_Strict):
 
 
 class RevokeBinding(_Strict):
-    binding_id: str = Field(min_length=1, max_length=64)
+    binding_id: BindingId
     requested_by: IdNumber
 
 
 class ChangePaymentOrder(_Strict):
-    binding_id: str = Field(min_length=1, max_length=64)
-    payment_order: int
+    binding_id: BindingId
+    payment_order: PaymentOrder
 
 
 class QueryBindings(_Strict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, ValidationError
@@ -13,13 +13,14 @@ from pydantic import BaseModel, ValidationError
 from shared import envelope
 from shared.identity import mask_id_number
 from shared.kafka import Received, dead_letter, reply
+from shared.logs import shown
 from shared.registrations import registrations
 from shared.topics import BINDING_EVENTS
 from services.binding import contract as c
 from services.binding.domain import rules
 from services.binding.domain.model import Binding, Insured, Scheme
 from services.binding.domain.reasons import BindingRefused, Reason
-from services.binding.storage.bindings import BindingStore, Decision, Outcome
+from services.binding.storage.bindings import BindingStore, Decision, Outcome, UsedId
 
 log = logging.getLogger("binding")
 _BINDING_NAMESPACE = uuid.UUID("0c5e3a4e-7f61-5d0a-8b53-6100b1d1a9c7")
@@ -31,10 +32,13 @@ def binding_id_for(command_id: str) -> str:
 
 
 class BindingService:
-    def __init__(self, store: BindingStore, broker: KafkaBroker, today: Callable[[], date]) -> None:
+    def __init__(self, store: BindingStore, broker: KafkaBroker, today: Callable[[], date], *,
+                 name_key: bytes, payer_grace_days: int) -> None:
         self._store = store
         self._broker = broker
-        self._today = today
+        self._today = today  # China time
+        self._name_key = name_key
+        self._payer_grace = timedelta(days=payer_grace_days)
 
     # -- binding.commands -------------------------------------------------------------------
     async def handle_command(self, msg: Received) -> None:
@@ -66,11 +70,12 @@ class BindingService:
         if recorded:
             return recorded
         try:
-            envelope.Envelope.model_validate(cmd.body)
+            c.CommandEnvelope.model_validate(cmd.body)
             payload = c.COMMAND_MODELS[cmd.event_type].model_validate(cmd.body["payload"])
         except ValidationError as exc:
             refused = BindingRefused(c.reason_for(exc), c.describe(exc))
-            return await self._store.decide_once(cmd.event_id, None, lambda _: self._refusal(cmd, refused, key))
+            return await self._store.decide_once(cmd.event_id, None, lambda _, __: self._refusal(cmd, refused, key),
+                                                 payers_ended_before=self._payers_ended_before())
         if isinstance(payload, c.CreateBinding):
             return await self._create(cmd, payload)
         return await self._amend(cmd, payload, key)
@@ -87,9 +92,12 @@ class BindingService:
         grantor, beneficiary = await self._store.insured(form.grantor.id_number, form.beneficiary.id_number)
         key = form.beneficiary.id_number.encode()
 
-        def decide(existing: list[Binding]) -> Decision:
+        def decide(existing: list[Binding], used: UsedId | None) -> Decision:
+            if used is not None:
+                return self._created_before(cmd, request.binding_id, existing, used, key)
             try:
-                b = rules.create_binding(request, grantor, beneficiary, existing, self._today())
+                b = rules.create_binding(request, grantor, beneficiary, existing, self._today(),
+                                         name_key=self._name_key)
             except BindingRefused as refused:
                 return self._refusal(cmd, refused, key)
             log.info("binding %s created: grantor %s (%s) -> beneficiary %s (%s), order %d", b.binding_id,
@@ -98,14 +106,48 @@ class BindingService:
             event = c.BindingCreated(command_id=cmd.event_id, **_binding_fields(b))
             return Decision(self._seal(cmd, c.BINDING_CREATED, event, key), [b])
 
-        return await self._store.decide_once(cmd.event_id, form.beneficiary.id_number, decide)
+        return await self._store.decide_once(cmd.event_id, form.beneficiary.id_number, decide,
+                                             payers_ended_before=self._payers_ended_before(),
+                                             new_binding_id=request.binding_id)
+
+    def _created_before(self, cmd: envelope.Readable, binding_id: str, existing: list[Binding], used: UsedId,
+                        key: bytes | None) -> Decision:
+        """A CreateBinding whose binding exists already: this very command made it, and its outcome
+        record has expired (a very late redelivery or resend). The binding is never made again,
+        whatever became of it (revoked, reordered, ended). The answer is the outcome the command
+        had: BindingCreated, with the same event id, rebuilt from the stored binding and the order
+        it was created with, so it is the same payload as the first time. A refusal instead would
+        tell the caller the opposite of what it was told before, for the same command."""
+        made = next((b for b in existing if b.binding_id == binding_id), None)
+        if made is None or used.command_id not in (None, cmd.event_id):
+            # Another command's binding under this id: derived ids collided. Never overwrite it;
+            # a defect (PLATFORM_ERROR and a dead letter for the operators), recorded nowhere.
+            raise RuntimeError(f"binding id {binding_id} is already used by another command")
+        if used.payment_order is not None:
+            made = made.with_order(used.payment_order)
+        log.info("command %s: binding %s was made by it already; answered again", shown(cmd.event_id),
+                 binding_id)
+        event = c.BindingCreated(command_id=cmd.event_id, **_binding_fields(made))
+        return Decision(self._seal(cmd, c.BINDING_CREATED, event, key), [])
+
+    def _payers_ended_before(self) -> date:
+        """Bindings that ended before this day leave the payer index; one that ended within the
+        grace period still pays for a charge dated while it was in force."""
+        return self._today() - self._payer_grace
+
+    async def sweep_payers(self) -> int:
+        """Remove the bindings that have ended from the payer index (periodic)."""
+        removed = await self._store.sweep_ended_payers(self._payers_ended_before())
+        if removed:
+            log.info("payer index: %d ended bindings removed", removed)
+        return removed
 
     async def _amend(self, cmd: envelope.Readable, form: c.RevokeBinding | c.ChangePaymentOrder,
                      key: bytes | None) -> Outcome:
         beneficiary_id = await self._store.beneficiary_of(form.binding_id)
         key = beneficiary_id.encode() if beneficiary_id else key
 
-        def decide(existing: list[Binding]) -> Decision:
+        def decide(existing: list[Binding], _: UsedId | None) -> Decision:
             binding = next((b for b in existing if b.binding_id == form.binding_id), None)
             today = self._today()
             try:
@@ -126,16 +168,16 @@ class BindingService:
                          for b in changed for old in existing if old.binding_id == b.binding_id])
             return Decision(self._seal(cmd, c.PAYMENT_ORDER_CHANGED, event, key), changed)
 
-        return await self._store.decide_once(cmd.event_id, beneficiary_id, decide)
+        return await self._store.decide_once(cmd.event_id, beneficiary_id, decide,
+                                             payers_ended_before=self._payers_ended_before())
 
     async def _query(self, cmd: envelope.Readable) -> bytes:
         """我的共济关系: both roles of a person, the counterpart's ID masked."""
         try:
+            c.CommandEnvelope.model_validate(cmd.body)
             query = c.QueryBindings.model_validate(cmd.body["payload"])
-        except (ValidationError, KeyError, TypeError) as exc:
-            refused = BindingRefused(Reason.INVALID_COMMAND,
-                                     c.describe(exc) if isinstance(exc, ValidationError) else "payload")
-            return self._refusal(cmd, refused, None).outcome.event
+        except ValidationError as exc:
+            return self._refusal(cmd, BindingRefused(c.reason_for(exc), c.describe(exc)), None).outcome.event
         listed: list[c.ListedBinding] = []
         if query.role in (None, "grantor"):
             listed += [_listed(b, "grantor") for b in await self._store.bindings_of_grantor(query.person_id)]
@@ -145,7 +187,7 @@ class BindingService:
         return envelope.seal(c.BINDINGS_LISTED, event, event_id=envelope.outcome_id(cmd.event_id, c.BINDINGS_LISTED))
 
     def _refusal(self, cmd: envelope.Readable, refused: BindingRefused, key: bytes | None) -> Decision:
-        log.info("command %s refused: %s", cmd.event_id, refused.reason)
+        log.info("command %s refused: %s", shown(cmd.event_id), refused.reason)
         event = c.BindingRejected(command_id=cmd.event_id, reason_code=refused.reason,
                                   message_zh=refused.message_zh, message_en=refused.message_en)
         return Decision(self._seal(cmd, c.BINDING_REJECTED, event, key), [])
@@ -158,7 +200,7 @@ class BindingService:
     async def register_people(self, batch: list[Received]) -> None:
         """Project PersonRegistered into the registry the rules check; other bureau events are
         the settlement service's business."""
-        people = [Insured(p.person_id, p.region, Scheme(p.scheme), rules.name_digest(p.name))
+        people = [Insured(p.person_id, p.region, Scheme(p.scheme), rules.name_digest(p.name, self._name_key))
                   for p in await registrations(self._broker, batch)]
         if people:
             await self._store.save_insured(people)

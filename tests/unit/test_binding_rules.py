@@ -5,6 +5,7 @@ Pure unit tests: no broker, no Redis, no files. Every case is decided as of one 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from datetime import date, timedelta
 
@@ -29,6 +30,7 @@ from shared.identity import make_id_number
 no_db = settings(database=None, deadline=None)
 
 TODAY = date(2026, 6, 1)
+KEY = b"unit-test name digest key"
 YEAR_END = date(2026, 12, 31)
 SIGNATURE = "sha256:" + "0123456789abcdef" * 4
 
@@ -52,7 +54,7 @@ def insured(party: Party, scheme: Scheme = Scheme.EMPLOYEE, region: str | None =
         person_id=party.id_number,
         region=party.region if region is None else region,
         scheme=scheme,
-        name_digest=name_digest(party.name if name is None else name),
+        name_digest=name_digest(party.name if name is None else name, KEY),
     )
 
 
@@ -80,7 +82,7 @@ def decide(request: BindingRequest | None = None, existing: list[Binding] | None
     if registry_defaults:
         grantor = grantor or insured(request.grantor)
         beneficiary = beneficiary or insured(request.beneficiary, Scheme.RESIDENT)
-    return create_binding(request, grantor, beneficiary, existing or [], TODAY)
+    return create_binding(request, grantor, beneficiary, existing or [], TODAY, name_key=KEY)
 
 
 def refusal(request: BindingRequest | None = None, existing: list[Binding] | None = None,
@@ -116,7 +118,7 @@ def test_valid_cross_region_request_is_accepted_with_the_registrys_regions() -> 
     grantor_record = insured(GRANTOR)
     beneficiary_record = insured(BENEFICIARY, Scheme.RESIDENT)
 
-    created = create_binding(make_request(), grantor_record, beneficiary_record, [], TODAY)
+    created = create_binding(make_request(), grantor_record, beneficiary_record, [], TODAY, name_key=KEY)
 
     assert created == Binding(
         binding_id="b-new",
@@ -135,9 +137,9 @@ def test_valid_cross_region_request_is_accepted_with_the_registrys_regions() -> 
     assert (created.grantor_region, created.beneficiary_region) == (XIAN, BAOJI)
 
 
-def test_a_binding_that_started_in_the_past_and_ends_today_is_accepted() -> None:
-    created = decide(make_request(start_date=date(2026, 1, 1), end_date=TODAY))
-    assert (created.start_date, created.end_date) == (date(2026, 1, 1), TODAY)
+def test_a_binding_that_starts_and_ends_today_is_accepted() -> None:
+    created = decide(make_request(start_date=TODAY, end_date=TODAY))
+    assert (created.start_date, created.end_date) == (TODAY, TODAY)
 
 
 @pytest.mark.parametrize("relation", [r.value for r in Relation])
@@ -184,6 +186,15 @@ def test_relation_outside_parents_spouse_children_is_refused(relation: str) -> N
 def test_start_after_end_is_refused() -> None:
     request = make_request(start_date=date(2026, 9, 1), end_date=date(2026, 8, 31))
     assert refusal(request) is Reason.INVALID_DATES
+
+
+def test_start_before_today_is_refused_even_when_the_binding_runs_on() -> None:
+    # Made on 1 June (China time) to start on 31 May: it would count on a day already settled.
+    request = make_request(start_date=TODAY - timedelta(days=1), end_date=YEAR_END)
+    with pytest.raises(BindingRefused) as refused:
+        decide(request)
+    assert refused.value.reason is Reason.INVALID_DATES
+    assert "before today" in refused.value.message_en
 
 
 def test_end_before_today_is_refused() -> None:
@@ -248,10 +259,22 @@ def test_second_active_binding_from_the_same_grantor_is_refused() -> None:
     assert refusal(make_request(payment_order=1), existing) is Reason.DUPLICATE_BINDING
 
 
-def test_second_binding_from_the_same_grantor_is_refused_even_for_a_later_period() -> None:
+def test_second_binding_from_the_same_grantor_overlapping_a_later_period_is_refused() -> None:
     existing = [binding(GRANTOR, 1, TODAY, date(2026, 8, 31))]
-    request = make_request(start_date=date(2026, 9, 1), payment_order=2)
+    request = make_request(start_date=date(2026, 8, 31), payment_order=2)  # one day in common
     assert refusal(request, existing) is Reason.DUPLICATE_BINDING
+
+
+def test_a_renewal_starting_after_the_current_binding_ends_is_accepted() -> None:
+    # The grantor renews before the binding ends (续签), for the day after it ends.
+    existing = [binding(GRANTOR, 1, date(2026, 1, 1), date(2026, 8, 31))]
+    renewal = decide(make_request(start_date=date(2026, 9, 1), end_date=date(2027, 8, 31)), existing)
+    assert (renewal.grantor_id, renewal.start_date, renewal.payment_order) == (GRANTOR.id_number, date(2026, 9, 1), 1)
+
+
+def test_a_binding_still_to_start_from_the_same_grantor_is_a_duplicate_when_they_overlap() -> None:
+    existing = [binding(GRANTOR, 1, date(2026, 9, 1), YEAR_END)]
+    assert refusal(make_request(end_date=date(2026, 9, 1)), existing) is Reason.DUPLICATE_BINDING
 
 
 def test_grantor_whose_binding_was_revoked_may_bind_again() -> None:
@@ -302,8 +325,7 @@ def test_bindings_ended_before_today_do_not_count_toward_the_limit_or_the_paymen
     yesterday = TODAY - timedelta(days=1)
     existing = [binding(SISTER, 1, date(2026, 1, 1), yesterday),
                 binding(BROTHER, 2, date(2026, 1, 1), yesterday)]
-    request = make_request(start_date=date(2026, 1, 1), payment_order=1)  # overlaps both in the past
-    assert decide(request, existing).payment_order == 1
+    assert decide(make_request(payment_order=1), existing).payment_order == 1
 
 
 def test_an_ended_binding_from_the_same_grantor_is_not_a_duplicate() -> None:
@@ -479,11 +501,88 @@ def test_a_swap_never_leaves_two_overlapping_bindings_on_one_order() -> None:
                        binding_id="b-brother"), [a, b])
     assert _shared_orders([a, b, c]) == []
 
-    try:
-        changed = change_payment_order(a, 2, [a, b, c], TODAY)
-    except BindingRefused:
-        return  # refusing the move is an acceptable answer
-    after = {x.binding_id: x for x in (a, b, c)} | {x.binding_id: x for x in changed}
+    # Swapping would move a -> 2 and b -> 1, and b would then share order 1 with c over
+    # 2026-09-01..2026-12-31: the move is refused for exactly that reason.
+    with pytest.raises(BindingRefused) as refused:
+        change_payment_order(a, 2, [a, b, c], TODAY)
+    assert refused.value.reason is Reason.PAYMENT_ORDER_TAKEN
 
-    # Today: a -> 2 and b -> 1, so b now shares order 1 with c over 2026-09-01..2026-12-31.
-    assert _shared_orders(list(after.values())) == []
+
+def test_an_order_shared_only_on_days_already_past_does_not_block_a_change() -> None:
+    own = binding(GRANTOR, 2, date(2026, 1, 1), YEAR_END)
+    ended = binding(SISTER, 1, date(2026, 1, 1), TODAY - timedelta(days=1))
+    assert change_payment_order(own, 1, [own, ended], TODAY) == [replace(own, payment_order=1)]
+
+
+def test_a_holder_of_the_order_still_to_start_is_swapped() -> None:
+    own = binding(GRANTOR, 2)
+    later = binding(SISTER, 1, date(2026, 9, 1), YEAR_END)
+    assert change_payment_order(own, 1, [own, later], TODAY) == [replace(own, payment_order=1),
+                                                                  replace(later, payment_order=2)]
+
+
+def test_a_binding_still_to_start_may_be_revoked_by_its_grantor() -> None:
+    later = binding(GRANTOR, 1, date(2026, 9, 1), YEAR_END)
+    assert revoke_binding(later, GRANTOR.id_number, TODAY).status is Status.REVOKED
+
+
+# --- the rules against a day-by-day model -----------------------------------------------------
+
+GRANTORS = [SISTER, BROTHER, COUSIN, GRANTOR]
+
+
+def _model_refusal(request: BindingRequest, existing: list[Binding]) -> Reason | None:
+    """Every day of the new range, every binding not revoked: the rules as domain.md words them."""
+    days = [request.start_date + timedelta(days=i) for i in range((request.end_date - request.start_date).days + 1)]
+    live = [b for b in existing if b.status is Status.ACTIVE]
+    on = {day: [b for b in live if b.start_date <= day <= b.end_date] for day in days}
+    if any(b.grantor_id == request.grantor.id_number for bs in on.values() for b in bs):
+        return Reason.DUPLICATE_BINDING
+    if any(len(bs) >= 2 for bs in on.values()):
+        return Reason.TOO_MANY_GRANTORS
+    if any(b.payment_order == request.payment_order for bs in on.values() for b in bs):
+        return Reason.PAYMENT_ORDER_TAKEN
+    return None
+
+
+@st.composite
+def existing_bindings(draw: st.DrawFn) -> list[Binding]:
+    """Bindings of BENEFICIARY as they may stand: begun in the past, ended, still to start,
+    revoked, from several grantors."""
+    found = []
+    for i in range(draw(st.integers(0, 4))):
+        start = TODAY + timedelta(days=draw(st.integers(-60, 40)))
+        end = start + timedelta(days=draw(st.integers(0, 60)))
+        status = draw(st.sampled_from([Status.ACTIVE, Status.ACTIVE, Status.REVOKED]))
+        found.append(binding(draw(st.sampled_from(GRANTORS)), draw(st.sampled_from([1, 2])), start, end,
+                             status=status, binding_id=f"b{i}"))
+    return found
+
+
+@settings(database=None, deadline=None, max_examples=400)
+@given(existing=existing_bindings(), first=st.integers(0, 40), length=st.integers(0, 40),
+       order=st.sampled_from([1, 2]))
+def test_create_binding_refuses_exactly_what_a_day_by_day_check_refuses(existing: list[Binding], first: int,
+                                                                       length: int, order: int) -> None:
+    start = TODAY + timedelta(days=first)
+    request = make_request(start_date=start, end_date=start + timedelta(days=length), payment_order=order)
+    expected = _model_refusal(request, existing)
+    if expected is None:
+        assert decide(request, existing).start_date == start
+    else:
+        assert refusal(request, existing) is expected
+
+
+# --- the name digest ------------------------------------------------------------------------------
+
+
+def test_the_name_digest_is_keyed_so_a_dictionary_of_bare_hashes_does_not_reverse_it() -> None:
+    bare = hashlib.sha256(GRANTOR.name.encode()).hexdigest()[:16]
+    assert name_digest(GRANTOR.name, KEY) != bare
+    assert name_digest(GRANTOR.name, KEY) != name_digest(GRANTOR.name, b"another key")
+    assert name_digest(GRANTOR.name, KEY) == name_digest(f" {GRANTOR.name} ", KEY)
+
+
+def test_a_registry_digested_with_another_key_does_not_match() -> None:
+    record = replace(insured(GRANTOR), name_digest=name_digest(GRANTOR.name, b"another key"))
+    assert refusal(grantor=record) is Reason.NAME_MISMATCH

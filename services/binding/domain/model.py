@@ -55,8 +55,17 @@ class Binding:
         """Still in force on `day` or later: not revoked and not yet ended."""
         return self.status is Status.ACTIVE and self.end_date >= day
 
+    @property
+    def is_revoked(self) -> bool:
+        return self.status is Status.REVOKED
+
     def overlaps(self, start: date, end: date) -> bool:
         return self.start_date <= end and start <= self.end_date
+
+    def overlaps_from(self, day: date, other: Binding) -> bool:
+        """Whether this binding and `other` are both in force on some day from `day` on: the
+        days a rule can still change (a charge is settled by the payer index as it is now)."""
+        return max(self.start_date, other.start_date, day) <= min(self.end_date, other.end_date)
 
     def covers(self, day: date) -> bool:
         return self.start_date <= day <= self.end_date

@@ -7,6 +7,7 @@ and publishes whatever these decide.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -20,9 +21,11 @@ PAYMENT_ORDERS = (1, 2)
 _SIGNATURE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-def name_digest(name: str) -> str:
-    """Names are compared, never stored: a short digest is enough to tell a mismatch."""
-    return hashlib.sha256(name.strip().encode("utf-8")).hexdigest()[:16]
+def name_digest(name: str, key: bytes) -> str:
+    """Names are compared, never stored. A bare hash of a Chinese name is reversed by a
+    dictionary of names, so the digest is a keyed HMAC-SHA256 (the key is a secret of the
+    service); 64 bits of it tell a mismatch and keep the registry small."""
+    return hmac.new(key, name.strip().encode("utf-8"), hashlib.sha256).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -65,13 +68,15 @@ def check_parties(request: BindingRequest) -> None:
 
 
 def check_dates(start: date, end: date, today: date) -> None:
+    """A binding starts no earlier than the day it is made (China time): one starting in the
+    past would count toward grantors and orders on days already settled."""
     if start > end:
         raise BindingRefused(Reason.INVALID_DATES, "start_date is after end_date")
-    if end < today:
-        raise BindingRefused(Reason.INVALID_DATES, "end_date is in the past")
+    if start < today:
+        raise BindingRefused(Reason.INVALID_DATES, "start_date is before today (China time)")
 
 
-def check_registered(party: Party, insured: Insured | None, role: str) -> Insured:
+def check_registered(party: Party, insured: Insured | None, role: str, name_key: bytes) -> Insured:
     """The person must be insured in the province, under the name on the form."""
     if not is_in_province(party.region):
         raise BindingRefused(Reason.OUTSIDE_PROVINCE, f"{role} region {party.region}")
@@ -79,7 +84,7 @@ def check_registered(party: Party, insured: Insured | None, role: str) -> Insure
         raise BindingRefused(Reason.UNKNOWN_PERSON, role)
     if not is_in_province(insured.region):
         raise BindingRefused(Reason.OUTSIDE_PROVINCE, f"{role} is insured outside the province")
-    if insured.name_digest != name_digest(party.name):
+    if not hmac.compare_digest(insured.name_digest, name_digest(party.name, name_key)):
         raise BindingRefused(Reason.NAME_MISMATCH, role)
     return insured
 
@@ -98,14 +103,16 @@ def most_at_once(bindings: list[Binding], start: date, end: date) -> int:
     return max(sum(1 for b in bindings if b.covers(day)) for day in days)
 
 
-def check_room_for_grantor(request: BindingRequest, existing: list[Binding], today: date) -> None:
-    """At most two grantors at once for one beneficiary, never two on one payment order."""
+def check_room_for_grantor(request: BindingRequest, existing: list[Binding]) -> None:
+    """Over every day of the new binding's range, against every binding not revoked (whether in
+    force today, ended or still to start): no second binding between the same two persons, at
+    most two grantors at once, never two on one payment order. A renewal that starts after the
+    current binding ends overlaps nothing and is accepted."""
     if request.payment_order not in PAYMENT_ORDERS:
         raise BindingRefused(Reason.INVALID_COMMAND, "payment_order must be 1 or 2")
-    active = [b for b in existing if b.is_active_on(today)]
-    if any(b.grantor_id == request.grantor.id_number for b in active):
+    overlapping = [b for b in existing if not b.is_revoked and b.overlaps(request.start_date, request.end_date)]
+    if any(b.grantor_id == request.grantor.id_number for b in overlapping):
         raise BindingRefused(Reason.DUPLICATE_BINDING)
-    overlapping = [b for b in active if b.overlaps(request.start_date, request.end_date)]
     if overlapping and most_at_once(overlapping, request.start_date, request.end_date) >= MAX_GRANTORS:
         raise BindingRefused(Reason.TOO_MANY_GRANTORS)
     if any(b.payment_order == request.payment_order for b in overlapping):
@@ -113,16 +120,17 @@ def check_room_for_grantor(request: BindingRequest, existing: list[Binding], tod
 
 
 def create_binding(request: BindingRequest, grantor: Insured | None, beneficiary: Insured | None,
-                   existing: list[Binding], today: date) -> Binding:
+                   existing: list[Binding], today: date, *, name_key: bytes) -> Binding:
     """Decide a CreateBinding: the new binding, or BindingRefused. `existing` are the
-    beneficiary's bindings; cross-region pairs follow exactly the same rules."""
+    beneficiary's bindings; cross-region pairs follow exactly the same rules. `name_key` is the
+    key the registry's name digests were made with."""
     check_consent(request)
     check_parties(request)
     check_dates(request.start_date, request.end_date, today)
-    grantor = check_registered(request.grantor, grantor, "grantor")
-    beneficiary = check_registered(request.beneficiary, beneficiary, "beneficiary")
+    grantor = check_registered(request.grantor, grantor, "grantor", name_key)
+    beneficiary = check_registered(request.beneficiary, beneficiary, "beneficiary", name_key)
     check_grantor_has_account(grantor)
-    check_room_for_grantor(request, existing, today)
+    check_room_for_grantor(request, existing)
     return Binding(
         binding_id=request.binding_id,
         grantor_id=grantor.person_id,
@@ -139,7 +147,8 @@ def create_binding(request: BindingRequest, grantor: Insured | None, beneficiary
 
 
 def revoke_binding(binding: Binding | None, requested_by: str, today: date) -> Binding:
-    """解绑: only the grantor ends a binding, and only one still in force."""
+    """解绑: only the grantor ends a binding, and only one not revoked and not yet ended (one still
+    to start may be revoked too: the grantor changed his or her mind)."""
     if binding is None or not binding.is_active_on(today):
         raise BindingRefused(Reason.BINDING_NOT_FOUND)
     if requested_by != binding.grantor_id:
@@ -158,18 +167,19 @@ def change_payment_order(binding: Binding | None, payment_order: int, siblings: 
         raise BindingRefused(Reason.INVALID_COMMAND, "payment_order must be 1 or 2")
     if payment_order == binding.payment_order:
         return [binding]
-    holders = [b for b in siblings if b.binding_id != binding.binding_id and b.is_active_on(today)
-               and b.payment_order == payment_order and b.overlaps(binding.start_date, binding.end_date)]
+    holders = [b for b in siblings if b.binding_id != binding.binding_id and not b.is_revoked
+               and b.payment_order == payment_order and b.overlaps_from(today, binding)]
     changed = [binding.with_order(payment_order)] + [b.with_order(binding.payment_order) for b in holders]
     check_orders_unshared(changed, siblings, today)
     return changed
 
 
 def check_orders_unshared(changed: list[Binding], siblings: list[Binding], today: date) -> None:
-    """A swap must not land a binding on an order another overlapping binding holds."""
+    """A swap must not land a binding on an order another binding not revoked holds on a day
+    from today on (every binding still to start included; days already past are history)."""
     ids = {b.binding_id for b in changed}
-    after = changed + [b for b in siblings if b.binding_id not in ids and b.is_active_on(today)]
+    after = changed + [b for b in siblings if b.binding_id not in ids and not b.is_revoked]
     for i, a in enumerate(after):
         for b in after[i + 1:]:
-            if a.payment_order == b.payment_order and a.overlaps(b.start_date, b.end_date):
+            if a.payment_order == b.payment_order and a.overlaps_from(today, b):
                 raise BindingRefused(Reason.PAYMENT_ORDER_TAKEN, f"order {a.payment_order}")
