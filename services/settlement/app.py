@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from faststream import FastStream
 
@@ -10,15 +11,15 @@ from shared.kafka import ensure_topics, make_broker
 from shared.logs import configure_logging
 from shared.regions import all_regions
 from shared.state import make_redis
-from shared.topics import (BUREAU_ACCOUNTS, BUREAU_POSTINGS, HIS_CHARGES, SETTLEMENT_RESULTS,
+from shared.topics import (BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, BUREAU_POSTINGS, HIS_CHARGES, SETTLEMENT_RESULTS,
                            dead_letter_topic)
 from services.settlement.config import SettlementSettings
 from services.settlement.handlers.subscribers import SETTLEMENT_QUERIES, register
 from services.settlement.storage.accounts import SettlementStore
 from services.settlement.usecases import SettlementService
 
-TOPICS = [HIS_CHARGES, SETTLEMENT_RESULTS, BUREAU_POSTINGS, BUREAU_ACCOUNTS, SETTLEMENT_QUERIES,
-          dead_letter_topic(HIS_CHARGES), dead_letter_topic(BUREAU_ACCOUNTS), dead_letter_topic(SETTLEMENT_QUERIES)]
+CONSUMED = [HIS_CHARGES, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, SETTLEMENT_QUERIES]
+TOPICS = [SETTLEMENT_RESULTS, BUREAU_POSTINGS, *CONSUMED, *(dead_letter_topic(t) for t in CONSUMED)]
 
 
 def create_app(settings: SettlementSettings | None = None) -> FastStream:
@@ -28,21 +29,26 @@ def create_app(settings: SettlementSettings | None = None) -> FastStream:
     redis = make_redis(settings.redis_url)
     store = SettlementStore(redis, [r.code for r in all_regions()],
                             rejection_ttl=settings.settlement_rejection_ttl_days * 86_400,
-                            record_ttl=settings.settlement_record_ttl_days * 86_400)
-    register(broker, SettlementService(store, broker), settings)
+                            record_ttl=settings.settlement_record_ttl_days * 86_400,
+                            report_ttl=settings.settlement_rejection_ttl_days * 86_400)
+    service = SettlementService(store, broker, max_age=timedelta(days=settings.settlement_max_charge_age_days))
+    gate = register(broker, service, settings)
     app = FastStream(broker, logger=logging.getLogger("settlement"))
 
     @app.on_startup
     async def prepare() -> None:
         await store.load_functions()
         await ensure_topics(settings, TOPICS)
+        gate.close()
 
     @app.after_startup
     async def announce() -> None:
+        await gate.caught_up()
         logging.getLogger("settlement").info("service ready: settlement")
 
     @app.after_shutdown
     async def close() -> None:
+        await gate.stop()
         await redis.aclose()
 
     return app

@@ -1,6 +1,6 @@
 """The settlement service's AsyncAPI document: `python -m services.settlement.asyncapi`."""
 
-from shared import bureau, topics
+from shared import bureau, institutions, topics
 from shared.asyncapi import document, dump
 from services.settlement import contract as c
 from services.settlement.handlers.subscribers import SETTLEMENT_QUERIES
@@ -20,10 +20,13 @@ def settlement_document() -> dict:
             bureau.PERSON_REGISTERED: bureau.PersonRegistered, bureau.ACCOUNT_CREDITED: bureau.AccountMovement,
             bureau.ACCOUNT_DEBITED_LOCALLY: bureau.AccountMovement, bureau.BALANCE_SNAPSHOT: bureau.BalanceSnapshot,
             bureau.DAILY_POSTINGS_REPORTED: bureau.DailyPostingsReported}},
+        topics.BUREAU_INSTITUTIONS: {"key": "institution code", "action": "receive", "messages": {
+            institutions.INSTITUTION_REGISTERED: institutions.InstitutionRegistered}},
         SETTLEMENT_QUERIES: {"key": "grantor ID number", "action": "receive", "messages": {
             c.QUERY_CONSUMPTION: c.QueryConsumption}},
         "reply_to": {"key": "as the request", "action": "send", "messages": {
-            c.CONSUMPTION_LISTED: c.ConsumptionListed}},
+            c.CONSUMPTION_LISTED: c.ConsumptionListed, c.CHARGE_SETTLED: c.ChargeSettled,
+            c.CHARGE_REJECTED: c.ChargeRejected, c.REFUND_SETTLED: c.RefundSettled}},
     })
 
 

@@ -13,3 +13,6 @@ class SettlementSettings(ServiceSettings):
         400, ge=1, description="How long a settled charge is kept to answer resends and refunds.")
     settlement_rejection_ttl_days: int = Field(
         30, ge=1, description="How long a refusal is kept to answer a redelivery the same way.")
+    settlement_max_charge_age_days: int = Field(
+        7, ge=1, description="Oldest charged_at/refunded_at accepted, in days before the platform's clock "
+                             "(contract version 2); older is refused INVALID_CHARGE.")

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.identity import IdNumber
+from shared.institutions import INSTITUTION_CODE_PATTERN
 from shared.money import Yuan
+from shared.regions import RegionCode
+from shared.wire import Day, Text, Time
 from services.settlement.domain.reasons import Reason
 
 CHARGE_SUBMITTED = "ChargeSubmitted"
@@ -27,6 +29,12 @@ CONSUMPTION_LISTED = "ConsumptionListed"
 QUERY_TYPES = frozenset({QUERY_CONSUMPTION})
 RECONCILIATION_REPORT = "ReconciliationReport"  # added: 对账 result, on bureau.postings
 
+# Charge and refund ids go into Redis keys and derived ids (posting ids join them with ':'), so
+# they are bounded to an alphabet without ':' or anything a key or a log line would mind.
+CHARGE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+ChargeId = Annotated[Text, Field(min_length=1, max_length=64, pattern=CHARGE_ID_PATTERN)]
+InstitutionCode = Annotated[Text, Field(pattern=INSTITUTION_CODE_PATTERN)]
+
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
@@ -38,25 +46,26 @@ class _In(BaseModel):
 
 
 class ChargeSubmitted(_In):
-    charge_id: str = Field(min_length=1, max_length=64, pattern=r"^[^|,;\s]+$")
-    institution_code: str = Field(min_length=1, max_length=64)
-    institution_region: str = Field(pattern=r"^\d{6}$")
+    charge_id: ChargeId
+    institution_code: InstitutionCode
+    institution_region: RegionCode
     patient_id: IdNumber
-    patient_name: str = Field(min_length=1, max_length=64)
+    patient_name: Text = Field(min_length=1, max_length=64)
     code_holder_id: IdNumber
     presented_via: Literal["own_device", "family_account"]
     visit_kind: Literal["outpatient", "inpatient", "pharmacy"]
     total: Yuan
     fund_paid: Yuan
     individual_borne: Yuan
-    charged_at: AwareDatetime
+    charged_at: Time
 
 
 class ChargeRefunded(_In):
-    charge_id: str = Field(min_length=1, max_length=64, pattern=r"^[^|,;\s]+$")
-    refund_id: str = Field(min_length=1, max_length=64, pattern=r"^[^|,;\s]+$")
+    charge_id: ChargeId
+    institution_code: InstitutionCode = Field(description="Contract version 2: the charge's institution.")
+    refund_id: ChargeId
     amount: Yuan
-    refunded_at: AwareDatetime
+    refunded_at: Time
 
 
 def reason_for(error: ValidationError) -> Reason:
@@ -91,15 +100,18 @@ class ChargeSettled(BaseModel):
 class RefundSettled(BaseModel):
     charge_id: str
     refund_id: str
+    institution_code: str = Field(description="Contract version 2: the charge's institution.")
     patient_id: str = Field(description="Added: whose charge is refunded.")
     amount: Yuan
     lines: list[SettledLine]
-    settled_at: str
+    settled_at: str = Field(description="When the platform applied the refund (its clock, not the HIS's).")
 
 
 class ChargeRejected(BaseModel):
     charge_id: str
     refund_id: str | None = None
+    institution_code: str | None = Field(None, description=(
+        "Contract version 2: the institution named by the message; absent only when it named none valid."))
     reason_code: Reason
     message_zh: str
     message_en: str
@@ -115,7 +127,9 @@ class FraudSuspected(BaseModel):
 
 
 class Posting(BaseModel):
-    posting_id: str
+    posting_id: str = Field(description=(
+        "P:{institution}:{charge}:{line} for a charge's debit, R:{institution}:{charge}:{refund}:{line} "
+        "for a refund's credit; no part can hold ':', so ids never collide."))
     region: str
     person_id: str
     direction: Literal["debit", "credit"]
@@ -124,16 +138,21 @@ class Posting(BaseModel):
     refund_id: str | None = None
     beneficiary_id: str | None = None
     posted_at: str
+    institution_code: str = Field(description="Added: the charge's institution.")
+    account_seq: int = Field(description=(
+        "Contract version 2: this posting's place in its account's sequence: 1, 2, 3, ... with no gap, "
+        "in the order the platform applied its debits and credits to the account."))
 
 
 class QueryConsumption(_In):
     grantor_id: IdNumber
-    date_from: date
-    date_to: date
+    date_from: Day
+    date_to: Day
 
 
 class Payment(BaseModel):
     charge_id: str
+    institution_code: str
     settled_at: str
     paid: Yuan
     refunded: Yuan
@@ -149,8 +168,8 @@ class BeneficiarySpending(BaseModel):
 class ConsumptionListed(BaseModel):
     command_id: str
     grantor_id: str = Field(description="Masked.")
-    date_from: date
-    date_to: date
+    date_from: Day
+    date_to: Day
     beneficiaries: list[BeneficiarySpending]
     total_paid: Yuan
     total_refunded: Yuan
@@ -168,9 +187,11 @@ class ReconciliationDifference(BaseModel):
 class ReconciliationReport(BaseModel):
     """对账: the platform's postings to a region's book on a day against the bureau's report."""
 
-    report_for: str = Field(description="event_id of the bureau's DailyPostingsReported.")
+    report_for: str = Field(description="event_id of the bureau's DailyPostingsReported (its part 1).")
+    report_id: str = Field("", description="The report's id as the bureau named it (empty by default).")
+    parts: int = Field(1, description="How many parts the bureau's report came in.")
     region: str
-    day: date
+    day: Day
     platform_count: int
     bureau_count: int
     matched: int

@@ -1,10 +1,21 @@
 """The settlement service's use cases: settle a batch of charges and refunds, keep the balance
-cache in step with the bureaus, answer the grantor's consumption query."""
+cache in step with the bureaus, follow the designated institutions, answer the grantor's
+consumption query.
+
+Nothing stalls a consumer (contract version 2): every message of a batch ends as an outcome, a
+rejection or a dead letter. Transient infrastructure errors are retried in place with back-off
+(`Outage`; every Function call is idempotent, so redoing a batch is safe); anything else raised
+for a batch is a defect, and the batch is then answered message by message, so that one message
+is the most a defect can cost: it is answered PLATFORM_ERROR and dead-lettered for operators.
+"""
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, ValidationError
@@ -14,207 +25,319 @@ from shared.bureau import (ACCOUNT_CREDITED, ACCOUNT_DEBITED_LOCALLY, BALANCE_SN
                            DAILY_POSTINGS_REPORTED, PERSON_REGISTERED, AccountMovement, BalanceSnapshot,
                            DailyPostingsReported, PersonRegistered)
 from shared.identity import mask_id_number
-from shared.kafka import Outgoing, Received, dead_letter, publish_all
+from shared.institutions import INSTITUTION_CODE_PATTERN, INSTITUTION_EVENT_TYPES, InstitutionRegistered
+from shared.kafka import (Outage, Outgoing, Received, dead_letter, is_transient, publish_all, publish_replies,
+                          reply_to)
+from shared.logs import shown
 from shared.money import Fen
 from services.settlement import contract as c
+from services.settlement.domain import ids
 from services.settlement.domain.consumption import by_beneficiary
 from services.settlement.domain.reasons import ChargeRefused, Reason
 from services.settlement.domain.reconciliation import Entry, net, reconcile
 from services.settlement.domain.waterfall import Line
-from services.settlement.storage.accounts import Applied, ChargeToSettle, RefundToApply, SettlementStore
+from services.settlement.storage.accounts import (Applied, ChargeToSettle, Movement, RefundToApply,
+                                                  SettlementStore)
 
 log = logging.getLogger("settlement")
 _MOVEMENT_KIND = {ACCOUNT_CREDITED: "credit", ACCOUNT_DEBITED_LOCALLY: "debit", BALANCE_SNAPSHOT: "snapshot"}
+# contract.md: a charge may be dated at most 10 minutes ahead of the platform's clock.
+MAX_AHEAD = timedelta(minutes=10)
+_INSTITUTION = re.compile(INSTITUTION_CODE_PATTERN)
+_REFUSED_MOVEMENT = {
+    "UNREGISTERED": "no PersonRegistered for this person",
+    "FOREIGN_REGION": "the person is registered in another region than the event's",
+    "WATERMARK_BEHIND": "postings_applied_through is below an earlier snapshot's (would undo platform postings)",
+    "WATERMARK_AHEAD": "postings_applied_through names platform postings that were never made",
+}
+
+
+@dataclass
+class Answers:
+    """What a batch ends as: outcomes (published and awaited before the offsets are committed),
+    replies (best effort) and dead letters (with their reason)."""
+
+    outcomes: list[Outgoing] = field(default_factory=list)
+    replies: list[Outgoing] = field(default_factory=list)
+    dead: list[tuple[Received, str]] = field(default_factory=list)
+
+    def __iadd__(self, other: Answers) -> Answers:
+        self.outcomes += other.outcomes
+        self.replies += other.replies
+        self.dead += other.dead
+        return self
+
+    def answer(self, msg: Received, topic: str, key: bytes | None, value: bytes) -> None:
+        """An outcome on its usual topic, and on the caller's reply_to when it asked for a valid one."""
+        self.outcomes.append(Outgoing(topic, key, value))
+        self.replies += reply_to(msg, key, value)
 
 
 class SettlementService:
-    def __init__(self, store: SettlementStore, broker: KafkaBroker) -> None:
+    def __init__(self, store: SettlementStore, broker: KafkaBroker, max_age: timedelta = timedelta(days=7),
+                 clock: Callable[[], datetime] = envelope.now) -> None:
         self._store = store
         self._broker = broker
+        self._max_age = max_age
+        self._clock = clock
+        self._outages = {t: Outage(f"settlement {t}") for t in (
+            topics.HIS_CHARGES, topics.BUREAU_ACCOUNTS, topics.BUREAU_INSTITUTIONS)}
+
+    async def _each(self, topic: str, batch: list[Received], work: Callable[[list[Received]], Awaitable[Answers]],
+                    on_defect: Callable[[Received, Exception], Answers]) -> None:
+        """Answer a batch with `work`; on a defect, each message alone, so that only the message
+        that holds it ends in `on_defect`. Then deliver: outcomes and dead letters awaited,
+        replies best effort."""
+        outage = self._outages[topic]
+        try:
+            answers = await outage.retrying(lambda: work(batch))
+        except Exception:
+            log.exception("defect in a batch of %d from %s; answering its messages one by one", len(batch), topic)
+            answers = Answers()
+            for msg in batch:
+                try:
+                    answers += await outage.retrying(lambda: work([msg]))
+                except Exception as exc:
+                    log.exception("defect while answering %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+                    answers += on_defect(msg, exc)
+        await outage.retrying(lambda: self._deliver(answers))
+        await publish_replies(self._broker, answers.replies)
+
+    async def _deliver(self, answers: Answers) -> None:
+        await publish_all(self._broker, answers.outcomes)
+        for msg, reason in answers.dead:
+            await dead_letter(self._broker, msg, reason)
 
     # -- his.charges --------------------------------------------------------------------------
     async def handle_charges(self, batch: list[Received]) -> None:
         """Settle a batch: decode and check each message, apply all in one pipelined round trip,
         then publish every outcome and wait for the broker's acks before returning."""
-        out: list[Outgoing] = []
-        charges: list[tuple[Received, c.ChargeSubmitted, ChargeToSettle]] = []
-        refunds: list[tuple[Received, c.ChargeRefunded, RefundToApply]] = []
+        await self._each(topics.HIS_CHARGES, batch, self._settle_batch, self._platform_error)
+
+    async def _settle_batch(self, batch: list[Received]) -> Answers:
+        answers = Answers()
+        charges: list[tuple[Received, ChargeToSettle]] = []
+        refunds: list[tuple[Received, RefundToApply]] = []
+        now = self._clock()
         for msg in batch:
-            readable = envelope.read(msg.value, c.CHARGE_TYPES)
-            if isinstance(readable, envelope.Unreadable):
-                await dead_letter(self._broker, msg, readable.error)
-                continue
             try:
-                envelope.Envelope.model_validate(readable.body)
-                model = (c.ChargeSubmitted if readable.event_type == c.CHARGE_SUBMITTED else c.ChargeRefunded)
-                payload = model.model_validate(readable.body["payload"])
-                if isinstance(payload, c.ChargeSubmitted):
-                    charges.append((msg, payload, self._admit(readable.event_id, payload)))
-                else:
-                    refunds.append((msg, payload, RefundToApply(
-                        readable.event_id, payload.charge_id, payload.refund_id, payload.digest(), payload.amount,
-                        payload.refunded_at.isoformat(timespec="seconds"))))
-            except ValidationError as exc:
-                out += self._rejected(msg, readable, ChargeRefused(c.reason_for(exc), c.describe(exc)))
-            except ChargeRefused as refused:
-                out += self._rejected(msg, readable, refused)
-                if refused.reason is Reason.IDENTITY_MISMATCH:
-                    out.append(self._fraud(msg, readable))
-        for (msg, charge, todo), applied in zip(charges, await self._store.settle([x[2] for x in charges])):
-            if applied.status == "ERROR":
-                await self._defect(msg, applied)
-            else:
-                out += self._charge_outcome(msg, charge, todo.event_id, applied)
-        for (msg, refund, todo), applied in zip(refunds, await self._store.refund([x[2] for x in refunds])):
-            if applied.status == "ERROR":
-                await self._defect(msg, applied)
-            else:
-                out += self._refund_outcome(msg, refund, todo.event_id, applied)
-        await publish_all(self._broker, out)
+                todo = self._admit(msg, now, answers)
+            except Exception as exc:  # a defect while reading this one message
+                log.exception("defect while reading %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+                answers += self._platform_error(msg, exc)
+                continue
+            if isinstance(todo, ChargeToSettle):
+                charges.append((msg, todo))
+            elif isinstance(todo, RefundToApply):
+                refunds.append((msg, todo))
+        settled = await self._store.settle([t for _, t in charges])
+        refunded = await self._store.refund([t for _, t in refunds])
+        for (msg, todo), applied in [*zip(charges, settled), *zip(refunds, refunded)]:
+            try:
+                if applied.status == "ERROR":
+                    raise RuntimeError(f"settlement Function failed: {applied.reason}")
+                answers += self._outcome(msg, todo, applied)
+            except Exception as exc:
+                log.error("defect while settling %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
+                answers += self._platform_error(msg, exc)
+        return answers
 
-    async def _defect(self, msg: Received, applied: Applied) -> None:
-        """A message whose Function call failed goes to the DLQ with the error; the batch goes on."""
-        log.error("settlement Function failed for %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset,
-                  applied.reason)
-        await dead_letter(self._broker, msg, f"settlement failed: {applied.reason}")
+    def _admit(self, msg: Received, now: datetime, answers: Answers) -> ChargeToSettle | RefundToApply | None:
+        """The checks that need no state. A refusal is added to `answers` (None returned)."""
+        readable = envelope.read(msg.value, c.CHARGE_TYPES)
+        if isinstance(readable, envelope.Unreadable):
+            answers.dead.append((msg, readable.error))
+            return None
+        try:
+            envelope.Envelope.model_validate(readable.body)
+            if readable.event_type == c.CHARGE_SUBMITTED:
+                charge = c.ChargeSubmitted.model_validate(readable.body["payload"])
+                return self._admit_charge(readable.event_id, charge, now)
+            refund = c.ChargeRefunded.model_validate(readable.body["payload"])
+            self._check_time(refund.refunded_at, now, "refunded_at")
+            return RefundToApply(readable.event_id, refund.institution_code, refund.charge_id, refund.refund_id,
+                                 refund.digest(), refund.amount, now.isoformat(timespec="seconds"))
+        except ValidationError as exc:
+            answers += self._rejected(msg, readable, ChargeRefused(c.reason_for(exc), c.describe(exc)))
+        except ChargeRefused as refused:
+            answers += self._rejected(msg, readable, refused)
+            if refused.reason is Reason.IDENTITY_MISMATCH:
+                answers.outcomes.append(self._fraud(readable))
+        return None
 
-    @staticmethod
-    def _admit(event_id: str, charge: c.ChargeSubmitted) -> ChargeToSettle:
-        """The checks that need no state: amounts add up, and the code scanned is the patient's."""
+    def _admit_charge(self, event_id: str, charge: c.ChargeSubmitted, now: datetime) -> ChargeToSettle:
         if charge.fund_paid + charge.individual_borne != charge.total:
             raise ChargeRefused(Reason.AMOUNTS_INCONSISTENT)
         if charge.code_holder_id != charge.patient_id:
             # 实名就医: a family account (亲情账号) shows the patient's own code; another
             # person's code means someone else's identity is being used.
             raise ChargeRefused(Reason.IDENTITY_MISMATCH)
+        self._check_time(charge.charged_at, now, "charged_at")
         day = charge.charged_at.astimezone(envelope.CHINA_TZ).date()
-        return ChargeToSettle(event_id, charge.charge_id, charge.digest(), charge.individual_borne,
-                              charge.patient_id, int(day.strftime("%Y%m%d")),
-                              envelope.now().isoformat(timespec="seconds"))
+        return ChargeToSettle(event_id, charge.institution_code, charge.institution_region, charge.charge_id,
+                              charge.digest(), charge.individual_borne, charge.patient_id,
+                              int(day.strftime("%Y%m%d")), now.isoformat(timespec="seconds"),
+                              charge.charged_at.isoformat(timespec="seconds"))
 
-    def _charge_outcome(self, msg: Received, charge: c.ChargeSubmitted, event_id: str,
-                        applied: Applied) -> list[Outgoing]:
-        if applied.status != "SETTLED":
-            reason = _refusal_reason(applied)
-            readable = envelope.Readable(event_id, c.CHARGE_SUBMITTED, {})
-            return self._rejected(msg, readable, ChargeRefused(reason), charge_id=charge.charge_id)
-        event = c.ChargeSettled(charge_id=charge.charge_id, patient_id=charge.patient_id,
-                                individual_borne=Fen(charge.individual_borne),
-                                lines=[_line(x) for x in applied.lines], settled_at=applied.at,
-                                institution_code=charge.institution_code,
-                                charged_at=charge.charged_at.isoformat(timespec="seconds"))
-        if not applied.replay:
-            log.debug("charge %s settled for %s: %s", charge.charge_id, mask_id_number(charge.patient_id),
-                     ", ".join(f"{x.source}{x.payment_order or ''}={x.amount}" for x in applied.lines))
-        return (self._result(msg, c.CHARGE_SETTLED, event, charge.charge_id, applied.at)
-                + self._postings(applied.lines, "debit", charge.charge_id, None, charge.patient_id, applied.at))
+    def _check_time(self, at: datetime, now: datetime, name: str) -> None:
+        if at > now + MAX_AHEAD:
+            raise ChargeRefused(Reason.INVALID_CHARGE, f"{name} is more than 10 minutes ahead of the platform")
+        if at < now - self._max_age:
+            raise ChargeRefused(Reason.INVALID_CHARGE, f"{name} is older than {self._max_age.days} days")
 
-    def _refund_outcome(self, msg: Received, refund: c.ChargeRefunded, event_id: str,
-                        applied: Applied) -> list[Outgoing]:
-        if applied.status != "REFUNDED":
-            reason = _refusal_reason(applied)
-            readable = envelope.Readable(event_id, c.CHARGE_REFUNDED, {})
-            return self._rejected(msg, readable, ChargeRefused(reason), charge_id=refund.charge_id,
-                                  refund_id=refund.refund_id)
-        event = c.RefundSettled(charge_id=refund.charge_id, refund_id=refund.refund_id, patient_id=applied.patient_id,
-                                amount=Fen(refund.amount),
-                                lines=[_line(x) for x in applied.lines], settled_at=applied.at)
-        cause = f"{refund.charge_id}/{refund.refund_id}"
-        return (self._result(msg, c.REFUND_SETTLED, event, cause, applied.at)
-                + self._postings(applied.lines, "credit", refund.charge_id, refund.refund_id, applied.patient_id,
-                                 applied.at))
-
-    def _result(self, msg: Received, event_type: str, event: BaseModel, cause: str, at: str) -> list[Outgoing]:
-        """A settled charge or refund, its event id and time taken from the recorded result."""
-        value = envelope.seal(event_type, event, event_id=envelope.outcome_id(cause, event_type),
-                              occurred_at=datetime.fromisoformat(at))
-        return _answer(msg, getattr(event, "charge_id").encode(), value)
-
-    @staticmethod
-    def _postings(lines: list[Line], direction: str, charge_id: str, refund_id: str | None,
-                  beneficiary_id: str | None, at: str) -> list[Outgoing]:
-        """One posting per account touched, keyed by the account's region, for its bureau's book."""
-        out = []
-        for i, line in enumerate(lines):
-            if line.source == "cash":
-                continue
-            posting_id = f"P-{charge_id}-{refund_id + '-' if refund_id else ''}{i}"
-            posting = c.Posting(posting_id=posting_id, region=line.region, person_id=line.person_id,
-                                direction=direction, amount=Fen(line.amount), charge_id=charge_id,
-                                refund_id=refund_id, posted_at=at,
-                                beneficiary_id=beneficiary_id if line.source == "grantor" else None)
-            value = envelope.seal(c.POSTING, posting, event_id=envelope.outcome_id(posting_id, c.POSTING),
-                                  occurred_at=datetime.fromisoformat(at))
-            out.append(Outgoing(topics.BUREAU_POSTINGS, line.region.encode(), value))
-        return out
+    def _outcome(self, msg: Received, todo: ChargeToSettle | RefundToApply, applied: Applied) -> Answers:
+        refund_id = todo.refund_id if isinstance(todo, RefundToApply) else None
+        if applied.status not in ("SETTLED", "REFUNDED"):
+            reason = Reason.DUPLICATE_CHARGE_CONFLICT if applied.status == "CONFLICT" else Reason(applied.reason)
+            event_type = c.CHARGE_REFUNDED if refund_id else c.CHARGE_SUBMITTED
+            return self._rejected(msg, envelope.Readable(todo.event_id, event_type, {}), ChargeRefused(reason),
+                                  charge_id=todo.charge_id, refund_id=refund_id,
+                                  institution_code=todo.institution_code)
+        inst, at = todo.institution_code, applied.at
+        if refund_id is None:
+            event_type = c.CHARGE_SETTLED
+            event: BaseModel = c.ChargeSettled(
+                charge_id=todo.charge_id, patient_id=todo.patient_id, individual_borne=Fen(todo.borne),
+                lines=[_line(x) for x in applied.lines], settled_at=at, institution_code=inst,
+                charged_at=todo.charged_at)
+            patient, direction = todo.patient_id, "debit"
+            if not applied.replay:
+                log.debug("charge %s settled for %s: %s", shown(todo.charge_id), mask_id_number(patient),
+                          ", ".join(f"{x.source}{x.payment_order or ''}={x.amount}" for x in applied.lines))
+        else:
+            event_type = c.REFUND_SETTLED
+            event = c.RefundSettled(charge_id=todo.charge_id, refund_id=refund_id, institution_code=inst,
+                                    patient_id=applied.patient_id, amount=Fen(todo.amount),
+                                    lines=[_line(x) for x in applied.lines], settled_at=at)
+            patient, direction = applied.patient_id, "credit"
+        answers = Answers()
+        answers.answer(msg, topics.SETTLEMENT_RESULTS, todo.charge_id.encode(), envelope.seal(
+            event_type, event, event_id=ids.event_id(event_type, inst, todo.charge_id, refund_id),
+            occurred_at=datetime.fromisoformat(at)))
+        answers.outcomes += _postings(applied.lines, direction, inst, todo.charge_id, refund_id, patient, at)
+        return answers
 
     def _rejected(self, msg: Received, readable: envelope.Readable, refused: ChargeRefused,
-                  charge_id: str | None = None, refund_id: str | None = None) -> list[Outgoing]:
+                  charge_id: str | None = None, refund_id: str | None = None,
+                  institution_code: str | None = None) -> Answers:
         payload = readable.body.get("payload") if isinstance(readable.body.get("payload"), dict) else {}
-        charge_id = charge_id or str(payload.get("charge_id") or "")[:64]
-        refund_id = refund_id or (str(payload["refund_id"])[:64] if payload.get("refund_id") else None)
-        event = c.ChargeRejected(charge_id=charge_id, refund_id=refund_id, reason_code=refused.reason,
-                                 message_zh=refused.message_zh, message_en=refused.message_en)
-        log.info("charge %s refused: %s", charge_id, refused.reason)
-        value = envelope.seal(c.CHARGE_REJECTED, event,
-                              event_id=envelope.outcome_id(readable.event_id, c.CHARGE_REJECTED))
-        return _answer(msg, charge_id.encode() if charge_id else msg.key, value)
+        charge_id = charge_id or _text(payload.get("charge_id"))
+        refund_id = refund_id or _text(payload.get("refund_id")) or None
+        institution_code = institution_code or _institution(payload.get("institution_code"))
+        event = c.ChargeRejected(charge_id=charge_id, refund_id=refund_id, institution_code=institution_code,
+                                 reason_code=refused.reason, message_zh=refused.message_zh,
+                                 message_en=refused.message_en)
+        log.info("charge %s refused: %s", shown(charge_id), refused.reason)
+        value = envelope.seal(c.CHARGE_REJECTED, event, event_id=ids.event_id(
+            c.CHARGE_REJECTED, institution_code, readable.event_id, refused.reason.value))
+        answers = Answers()
+        answers.answer(msg, topics.SETTLEMENT_RESULTS, charge_id.encode() if charge_id else msg.key, value)
+        return answers
 
-    def _fraud(self, msg: Received, readable: envelope.Readable) -> Outgoing:
-        p = readable.body["payload"]
+    def _platform_error(self, msg: Received, exc: Exception) -> Answers:
+        """A defect: the caller is answered PLATFORM_ERROR when its message can be read, and the
+        message is dead-lettered for the operators either way."""
+        answers = Answers(dead=[(msg, f"platform error: {exc.__class__.__name__}: {str(exc)[:300]}")])
+        readable = envelope.read(msg.value, c.CHARGE_TYPES)
+        if isinstance(readable, envelope.Readable):
+            answers += self._rejected(msg, readable, ChargeRefused(Reason.PLATFORM_ERROR))
+        return answers
+
+    def _fraud(self, readable: envelope.Readable) -> Outgoing:
+        p = c.ChargeSubmitted.model_validate(readable.body["payload"])
         log.warning("suspected fraud (疑似欺诈骗保) on charge %s: code of %s used for %s",
-                    p["charge_id"], mask_id_number(p["code_holder_id"]), mask_id_number(p["patient_id"]))
-        event = c.FraudSuspected(charge_id=p["charge_id"], patient_id=p["patient_id"],
-                                 code_holder_id=p["code_holder_id"], institution_code=p["institution_code"],
-                                 institution_region=p["institution_region"], presented_via=p["presented_via"])
-        value = envelope.seal(c.FRAUD_SUSPECTED, event,
-                              event_id=envelope.outcome_id(readable.event_id, c.FRAUD_SUSPECTED))
-        return Outgoing(topics.SETTLEMENT_RESULTS, p["charge_id"].encode(), value)
+                    shown(p.charge_id), mask_id_number(p.code_holder_id), mask_id_number(p.patient_id))
+        event = c.FraudSuspected(charge_id=p.charge_id, patient_id=p.patient_id, code_holder_id=p.code_holder_id,
+                                 institution_code=p.institution_code, institution_region=p.institution_region,
+                                 presented_via=p.presented_via)
+        value = envelope.seal(c.FRAUD_SUSPECTED, event, event_id=ids.event_id(
+            c.FRAUD_SUSPECTED, p.institution_code, readable.event_id))
+        return Outgoing(topics.SETTLEMENT_RESULTS, p.charge_id.encode(), value)
+
+    # -- bureau.institutions ------------------------------------------------------------------
+    async def follow_institutions(self, batch: list[Received]) -> None:
+        """The designated institutions (定点医药机构) every charge is checked against."""
+        await self._each(topics.BUREAU_INSTITUTIONS, batch, self._institutions, _dead)
+
+    async def _institutions(self, batch: list[Received]) -> Answers:
+        answers, found = Answers(), []
+        for msg, readable in _readable(batch, INSTITUTION_EVENT_TYPES, answers):
+            try:
+                i = InstitutionRegistered.model_validate(readable.body.get("payload"))
+            except ValidationError as exc:
+                answers.dead.append((msg, f"invalid {readable.event_type}: {c.describe(exc)}"))
+                continue
+            found.append((i.institution_code, i.region, i.kind))
+        if found:
+            await self._store.register_institutions(found)
+        return answers
 
     # -- bureau.accounts ----------------------------------------------------------------------
     async def follow_bureaus(self, batch: list[Received]) -> None:
         """Keep the balance cache in step with the bureaus' books: registrations, contributions,
-        local spending and snapshots, each applied once and in bureau_seq order per person."""
+        local spending and snapshots, each applied once and in bureau_seq order per person, and
+        only from the person's own region."""
+        await self._each(topics.BUREAU_ACCOUNTS, batch, self._bureau_batch, _dead)
+
+    async def _bureau_batch(self, batch: list[Received]) -> Answers:
+        answers = Answers()
         people, moves, reports = [], [], []
-        for msg in batch:
-            readable = envelope.read(msg.value, BUREAU_EVENT_TYPES)
-            if isinstance(readable, envelope.Unreadable):
-                await dead_letter(self._broker, msg, readable.error)
-                continue
+        for msg, readable in _readable(batch, BUREAU_EVENT_TYPES, answers):
             try:
                 payload = readable.body.get("payload")
                 if readable.event_type == PERSON_REGISTERED:
                     p = PersonRegistered.model_validate(payload)
                     people.append((p.person_id, p.region, "e" if p.scheme == "employee" else "r", p.balance))
                 elif readable.event_type == DAILY_POSTINGS_REPORTED:
-                    reports.append((readable.event_id, DailyPostingsReported.model_validate(payload)))
+                    reports.append((msg, readable.event_id, DailyPostingsReported.model_validate(payload)))
                 elif readable.event_type == BALANCE_SNAPSHOT:
                     s = BalanceSnapshot.model_validate(payload)
-                    moves.append((s.person_id, "snapshot", s.balance, s.bureau_seq, s.region))
+                    moves.append((msg, Movement(s.person_id, "snapshot", s.balance, s.bureau_seq, s.region,
+                                                s.postings_applied_through)))
                 else:
                     m = AccountMovement.model_validate(payload)
-                    moves.append((m.person_id, _MOVEMENT_KIND[readable.event_type], m.amount, m.bureau_seq, m.region))
+                    moves.append((msg, Movement(m.person_id, _MOVEMENT_KIND[readable.event_type], m.amount,
+                                                m.bureau_seq, m.region)))
             except ValidationError as exc:
-                await dead_letter(self._broker, msg, f"invalid {readable.event_type}: {c.describe(exc)}")
+                answers.dead.append((msg, f"invalid {readable.event_type}: {c.describe(exc)}"))
         if people:
             await self._store.register(people)
         if moves:
-            for (person, kind, *_), (outcome, _) in zip(moves, await self._store.bureau_movements(moves)):
-                if outcome == "CLAMPED":
-                    log.warning("bureau debit for %s exceeded the cached balance; clamped to 0",
-                                mask_id_number(person))
-        if reports:
-            await publish_all(self._broker, [await self._reconcile(event_id, r) for event_id, r in reports])
+            for (msg, move), (outcome, balance) in zip(moves, await self._store.bureau_movements([m for _, m in moves])):
+                if outcome in _REFUSED_MOVEMENT:
+                    answers.dead.append((msg, f"refused {move.kind}: {_REFUSED_MOVEMENT[outcome]}"))
+                elif outcome == "NEGATIVE":
+                    log.warning("account of %s is below zero (%s) after a bureau %s: it pays nothing until "
+                                "it is positive again", mask_id_number(move.person_id), Fen(balance), move.kind)
+        for msg, event_id, report in reports:
+            try:
+                if out := await self._reconcile(event_id, report):
+                    answers.outcomes.append(out)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                log.exception("defect while reconciling %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+                answers.dead.append((msg, f"platform error: {exc.__class__.__name__}"))
+        return answers
 
-    async def _reconcile(self, event_id: str, report: DailyPostingsReported) -> Outgoing:
-        """对账 of one region and day: every posting that the two books do not agree on."""
-        posted = await self._store.postings_of(report.region, report.day.strftime("%Y%m%d"))
+    async def _reconcile(self, event_id: str, report: DailyPostingsReported) -> Outgoing | None:
+        """对账 of one region and day, once every part of the bureau's report is in: every posting
+        that the two books do not agree on."""
+        day = report.day.strftime("%Y%m%d")
+        parts = await self._store.report_part(report.region, day, report.report_id, report.part, report.parts, {
+            "event_id": event_id, "postings": [p.model_dump() for p in report.postings]})  # amounts in fen
+        if parts is None:
+            log.info("report %s %s part %d of %d kept", report.region, report.day, report.part, report.parts)
+            return None
+        posted = await self._store.postings_of(report.region, day)
         ours = {pid: Entry(direction, amount) for pid, (direction, amount, _) in posted.items()}
-        theirs = {p.posting_id: Entry(p.direction, p.amount) for p in report.postings}
+        theirs = {p["posting_id"]: Entry(p["direction"], p["amount"]) for part in parts for p in part["postings"]}
         differences = reconcile(ours, theirs)
+        first = parts[0]["event_id"]
         event = c.ReconciliationReport(
-            report_for=event_id, region=report.region, day=report.day, platform_count=len(ours),
-            bureau_count=len(theirs), matched=sum(1 for pid in ours.keys() & theirs.keys() if ours[pid] == theirs[pid]),
+            report_for=first, report_id=report.report_id, parts=report.parts, region=report.region, day=report.day,
+            platform_count=len(ours), bureau_count=len(theirs),
+            matched=sum(1 for pid in ours.keys() & theirs.keys() if ours[pid] == theirs[pid]),
             platform_net=Fen(net(ours)), bureau_net=Fen(net(theirs)),
             differences=[c.ReconciliationDifference(
                 posting_id=d.posting_id, kind=d.kind,
@@ -223,26 +346,36 @@ class SettlementService:
                 bureau_direction=d.bureau.direction if d.bureau else None,
                 bureau_amount=Fen(d.bureau.amount) if d.bureau else None) for d in differences])
         log.info("reconciled %s %s: %d differences", report.region, report.day, len(differences))
-        value = envelope.seal(c.RECONCILIATION_REPORT, event,
-                              event_id=envelope.outcome_id(event_id, c.RECONCILIATION_REPORT))
+        value = envelope.seal(c.RECONCILIATION_REPORT, event, event_id=ids.event_id(
+            c.RECONCILIATION_REPORT, report.region, day, report.report_id, *(p["event_id"] for p in parts)))
         return Outgoing(topics.BUREAU_POSTINGS, report.region.encode(), value)
 
     # -- settlement.queries -------------------------------------------------------------------
-    async def consumption(self, msg: Received) -> bytes | None:
-        """家庭共济消费查询: every payment from a grantor's account, per beneficiary, with totals."""
+    async def answer_query(self, msg: Received) -> None:
+        """家庭共济消费查询: every payment from a grantor's account, per beneficiary, with totals;
+        answered only on the caller's reply topic."""
         readable = envelope.read(msg.value, c.QUERY_TYPES)
         if isinstance(readable, envelope.Unreadable):
             await dead_letter(self._broker, msg, readable.error)
-            return None
+            return
+        await publish_replies(self._broker, reply_to(msg, msg.key, await self._consumption(msg, readable)))
+
+    async def answer_query_defect(self, msg: Received) -> None:
+        readable = envelope.read(msg.value, c.QUERY_TYPES)
+        if isinstance(readable, envelope.Readable):
+            refused = ChargeRefused(Reason.PLATFORM_ERROR)
+            await publish_replies(self._broker, self._rejected(msg, readable, refused).replies)
+
+    async def _consumption(self, msg: Received, readable: envelope.Readable) -> bytes:
         try:
             q = c.QueryConsumption.model_validate(readable.body.get("payload"))
         except ValidationError as exc:
             refused = ChargeRefused(Reason.INVALID_CHARGE, c.describe(exc))
-            return self._rejected(msg, readable, refused)[0].value
+            return self._rejected(msg, readable, refused).outcomes[0].value
         groups = [c.BeneficiarySpending(
             beneficiary_id=mask_id_number(beneficiary),
-            payments=[c.Payment(charge_id=r.charge_id, settled_at=r.settled_at, paid=Fen(r.paid),
-                                refunded=Fen(r.refunded)) for r in rows],
+            payments=[c.Payment(charge_id=r.charge_id, institution_code=r.institution_code,
+                                settled_at=r.settled_at, paid=Fen(r.paid), refunded=Fen(r.refunded)) for r in rows],
             total_paid=Fen(sum(r.paid for r in rows)), total_refunded=Fen(sum(r.refunded for r in rows)))
             for beneficiary, rows in by_beneficiary(await self._store.spending(q.grantor_id),
                                                     q.date_from, q.date_to).items()]
@@ -251,21 +384,53 @@ class SettlementService:
                                     total_paid=Fen(sum(g.total_paid for g in groups)),
                                     total_refunded=Fen(sum(g.total_refunded for g in groups)))
         return envelope.seal(c.CONSUMPTION_LISTED, event,
-                             event_id=envelope.outcome_id(readable.event_id, c.CONSUMPTION_LISTED))
+                             event_id=ids.event_id(c.CONSUMPTION_LISTED, readable.event_id))
 
 
-def _answer(msg: Received, key: bytes | None, value: bytes) -> list[Outgoing]:
-    """An outcome on settlement.results, and on the caller's reply_to when it asked for one."""
-    out = [Outgoing(topics.SETTLEMENT_RESULTS, key, value)]
-    if msg.reply_to:
-        out.append(Outgoing(msg.reply_to, key, value,
-                            {"correlation_id": msg.correlation_id} if msg.correlation_id else None))
+def _postings(lines: list[Line], direction: str, institution_code: str, charge_id: str, refund_id: str | None,
+              beneficiary_id: str, at: str) -> list[Outgoing]:
+    """One posting per account touched, keyed by the account's region, for its bureau's book."""
+    out = []
+    for i, line in enumerate(lines):
+        if line.source == "cash":
+            continue
+        posting_id = ids.posting_id(institution_code, charge_id, refund_id, i)
+        posting = c.Posting(posting_id=posting_id, region=line.region, person_id=line.person_id,
+                            direction=direction, amount=Fen(line.amount), charge_id=charge_id,
+                            refund_id=refund_id, posted_at=at, institution_code=institution_code,
+                            account_seq=line.account_seq,
+                            beneficiary_id=beneficiary_id if line.source == "grantor" else None)
+        value = envelope.seal(c.POSTING, posting, event_id=ids.event_id(c.POSTING, posting_id),
+                              occurred_at=datetime.fromisoformat(at))
+        out.append(Outgoing(topics.BUREAU_POSTINGS, line.region.encode(), value))
     return out
 
 
-def _refusal_reason(applied: Applied) -> Reason:
-    """A Function's refusal: CONFLICT (same id, another body) or the reason code it recorded."""
-    return Reason.DUPLICATE_CHARGE_CONFLICT if applied.status == "CONFLICT" else Reason(applied.reason)
+def _readable(batch: list[Received], types: frozenset[str], answers: Answers) -> list[tuple[Received, envelope.Readable]]:
+    """The messages of a batch whose envelope can be read; the others are dead letters (bureau
+    events have no outcome topic to answer on)."""
+    out = []
+    for msg in batch:
+        readable = envelope.read(msg.value, types)
+        if isinstance(readable, envelope.Unreadable):
+            answers.dead.append((msg, readable.error))
+        else:
+            out.append((msg, readable))
+    return out
+
+
+def _dead(msg: Received, exc: Exception) -> Answers:
+    """A bureau event has no outcome topic: a defect dead-letters it."""
+    return Answers(dead=[(msg, f"platform error: {exc.__class__.__name__}: {str(exc)[:300]}")])
+
+
+def _text(value: object) -> str:
+    """An id a partner sent, echoed in a refusal: a string, bounded."""
+    return value[:64] if isinstance(value, str) else ""
+
+
+def _institution(value: object) -> str | None:
+    return value if isinstance(value, str) and _INSTITUTION.fullmatch(value) else None
 
 
 def _line(line: Line) -> c.SettledLine:

@@ -15,6 +15,7 @@ class Spent:
     paid: int
     refunded: int
     settled_at: str
+    institution_code: str = ""
 
 
 def by_beneficiary(rows: list[Spent], first: date, last: date) -> dict[str, list[Spent]]:

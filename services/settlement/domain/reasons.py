@@ -17,6 +17,13 @@ class Reason(StrEnum):
     UNKNOWN_CHARGE = "UNKNOWN_CHARGE"
     REFUND_EXCEEDS_PAID = "REFUND_EXCEEDS_PAID"
     INVALID_CHARGE = "INVALID_CHARGE"
+    UNKNOWN_INSTITUTION = "UNKNOWN_INSTITUTION"  # contract version 2
+    PLATFORM_ERROR = "PLATFORM_ERROR"  # added: a defect of the platform; the message is also dead-lettered
+
+
+# Refusals read off a projection (who is registered, which institutions are designated): one that
+# is behind must not become a permanent answer, so these are never recorded as final.
+PROVISIONAL = frozenset({Reason.UNKNOWN_PATIENT, Reason.UNKNOWN_INSTITUTION})
 
 
 MESSAGES: dict[Reason, tuple[str, str]] = {
@@ -31,6 +38,10 @@ MESSAGES: dict[Reason, tuple[str, str]] = {
     Reason.UNKNOWN_CHARGE: ("未找到原结算记录", "No settled charge with this charge_id."),
     Reason.REFUND_EXCEEDS_PAID: ("退费金额超过已支付金额", "The refund exceeds what is left of the amount paid."),
     Reason.INVALID_CHARGE: ("结算请求缺少字段或字段类型错误", "A field is missing or has the wrong type."),
+    Reason.UNKNOWN_INSTITUTION: ("非定点医药机构或机构所属统筹区不符",
+                                 "The institution is not designated, or not in the region the charge names."),
+    Reason.PLATFORM_ERROR: ("平台处理异常，请稍后重试或联系运维",
+                            "The platform could not process this message; operators have been alerted."),
 }
 
 

@@ -30,6 +30,9 @@ class Line:
     region: str | None = None
     payment_order: int | None = None
     balance_after: int | None = None
+    # The posting's place in its account's sequence (contract version 2): given by the Function
+    # that applies the line, never by the pure plan.
+    account_seq: int | None = None
 
 
 def split(borne: int, own: Account | None, grantors: list[Account]) -> list[Line]:

@@ -3,13 +3,19 @@
 -- atomically, with its idempotency record in the same step. Loaded once at start-up
 -- (FUNCTION LOAD REPLACE); Functions persist across a Redis restart, unlike EVAL scripts.
 --
--- Account entry, in hash stl:acct:{bucket}, field person_id: "balance|bureau_seq|region|scheme"
--- (balance in fen; scheme e = employee with an account, r = resident without one).
+-- Account entry, in hash stl:acct:{bucket}, field person_id:
+--   "balance|bureau_seq|region|scheme|account_seq|watermark"
+-- balance in fen (may be below zero: never clamped); scheme e = employee with an account,
+-- r = resident without one; account_seq = the last platform posting's place in this account's
+-- sequence; watermark = the postings_applied_through of the last BalanceSnapshot applied.
+-- stl:pp:{person} (list, oldest first): "account_seq|signed fen" of the platform's postings after
+-- the watermark, what a snapshot's balance does not include yet; trimmed by each snapshot.
+-- stl:inst (hash): institution code -> "region|kind", projection of bureau.institutions.
 -- Payer index (written by the binding service, shared/binding_index.py), hash bnd:pay:{patient}:
 -- field binding_id, value "grantor|order|startYYYYMMDD|endYYYYMMDD|region".
 --
--- settle() reads the payer index and then the grantors' accounts it names: keys derived inside
--- the Function, so all keys must live on one Redis primary (no cluster), as deployed.
+-- Keys are derived inside the Functions (accounts, payer index, institutions), so all keys must
+-- live on one Redis primary (no cluster), as deployed.
 
 local BUCKETS = 65536
 
@@ -30,19 +36,31 @@ local function read_account(person_id)
   local raw = redis.call('HGET', bucket_key(person_id), person_id)
   if not raw then return nil end
   local f = split(raw, '|')
-  return {balance = tonumber(f[1]), seq = tonumber(f[2]), region = f[3], scheme = f[4]}
+  return {balance = tonumber(f[1]), seq = tonumber(f[2]), region = f[3], scheme = f[4],
+    aseq = tonumber(f[5] or '0'), wm = tonumber(f[6] or '0')}
 end
 
 local function write_account(person_id, a)
   redis.call('HSET', bucket_key(person_id), person_id,
-    string.format('%d|%d|%s|%s', a.balance, a.seq, a.region, a.scheme))
+    string.format('%d|%d|%s|%s|%d|%d', a.balance, a.seq, a.region, a.scheme, a.aseq, a.wm))
+end
+
+-- A platform debit (negative) or credit (positive) on an account: the next account_seq, and
+-- kept until a snapshot says the bureau's balance includes it.
+local function post(person, a, signed)
+  a.balance = a.balance + signed
+  a.aseq = a.aseq + 1
+  write_account(person, a)
+  redis.call('RPUSH', 'stl:pp:' .. person, string.format('%d|%d', a.aseq, signed))
+  return a.aseq
 end
 
 local function encode_lines(lines)
   local parts = {}
   for _, l in ipairs(lines) do
     table.insert(parts, table.concat({l.source, l.person or '', l.region or '', l.order or '',
-      string.format('%d', l.amount), l.after and string.format('%d', l.after) or ''}, ','))
+      string.format('%d', l.amount), l.after and string.format('%d', l.after) or '',
+      l.aseq and string.format('%d', l.aseq) or ''}, ','))
   end
   return table.concat(parts, ';')
 end
@@ -56,9 +74,8 @@ local function decode_lines(s)
   return lines
 end
 
--- 对账: what the platform posted to each region's book on each day, by posting id. Ids are
--- P-{charge}-{line index} for a charge and P-{charge}-{refund}-{line index} for a refund, the
--- same ids the service publishes on bureau.postings.
+-- 对账: what the platform posted to each region's book on each day, by posting id (prefix, from
+-- services/settlement/domain/ids.py, followed by the line index).
 local function record_postings(lines, prefix, direction, post_day, ttl)
   for i, l in ipairs(lines) do
     if l.source ~= 'cash' then
@@ -74,14 +91,15 @@ local function reject(rej_key, code, ttl)
   return {'REJECTED', code}
 end
 
--- KEYS: charge record, rejection record, (unused: patient bucket and payer index are derived)
--- ARGV: charge_id, digest, borne, patient_id, day, settled_at, province codes, rejection ttl,
---       record ttl, posting day (YYYYMMDD of settled_at)
+-- KEYS: charge record stl:charge:{institution}:{charge}, rejection record stl:rej:{institution}:{event}
+-- ARGV: spent field ({institution}:{charge}), digest, borne, patient_id, day, settled_at,
+--       province codes, rejection ttl, record ttl, posting day (YYYYMMDD of settled_at),
+--       institution code, institution region, posting id prefix
 local function settle(keys, args)
   local charge_key, rej_key = keys[1], keys[2]
-  local charge_id, digest, borne, patient = args[1], args[2], tonumber(args[3]), args[4]
+  local spent_field, digest, borne, patient = args[1], args[2], tonumber(args[3]), args[4]
   local day, settled_at, province, ttl, record_ttl = tonumber(args[5]), args[6], args[7], args[8], args[9]
-  local post_day = args[10]
+  local post_day, institution, institution_region, prefix = args[10], args[11], args[12], args[13]
 
   local recorded = redis.call('HMGET', charge_key, 'digest', 'lines', 'at')
   if recorded[1] then
@@ -91,8 +109,13 @@ local function settle(keys, args)
   local refused = redis.call('GET', rej_key)
   if refused then return {'REJECTED', refused} end
 
+  -- Refusals read off a projection are not recorded: a resend after the registration lands settles.
+  local designated = redis.call('HGET', 'stl:inst', institution)
+  if not designated or split(designated, '|')[1] ~= institution_region then
+    return {'REJECTED', 'UNKNOWN_INSTITUTION'}
+  end
   local me = read_account(patient)
-  if not me then return reject(rej_key, 'UNKNOWN_PATIENT', ttl) end
+  if not me then return {'REJECTED', 'UNKNOWN_PATIENT'} end
   if not string.find(',' .. province .. ',', ',' .. me.region .. ',', 1, true) then
     return reject(rej_key, 'OUTSIDE_PROVINCE', ttl)
   end
@@ -110,14 +133,13 @@ local function settle(keys, args)
 
   local lines, remaining = {}, borne
   local function pay(source, person, account, order)
-    if not account or account.scheme ~= 'e' or remaining == 0 then return end
-    local take = math.min(math.max(account.balance, 0), remaining)
-    if take <= 0 then return end
-    account.balance = account.balance - take
+    -- A balance at or below zero (the bureau's own spending may drive it there) pays nothing.
+    if not account or account.scheme ~= 'e' or remaining == 0 or account.balance <= 0 then return end
+    local take = math.min(account.balance, remaining)
     remaining = remaining - take
-    write_account(person, account)
+    local aseq = post(person, account, -take)
     table.insert(lines, {source = source, person = person, region = account.region,
-      order = order, amount = take, after = account.balance})
+      order = order, amount = take, after = account.balance, aseq = aseq})
   end
   pay('own', patient, me, nil)
   for _, p in ipairs(payers) do
@@ -134,21 +156,22 @@ local function settle(keys, args)
   for _, l in ipairs(lines) do
     if l.source == 'grantor' then
       -- 家庭共济消费查询: what each beneficiary spent from this grantor's account.
-      redis.call('HSET', 'stl:spent:' .. l.person, charge_id,
+      redis.call('HSET', 'stl:spent:' .. l.person, spent_field,
         string.format('%d|%s|%d|0|%s', day, patient, l.amount, settled_at))
     end
   end
-  record_postings(lines, 'P-' .. charge_id .. '-', 'debit', post_day, record_ttl)
+  record_postings(lines, prefix, 'debit', post_day, record_ttl)
   return {'SETTLED', encoded, settled_at, '0'}
 end
 
--- KEYS: charge record, rejection record
--- ARGV: charge_id, refund_id, amount, refunded_at, digest, rejection ttl, posting day, record ttl
+-- KEYS: charge record, rejection record (as settle)
+-- ARGV: spent field, refund_id, amount, settled_at (the platform's clock), digest, rejection ttl,
+--       posting day (YYYYMMDD of settled_at), record ttl, posting id prefix
 local function refund(keys, args)
   local charge_key, rej_key = keys[1], keys[2]
-  local charge_id, refund_id, amount, at, digest, ttl =
+  local spent_field, refund_id, amount, at, digest, ttl =
     args[1], args[2], tonumber(args[3]), args[4], args[5], args[6]
-  local post_day, record_ttl = args[7], args[8]
+  local post_day, record_ttl, prefix = args[7], args[8], args[9]
 
   local done = redis.call('HGET', charge_key, 'r:' .. refund_id)
   if done then
@@ -167,7 +190,8 @@ local function refund(keys, args)
   for i, l in ipairs(paid) do room = room + l.amount - tonumber(back[i]) end
   if amount > room then return reject(rej_key, 'REFUND_EXCEEDS_PAID', ttl) end
 
-  -- Last paid, first refunded: cash, then grantor 2, grantor 1, the own account last.
+  -- Last paid, first refunded: cash, then grantor 2, grantor 1, the own account last. Lines are
+  -- built last to first, then applied first to last, so account_seq follows the lines' order.
   local lines, remaining = {}, amount
   for i = #paid, 1, -1 do
     local l = paid[i]
@@ -175,69 +199,98 @@ local function refund(keys, args)
     if give > 0 then
       remaining = remaining - give
       back[i] = string.format('%d', tonumber(back[i]) + give)
-      local line = {source = l.source, person = l.person ~= '' and l.person or nil,
-        region = l.region ~= '' and l.region or nil, order = l.order ~= '' and l.order or nil, amount = give}
-      if l.source ~= 'cash' then
-        local account = read_account(l.person)
-        account.balance = account.balance + give
-        write_account(l.person, account)
-        line.after = account.balance
+      table.insert(lines, 1, {source = l.source, person = l.person ~= '' and l.person or nil,
+        region = l.region ~= '' and l.region or nil, order = l.order ~= '' and l.order or nil, amount = give})
+    end
+  end
+  for _, line in ipairs(lines) do
+    if line.source ~= 'cash' then
+      local account = read_account(line.person)
+      line.aseq = post(line.person, account, line.amount)
+      line.after = account.balance
+    end
+    if line.source == 'grantor' then
+      local spent_key = 'stl:spent:' .. line.person
+      local s = redis.call('HGET', spent_key, spent_field)
+      if s then
+        local f = split(s, '|')
+        redis.call('HSET', spent_key, spent_field, string.format('%s|%s|%s|%d|%s', f[1], f[2], f[3],
+          tonumber(f[4]) + line.amount, f[5]))
       end
-      if l.source == 'grantor' then
-        local spent_key = 'stl:spent:' .. l.person
-        local s = redis.call('HGET', spent_key, charge_id)
-        if s then
-          local f = split(s, '|')
-          redis.call('HSET', spent_key, charge_id, string.format('%s|%s|%s|%d|%s', f[1], f[2], f[3],
-            tonumber(f[4]) + give, f[5]))
-        end
-      end
-      table.insert(lines, 1, line)
     end
   end
   local encoded = encode_lines(lines)
   redis.call('HSET', charge_key, 'refunded', table.concat(back, ','),
     'r:' .. refund_id, digest .. '|' .. encoded .. '|' .. at)
-  record_postings(lines, 'P-' .. charge_id .. '-' .. refund_id .. '-', 'credit', post_day, record_ttl)
+  record_postings(lines, prefix, 'credit', post_day, record_ttl)
   return {'REFUNDED', encoded, at, '0', record[3]}
 end
 
 -- A bureau registration: region and scheme follow the bureau; an existing account's balance
 -- is the platform's to keep (it moves with AccountCredited/Debited/Snapshot, by bureau_seq).
--- KEYS: none derived; ARGV: person_id, region, scheme (e|r), opening balance fen ('' if none)
+-- ARGV: person_id, region, scheme (e|r), opening balance fen ('' if none)
 local function register_person(keys, args)
   local person, region, scheme, balance = args[1], args[2], args[3], args[4]
   local a = read_account(person)
   if a then
     a.region, a.scheme = region, scheme
   else
-    a = {balance = tonumber(balance) or 0, seq = 0, region = region, scheme = scheme}
+    a = {balance = tonumber(balance) or 0, seq = 0, region = region, scheme = scheme, aseq = 0, wm = 0}
   end
   write_account(person, a)
   return 'OK'
 end
 
--- A movement the bureau made on its book: applied once, in bureau_seq order per person.
--- ARGV: person_id, kind (credit|debit|snapshot), amount fen, bureau_seq, region
+-- A movement the bureau made on its book: applied once, in bureau_seq order per person, only
+-- for a person its region registered. A refused event leaves the account (and its bureau_seq)
+-- untouched, so a genuine later event still applies.
+-- ARGV: person_id, kind (credit|debit|snapshot), amount fen, bureau_seq, region,
+--       postings_applied_through (snapshots)
+-- Answers {outcome, balance}: APPLIED, NEGATIVE (applied; the balance is below zero), STALE
+-- (seq already seen), or a refusal: UNREGISTERED, FOREIGN_REGION, WATERMARK_BEHIND,
+-- WATERMARK_AHEAD.
 local function bureau_movement(keys, args)
   local person, kind, amount, seq, region = args[1], args[2], tonumber(args[3]), tonumber(args[4]), args[5]
-  local a = read_account(person) or {balance = 0, seq = -1, region = region, scheme = 'e'}
+  local a = read_account(person)
+  if not a then return {'UNREGISTERED', 0} end
+  if a.region ~= region then return {'FOREIGN_REGION', a.balance} end
   if seq <= a.seq then return {'STALE', a.balance} end
-  local outcome = 'APPLIED'
   if kind == 'credit' then
     a.balance = a.balance + amount
   elseif kind == 'debit' then
     a.balance = a.balance - amount
-    if a.balance < 0 then a.balance, outcome = 0, 'CLAMPED' end
   else
-    a.balance = amount
+    local through = tonumber(args[6])
+    -- No bureau event undoes a platform posting: a snapshot that includes fewer of them than an
+    -- earlier one, or more than the platform made, contradicts the books and is refused.
+    if through < a.wm then return {'WATERMARK_BEHIND', a.balance} end
+    if through > a.aseq then return {'WATERMARK_AHEAD', a.balance} end
+    local key = 'stl:pp:' .. person
+    local pending = redis.call('LRANGE', key, 0, -1)
+    local included, after = 0, 0
+    for _, item in ipairs(pending) do
+      local f = split(item, '|')
+      if tonumber(f[1]) <= through then included = included + 1 else after = after + tonumber(f[2]) end
+    end
+    if included == #pending then redis.call('DEL', key) elseif included > 0 then
+      redis.call('LTRIM', key, included, -1)
+    end
+    a.balance = amount + after
+    a.wm = through
   end
   a.seq = seq
   write_account(person, a)
-  return {outcome, a.balance}
+  return {a.balance < 0 and 'NEGATIVE' or 'APPLIED', a.balance}
+end
+
+-- ARGV: institution code, region, kind (a registration replaces the previous one)
+local function register_institution(keys, args)
+  redis.call('HSET', 'stl:inst', args[1], args[2] .. '|' .. args[3])
+  return 'OK'
 end
 
 redis.register_function('settle', settle)
 redis.register_function('refund', refund)
 redis.register_function('register_person', register_person)
 redis.register_function('bureau_movement', bureau_movement)
+redis.register_function('register_institution', register_institution)
