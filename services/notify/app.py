@@ -8,10 +8,12 @@ from collections.abc import Awaitable, Callable
 
 from faststream import FastStream
 
+from shared.catchup import ProjectionGate
 from shared.kafka import ensure_topics, make_broker
 from shared.logs import configure_logging
 from shared.state import make_redis
-from shared.topics import BINDING_EVENTS, BUREAU_ACCOUNTS, NOTIFY_DELIVERIES, SETTLEMENT_RESULTS, dead_letter_topic
+from shared.topics import (BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, NOTIFY_DELIVERIES, SETTLEMENT_RESULTS,
+                           dead_letter_topic)
 from services.notify.config import NotifySettings
 from services.notify.domain.quiet import parse_quiet_hours
 from services.notify.handlers.subscribers import register
@@ -21,8 +23,8 @@ from services.notify.providers.sink import SinkProvider
 from services.notify.storage.deliveries import DeliveryStore
 from services.notify.usecases import NotifyService
 
-TOPICS = [SETTLEMENT_RESULTS, BINDING_EVENTS, BUREAU_ACCOUNTS, NOTIFY_DELIVERIES,
-          dead_letter_topic(SETTLEMENT_RESULTS), dead_letter_topic(BINDING_EVENTS), dead_letter_topic(BUREAU_ACCOUNTS)]
+TOPICS = [SETTLEMENT_RESULTS, BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, NOTIFY_DELIVERIES,
+          *(dead_letter_topic(t) for t in (SETTLEMENT_RESULTS, BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS))]
 log = logging.getLogger("notify")
 
 
@@ -37,10 +39,12 @@ def make_provider(settings: NotifySettings, redis) -> SmsProvider:
     raise ValueError(f"unknown SMS_PROVIDER {settings.sms_provider!r} (sink or http)")
 
 
-async def every(seconds: float, job: Callable[[], Awaitable[int]], name: str) -> None:
-    """Run `job` now and then every `seconds`; a failed round is logged and the next one runs."""
+async def every(seconds: float, job: Callable[[], Awaitable[int]], name: str, gate: ProjectionGate) -> None:
+    """Run `job` now and then every `seconds`, each round once the projections are caught up; a
+    failed round is logged and the next one runs."""
     while True:
         try:
+            await gate.caught_up()
             await job()
         except Exception:
             log.exception("%s failed; next round in %.0f s", name, seconds)
@@ -55,8 +59,12 @@ def create_app(settings: NotifySettings | None = None) -> FastStream:
     store = DeliveryStore(redis, record_ttl=settings.notify_record_ttl_days * 86_400)
     provider = make_provider(settings, redis)
     service = NotifyService(store, broker, provider, parse_quiet_hours(settings.quiet_hours),
-                            settings.sms_retry_attempts, settings.sms_retry_base_ms)
-    register(broker, service, settings)
+                            settings.sms_retry_attempts, settings.sms_retry_base_ms,
+                            template_codes=settings.sms_template_codes,
+                            lease_seconds=settings.notify_claim_lease_seconds,
+                            unknown_wait_seconds=settings.notify_unknown_person_wait_seconds,
+                            unknown_retry_seconds=settings.notify_unknown_person_retry_seconds)
+    gate = register(broker, service, settings)
     app = FastStream(broker, logger=log)
     timers: list[asyncio.Task] = []
 
@@ -64,13 +72,15 @@ def create_app(settings: NotifySettings | None = None) -> FastStream:
     async def prepare() -> None:
         await store.load_functions()
         await ensure_topics(settings, TOPICS)
+        gate.close()
 
     @app.after_startup
     async def start_timers() -> None:
+        await gate.caught_up()
         timers.append(asyncio.create_task(every(settings.notify_expiry_check_seconds, service.check_endings,
-                                                "ending-soon check")))
-        timers.append(asyncio.create_task(every(settings.notify_release_check_seconds, service.release_held,
-                                                "quiet-hours release")))
+                                                "ending-soon check", gate)))
+        timers.append(asyncio.create_task(every(settings.notify_release_check_seconds, service.release_due,
+                                                "release of held messages and expired claims", gate)))
         log.info("service ready: notify (SMS provider: %s)", provider.name)
 
     @app.on_shutdown
@@ -80,6 +90,7 @@ def create_app(settings: NotifySettings | None = None) -> FastStream:
 
     @app.after_shutdown
     async def close() -> None:
+        await gate.stop()
         await provider.close()
         await redis.aclose()
 

@@ -1,6 +1,6 @@
 """The notify service's AsyncAPI document: `python -m services.notify.asyncapi`."""
 
-from shared import bureau, topics
+from shared import bureau, institutions, topics
 from shared.asyncapi import document, dump
 from services.notify import contract as c
 
@@ -11,6 +11,8 @@ def notify_document() -> dict:
             c.SMS_SENT: c.SmsSent, c.SMS_FAILED: c.SmsFailed}},
         topics.BUREAU_ACCOUNTS: {"key": "person ID number", "action": "receive", "messages": {
             bureau.PERSON_REGISTERED: bureau.PersonRegistered}},
+        topics.BUREAU_INSTITUTIONS: {"key": "institution code", "action": "receive", "messages": {
+            institutions.INSTITUTION_REGISTERED: institutions.InstitutionRegistered}},
     })
 
 

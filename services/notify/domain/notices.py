@@ -24,6 +24,7 @@ class Notice:
     charge_id: str | None = None
     binding_id: str | None = None
     name_of: dict[str, str] = field(default_factory=dict)  # placeholder -> person_id whose masked name fills it
+    institution_code: str | None = None  # fills {institution} with its registered name, never the HIS's text
 
 
 def for_settlement(event_id: str, event_type: str, payload: dict) -> list[Notice]:
@@ -38,13 +39,13 @@ def for_settlement(event_id: str, event_type: str, payload: dict) -> list[Notice
         values = {"amount": line["amount"], "balance": line["balance_after"]}
         if event_type == "ChargeSettled":
             template = "payment"
-            values |= {"time": _local_time(payload.get("charged_at") or payload["settled_at"]),
-                       "institution": str(payload.get("institution_code", ""))[:20]}
+            values["time"] = _local_time(payload.get("charged_at") or payload["settled_at"])
             beneficiary = payload["patient_id"]
         else:
             template, beneficiary = "refund", payload.get("patient_id", "")
         notices.append(Notice(template, line["person_id"], "grantor", values, event_id, event_type,
-                              charge_id=payload["charge_id"], name_of={"beneficiary": beneficiary}))
+                              charge_id=payload["charge_id"], name_of={"beneficiary": beneficiary},
+                              institution_code=payload.get("institution_code") if template == "payment" else None))
     return notices
 
 
@@ -53,7 +54,7 @@ def for_binding(event_id: str, event_type: str, payload: dict) -> list[Notice]:
     common = dict(source_event_id=event_id, source_event_type=event_type, binding_id=payload.get("binding_id"))
     names = {"grantor": grantor, "beneficiary": beneficiary}
     if event_type == "BindingCreated":
-        values = {"relation": RELATION_ZH.get(payload["relation"], payload["relation"]),
+        values = {"relation": RELATION_ZH.get(payload["relation"], "家人"),
                   "order": str(payload["payment_order"]), "start": payload["start_date"], "end": payload["end_date"]}
         return [Notice("binding_created_grantor", grantor, "grantor", values, name_of=names, **common),
                 Notice("binding_created_beneficiary", beneficiary, "beneficiary", values, name_of=names, **common)]

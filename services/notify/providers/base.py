@@ -10,9 +10,10 @@ from typing import Protocol
 class Outgoing:
     message_id: str       # our id, echoed by gateways in receipts (Aliyun OutId)
     phone: str            # full number: only ever handed to the provider, never logged
-    template: str
-    params: dict[str, str]
-    text: str
+    template: str         # our template's name
+    template_code: str    # the gateway's code for it (SMS_TEMPLATE_CODES)
+    params: dict[str, str]  # every value the template needs (TemplateParam), names already masked
+    text: str             # the rendered text, for providers that take text (the local sink)
 
 
 @dataclass(frozen=True)
@@ -22,12 +23,17 @@ class Receipt:
 
 
 class ProviderError(Exception):
-    """The provider refused or could not be reached. `retryable` says whether trying again may help."""
+    """The provider did not send it, or cannot say whether it did.
 
-    def __init__(self, reason: str, retryable: bool = True) -> None:
+    `retryable`: it surely did not send it and trying again may help. `ambiguous`: it may have
+    sent it (a timeout after the request went out, an unreadable answer); never sent again.
+    """
+
+    def __init__(self, reason: str, retryable: bool = True, ambiguous: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.retryable = retryable
+        self.retryable = retryable and not ambiguous
+        self.ambiguous = ambiguous
 
 
 class SmsProvider(Protocol):

@@ -23,7 +23,7 @@ class SinkProvider:
 
     async def send(self, sms: Outgoing) -> Receipt:
         record = {"message_id": sms.message_id, "phone": mask_phone(sms.phone), "template": sms.template,
-                  "text": sms.text}
+                  "params": sms.params, "text": sms.text}
         pipe = self._redis.pipeline(transaction=False)
         pipe.lpush("ntf:sink", json.dumps(record, ensure_ascii=False))
         pipe.ltrim("ntf:sink", 0, KEEP - 1)

@@ -1,0 +1,409 @@
+"""Notify's at-most-once paths against the real Redis and the real broker: NotifyService driven
+directly, with an injected China-time clock and a scripted SMS gateway (a real HTTP server on
+loopback). Outcomes are read back off `notify.deliveries` as any consumer reads them.
+
+Every "nothing was sent" assertion first waits for a positive signal from the same service (a
+later message's SmsSent), so it cannot pass merely because the service had not got there yet."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from shared import topics as t
+from shared.envelope import CHINA_TZ, seal
+from shared.kafka import Received, make_broker
+from shared.settings import ServiceSettings
+from services.notify.domain.quiet import parse_quiet_hours
+from services.notify.providers.http_gateway import HttpSmsGateway
+from services.notify.storage.deliveries import DeliveryStore
+from services.notify.usecases import NotifyService
+from tests.support import body, china_today, new_person_id
+
+pytestmark = pytest.mark.integration
+
+LEASE, WAIT, RETRY = 60, 600, 10  # seconds: claim lease, wait for an unknown person, between looks
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    raw: bytes | None = None              # None: a well-formed OK answer
+    delay: float = 0.0                    # answer this late (the client may have given up)
+    hold: threading.Event | None = None   # answer only once this is set
+
+
+class Gateway:
+    """A scripted SMS gateway in Aliyun's SendSms shape: `plan[phone]` lists the replies to give
+    that phone's requests in turn; after them, OK. Every request is kept as received."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.plan: dict[str, list[Reply]] = {}
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                request["signed"] = bool(self.headers.get("X-Signature"))
+                gateway.requests.append(request)
+                planned = gateway.plan.get(request["PhoneNumbers"], [])
+                reply = planned.pop(0) if planned else Reply()
+                if reply.hold:
+                    reply.hold.wait(30)
+                time.sleep(reply.delay)
+                data = reply.raw if reply.raw is not None else json.dumps(
+                    {"Code": "OK", "BizId": uuid.uuid4().hex, "RequestId": "r"}).encode()
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the client gave up waiting
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/sms/send"
+
+    def to(self, phone: str, template: str | None = None) -> list[dict]:
+        return [r for r in self.requests if r["PhoneNumbers"] == phone
+                and (template is None or r["TemplateCode"] == template)]
+
+    async def wait_for(self, phone: str, count: int = 1, timeout: float = 30) -> list[dict]:
+        async with asyncio.timeout(timeout):
+            while len(self.to(phone)) < count:
+                await asyncio.sleep(0.01)
+        return self.to(phone)
+
+
+class Clock:
+    """The service's clock, moved by the test; China time."""
+
+    def __init__(self, moment: datetime) -> None:
+        self.now = moment
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    g = Gateway()
+    yield g
+    g.server.shutdown()
+
+
+@pytest.fixture
+async def broker(infra):
+    settings = ServiceSettings(kafka_bootstrap_servers=infra.kafka_bootstrap,
+                               kafka_enable_idempotence=infra.kafka_idempotence)
+    b = make_broker(settings, client_id="notify-test")
+    await b.start()
+    yield b
+    await b.stop()
+
+
+class Rig:
+    """Notify instances over the session's Redis and broker, and the records they publish."""
+
+    def __init__(self, redis, broker, bus, gateway) -> None:
+        self.redis, self.broker, self.bus, self.gateway = redis, broker, bus, gateway
+        self.store = DeliveryStore(redis, record_ttl=400 * 86_400)
+        self._offsets = iter(range(10**6))
+
+    def instance(self, clock: Clock, timeout: float = 2.0, **options) -> NotifyService:
+        provider = HttpSmsGateway(self.gateway.url, "id", "secret", "陕西医保", timeout)
+        return NotifyService(self.store, self.broker, provider, parse_quiet_hours("22:00-07:00"), 3, 10,
+                             lease_seconds=LEASE, unknown_wait_seconds=WAIT, unknown_retry_seconds=RETRY,
+                             clock=clock, **options)
+
+    def received(self, topic: str, value: bytes, key: str = "k") -> Received:
+        return Received(topic, 0, next(self._offsets), key.encode(), value, {})
+
+    async def register(self, service: NotifyService, phone: bool = True) -> dict:
+        p = {"person_id": new_person_id(), "name": f"测{chr(0x4e00 + random.randrange(2000))}明",
+             "region": "610100", "scheme": "employee", "employer": "单位", "balance": "100.00"}
+        if phone:
+            p["phone"] = f"138{random.randrange(10**8):08d}"
+        await service.on_bureau_accounts([self.received(t.BUREAU_ACCOUNTS, seal("PersonRegistered", p))])
+        return p
+
+    def payment(self, clock: Clock, grantor: dict, patient: dict, amount: str = "12.50",
+                institution: str = "H61010001", **extra) -> Received:
+        moment = clock().isoformat(timespec="seconds")
+        payload = {"charge_id": f"C{uuid.uuid4().hex[:12]}", "patient_id": patient["person_id"],
+                   "individual_borne": amount, "institution_code": institution, "charged_at": moment,
+                   "settled_at": moment, "lines": [
+                       {"source": "grantor", "person_id": grantor["person_id"], "region": "610100",
+                        "payment_order": 1, "amount": amount, "balance_after": "87.50"}], **extra}
+        return self.received(t.SETTLEMENT_RESULTS, seal("ChargeSettled", payload, event_id=str(uuid.uuid4())))
+
+    def binding(self, grantor: dict, beneficiary: dict) -> Received:
+        today = china_today()
+        payload = {"command_id": str(uuid.uuid4()), "binding_id": f"B{uuid.uuid4().hex[:12]}",
+                   "grantor_id": grantor["person_id"], "beneficiary_id": beneficiary["person_id"],
+                   "relation": "mother", "payment_order": 1, "start_date": today.isoformat(),
+                   "end_date": (today + timedelta(days=365)).isoformat(), "grantor_region": "610100",
+                   "beneficiary_region": "610100", "channel": "app"}
+        return self.received(t.BINDING_EVENTS, seal("BindingCreated", payload, event_id=str(uuid.uuid4())))
+
+    async def outcomes(self, source: Received, count: int = 1) -> list[dict]:
+        event_id = json.loads(source.value)["event_id"]
+        records = await self.bus.watchers[t.NOTIFY_DELIVERIES].wait_for(
+            lambda r: body(r)["payload"]["source_event_id"] == event_id, timeout=30, count=count)
+        return [body(r) for r in records]
+
+    def seen(self, source: Received) -> list[dict]:
+        event_id = json.loads(source.value)["event_id"]
+        return [body(r) for r in self.bus.watchers[t.NOTIFY_DELIVERIES].matching(
+            lambda r: body(r)["payload"]["source_event_id"] == event_id)]
+
+    async def signal(self, service: NotifyService, clock: Clock) -> None:
+        """A payment through `service`, awaited until its SmsSent is on the topic: everything the
+        service was given before it has been handled."""
+        grantor, patient = await self.register(service), await self.register(service)
+        marker = self.payment(clock, grantor, patient)
+        await service.on_settlement_results([marker])
+        [sent] = await self.outcomes(marker)
+        assert sent["event_type"] == "SmsSent"
+
+
+@pytest.fixture
+async def rig(clean_redis, broker, bus, gateway):
+    rig = Rig(clean_redis, broker, bus, gateway)
+    await rig.store.load_functions()
+    return rig
+
+
+def at(hour: int, minute: int = 0) -> Clock:
+    return Clock(datetime.combine(china_today(), datetime.min.time(), CHINA_TZ).replace(hour=hour, minute=minute))
+
+
+async def test_binding_news_at_night_waits_for_the_morning_and_goes_out_once(rig, gateway):
+    clock = at(23)
+    notify = rig.instance(clock)
+    son, mother = await rig.register(notify), await rig.register(notify)
+    created = rig.binding(son, mother)
+    await notify.on_binding_events([created])
+    await rig.signal(notify, clock)  # an urgent payment goes at once, even at night
+    assert gateway.to(son["phone"]) == [] and gateway.to(mother["phone"]) == []
+    assert rig.seen(created) == []
+
+    clock.now = clock.now.replace(hour=6, minute=59) + timedelta(days=1)
+    assert await notify.release_due() == 0  # still quiet
+    assert gateway.to(son["phone"]) == []
+
+    clock.advance(minutes=1)
+    assert await notify.release_due() == 2
+    outcomes = await rig.outcomes(created, count=2)
+    assert {o["event_type"] for o in outcomes} == {"SmsSent"}
+    assert [r["TemplateCode"] for r in gateway.to(son["phone"])] == ["binding_created_grantor"]
+    assert [r["TemplateCode"] for r in gateway.to(mother["phone"])] == ["binding_created_beneficiary"]
+
+    assert await notify.release_due() == 0
+    await notify.on_binding_events([created])  # redelivered: the same outcomes again, no SMS
+    again = await rig.outcomes(created, count=4)
+    assert sorted(o["event_id"] for o in again[2:]) == sorted(o["event_id"] for o in outcomes)
+    assert len(gateway.to(son["phone"])) == 1 and len(gateway.to(mother["phone"])) == 1
+
+
+async def test_a_claim_left_by_a_crashed_sender_is_left_alone_within_its_lease_and_unknown_after(rig, gateway):
+    clock_a = at(10)
+    crashed = rig.instance(clock_a)
+    grantor, patient = await rig.register(crashed), await rig.register(crashed)
+    release = threading.Event()
+    gateway.plan[grantor["phone"]] = [Reply(hold=release)]
+    payment = rig.payment(clock_a, grantor, patient)
+    sending = asyncio.create_task(crashed.on_settlement_results([payment]))
+    await gateway.wait_for(grantor["phone"])   # the gateway has it ...
+    sending.cancel()                           # ... and the sender dies before hearing back
+    release.set()
+
+    clock_b = Clock(clock_a.now + timedelta(seconds=LEASE - 1))
+    survivor = rig.instance(clock_b)
+    await survivor.on_settlement_results([payment])  # redelivered to another instance
+    assert await survivor.release_due() == 0
+    await rig.signal(survivor, clock_b)
+    assert rig.seen(payment) == [] and len(gateway.to(grantor["phone"])) == 1
+
+    clock_b.advance(seconds=2)  # past the lease
+    assert await survivor.release_due() == 1
+    [failed] = await rig.outcomes(payment)
+    assert failed["event_type"] == "SmsFailed" and failed["payload"]["reason"] == "outcome_unknown"
+    assert failed["payload"]["phone"] == grantor["phone"][:3] + "****" + grantor["phone"][-4:]
+
+    assert await survivor.release_due() == 0
+    await survivor.on_settlement_results([payment])
+    again = await rig.outcomes(payment, count=2)
+    assert again[1]["event_id"] == failed["event_id"] and again[1] == failed
+    assert len(gateway.to(grantor["phone"])) == 1
+
+
+async def test_a_sender_whose_claim_was_taken_over_publishes_no_second_outcome(rig, gateway):
+    clock_a = at(10)
+    slow = rig.instance(clock_a, timeout=10)
+    grantor, patient = await rig.register(slow), await rig.register(slow)
+    release = threading.Event()
+    gateway.plan[grantor["phone"]] = [Reply(hold=release)]
+    payment = rig.payment(clock_a, grantor, patient)
+    sending = asyncio.create_task(slow.on_settlement_results([payment]))
+    await gateway.wait_for(grantor["phone"])
+
+    other = rig.instance(Clock(clock_a.now + timedelta(seconds=LEASE + 1)))
+    assert await other.release_due() == 1
+    [failed] = await rig.outcomes(payment)
+    assert failed["payload"]["reason"] == "outcome_unknown"
+
+    release.set()  # the gateway answers the slow sender after all: OK
+    await asyncio.wait_for(sending, 15)
+    await rig.signal(slow, clock_a)
+    assert rig.seen(payment) == [failed]
+
+
+async def test_a_gateway_timeout_is_an_unknown_outcome_and_never_resent(rig, gateway):
+    clock = at(10)
+    notify = rig.instance(clock, timeout=0.3)
+    grantor, patient = await rig.register(notify), await rig.register(notify)
+    gateway.plan[grantor["phone"]] = [Reply(delay=1.0)]
+    payment = rig.payment(clock, grantor, patient)
+    await notify.on_settlement_results([payment])
+    [failed] = await rig.outcomes(payment)
+    assert failed["event_type"] == "SmsFailed"
+    assert (failed["payload"]["reason"], failed["payload"]["attempts"]) == ("outcome_unknown", 1)
+    await notify.on_settlement_results([payment])
+    assert (await rig.outcomes(payment, count=2))[1] == failed
+    assert len(gateway.to(grantor["phone"])) == 1
+
+
+async def test_an_unreadable_200_is_an_unknown_outcome_and_never_resent(rig, gateway):
+    clock = at(10)
+    notify = rig.instance(clock)
+    grantor, patient = await rig.register(notify), await rig.register(notify)
+    gateway.plan[grantor["phone"]] = [Reply(raw=b"<html>OK</html>")]
+    payment = rig.payment(clock, grantor, patient)
+    await notify.on_settlement_results([payment])
+    [failed] = await rig.outcomes(payment)
+    assert (failed["payload"]["reason"], failed["payload"]["attempts"]) == ("outcome_unknown", 1)
+    assert len(gateway.to(grantor["phone"])) == 1
+
+
+async def test_a_4xx_refusal_fails_at_once_and_a_5xx_is_tried_again(rig, gateway):
+    clock = at(10)
+    notify = rig.instance(clock)
+    grantor, patient = await rig.register(notify), await rig.register(notify)
+    gateway.plan[grantor["phone"]] = [Reply(400, json.dumps({"Code": "isv.MOBILE_NUMBER_ILLEGAL"}).encode())]
+    refused = rig.payment(clock, grantor, patient)
+    await notify.on_settlement_results([refused])
+    [failed] = await rig.outcomes(refused)
+    assert failed["event_type"] == "SmsFailed"
+    assert (failed["payload"]["reason"], failed["payload"]["attempts"]) == ("gateway_refused", 1)
+    assert failed["payload"]["detail"] == "isv.MOBILE_NUMBER_ILLEGAL"
+    assert len(gateway.to(grantor["phone"])) == 1
+
+    gateway.plan[grantor["phone"]] = [Reply(503, b"{}"), Reply(503, b"{}")]
+    retried = rig.payment(clock, grantor, patient)
+    await notify.on_settlement_results([retried])
+    [sent] = await rig.outcomes(retried)
+    assert sent["event_type"] == "SmsSent"
+    assert len(gateway.to(grantor["phone"])) == 4 and len({r["OutId"] for r in gateway.requests[-3:]}) == 1
+
+
+async def test_a_payment_for_someone_not_yet_known_waits_for_the_registration(rig, gateway):
+    clock = at(10)
+    notify = rig.instance(clock)
+    patient = await rig.register(notify)
+    grantor = {"person_id": new_person_id(), "phone": f"137{random.randrange(10**8):08d}"}
+    payment = rig.payment(clock, grantor, patient)
+    await notify.on_settlement_results([payment])
+    await rig.signal(notify, clock)
+    assert rig.seen(payment) == []
+
+    clock.advance(seconds=RETRY - 1)
+    assert await notify.release_due() == 0
+    registration = {"person_id": grantor["person_id"], "name": "王小明", "region": "610100", "scheme": "employee",
+                    "employer": "单位", "balance": "100.00", "phone": grantor["phone"]}
+    await notify.on_bureau_accounts([rig.received(t.BUREAU_ACCOUNTS, seal("PersonRegistered", registration))])
+    clock.advance(seconds=1)
+    assert await notify.release_due() == 1
+    [sent] = await rig.outcomes(payment)
+    assert sent["event_type"] == "SmsSent"
+    [request] = gateway.to(grantor["phone"])
+    assert json.loads(request["TemplateParam"])["amount"] == "12.50"
+
+
+async def test_someone_never_registered_gets_no_phone_after_the_wait_and_not_before(rig, gateway):
+    clock = at(10)
+    notify = rig.instance(clock)
+    patient = await rig.register(notify)
+    stranger = {"person_id": new_person_id()}
+    payment = rig.payment(clock, stranger, patient)
+    await notify.on_settlement_results([payment])
+    for _ in range(WAIT // RETRY - 1):
+        clock.advance(seconds=RETRY)
+        assert await notify.release_due() == 1
+    await rig.signal(notify, clock)
+    assert rig.seen(payment) == []
+
+    clock.advance(seconds=RETRY)
+    assert await notify.release_due() == 1
+    [failed] = await rig.outcomes(payment)
+    assert (failed["event_type"], failed["payload"]["reason"]) == ("SmsFailed", "no_phone")
+    assert await notify.release_due() == 0
+
+
+async def test_the_payment_sms_names_the_registered_institution_with_every_value_as_a_template_param(rig, gateway):
+    clock = at(10, 5)
+    notify = rig.instance(clock, template_codes={"payment": "SMS_900001"})
+    await notify.on_institutions([rig.received(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", {
+        "institution_code": "H61010001", "name": "西安市第一医院", "region": "610100", "kind": "hospital"}))])
+    grantor, patient = await rig.register(notify), await rig.register(notify)
+
+    known = rig.payment(clock, grantor, patient, institution_name="HIS写的假医院")
+    unknown = rig.payment(clock, grantor, patient, institution="H99999999")
+    await notify.on_settlement_results([known, unknown])
+    await rig.outcomes(known)
+    await rig.outcomes(unknown)
+    first, second = gateway.to(grantor["phone"])
+    assert first["TemplateCode"] == second["TemplateCode"] == "SMS_900001"
+    params = json.loads(first["TemplateParam"])
+    masked = patient["name"][0] + "*" + patient["name"][-1]
+    assert params == {"time": clock.now.strftime("%Y-%m-%d %H:%M"), "beneficiary": masked,
+                      "institution": "西安市第一医院", "amount": "12.50", "balance": "87.50"}
+    assert json.loads(second["TemplateParam"])["institution"] == "定点医药机构"
+    assert "假医院" not in json.dumps(gateway.requests, ensure_ascii=False)
+
+
+async def test_a_malformed_event_is_dead_lettered_and_the_rest_of_its_batch_is_answered(rig, gateway, bus):
+    clock = at(10)
+    notify = rig.instance(clock)
+    grantor, patient = await rig.register(notify), await rig.register(notify)
+    bad = rig.payment(clock, grantor, patient)
+    wrong = json.loads(bad.value)
+    wrong["payload"]["lines"][0]["amount"] = 12.5  # a number where the contract says a string
+    bad = rig.received(t.SETTLEMENT_RESULTS, json.dumps(wrong).encode())
+    good = rig.payment(clock, grantor, patient)
+    await notify.on_settlement_results([bad, good])
+    [sent] = await rig.outcomes(good)
+    assert sent["event_type"] == "SmsSent"
+    [letter] = await bus.watchers[t.dead_letter_topic(t.SETTLEMENT_RESULTS)].wait_for(
+        lambda r: r.value == bad.value, timeout=30)
+    assert b"lines.0.amount" in dict(letter.headers)["dlq-error"]
+    assert rig.seen(bad) == [] and len(gateway.to(grantor["phone"])) == 1
