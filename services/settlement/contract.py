@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -168,8 +169,8 @@ class BeneficiarySpending(BaseModel):
 class ConsumptionListed(BaseModel):
     command_id: str
     grantor_id: str = Field(description="Masked.")
-    date_from: Day
-    date_to: Day
+    date_from: date
+    date_to: date
     beneficiaries: list[BeneficiarySpending]
     total_paid: Yuan
     total_refunded: Yuan
@@ -191,7 +192,7 @@ class ReconciliationReport(BaseModel):
     report_id: str = Field("", description="The report's id as the bureau named it (empty by default).")
     parts: int = Field(1, description="How many parts the bureau's report came in.")
     region: str
-    day: Day
+    day: date
     platform_count: int
     bureau_count: int
     matched: int
