@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -179,3 +180,100 @@ def running(names: tuple[str, ...], env: dict[str, str], log_dir: Path) -> Itera
     finally:
         for s in services.values():
             s.stop()
+
+
+# -- Helpers of the fault and fuzz tests (appended; nothing above changes behaviour) -----------
+
+def pause(service: ServiceProcess) -> None:
+    """SIGSTOP: the process stays alive but answers nothing (no heartbeat, no commit)."""
+    assert service.process is not None and service.process.poll() is None, f"{service.name} is not running"
+    os.kill(service.process.pid, signal.SIGSTOP)
+
+
+def resume(service: ServiceProcess) -> None:
+    assert service.process is not None
+    os.kill(service.process.pid, signal.SIGCONT)
+
+
+async def eventually(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll `check` (a function, or one returning an awaitable) until it returns something
+    truthy, and return that; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        await asyncio.sleep(interval)  # polling interval of a condition with a deadline
+
+
+def person_registered(region: str = "610100", scheme: str = "employee", balance: str = "0.00",
+                      phone: str = "13912345678") -> dict[str, Any]:
+    """A PersonRegistered payload for a new person."""
+    p = {"person_id": new_person_id(region), "name": f"参保{uuid.uuid4().hex[:4]}", "region": region,
+         "scheme": scheme, "phone": phone}
+    return p | ({"employer": "单位", "balance": balance} if scheme == "employee" else {"community": "社区"})
+
+
+def institution_registered(code: str, region: str, name: str = "测试医院", kind: str = "hospital") -> dict[str, Any]:
+    return {"institution_code": code, "name": name, "region": region, "kind": kind}
+
+
+def binding_form(grantor: dict[str, Any], beneficiary: dict[str, Any], order: int, relation: str = "father",
+                 start: date | None = None, end: date | None = None) -> dict[str, Any]:
+    """A CreateBinding payload between two registered people, starting today (China time)."""
+    start = start or china_today()
+    end = end or start.replace(year=start.year + 1, day=min(start.day, 28))
+
+    def party(p: dict[str, Any]) -> dict[str, Any]:
+        return {"id_number": p["person_id"], "name": p["name"], "region": p["region"], "phone": p.get("phone"),
+                "employer": p.get("employer"), "community": p.get("community")}
+    return {"grantor": party(grantor), "beneficiary": party(beneficiary), "relation": relation,
+            "payment_order": order, "start_date": start.isoformat(), "end_date": end.isoformat(),
+            "notice_accepted": True, "signature_digest": "sha256:" + "ab" * 32, "channel": "window"}
+
+
+def charge_submitted(patient: dict[str, Any], institution: str, region: str, borne_fen: int, fund_fen: int = 0,
+                     charge_id: str | None = None) -> dict[str, Any]:
+    """A valid ChargeSubmitted payload, charged now (China time)."""
+    return {"charge_id": charge_id or f"C{uuid.uuid4().hex[:16]}", "institution_code": institution,
+            "institution_region": region, "patient_id": patient["person_id"], "patient_name": patient["name"],
+            "code_holder_id": patient["person_id"], "presented_via": "own_device", "visit_kind": "outpatient",
+            "total": yuan(borne_fen + fund_fen), "fund_paid": yuan(fund_fen), "individual_borne": yuan(borne_fen),
+            "charged_at": envelope.now().isoformat(timespec="seconds")}
+
+
+def yuan(fen: int) -> str:
+    return f"{fen // 100}.{fen % 100:02d}"
+
+
+def fen(amount: str) -> int:
+    whole, _, cents = amount.partition(".")
+    return int(whole) * 100 + int((cents + "00")[:2]) if not whole.startswith("-") else -fen(amount[1:])
+
+
+async def wait_registered(redis: Any, person_ids: list[str], timeout: float = 60.0,
+                          prefixes: tuple[str, ...] = ("stl:acct", "bnd:person")) -> None:
+    """Until every person is in the projections named by `prefixes` (bucketed hashes)."""
+    from shared.state import person_bucket
+
+    async def all_there() -> bool:
+        pipe = redis.pipeline(transaction=False)
+        for pid in person_ids:
+            for prefix in prefixes:
+                pipe.hexists(f"{prefix}:{person_bucket(pid)}", pid)
+        return all(await pipe.execute())
+    await eventually(all_there, timeout, f"{len(person_ids)} people in {', '.join(prefixes)}", interval=0.1)
+
+
+async def cached_balances(redis: Any, person_ids: list[str]) -> dict[str, int | None]:
+    """Settlement's balance of each account in fen (first field of its `stl:acct` entry)."""
+    from shared.state import person_bucket
+
+    pipe = redis.pipeline(transaction=False)
+    for pid in person_ids:
+        pipe.hget(f"stl:acct:{person_bucket(pid)}", pid)
+    return {pid: int(raw.split(b"|")[0]) if raw else None for pid, raw in zip(person_ids, await pipe.execute())}
