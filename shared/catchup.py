@@ -14,7 +14,6 @@ import asyncio
 import logging
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.kafka import Outage
 
@@ -65,19 +64,26 @@ class ProjectionGate:
     async def _catch_up(self) -> None:
         try:
             targets = await self._outage.retrying(self._end_offsets)
-            admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
-            await self._outage.retrying(admin.start)
+            # A consumer of each projection's group that never subscribes (so never joins it)
+            # reads the committed offsets; aiokafka's admin OffsetFetch is not understood by every
+            # broker (Tansu).
+            readers = {topic: AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=group,
+                                               enable_auto_commit=False) for topic, group in self._groups.items()}
             try:
-                while not await self._outage.retrying(lambda: self._reached(admin, targets)):
+                for reader in readers.values():
+                    await self._outage.retrying(reader.start)
+                while not await self._outage.retrying(lambda: self._reached(readers, targets)):
                     await asyncio.sleep(self._poll)  # polling the committed offsets, with a period
             finally:
-                await admin.close()
+                for reader in readers.values():
+                    await reader.stop()
             self._open.set()
             log.info("projections caught up: %s", ", ".join(sorted(self._groups)))
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("projection catch-up failed; answering anyway would be wrong, retrying")
+            await asyncio.sleep(1.0)  # a defect, not an outage: retry, but not in a hot loop
             self._task = asyncio.create_task(self._catch_up())
 
     async def _end_offsets(self) -> dict[TopicPartition, int]:
@@ -95,10 +101,9 @@ class ProjectionGate:
         finally:
             await consumer.stop()
 
-    async def _reached(self, admin: AIOKafkaAdminClient, targets: dict[TopicPartition, int]) -> bool:
-        for topic in {tp.topic for tp, end in targets.items() if end > 0}:
-            committed = await admin.list_consumer_group_offsets(self._groups[topic])
-            for tp, end in targets.items():
-                if tp.topic == topic and end > 0 and (committed[tp].offset if tp in committed else -1) < end:
-                    return False
+    @staticmethod
+    async def _reached(readers: dict[str, AIOKafkaConsumer], targets: dict[TopicPartition, int]) -> bool:
+        for tp, end in targets.items():
+            if end > 0 and (await readers[tp.topic].committed(tp) or 0) < end:
+                return False
         return True
