@@ -13,7 +13,8 @@ from aiokafka import AIOKafkaProducer
 
 from shared.envelope import now, seal
 from shared.identity import make_id_number, mask_id_number
-from shared.topics import BINDING_COMMANDS, BUREAU_ACCOUNTS, HIS_CHARGES
+from shared.institutions import INSTITUTION_REGISTERED
+from shared.topics import BINDING_COMMANDS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, HIS_CHARGES
 
 
 def seed(bootstrap: str) -> None:
@@ -38,9 +39,12 @@ async def _seed(bootstrap: str) -> None:
         "end_date": (today + timedelta(days=365)).isoformat(), "notice_accepted": True,
         "signature_digest": "sha256:" + hashlib.sha256(b"demo commitment").hexdigest(), "channel": "window",
     }
+    pharmacy = {"institution_code": "H61030001", "name": "宝鸡演示大药房", "region": "610300", "kind": "pharmacy"}
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
+        await producer.send_and_wait(BUREAU_INSTITUTIONS, seal(INSTITUTION_REGISTERED, pharmacy),
+                                     key=pharmacy["institution_code"].encode())
         for p in people:
             await producer.send_and_wait(BUREAU_ACCOUNTS, seal("PersonRegistered", p), key=p["person_id"].encode())
         await asyncio.sleep(0.5)  # demo only: lets the registry projection catch up before the binding
