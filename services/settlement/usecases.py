@@ -325,7 +325,8 @@ class SettlementService:
         that the two books do not agree on."""
         day = report.day.strftime("%Y%m%d")
         parts = await self._store.report_part(report.region, day, report.report_id, report.part, report.parts, {
-            "event_id": event_id, "postings": [p.model_dump() for p in report.postings]})  # amounts in fen
+            "event_id": event_id, "postings": [
+                {"posting_id": p.posting_id, "direction": p.direction, "amount": p.amount} for p in report.postings]})
         if parts is None:
             log.info("report %s %s part %d of %d kept", report.region, report.day, report.part, report.parts)
             return None

@@ -46,6 +46,11 @@ def cash(amount: int) -> Line:
 
 
 SPLIT_CASES = [
+    pytest.param(5_000, own(-300), [grantor(1, 4_000)], [grantor_line(1, 4_000, 0), cash(1_000)],
+                 id="an own account below zero pays nothing and keeps its deficit"),
+    pytest.param(5_000, own(1_000), [grantor(1, -1), grantor(2, 2_000)],
+                 [own_line(1_000, 0), grantor_line(2, 2_000, 0), cash(2_000)],
+                 id="a grantor below zero is passed over"),
     pytest.param(5_000, own(10_000), [], [own_line(5_000, 5_000), cash(0)],
                  id="the own account pays all it can cover"),
     pytest.param(10_000, own(10_000), [grantor(1, 500)], [own_line(10_000, 0), cash(0)],
