@@ -129,8 +129,8 @@ class Rig:
         self.store = DeliveryStore(redis, record_ttl=400 * 86_400)
         self._offsets = iter(range(10**6))
 
-    def instance(self, clock: Clock, timeout: float = 2.0, **options) -> NotifyService:
-        provider = HttpSmsGateway(self.gateway.url, "id", "secret", "陕西医保", timeout)
+    def instance(self, clock: Clock, timeout: float = 2.0, gateway_class=HttpSmsGateway, **options) -> NotifyService:
+        provider = gateway_class(self.gateway.url, "id", "secret", "陕西医保", timeout)
         return NotifyService(self.store, self.broker, provider, parse_quiet_hours("22:00-07:00"), 3, 10,
                              lease_seconds=LEASE, unknown_wait_seconds=WAIT, unknown_retry_seconds=RETRY,
                              clock=clock, **options)
@@ -407,3 +407,29 @@ async def test_a_malformed_event_is_dead_lettered_and_the_rest_of_its_batch_is_a
         lambda r: r.value == bad.value, timeout=30)
     assert b"lines.0.amount" in dict(letter.headers)["dlq-error"]
     assert rig.seen(bad) == [] and len(gateway.to(grantor["phone"])) == 1
+
+
+class DefectiveGateway(HttpSmsGateway):
+    """An adapter with a bug that only one phone number triggers."""
+
+    broken_phone = ""
+
+    async def send(self, sms):
+        if sms.phone == self.broken_phone:
+            raise RuntimeError("a bug in the adapter")
+        return await super().send(sms)
+
+
+async def test_a_defect_on_one_message_dead_letters_it_and_the_batch_goes_on(rig, gateway, bus):
+    clock = at(10)
+    notify = rig.instance(clock, gateway_class=DefectiveGateway)
+    victim, grantor, patient = await rig.register(notify), await rig.register(notify), await rig.register(notify)
+    DefectiveGateway.broken_phone = victim["phone"]
+    broken, good = rig.payment(clock, victim, patient), rig.payment(clock, grantor, patient)
+    await notify.on_settlement_results([broken, good])
+    [sent] = await rig.outcomes(good)
+    assert sent["event_type"] == "SmsSent"
+    [letter] = await bus.watchers[t.dead_letter_topic(t.SETTLEMENT_RESULTS)].wait_for(
+        lambda r: r.value == broken.value, timeout=30)
+    assert dict(letter.headers)["dlq-error"] == b"unhandled RuntimeError"
+    assert rig.seen(broken) == []

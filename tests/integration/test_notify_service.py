@@ -1,5 +1,6 @@
 """The notify service through the real broker and Redis, its HTTP adapter pointed at a local
-gateway that records every request, with the binding and settlement services beside it."""
+gateway that records every request, with the binding and settlement services beside it. (Its
+at-most-once paths, driven with an injected clock, are in test_notify_at_most_once.py.)"""
 
 from __future__ import annotations
 
@@ -7,64 +8,23 @@ import asyncio
 import hashlib
 import json
 import random
-import threading
 import uuid
-from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import datetime, timedelta
 
 import pytest
 
 from shared import topics as t
-from shared.envelope import seal
+from shared.envelope import CHINA_TZ, seal
 from shared.state import person_bucket
-from tests.support import body, command, new_person_id, payload_of, running
+from services.notify.usecases import short_masked_name
+from tests.integration.test_notify_at_most_once import Gateway, Reply
+from tests.support import body, china_today, command, new_person_id, payload_of, running
 
 pytestmark = pytest.mark.integration
 
-CST = timezone(timedelta(hours=8))
+HOSPITAL, HOSPITAL_NAME = "H61010001", "西安市中心医院"
+UNAVAILABLE = Reply(503, json.dumps({"Code": "ServiceUnavailable", "Message": "try later"}).encode())
 SIGNATURE = "sha256:" + hashlib.sha256(b"signed").hexdigest()
-
-
-class Gateway:
-    """A stand-in SMS gateway on loopback, in Aliyun's SendSms shape. `plan[phone]` lists the
-    HTTP statuses to answer that phone with, in turn; then 200 OK."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.plan: dict[str, list[int]] = {}
-        gateway = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's name)
-                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                request["signed"] = bool(self.headers.get("X-Signature"))
-                gateway.requests.append(request)
-                planned = gateway.plan.get(request["PhoneNumbers"], [])
-                status = planned.pop(0) if planned else 200
-                answer = ({"Code": "OK", "BizId": uuid.uuid4().hex, "RequestId": "r"} if status == 200
-                          else {"Code": "ServiceUnavailable", "Message": "try later"})
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/sms/send"
-
-    def to(self, phone: str) -> list[dict]:
-        return [r for r in self.requests if r["PhoneNumbers"] == phone]
-
-    async def wait_for(self, phone: str, count: int = 1, timeout: float = 60) -> list[dict]:
-        async with asyncio.timeout(timeout):
-            while len(self.to(phone)) < count:
-                await asyncio.sleep(0.02)
-        return self.to(phone)
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +49,13 @@ class Family:
         self.bus, self.redis = bus, redis
         self.people: list[dict] = []
 
+    async def institution(self, code=HOSPITAL, name=HOSPITAL_NAME) -> None:
+        event = {"institution_code": code, "name": name, "region": "610100", "kind": "hospital"}
+        await self.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", event), key=code)
+        async with asyncio.timeout(30):
+            while not (await self.redis.hexists("stl:inst", code) and await self.redis.hexists("ntf:inst", code)):
+                await asyncio.sleep(0.02)
+
     async def person(self, scheme="employee", balance="0.00", phone=True, region="610100") -> dict:
         p = {"person_id": new_person_id(region), "name": f"测试{chr(0x4e00 + random.randrange(2000))}明",
              "region": region, "scheme": scheme}
@@ -105,13 +72,13 @@ class Family:
         return p
 
     async def bind(self, grantor, beneficiary, order=1, end=None) -> dict:
-        today = datetime.now(CST).date()
+        today = china_today()
 
         def party(p):
             return {"id_number": p["person_id"], "name": p["name"], "region": p["region"], "phone": p.get("phone"),
                     "employer": p.get("employer"), "community": p.get("community")}
         form = {"grantor": party(grantor), "beneficiary": party(beneficiary), "relation": "mother",
-                "payment_order": order, "start_date": (today - timedelta(days=1)).isoformat(),
+                "payment_order": order, "start_date": today.isoformat(),
                 "end_date": (end or today + timedelta(days=365)).isoformat(), "notice_accepted": True,
                 "signature_digest": SIGNATURE, "channel": "app"}
         cmd_id = str(uuid.uuid4())
@@ -121,11 +88,11 @@ class Family:
         return body(r)
 
     async def charge(self, patient, borne) -> dict:
-        charge = {"charge_id": f"C{uuid.uuid4().hex[:16]}", "institution_code": "H61010001",
+        charge = {"charge_id": f"C{uuid.uuid4().hex[:16]}", "institution_code": HOSPITAL,
                   "institution_region": "610100", "patient_id": patient["person_id"],
                   "patient_name": patient["name"], "code_holder_id": patient["person_id"],
                   "presented_via": "own_device", "visit_kind": "pharmacy", "total": borne, "fund_paid": "0.00",
-                  "individual_borne": borne, "charged_at": datetime.now(CST).isoformat(timespec="seconds")}
+                  "individual_borne": borne, "charged_at": datetime.now(CHINA_TZ).isoformat(timespec="seconds")}
         await self.bus.send(t.HIS_CHARGES, command("ChargeSubmitted", charge), key=patient["person_id"])
         [r] = await self.bus.watchers[t.SETTLEMENT_RESULTS].wait_for(
             lambda r: payload_of(r).get("charge_id") == charge["charge_id"])
@@ -138,7 +105,9 @@ class Family:
 
 @pytest.fixture
 async def family(bus, clean_redis, services):
-    return Family(bus, clean_redis)
+    family = Family(bus, clean_redis)
+    await family.institution()
+    return family
 
 
 async def test_a_payment_by_the_grantor_sends_one_sms_with_amount_and_balance(family, gateway):
@@ -151,6 +120,8 @@ async def test_a_payment_by_the_grantor_sends_one_sms_with_amount_and_balance(fa
     assert len(payment) == 1
     params = json.loads(payment[0]["TemplateParam"])
     assert (params["amount"], params["balance"]) == ("128.50", "171.50")
+    assert params["institution"] == HOSPITAL_NAME
+    assert params["beneficiary"] == short_masked_name(mother["name"]) != mother["name"]
     assert payment[0]["signed"] and payment[0]["SignName"] == "陕西医保"
     [sent] = await family.deliveries(lambda b: b["payload"].get("source_event_id") == body(settled)["event_id"])
     assert sent["event_type"] == "SmsSent" and sent["payload"]["recipient_role"] == "grantor"
@@ -187,7 +158,7 @@ async def test_a_gateway_failing_twice_then_succeeding_sends_once(family, gatewa
     mother, son = await family.person(scheme="resident"), await family.person(balance="50.00")
     await family.bind(son, mother)
     await gateway.wait_for(son["phone"])
-    gateway.plan[son["phone"]] = [503, 503]
+    gateway.plan[son["phone"]] = [UNAVAILABLE, UNAVAILABLE]
     settled = await family.charge(mother, "5.00")
     [sent] = await family.deliveries(lambda b: b["payload"].get("source_event_id") == body(settled)["event_id"])
     assert sent["event_type"] == "SmsSent"
@@ -199,11 +170,12 @@ async def test_a_gateway_that_keeps_failing_ends_in_sms_failed_and_the_consumer_
     mother, son = await family.person(scheme="resident"), await family.person(balance="50.00")
     await family.bind(son, mother)
     await gateway.wait_for(son["phone"])
-    gateway.plan[son["phone"]] = [503] * 10
+    gateway.plan[son["phone"]] = [UNAVAILABLE] * 10
     settled = await family.charge(mother, "5.00")
     [failed] = await family.deliveries(lambda b: b["payload"].get("source_event_id") == body(settled)["event_id"])
     assert failed["event_type"] == "SmsFailed"
-    assert failed["payload"]["attempts"] == 3 and "503" in failed["payload"]["reason"]
+    assert (failed["payload"]["reason"], failed["payload"]["detail"]) == ("gateway_unavailable", "HTTP 503")
+    assert failed["payload"]["attempts"] == 3
     father, daughter = await family.person(scheme="resident"), await family.person(balance="9.00")
     await family.bind(daughter, father)
     [created] = await gateway.wait_for(daughter["phone"])
@@ -220,7 +192,7 @@ async def test_binding_created_tells_the_grantor_and_a_beneficiary_with_a_phone(
 
 
 async def test_a_binding_ending_within_7_days_is_announced_once(family, gateway):
-    soon = datetime.now(CST).date() + timedelta(days=3)
+    soon = china_today() + timedelta(days=3)
     mother, son = await family.person(scheme="resident"), await family.person(balance="1.00")
     await family.bind(son, mother, end=soon)
     await gateway.wait_for(son["phone"], count=2)
@@ -259,3 +231,41 @@ async def test_a_beneficiary_without_a_phone_gets_nothing_and_no_failure_is_repo
     assert family.bus.watchers[t.NOTIFY_DELIVERIES].matching(
         lambda r: payload_of(r).get("source_event_id") == created["event_id"]
         and payload_of(r)["recipient_role"] == "beneficiary") == []
+
+
+async def test_after_a_restart_with_a_backlog_notify_reads_people_and_institutions_before_answering(
+        family, gateway, services, bus):
+    notify = services["notify"]
+    original = dict(notify.env)
+    notify.stop()
+    try:
+        # No patience for unknown people: only reading the projections first keeps this payment
+        # from ending as `no_phone`.
+        notify.env = {**original, "NOTIFY_UNKNOWN_PERSON_WAIT_SECONDS": "0"}
+        code = f"H{random.randrange(10**8):08d}"
+        await bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", {
+            "institution_code": code, "name": "渭南市中医医院", "region": "610100", "kind": "hospital"}), key=code)
+        people = [{"person_id": new_person_id(), "name": f"测试{i % 10}明", "region": "610100",
+                   "scheme": "employee", "employer": "单位", "balance": "9.00",
+                   "phone": f"136{random.randrange(10**8):08d}"} for i in range(400)]
+        for p in people:  # a backlog on bureau.accounts, the grantor and the patient at its end
+            await bus.send(t.BUREAU_ACCOUNTS, seal("PersonRegistered", p), key=p["person_id"])
+        grantor, patient = people[-1], people[-2]
+        now = datetime.now(CHINA_TZ).isoformat(timespec="seconds")
+        settled = seal("ChargeSettled", {
+            "charge_id": f"C{uuid.uuid4().hex[:12]}", "patient_id": patient["person_id"], "individual_borne": "3.00",
+            "institution_code": code, "charged_at": now, "settled_at": now, "lines": [
+                {"source": "grantor", "person_id": grantor["person_id"], "region": "610100", "payment_order": 1,
+                 "amount": "3.00", "balance_after": "6.00"}]})
+        await bus.send(t.SETTLEMENT_RESULTS, settled, key=patient["person_id"])
+        notify.start()
+        event_id = json.loads(settled)["event_id"]
+        [outcome] = await family.deliveries(lambda b: b["payload"].get("source_event_id") == event_id)
+        assert (outcome["event_type"], outcome["payload"].get("reason")) == ("SmsSent", None)
+        [request] = gateway.to(grantor["phone"])
+        params = json.loads(request["TemplateParam"])
+        assert (params["institution"], params["beneficiary"]) == ("渭南市中医医院", short_masked_name(patient["name"]))
+    finally:
+        notify.stop()
+        notify.env = original
+        notify.start()
