@@ -7,7 +7,12 @@ from hypothesis import given, strategies as st
 
 from services.notify.domain.notices import for_binding, for_settlement
 from services.notify.domain.quiet import QuietHours, parse_quiet_hours
-from services.notify.domain.templates import catalogue, render, segments
+from pydantic import ValidationError
+
+from services.notify.config import NotifySettings
+from services.notify.contract import ChargeSettledIn
+from services.notify.domain.templates import (NEUTRAL_INSTITUTION, catalogue, institution_shown, placeholders, render,
+                                              segments, template_params)
 
 CST = timezone(timedelta(hours=8))
 # The longest value each placeholder can take in production.
@@ -93,3 +98,41 @@ def test_a_refund_back_to_a_grantor_is_told_with_the_new_balance():
     [notice] = for_settlement("e2", "RefundSettled", refund)
     assert (notice.person_id, notice.template, notice.values) == ("G", "refund", {"amount": "4.00", "balance": "14.00"})
     assert notice.name_of == {"beneficiary": "P"}
+
+
+@pytest.mark.parametrize("name", sorted(catalogue()["templates"]))
+def test_the_gateway_gets_every_value_its_template_needs_and_nothing_else(name):
+    params = template_params(name, {**WORST, "unrelated": "x"})
+    assert set(params) == set(placeholders(name)) and "unrelated" not in params
+    assert render(name, params).text.endswith(catalogue()["templates"][name]["text"].format(**params))
+
+
+def test_an_institution_is_named_by_its_registered_name_shortened_or_neutrally():
+    assert institution_shown("西安市第一医院") == "西安市第一医院"
+    assert institution_shown(None) == institution_shown("") == NEUTRAL_INSTITUTION
+    longest = institution_shown("陕" * 64)
+    assert len(longest) == 20 and longest.endswith("…")
+    assert render("payment", WORST | {"institution": longest}).segments <= 2
+
+
+def test_a_settlement_result_is_read_strictly():
+    good = _settled({"source": "grantor", "person_id": "610102199001011231", "payment_order": 1,
+                     "amount": "3.00", "balance_after": "7.00"}) | {"patient_id": "610102199001011231"}
+    ChargeSettledIn.model_validate(good)
+    for wrong in ({"charge_id": 12345}, {"patient_id": 610102199001011231}, {"settled_at": 0},
+                  {"lines": [good["lines"][0] | {"amount": 3}]},
+                  {"lines": [good["lines"][0] | {"balance_after": None}]}):
+        with pytest.raises(ValidationError):
+            ChargeSettledIn.model_validate(good | wrong)
+
+
+def test_a_claim_lease_shorter_than_the_longest_send_is_refused():
+    NotifySettings(sms_timeout_seconds=5, sms_retry_attempts=3, notify_claim_lease_seconds=60)
+    with pytest.raises(ValidationError):
+        NotifySettings(sms_timeout_seconds=5, sms_retry_attempts=3, notify_claim_lease_seconds=15)
+
+
+def test_template_codes_must_name_real_templates():
+    assert NotifySettings(sms_template_codes={"payment": "SMS_1"}).sms_template_codes == {"payment": "SMS_1"}
+    with pytest.raises(ValidationError):
+        NotifySettings(sms_template_codes={"paymnet": "SMS_1"})
