@@ -56,6 +56,22 @@ def _where(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['type']}" for e in exc.errors()[:5])
 
 
+def outcome_event(message_id: str, notice: n.Notice, outcome: dict[str, Any]) -> bytes:
+    """SmsSent or SmsFailed from the message's notice and its recorded outcome: the same bytes
+    each time (the event id derived from the message, the time the one recorded)."""
+    common = dict(message_id=message_id, source_event_id=notice.source_event_id,
+                  source_event_type=notice.source_event_type, charge_id=notice.charge_id,
+                  binding_id=notice.binding_id, recipient_role=notice.role, phone=outcome["phone"],
+                  template=notice.template, segments=outcome["segments"], provider=outcome["provider"],
+                  sent_at=outcome["at"])
+    if outcome["type"] == c.SMS_SENT:
+        event = c.SmsSent(**common, provider_message_id=outcome["receipt"])
+    else:
+        event = c.SmsFailed(**common, reason=outcome["reason"], attempts=outcome["attempts"], detail=outcome["detail"])
+    return envelope.seal(outcome["type"], event, event_id=envelope.outcome_id(message_id, outcome["type"]),
+                         occurred_at=datetime.fromisoformat(outcome["at"]))
+
+
 class NotifyService:
     def __init__(self, store: DeliveryStore, broker: KafkaBroker, provider: SmsProvider, quiet: QuietHours,
                  attempts: int, backoff_ms: int, *, template_codes: dict[str, str] | None = None,
@@ -190,8 +206,9 @@ class NotifyService:
         elif claim.status == "CLAIMED":
             await self._send(message_id, notice, token, 0)
         elif claim.recorded and republish:
-            # Already sent or failed: the same outcome again (same event_id), never a second SMS.
-            await self._retry(lambda: self._publish(claim.recorded))
+            # Already sent or failed: the same outcome again (same bytes, same event_id), never a
+            # second SMS. The record keeps only what the redelivered event cannot tell again.
+            await self._retry(lambda: self._publish(outcome_event(message_id, notice, json.loads(claim.recorded))))
         # Else it is held (quiet hours, a person not known yet) or being sent by a live instance;
         # a sender that died is found past its lease by `release_due`.
 
@@ -223,7 +240,7 @@ class NotifyService:
         known, phone = notice.person_id in contacts, contacts.get(notice.person_id, ("", ""))[0]
         if not phone and known and notice.role == "beneficiary":
             # A child or an elderly parent may have no phone: nothing to send, nothing failed.
-            await self._finish(message_id, token, "skipped", b"")
+            await self._finish(message_id, notice, token, "skipped", None)
             return
         if not phone:
             await self._fail(message_id, notice, token, c.NO_PHONE, 0, segments=sms.segments,
@@ -247,16 +264,11 @@ class NotifyService:
                     return
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))  # back-off between gateway attempts
                 continue
-            event = c.SmsSent(message_id=message_id, source_event_id=notice.source_event_id,
-                              source_event_type=notice.source_event_type, charge_id=notice.charge_id,
-                              binding_id=notice.binding_id, recipient_role=notice.role, phone=mask_phone(phone),
-                              template=notice.template, segments=sms.segments, provider=receipt.provider,
-                              provider_message_id=receipt.provider_message_id,
-                              sent_at=self._clock().isoformat(timespec="seconds"))
             log.info("SMS %s sent to %s (%s, %d segment(s))", message_id, mask_phone(phone), notice.template,
                      sms.segments)
-            await self._finish(message_id, token, "sent",
-                               envelope.seal(c.SMS_SENT, event, event_id=envelope.outcome_id(message_id, c.SMS_SENT)))
+            await self._finish(message_id, notice, token, "sent", {
+                "type": c.SMS_SENT, "phone": mask_phone(phone), "segments": sms.segments, "provider": receipt.provider,
+                "receipt": receipt.provider_message_id, "at": self._clock().isoformat(timespec="seconds")})
             return
 
     async def _unknown(self, message_id: str, notice: n.Notice, token: str) -> None:
@@ -268,25 +280,23 @@ class NotifyService:
 
     async def _fail(self, message_id: str, notice: n.Notice, token: str, reason: str, attempts: int,
                     phone: str = "", segments: int = 0, detail: str | None = None) -> None:
-        event = c.SmsFailed(message_id=message_id, source_event_id=notice.source_event_id,
-                            source_event_type=notice.source_event_type, charge_id=notice.charge_id,
-                            binding_id=notice.binding_id, recipient_role=notice.role,
-                            phone=mask_phone(phone) if phone else "", template=notice.template,
-                            segments=segments, provider=self._provider.name, reason=reason,
-                            attempts=attempts, detail=detail, sent_at=self._clock().isoformat(timespec="seconds"))
         log.warning("SMS %s failed after %d attempt(s): %s", message_id, attempts, reason)
-        await self._finish(message_id, token, "failed",
-                           envelope.seal(c.SMS_FAILED, event, event_id=envelope.outcome_id(message_id, c.SMS_FAILED)))
+        await self._finish(message_id, notice, token, "failed", {
+            "type": c.SMS_FAILED, "phone": mask_phone(phone) if phone else "", "segments": segments,
+            "provider": self._provider.name, "reason": reason, "attempts": attempts, "detail": detail,
+            "at": self._clock().isoformat(timespec="seconds")})
 
-    async def _finish(self, message_id: str, token: str, state: str, value: bytes) -> None:
+    async def _finish(self, message_id: str, notice: n.Notice, token: str, state: str,
+                      outcome: dict[str, Any] | None) -> None:
         """Record the one outcome, then publish it; a sender whose claim was taken over meanwhile
         publishes nothing (the instance that took it over recorded and published the outcome)."""
-        recorded, _ = await self._retry(lambda: self._store.record(message_id, token, state, value))
+        record = json.dumps(outcome, ensure_ascii=False, separators=(",", ":")).encode() if outcome else b""
+        recorded, _ = await self._retry(lambda: self._store.record(message_id, token, state, record))
         if not recorded:
             log.warning("message %s: claim taken over by another instance; its outcome stands", message_id)
             return
-        if value:
-            await self._retry(lambda: self._publish(value))
+        if outcome:
+            await self._retry(lambda: self._publish(outcome_event(message_id, notice, outcome)))
 
     async def _publish(self, value: bytes) -> None:
         """On notify.deliveries, keyed by the masked phone (contract.md)."""
