@@ -8,8 +8,9 @@ Keys this service owns (README, "Redis keys"):
 - `ntf:msg:{message_id}`  hash: `state` (pending | deferred | sent | failed | skipped); while pending,
                           `owner` and `lease` (the claim); while pending or deferred, `notice` (what
                           to send) and `wait_until` (how long an unknown person is waited for); once
-                          done, `event` (the recorded outcome, answered again on a redelivery) and a
-                          TTL of NOTIFY_RECORD_TTL_DAYS
+                          done, `event` (the recorded outcome, compact: what a redelivery cannot
+                          tell again, so the same SmsSent/SmsFailed is rebuilt) and a TTL of
+                          NOTIFY_RECORD_TTL_DAYS
 - `ntf:due`               zset message_id -> when to look at it again (ms): a held message's release
                           time, or a claim's lease deadline (a crashed sender's claim is found there)
 - `ntf:sink`              list: what the local sink provider "sent"
