@@ -645,16 +645,8 @@ async def test_a_query_is_answered_on_its_reply_topic_only_when_it_names_one_all
     assert not bus.watchers[t.SETTLEMENT_RESULTS].matching(lambda r: hostile.encode() in r.value)
 
 
-# shared/catchup.py reads committed offsets with AIOKafkaAdminClient.list_consumer_group_offsets,
-# whose OffsetFetch answer from the local Tansu broker aiokafka cannot parse once the groups have
-# committed ("unpack requires a buffer of 4 bytes"): a restarted service's gate never opens and it
-# is never ready. Reported to the kernel's owner (AIOKafkaConsumer(group_id=...).committed() parses
-# fine); until then these two fail only by that start-up timeout, never by a wrong answer.
-_GATE_NEVER_OPENS_ON_TANSU = pytest.mark.xfail(raises=TimeoutError, strict=False,
-                                               reason="shared/catchup.py OffsetFetch against Tansu (see comment)")
 
 
-@_GATE_NEVER_OPENS_ON_TANSU
 async def test_settlement_answers_only_after_reading_registrations_and_institutions_made_while_it_was_down(
         counter, services):
     """Projections before answers: the charge waits behind the registrations sent before it."""
@@ -674,7 +666,6 @@ async def test_settlement_answers_only_after_reading_registrations_and_instituti
     assert settled["event_type"] == "ChargeSettled", settled["payload"]
 
 
-@_GATE_NEVER_OPENS_ON_TANSU
 async def test_replaying_the_charges_into_a_fresh_consumer_group_changes_nothing(counter, bus, infra, tmp_path):
     patient = await counter.person(balance="50.00")
     grantor = await counter.person(balance="50.00")
