@@ -47,6 +47,11 @@ class NotifySettings(ServiceSettings):
         return codes
 
     @model_validator(mode="after")
+    def _records_outlive_the_events(self) -> "NotifySettings":
+        self.check_records_outlive_retention(notify_record_ttl_days=self.notify_record_ttl_days)
+        return self
+
+    @model_validator(mode="after")
     def _lease_outlasts_a_send(self) -> "NotifySettings":
         # A live sender must never be taken over: that would give its message two outcomes.
         longest = (self.sms_retry_attempts * self.sms_timeout_seconds

@@ -1,6 +1,6 @@
 """Settings of the settlement service (environment variables, listed in the README)."""
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.settings import ServiceSettings
 
@@ -16,3 +16,9 @@ class SettlementSettings(ServiceSettings):
     settlement_max_charge_age_days: int = Field(
         7, ge=1, description="Oldest charged_at/refunded_at accepted, in days before the platform's clock "
                              "(contract version 2); older is refused INVALID_CHARGE.")
+
+    @model_validator(mode="after")
+    def _records_outlive_the_charges(self) -> "SettlementSettings":
+        self.check_records_outlive_retention(settlement_record_ttl_days=self.settlement_record_ttl_days,
+                                             settlement_rejection_ttl_days=self.settlement_rejection_ttl_days)
+        return self
