@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
@@ -166,6 +167,21 @@ async def publish_replies(broker: KafkaBroker, replies: list[Outgoing]) -> None:
     await asyncio.gather(*(one(m) for m in replies))
 
 
+def _bounded_headers(record: Any) -> Any:
+    headers = [(str(k)[:64], (v or b"")[:_MAX_HEADER_BYTES].decode("utf-8", "replace").encode("utf-8"))
+               for k, v in list(record.headers or ())[:_MAX_HEADERS]]
+    return dataclasses.replace(record, headers=headers)
+
+
+async def tolerant_parser(raw: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
+    """FastStream's parser decodes every header value as strict UTF-8 before any of our code runs:
+    one binary header would raise there, outside every per-message boundary, and the record would
+    be read again forever. Headers are bounded and decoded leniently first."""
+    if isinstance(raw, tuple):
+        return await original(tuple(_bounded_headers(r) for r in raw))
+    return await original(_bounded_headers(raw))
+
+
 def raw_bytes(msg: Any) -> Any:
     """Decoder that leaves bodies as bytes: envelopes are read by `shared.envelope.read`, so that
     a malformed message becomes a rejection or a dead letter instead of a decoder exception."""
@@ -253,9 +269,11 @@ def consumer_options(settings: ServiceSettings, group: str, topic: str, **extra:
       back to be read again, and the idempotency records make that redelivery harmless. (The
       default ACK_FIRST would be at-most-once: wrong for money.)
     - Bodies stay bytes (`raw_bytes`), so malformed input is answered or dead-lettered by the
-      use case instead of failing in a decoder; `no_reply`: replies are published explicitly.
+      use case instead of failing in a decoder; headers are bounded and leniently decoded
+      (`tolerant_parser`); `no_reply`: replies are published explicitly.
     """
     return dict(group_id=f"{group}.{topic}", auto_offset_reset="earliest", decoder=raw_bytes,
+                parser=tolerant_parser,
                 ack_policy=AckPolicy.NACK_ON_ERROR, no_reply=True,
                 session_timeout_ms=settings.kafka_session_timeout_ms,
                 heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms, **extra)

@@ -116,6 +116,9 @@ class ChargeRejected(BaseModel):
     reason_code: Reason
     message_zh: str
     message_en: str
+    source_event_id: str | None = Field(None, description=(
+        "Added: the event_id of the message refused, so a sender can match the refusal of a message "
+        "that carried no usable charge_id."))
 
 
 class FraudSuspected(BaseModel):

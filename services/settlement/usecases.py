@@ -226,7 +226,7 @@ class SettlementService:
         institution_code = institution_code or _institution(payload.get("institution_code"))
         event = c.ChargeRejected(charge_id=charge_id, refund_id=refund_id, institution_code=institution_code,
                                  reason_code=refused.reason, message_zh=refused.message_zh,
-                                 message_en=refused.message_en)
+                                 message_en=refused.message_en, source_event_id=readable.event_id)
         log.info("charge %s refused: %s", shown(charge_id), refused.reason)
         value = envelope.seal(c.CHARGE_REJECTED, event, event_id=ids.event_id(
             c.CHARGE_REJECTED, institution_code, readable.event_id, refused.reason.value))
