@@ -60,7 +60,8 @@ async def memory_per_person(redis_url: str, people: int) -> float:
 def _charge(n: int, run: str, patient: str, day: int, at: str) -> ChargeToSettle:
     """A charge to settle, filled by field name so the bench follows the store's dataclass."""
     known = {"event_id": f"E{run}-{n}", "charge_id": f"F{run}-{n}", "digest": f"d{n}", "borne": 1,
-             "patient_id": patient, "day": day, "settled_at": at, "institution_code": "H1"}
+             "patient_id": patient, "day": day, "settled_at": at, "institution_code": "H1",
+             "institution_region": "610100", "charged_at": at}
     return ChargeToSettle(**{f.name: known[f.name] for f in dataclasses.fields(ChargeToSettle)})
 
 
@@ -71,6 +72,7 @@ async def _settle_rates(redis_url: str, calls: int, batch: int) -> tuple[float, 
     await store.load_functions()
     patients = [person(n) for n in range(1000)]
     await store.register([(p, "610100", "e", 10**12) for p in patients])
+    await store.register_institutions([("H1", "610100", "hospital")])
     now = datetime.now(CST)
     day, at, run = int(now.strftime("%Y%m%d")), now.isoformat(timespec="seconds"), str(time.time_ns())
     todo = [_charge(n, run, patients[n % len(patients)], day, at) for n in range(calls)]
@@ -109,9 +111,12 @@ async def fsync_cost(calls: int, batch: int = 1000) -> None:
 
 async def throughput(bootstrap: str, redis_url: str, charges: int) -> None:
     settings = ServiceSettings(kafka_bootstrap_servers=bootstrap)
-    await ensure_topics(settings, [t.HIS_CHARGES, t.SETTLEMENT_RESULTS, t.BUREAU_ACCOUNTS, t.BUREAU_POSTINGS])
+    await ensure_topics(settings, [t.HIS_CHARGES, t.SETTLEMENT_RESULTS, t.BUREAU_ACCOUNTS, t.BUREAU_POSTINGS,
+                                   t.BUREAU_INSTITUTIONS])
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1_048_576)
     await producer.start()
+    hospital = {"institution_code": "H1", "name": "压测医院", "region": "610100", "kind": "hospital"}
+    await producer.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", hospital), key=b"H1")
     patients = [person(n) for n in range(1000)]
     for pid in patients:
         p = {"person_id": pid, "name": "压测", "region": "610100", "scheme": "employee", "employer": "x",
