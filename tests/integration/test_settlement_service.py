@@ -278,8 +278,9 @@ async def test_family_account_showing_the_patients_own_code_settles(counter):
     (dict(charged_at=0), "INVALID_CHARGE"),
     (dict(charged_at="2026-05-22T09:30:00"), "INVALID_CHARGE"),
     (dict(charged_at="0001-01-01T00:00:00+01:00"), "INVALID_CHARGE"),
-    (dict(charged_at=(datetime.now(CST) - timedelta(days=8)).isoformat()), "INVALID_CHARGE"),
-    (dict(charged_at=(datetime.now(CST) + timedelta(minutes=11)).isoformat()), "INVALID_CHARGE"),
+    # Times relative to now are computed when the test runs, not when it is collected.
+    (dict(charged_at=lambda: (datetime.now(CST) - timedelta(days=8)).isoformat()), "INVALID_CHARGE"),
+    (dict(charged_at=lambda: (datetime.now(CST) + timedelta(minutes=11)).isoformat()), "INVALID_CHARGE"),
     (dict(patient_name=12345), "INVALID_CHARGE"),
     (dict(institution_region=610100), "INVALID_CHARGE"),
     (dict(institution_code="H 1|x"), "INVALID_CHARGE"),
@@ -288,7 +289,7 @@ async def test_family_account_showing_the_patients_own_code_settles(counter):
 ])
 async def test_bad_charges_are_answered_with_a_reason(counter, change, reason):
     patient = await counter.person(balance="10.00")
-    charge = counter.charge(patient, "1.00") | change
+    charge = counter.charge(patient, "1.00") | {k: v() if callable(v) else v for k, v in change.items()}
     charge = {k: v for k, v in charge.items() if v is not None}
     await counter.submit(charge)
     [refused] = await counter.result(charge["charge_id"][:64])   # an over-long id is echoed bounded
