@@ -330,22 +330,29 @@ async def postings_caught_up(books: Books, stream: Stream) -> None:
 CHARGES = 3000
 
 
+async def fault_mid_stream(stack, producer, books, seed: int, prefix: str, fault, what: str):
+    """A family, a warm-up, then a stream of CHARGES with `fault` striking in the middle of it;
+    returns once every charge is answered and every posting is out."""
+    rng = random.Random(seed)
+    family = await build_family(stack, producer, books, 100, rng)
+    await warm_up(producer, books, family)
+    stream = make_stream(family, CHARGES, rng, f"{prefix}{uuid.uuid4().hex[:6]}")
+    struck_at = await stream_with_fault(producer, books, stream, fault)
+    assert struck_at < len(stream.keys), f"{what} came after the stream was settled: it proved nothing"
+    await all_answered(books, stream)
+    await postings_caught_up(books, stream)
+    return family, stream
+
+
 async def test_kill_9_of_settlement_mid_stream_loses_and_doubles_nothing(stack, producer, books, binding, env, logs):
-    rng = random.Random(11)
     service = settlement(env, logs, "kill")
     service.start()
-    try:
-        family = await build_family(stack, producer, books, 100, rng)
-        await warm_up(producer, books, family)
-        stream = make_stream(family, CHARGES, rng, f"K{uuid.uuid4().hex[:6]}")
 
-        async def kill_and_restart() -> None:
-            service.kill()
-            service.start()
-        struck_at = await stream_with_fault(producer, books, stream, kill_and_restart)
-        assert struck_at < len(stream.keys), "the kill came after the stream was settled: it proved nothing"
-        await all_answered(books, stream)
-        await postings_caught_up(books, stream)
+    async def kill_and_restart() -> None:
+        service.kill()
+        service.start()
+    try:
+        family, stream = await fault_mid_stream(stack, producer, books, 11, "K", kill_and_restart, "the kill")
     finally:
         service.stop()
     await check_books(stack, books, family, stream)
@@ -353,20 +360,13 @@ async def test_kill_9_of_settlement_mid_stream_loses_and_doubles_nothing(stack, 
 
 async def test_redis_killed_and_restarted_mid_stream_loses_and_doubles_nothing(stack, producer, books, binding, env,
                                                                                logs):
-    rng = random.Random(12)
     service = settlement(env, logs, "redis")
     service.start()
-    try:
-        family = await build_family(stack, producer, books, 100, rng)
-        await warm_up(producer, books, family)
-        stream = make_stream(family, CHARGES, rng, f"R{uuid.uuid4().hex[:6]}")
 
-        async def restart_redis() -> None:
-            await asyncio.to_thread(stack.redis.restart, True)  # SIGKILL: a crash, then the AOF is replayed
-        struck_at = await stream_with_fault(producer, books, stream, restart_redis)
-        assert struck_at < len(stream.keys), "Redis restarted after the stream was settled: it proved nothing"
-        await all_answered(books, stream)
-        await postings_caught_up(books, stream)
+    async def restart_redis() -> None:
+        await asyncio.to_thread(stack.redis.restart, True)  # SIGKILL: a crash, then the AOF is replayed
+    try:
+        family, stream = await fault_mid_stream(stack, producer, books, 12, "R", restart_redis, "the Redis restart")
         assert service.process.poll() is None, "settlement died with Redis instead of retrying"
     finally:
         service.stop()
