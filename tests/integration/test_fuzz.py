@@ -495,14 +495,20 @@ async def test_bureau_institutions_survive_hostile_messages(platform):
     await assert_fates(platform, sent, True)
 
 
-async def test_notify_survives_hostile_settlement_results(platform):
-    grantor, beneficiary = await family(platform)
+async def bind(platform, grantor, beneficiary):
+    """An ordinary CreateBinding, and its BindingCreated."""
     command_id = str(uuid.uuid4())
     await platform.send(t.BINDING_COMMANDS, command("CreateBinding", binding_form(grantor, beneficiary, 1), command_id),
                         beneficiary["person_id"])
     created = await platform.first(t.BINDING_EVENTS, lambda r: _payload(r).get("command_id") == command_id,
-                                   "a binding for the payment", timeout=60)
+                                   "an ordinary binding", timeout=60)
     assert _json(created)["event_type"] == "BindingCreated", _payload(created)
+    return created
+
+
+async def test_notify_survives_hostile_settlement_results(platform):
+    grantor, beneficiary = await family(platform)
+    await bind(platform, grantor, beneficiary)
     charge_id = f"C{uuid.uuid4().hex[:12]}"
     hostile = draw_hostile(t.SETTLEMENT_RESULTS, BASES[t.SETTLEMENT_RESULTS](grantor), PER_TOPIC,
                            seed_of(t.SETTLEMENT_RESULTS))
@@ -518,12 +524,7 @@ async def test_notify_survives_hostile_binding_events(platform):
     grantor, beneficiary = await family(platform)
     hostile = draw_hostile(t.BINDING_EVENTS, BASES[t.BINDING_EVENTS](grantor), PER_TOPIC, seed_of(t.BINDING_EVENTS))
     sent = await send_hostile(platform, t.BINDING_EVENTS, hostile, beneficiary["person_id"])  # BindingCreated's key
-    command_id = str(uuid.uuid4())
-    await platform.send(t.BINDING_COMMANDS, command("CreateBinding", binding_form(grantor, beneficiary, 1), command_id),
-                        beneficiary["person_id"])
-    created = await platform.first(t.BINDING_EVENTS, lambda r: _payload(r).get("command_id") == command_id,
-                                   "the ordinary binding", timeout=60)
-    assert _json(created)["event_type"] == "BindingCreated", _payload(created)
+    created = await bind(platform, grantor, beneficiary)
     await platform.first(t.NOTIFY_DELIVERIES, lambda r: _payload(r).get("source_event_id") == _json(created)["event_id"],
                          "notify tells of the binding, behind the hostile binding events")
     await assert_fates(platform, sent, True)
