@@ -27,7 +27,7 @@ integration-tests: $(STAMP)
 	$(BIN)/python -m pytest tests/integration -q
 
 bench: $(STAMP)
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m bench
 
 asyncapi: $(STAMP)
 	mkdir -p .run/asyncapi

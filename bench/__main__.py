@@ -1,0 +1,320 @@
+"""`make bench` (`python -m bench`): one run, one table, the platform beside the machine's raw
+limits (issue 12, "The benchmark"). Prints figures with the targets beside them; asserts nothing.
+
+It starts its own Tansu broker and Valkey (`appendfsync always`), then:
+1. raw limits: a bare aiokafka consume→produce loop; the settlement Function pipelined, no Kafka;
+2. the three services (`python -m services.<name>`), people registered through bureau.accounts
+   (Redis bytes per person), bindings through binding.commands (commands/s, bytes per binding);
+3. charges at full speed through one settlement process, then two in one group (charges/s, the
+   ratio to the slower raw limit, payment SMS/s with the sink provider);
+4. latency at fixed offered loads, and payment SMS latency at 1,000/s;
+5. the settlement process's RSS at the start and the end;
+6. what `appendfsync always` costs against `everysec` (servers of their own, services stopped).
+
+Sizes (env, defaults keep the run near 5 minutes on 2 cores): BENCH_CHARGES=20000,
+BENCH_PEOPLE=20000, BENCH_PEOPLE_PER_BUCKET=40, BENCH_BINDINGS=2000, BENCH_GRANTOR_SHARE=0.5,
+BENCH_RAW_MESSAGES=100000, BENCH_SETTLE_CALLS=20000, BENCH_FSYNC_CALLS=20000,
+BENCH_LATENCY_SECONDS=10, BENCH_LATENCY_RATES=500,1000,2000, BENCH_PROFILE=0 (1: py-spy profile of
+the settlement process during the full-speed run, written to bench/results/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from shared import topics as t
+from shared.devstack import start_local
+from shared.state import make_redis
+from bench import platform as plat
+from bench import raw
+from bench.population import Population, hospital
+from bench.profile import Profiler
+from bench.report import Report
+from bench.stack import CpuMeter, Service, create_topics, fetch_wait_env, groups_caught_up, producer
+
+TOPICS = [t.BUREAU_ACCOUNTS, t.BUREAU_INSTITUTIONS, t.BINDING_COMMANDS, t.BINDING_EVENTS, t.HIS_CHARGES,
+          t.SETTLEMENT_RESULTS, t.BUREAU_POSTINGS, t.NOTIFY_DELIVERIES, "settlement.queries"]
+TOPICS += [t.dead_letter_topic(x) for x in (t.BUREAU_ACCOUNTS, t.BUREAU_INSTITUTIONS, t.BINDING_COMMANDS,
+                                            t.HIS_CHARGES, t.SETTLEMENT_RESULTS, t.BINDING_EVENTS)]
+
+
+def sizes() -> dict:
+    env = os.environ.get
+    return {"charges": int(env("BENCH_CHARGES", "20000")), "people": int(env("BENCH_PEOPLE", "20000")),
+            "people_per_bucket": int(env("BENCH_PEOPLE_PER_BUCKET", "40")),
+            "bindings": int(env("BENCH_BINDINGS", "2000")), "grantor_share": float(env("BENCH_GRANTOR_SHARE", "0.5")),
+            "raw_messages": int(env("BENCH_RAW_MESSAGES", "100000")),
+            "settle_calls": int(env("BENCH_SETTLE_CALLS", "20000")),
+            "fsync_calls": int(env("BENCH_FSYNC_CALLS", "20000")),
+            "latency_seconds": float(env("BENCH_LATENCY_SECONDS", "10")),
+            "latency_rates": [int(x) for x in env("BENCH_LATENCY_RATES", "500,1000,2000").split(",")],
+            "profile": env("BENCH_PROFILE", "0") == "1"}
+
+
+def target(value: float | None, bound: float, at_least: bool) -> bool | None:
+    if value is None or value != value:  # NaN: nothing measured
+        return None
+    return value >= bound if at_least else value <= bound
+
+
+class Bench:
+    def __init__(self, report: Report, size: dict) -> None:
+        self.report, self.size = report, size
+        self.work = Path(tempfile.mkdtemp(prefix="bench-"))
+        self.infra = None
+        self.redis = None
+        self.services: dict[str, Service] = {}
+        self.population = Population.draw(size["people"], size["bindings"], size["people_per_bucket"])
+        self.raw_limit: dict[str, float] = {}
+        self.rss: list[tuple[str, int]] = []
+        self.one_process: float | None = None
+        fetch_env, self.fetch_wait = fetch_wait_env()
+        self.service_env = {"LOG_LEVEL": "INFO", "SMS_PROVIDER": "sink", "QUIET_HOURS": "00:00-00:00", **fetch_env}
+
+    @property
+    def bootstrap(self) -> str:
+        return self.infra.kafka_bootstrap
+
+    def settlement(self) -> Service:
+        return self.services["settlement"]
+
+    def cpu(self, extra: list[Service] = ()) -> CpuMeter:
+        names = {s.pid: n for n, s in self.services.items() if s.process and s.process.poll() is None}
+        names |= {s.pid: f"settlement-{i}" for i, s in enumerate(extra, start=2)}
+        for p in __import__("psutil").Process().children(recursive=True):
+            if p.pid not in names and ("tansu" in p.name() or "valkey" in p.name() or "redis" in p.name()):
+                names[p.pid] = "tansu" if "tansu" in p.name() else "valkey"
+        return CpuMeter(names)
+
+    def note_rss(self, when: str) -> None:
+        try:
+            self.rss.append((when, self.settlement().rss()))
+        except Exception:  # noqa: BLE001 - a missing figure, not a failed run
+            pass
+
+    async def notify_caught_up(self, before: str) -> None:
+        """Each settlement measurement starts with notify done with earlier results (it shares the
+        cores); when it cannot catch up in time, the figure is noted as taken beside its backlog."""
+        started = time.monotonic()
+        try:
+            await groups_caught_up(self.bootstrap, [f"notify.{t.SETTLEMENT_RESULTS}"], t.SETTLEMENT_RESULTS, 120)
+        except TimeoutError:
+            self.report.note(f"{before}: notify still had a backlog of settlement results after 120 s; "
+                             f"measured beside it")
+            return
+        if time.monotonic() - started > 5:
+            print(f"   waited {time.monotonic() - started:.0f} s for notify to catch up before {before}", flush=True)
+
+    # -- sections ---------------------------------------------------------------------------
+
+    async def raw_kafka(self) -> None:
+        size = len(self.population.charges(1, "size", 0)[0][2])
+        rate = await raw.consume_produce(self.bootstrap, self.size["raw_messages"], size)
+        self.raw_limit["kafka"] = rate
+        self.report.add("1 raw limits", f"aiokafka consume→produce loop ({size} B messages, 6 partitions)", rate,
+                        "msg/s", note=f"{self.size['raw_messages']:,} messages, group join excluded")
+
+    async def raw_settle(self) -> None:
+        pipelined, single = await raw.settle_rates(self.infra.redis_url, self.size["settle_calls"], 1000,
+                                                   self.population)
+        await self.redis.flushdb()
+        self.raw_limit["settle"] = pipelined
+        self.report.add("1 raw limits", "settle Function, pipelined 1,000 a round trip, no Kafka", pipelined,
+                        "calls/s", note="SettlementStore.settle; half paid by grantor 1, half by the own account")
+        self.report.add("1 raw limits", "settle Function, one call a round trip", single, "calls/s")
+
+    async def start_services(self) -> None:
+        await create_topics(self.bootstrap, TOPICS)
+        env = {**self.infra.env(), **self.service_env}
+        for name in ("binding", "settlement", "notify"):
+            self.services[name] = Service(name, env, self.work / f"{name}.log")
+            self.services[name].launch()
+        await asyncio.gather(*(s.ready() for s in self.services.values()))
+        self.note_rss("ready")
+        out = producer(self.bootstrap)
+        await out.start()
+        await out.send_and_wait(t.BUREAU_INSTITUTIONS, hospital(), key=b"HBENCH-01")
+        await out.stop()
+        self.report.note(f"services: binding, settlement, notify as `python -m services.<name>`, LOG_LEVEL=INFO, "
+                         f"SMS_PROVIDER=sink, QUIET_HOURS off; KAFKA_FETCH_MAX_WAIT_MS {self.fetch_wait}")
+
+    async def people(self) -> None:
+        n, density = len(self.population.everyone()), self.size["people_per_bucket"]
+        per_person, rate = await plat.register_people(self.bootstrap, self.redis, self.population, 240)
+        where = f"{density} per person bucket, as at {density * 65_536:,} people" if density else "natural spread"
+        self.report.add("5 memory", "Redis bytes per registered person (3 projections)", per_person, "B",
+                        "≤ 100 B", target(per_person, 100, False), f"{n:,} people, {where}")
+        self.report.add("5 memory", "registrations/s until all three projections have them", rate, "/s")
+        self.note_rss("after registrations")
+
+    async def bindings(self) -> None:
+        b = await plat.create_bindings(self.bootstrap, self.redis, self.population, 180)
+        n = len(self.population.binding_commands())
+        self.report.add("4 bindings", "CreateBinding commands/s (fresh pairs, outcomes read back)", b.per_second,
+                        "cmd/s", "≥ 1,000/s", target(b.per_second, 1000, True),
+                        f"{n:,} commands, {b.created:,} created" + (f", {b.refused}" if b.refused else ""))
+        if b.bytes_each is None:
+            self.report.add("5 memory", "Redis bytes per binding", f"failed: {b.sms} of {2 * b.created} SMS sent")
+        else:
+            self.report.add("5 memory", "Redis bytes per binding (all it leaves behind)", b.bytes_each, "B",
+                            "≤ 1,000 B", target(b.bytes_each, 1000, False),
+                            f"binding records, payer index, outcome, notify projection + 2 SMS records; "
+                            f"{b.bytes_with_sink:,.0f} B with the sink provider's ntf:sink list")
+
+    async def throughput(self, processes: int) -> None:
+        label = "one settlement process" if processes == 1 else f"{processes} settlement processes, one group"
+        extra: list[Service] = []
+        if processes > 1:
+            env = {**self.infra.env(), **self.service_env}
+            for i in range(2, processes + 1):
+                s = Service("settlement", env, self.work / f"settlement-{i}.log")
+                s.launch()
+                extra.append(s)
+            await asyncio.gather(*(s.ready() for s in extra))
+        try:
+            await plat.warm_up(self.bootstrap, self.population, f"p{processes}")
+            if processes > 1:
+                await asyncio.sleep(3)  # the first process's rebalance settles before the clock starts
+                await plat.warm_up(self.bootstrap, self.population, f"q{processes}")
+            charges = self.population.charges(self.size["charges"], f"t{processes}", self.size["grantor_share"])
+            await self.notify_caught_up(label)
+            profiler = Profiler(self.settlement().pid) if self.size["profile"] and processes == 1 else None
+            if profiler:
+                profiler.start()
+            meter = self.cpu(extra)
+            meter.start()
+            run = await plat.run_charges(self.bootstrap, charges, None, 120 + len(charges) / 200,
+                                         sms_timeout=60 if processes == 1 else 0)
+            cpu = meter.stop()
+            if profiler:
+                self.report.note(profiler.stop())
+            rate = len(charges) / run.elapsed()
+            slower = min(self.raw_limit.values()) if self.raw_limit else None
+            note = f"{len(charges):,} charges, {self.size['grantor_share']:.0%} paid by a grantor; CPU: {cpu}"
+            if extra := plat.summary(run):
+                note += f"; {extra}"
+            if processes == 1:
+                self.one_process = rate
+                self.report.add("2 platform", f"charges/s end to end, {label}", rate, "charges/s", "≥ 5,000/s",
+                                target(rate, 5000, True), note + (" (profiled: slower)" if profiler else ""))
+                if slower:
+                    self.report.add("2 platform", "ratio to the slower raw limit", rate / slower, "",
+                                    "stretch ≥ 0.5", target(rate / slower, 0.5, True),
+                                    f"slower raw limit {slower:,.0f}/s")
+                due = sum(1 for c in charges if c[3])
+                if run.sms:
+                    last = max(seen for _, seen in run.sms.values())
+                    self.report.add("4 notify", "payment SMS/s (sink), during the full-speed run",
+                                    len(run.sms) / (last - run.started), "SMS/s",
+                                    note=f"{len(run.sms):,} of {due:,} SmsSent read back; first charge published "
+                                         f"→ last SmsSent read")
+                else:
+                    self.report.add("4 notify", "payment SMS/s (sink)", f"failed: none of {due:,} SmsSent read")
+            else:
+                self.report.add("2 platform", f"charges/s end to end, {label}", rate, "charges/s", note=note)
+                if self.one_process:
+                    self.report.note(
+                        f"2 cores: broker, Redis, the bench client, binding, notify and every settlement process share "
+                        f"them; {processes} settlement processes settled {rate / self.one_process:.2f}× what one did. "
+                        f"A second process only helps while the first cannot use a whole core; here the machine, not "
+                        f"the number of processes, is the bound (CPU above).")
+        finally:
+            for s in extra:
+                s.stop()
+        self.note_rss(f"after {processes} process run")
+
+    async def latency(self) -> None:
+        await plat.warm_up(self.bootstrap, self.population, "lat")
+        seconds = self.size["latency_seconds"]
+        for rate in self.size["latency_rates"]:
+            charges = self.population.charges(int(rate * seconds), f"l{rate}", self.size["grantor_share"])
+            await self.notify_caught_up(f"latency at {rate:,}/s")
+            try:
+                run = await asyncio.wait_for(plat.run_charges(self.bootstrap, charges, rate, 60,
+                                                              sms_timeout=30 if rate == 1000 else 0), seconds + 120)
+            except Exception as exc:  # noqa: BLE001 - one load failing, the next still runs
+                self.report.add("3 latency", f"at {rate:,}/s", f"failed: {exc.__class__.__name__}: {exc}"[:200])
+                continue
+            f = plat.latency_figures(run)
+            at = f"offered {f['offered']:,.0f}/s for {seconds:.0f} s"
+            refused = plat.summary(run)
+            is_target = rate == 1000
+            self.report.add("3 latency", f"p50 at {rate:,}/s (publish → result publish)", f["p50"], "ms",
+                            "< 10 ms" if is_target else "", target(f["p50"], 10, False) if is_target else None,
+                            at + (f"; {refused}" if refused else ""))
+            self.report.add("3 latency", f"p95 at {rate:,}/s", f["p95"], "ms")
+            self.report.add("3 latency", f"p99 at {rate:,}/s", f["p99"], "ms", "< 50 ms" if is_target else "",
+                            target(f["p99"], 50, False) if is_target else None,
+                            f"read by the bench: p50 {f['read_p50']:.0f} ms, p99 {f['read_p99']:.0f} ms")
+            if rate == 1000:
+                due = sum(1 for c in charges if c[3])
+                sms = run.sms_latencies_ms()
+                value = plat.percentile(sms, 99) if len(sms) == due else f"failed: {len(sms)} of {due} SmsSent in 30 s"
+                self.report.add("4 notify", "payment SMS p99 at 1,000 charges/s (charge publish → SmsSent publish)",
+                                value, "ms" if sms and len(sms) == due else "", "≤ 1,000 ms",
+                                target(value, 1000, False) if isinstance(value, float) else False,
+                                f"{due:,} payment SMS; p50 {plat.percentile(sms, 50):.0f} ms" if sms else "")
+        self.report.note("latency = the result record's Kafka timestamp (set by settlement's producer when it sends) "
+                         "minus the bench's clock just before it sent the charge; same host clock, 1 ms resolution")
+
+    async def rss_rows(self) -> None:
+        if not self.rss:
+            raise RuntimeError("no RSS reading of the settlement process")
+        (_, first), (when, last) = self.rss[0], self.rss[-1]
+        self.report.add("5 memory", "settlement process RSS at the start (ready)", first / 2**20, "MiB")
+        self.report.add("5 memory", f"settlement process RSS at the end ({when})", last / 2**20, "MiB",
+                        note="readings: " + ", ".join(f"{w} {v / 2**20:.0f}" for w, v in self.rss))
+
+    async def fsync(self) -> None:
+        best = await raw.fsync_cost(self.size["fsync_calls"], self.population)
+        for policy, (pipelined, single) in best.items():
+            self.report.add("6 fsync", f"appendfsync {policy}: settle calls/s pipelined | one by one",
+                            f"{pipelined:,.0f} | {single:,.0f}", "calls/s", note="best of 2")
+        self.report.add("6 fsync", "cost of always: pipelined | one by one",
+                        f"{1 - best['always'][0] / best['everysec'][0]:.0%} | "
+                        f"{1 - best['always'][1] / best['everysec'][1]:.0%}", "of throughput")
+
+    # -- the run ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        r = self.report
+        self.infra = start_local(self.work, appendfsync="always")
+        self.redis = make_redis(self.infra.redis_url)
+        r.note(f"one run on {os.cpu_count()} cores: Tansu and Valkey (appendfsync always) started by the bench; "
+               f"broker, Redis, services and this load client share the cores")
+        try:
+            await r.section("1 raw limits: kafka", self.raw_kafka, 180)
+            await r.section("1 raw limits: settle", self.raw_settle, 180)
+            await r.section("services", self.start_services, 150)
+            if all(s.process and s.process.poll() is None for s in self.services.values()):
+                await r.section("5 memory: people", self.people, 300)
+                await r.section("4 bindings", self.bindings, 400)
+                await r.section("2 platform: one process", lambda: self.throughput(1), 400)
+                await r.section("2 platform: two processes", lambda: self.throughput(2), 400)
+                await r.section("3 latency", self.latency, 400)
+                self.note_rss("end")
+                await r.section("5 memory: RSS", self.rss_rows, 10)
+        finally:
+            for s in self.services.values():
+                s.stop()
+            await self.redis.aclose()
+            self.infra.stop()
+        await r.section("6 fsync", self.fsync, 300)
+
+
+async def main() -> None:
+    size = sizes()
+    report = Report(size)
+    started = time.monotonic()
+    await Bench(report, size).run()
+    print(f"\n== make bench: one run, {time.monotonic() - started:.0f} s\n")
+    print(report.table())
+    print(f"\nwritten to {report.write()}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,138 @@
+"""Who the bench registers and what it sends: people, the designated hospital, bindings and
+charges, as contract version 2 messages built before the clock starts.
+
+The envelope is built here from the public contract (event_id, event_type, schema_version,
+occurred_at, payload) rather than through the services' own code, so the bench keeps working
+while that code is being rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+from shared.identity import make_id_number
+
+CHINA = timezone(timedelta(hours=8))
+REGION = "610100"  # Xi'an: every bench person and the hospital, so no cross-region rule is in play
+HOSPITAL = "HBENCH-01"
+SIGNATURE = "sha256:" + "ab" * 32
+BUCKETS = 65_536  # shared.state.PERSON_BUCKETS: persons are stored in bucketed hashes
+
+
+def now() -> datetime:
+    return datetime.now(CHINA)
+
+
+def envelope(event_type: str, payload: dict, event_id: str | None = None) -> bytes:
+    return json.dumps({"event_id": event_id or str(uuid.uuid4()), "event_type": event_type, "schema_version": 1,
+                       "occurred_at": now().isoformat(timespec="seconds"), "payload": payload},
+                      ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def person_ids(count: int, per_bucket: int) -> list[str]:
+    """Valid, distinct ID numbers. With `per_bucket` > 0 they fill count/per_bucket of the 65,536
+    person buckets (bucket = birth date and sequence digits mod 65,536), as a population of
+    per_bucket × 65,536 people would: Redis's per-key overhead is then shared as it is at a
+    province's scale instead of one bucket per person. 0: spread like the first `count` people."""
+    wanted = max(1, -(-count // per_bucket)) if per_bucket > 0 else BUCKETS
+    ids: list[str] = []
+    day = date(1945, 1, 1)
+    while len(ids) < count:
+        base = int(day.strftime("%Y%m%d")) * 1000
+        r = base % BUCKETS
+        # the sequences s in 0..999 with (r + s) mod 65,536 below `wanted`: at most two runs
+        seqs = list(range(1000)) if wanted >= BUCKETS else \
+            [*range(0, max(0, min(1000, wanted - r))), *range(BUCKETS - r, min(1000, BUCKETS - r + wanted))]
+        ids += [make_id_number("610102", day, s) for s in seqs[:count - len(ids)]]
+        day += timedelta(days=1)
+        if day.year > 2004:
+            raise ValueError(f"cannot draw {count} people into {wanted} buckets")
+    return ids
+
+
+@dataclass(frozen=True)
+class Person:
+    person_id: str
+    scheme: str  # employee | resident
+    name: str
+    phone: str
+
+    def registered(self) -> dict:
+        p = {"person_id": self.person_id, "name": self.name, "region": REGION, "scheme": self.scheme,
+             "phone": self.phone}
+        return p | ({"employer": "压测单位", "balance": "100000.00"} if self.scheme == "employee"
+                    else {"community": "压测社区"})
+
+    def party(self) -> dict:
+        p = self.registered()
+        return {"id_number": self.person_id, "name": self.name, "region": REGION, "phone": self.phone,
+                "employer": p.get("employer"), "community": p.get("community")}
+
+
+@dataclass
+class Population:
+    """Residents who are beneficiaries (two grantors each), employees who are their grantors,
+    and employees who pay from their own account."""
+
+    beneficiaries: list[Person]
+    grantors: list[Person]
+    own: list[Person]
+
+    @classmethod
+    def draw(cls, people: int, bindings: int, per_bucket: int) -> "Population":
+        ids = person_ids(people, per_bucket)
+        n_ben = max(1, bindings // 2)
+        if n_ben + 2 * n_ben + 1 > people:
+            raise ValueError(f"BENCH_PEOPLE={people} too few for BENCH_BINDINGS={bindings}")
+
+        def make(pid: str, scheme: str, i: int) -> Person:
+            return Person(pid, scheme, f"压测{i % 1000:03d}", f"139{i % 100_000_000:08d}")
+        everyone = [make(pid, "resident" if i < n_ben else "employee", i) for i, pid in enumerate(ids)]
+        return cls(everyone[:n_ben], everyone[n_ben:3 * n_ben], everyone[3 * n_ben:])
+
+    def everyone(self) -> list[Person]:
+        return self.beneficiaries + self.grantors + self.own
+
+    def binding_commands(self) -> list[tuple[str, bytes, bytes]]:
+        """(command id, key, CreateBinding) for fresh pairs: each beneficiary gets grantor order 1
+        and grantor order 2, starting today (China time) for a year."""
+        start = now().date()
+        end = start + timedelta(days=365)
+        out = []
+        for i, ben in enumerate(self.beneficiaries):
+            for order in (1, 2):
+                grantor = self.grantors[2 * i + order - 1]
+                form = {"grantor": grantor.party(), "beneficiary": ben.party(), "relation": "father",
+                        "payment_order": order, "start_date": start.isoformat(), "end_date": end.isoformat(),
+                        "notice_accepted": True, "signature_digest": SIGNATURE, "channel": "window"}
+                cid = str(uuid.uuid4())
+                out.append((cid, ben.person_id.encode(), envelope("CreateBinding", form, cid)))
+        return out
+
+    def charges(self, count: int, tag: str, grantor_share: float) -> list[tuple[bytes, bytes, bytes, bool]]:
+        """(charge id = the result's key, patient key, envelope, paid by a grantor?) for `count`
+        ChargeSubmitted.
+        A `grantor_share` of them are for beneficiaries (no account of their own: grantor 1 pays);
+        the rest for employees who pay from their own account."""
+        at = now().isoformat(timespec="seconds")
+        out = []
+        every = round(1 / grantor_share) if grantor_share > 0 else 0
+        for n in range(count):
+            by_grantor = bool(every) and n % every == 0
+            pool = self.beneficiaries if by_grantor else self.own
+            p = pool[(n // (every or 1)) % len(pool)] if by_grantor else pool[n % len(pool)]
+            charge_id = f"B{tag}-{n}"
+            payload = {"charge_id": charge_id, "institution_code": HOSPITAL, "institution_region": REGION,
+                       "patient_id": p.person_id, "patient_name": p.name, "code_holder_id": p.person_id,
+                       "presented_via": "own_device", "visit_kind": "pharmacy", "total": "112.34",
+                       "fund_paid": "100.00", "individual_borne": "12.34", "charged_at": at}
+            out.append((charge_id.encode(), p.person_id.encode(), envelope("ChargeSubmitted", payload), by_grantor))
+        return out
+
+
+def hospital() -> bytes:
+    return envelope("InstitutionRegistered", {"institution_code": HOSPITAL, "name": "压测医院", "region": REGION,
+                                              "kind": "hospital"})

@@ -1,0 +1,82 @@
+"""BENCH_PROFILE=1: py-spy samples the settlement process during the full-speed run and writes
+to bench/results/ a flame graph (SVG), the collapsed stacks (for speedscope or inferno) and a
+top list: the functions where the samples were, by own time and by time inside them."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from bench.report import RESULTS
+
+
+def py_spy() -> str | None:
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+class Profiler:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.processes: list[subprocess.Popen] = []
+        self.raw = RESULTS / "profile-settlement.txt"
+        self.svg = RESULTS / "profile-settlement.svg"
+        self.top = RESULTS / "profile-settlement-top.txt"
+
+    def start(self) -> None:
+        binary = py_spy()
+        if binary is None:
+            return
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        for fmt, path in (("raw", self.raw), ("flamegraph", self.svg)):
+            # --nonblocking: sample without stopping the process, so it runs at (nearly) full speed
+            self.processes.append(subprocess.Popen(
+                [binary, "record", "--pid", str(self.pid), "--rate", "97", "--nonblocking", "--format", fmt,
+                 "--output", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+
+    def stop(self) -> str:
+        if not self.processes:
+            return "profile: py-spy not found (pip install py-spy)"
+        errors = []
+        for p in self.processes:
+            p.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                _, err = p.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                err = b"timed out writing"
+            if p.returncode not in (0, -signal.SIGINT):
+                errors.append(err.decode(errors="replace").strip()[-200:])
+        if not self.raw.exists():
+            return f"profile failed: {errors}"
+        self.top.write_text(top(self.raw.read_text()))
+        return (f"profile of the settlement process during the full-speed run: {self.svg.name}, {self.raw.name}, "
+                f"{self.top.name} in bench/results/" + (f" (errors: {errors})" if errors else ""))
+
+
+def top(collapsed: str, most: int = 40) -> str:
+    """Own and inclusive sample shares per function from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    inside: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inside[frame] += n
+    if not total:
+        return "no samples\n"
+    out = [f"{total} samples of the settlement process's active threads (py-spy's view; an event loop waiting in select may still show)", "", "own time:"]
+    out += [f"{n / total:6.1%}  {f}" for f, n in own.most_common(most)]
+    out += ["", "inclusive (time inside the function and what it calls):"]
+    out += [f"{n / total:6.1%}  {f}" for f, n in inside.most_common(most)]
+    return "\n".join(out) + "\n"

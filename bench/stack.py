@@ -1,0 +1,214 @@
+"""What the bench runs against: its own broker and Redis, the services as production starts them
+(`python -m services.<name>`), and Kafka clients that publish and read back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from shared.devstack import die_with_parent, stop_process
+
+ROOT = Path(__file__).resolve().parent.parent
+PARTITIONS = 6
+
+
+def fetch_wait_env() -> tuple[dict[str, str], str]:
+    """KAFKA_FETCH_MAX_WAIT_MS passed to the services when the shared settings have it, and what
+    it is in effect (the caller's value, or the setting's default)."""
+    try:
+        from shared.settings import ServiceSettings
+
+        field = ServiceSettings.model_fields.get("kafka_fetch_max_wait_ms")
+    except Exception:  # noqa: BLE001 - the bench runs whatever state the settings are in
+        field = None
+    if field is None:
+        return {}, "not a setting (aiokafka default 500 ms)"
+    if "KAFKA_FETCH_MAX_WAIT_MS" in os.environ:
+        return {"KAFKA_FETCH_MAX_WAIT_MS": os.environ["KAFKA_FETCH_MAX_WAIT_MS"]}, \
+            f"{os.environ['KAFKA_FETCH_MAX_WAIT_MS']} ms (from the environment)"
+    return {}, f"{field.default} ms (the setting's default)"
+
+
+class Service:
+    """One service process; ready when it logs `service ready: <name>`."""
+
+    def __init__(self, name: str, env: dict[str, str], log_path: Path) -> None:
+        self.name, self.env, self.log_path = name, env, log_path
+        self.process: subprocess.Popen | None = None
+        self._offset = 0
+
+    def launch(self) -> None:
+        self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"], cwd=ROOT,
+                                            env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
+                                            preexec_fn=die_with_parent)
+
+    async def ready(self, timeout: float = 120) -> None:
+        marker = f"service ready: {self.name}".encode()
+        deadline = time.monotonic() + timeout
+        while marker not in self.log_path.read_bytes()[self._offset:]:
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} not ready in {timeout:.0f} s: {self.tail()}")
+            await asyncio.sleep(0.1)
+
+    def tail(self, chars: int = 600) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def rss(self) -> int:
+        return psutil.Process(self.pid).memory_info().rss
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+class CpuMeter:
+    """CPU seconds of this process and every process it started (broker, Redis, services) over a
+    stretch of time, as % of one core each: where a 2-core machine's time went."""
+
+    def __init__(self, names: dict[int, str]) -> None:
+        self._names = names
+        self._start: dict[int, float] = {}
+        self._t0 = 0.0
+
+    @staticmethod
+    def _procs() -> list[psutil.Process]:
+        me = psutil.Process()
+        return [me, *me.children(recursive=True)]
+
+    @staticmethod
+    def _cpu(p: psutil.Process) -> float:
+        t = p.cpu_times()
+        return t.user + t.system
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._start = {}
+        for p in self._procs():
+            try:
+                self._start[p.pid] = self._cpu(p)
+            except psutil.Error:
+                pass
+
+    def stop(self) -> str:
+        elapsed = max(1e-6, time.monotonic() - self._t0)
+        shares: dict[str, float] = {}
+        for p in self._procs():
+            try:
+                used = self._cpu(p) - self._start.get(p.pid, 0.0)
+                name = self._names.get(p.pid) or ("bench" if p.pid == os.getpid() else p.name())
+            except psutil.Error:
+                continue
+            shares[name] = shares.get(name, 0.0) + used / elapsed * 100
+        total = sum(shares.values())
+        parts = ", ".join(f"{n} {v:.0f}%" for n, v in sorted(shares.items(), key=lambda kv: -kv[1]) if v >= 1)
+        return f"{parts}; total {total:.0f}% of 200%"
+
+
+async def create_topics(bootstrap: str, topics: list[str], partitions: int = PARTITIONS) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        missing = [t for t in topics if t not in set(await admin.list_topics())]
+        if missing:
+            try:
+                await admin.create_topics([NewTopic(t, partitions, 1) for t in missing])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+def producer(bootstrap: str, linger_ms: int = 5) -> AIOKafkaProducer:
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms, max_batch_size=1_048_576,
+                            enable_idempotence=False, acks="all")
+
+
+class Reader:
+    """Reads topics from their current end, without a consumer group (no join), with a short
+    fetch wait so the bench sees a record soon after it is written; calls `on_record` per record."""
+
+    def __init__(self, bootstrap: str, topics: list[str], on_record: Callable[[Any, float], None]) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                          fetch_max_wait_ms=5, max_partition_fetch_bytes=4_194_304)
+        self._topics, self._on_record = topics, on_record
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        await self._consumer._client.force_metadata_update()
+        parts = [TopicPartition(t, p) for t in self._topics for p in sorted(self._consumer.partitions_for_topic(t) or ())]
+        self._consumer.assign(parts)
+        await self._consumer.seek_to_end(*parts)
+        for tp in parts:
+            await self._consumer.position(tp)  # fix the start before anything is published
+        self._task = asyncio.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=100, max_records=20_000)
+            seen = time.time()
+            for records in batch.values():
+                for r in records:
+                    self._on_record(r, seen)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping
+                pass
+        await self._consumer.stop()
+
+
+async def until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {timeout:.0f} s: {what}")
+        await asyncio.sleep(interval)  # polling a condition with a deadline
+
+
+async def groups_caught_up(bootstrap: str, groups: list[str], topic: str, timeout: float) -> None:
+    """Until each consumer group has committed the end of `topic`: a projection commits only
+    after its Redis write, so then every service has the records. Read through a consumer that
+    does not join (Tansu does not answer the admin OffsetFetch)."""
+    deadline = time.monotonic() + timeout
+    consumers = {g: AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=g, enable_auto_commit=False)
+                 for g in groups}
+    for c in consumers.values():
+        await c.start()
+    try:
+        any_c = next(iter(consumers.values()))
+        parts = [TopicPartition(topic, p) for p in sorted(any_c.partitions_for_topic(topic) or ())]
+        ends = await any_c.end_offsets(parts)
+        for g, c in consumers.items():
+            while True:
+                behind = [tp for tp in parts if ends[tp] and ((await c.committed(tp)) or 0) < ends[tp]]
+                if not behind:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"group {g} has not committed the end of {topic} in {timeout:.0f} s")
+                await asyncio.sleep(0.2)
+    finally:
+        for c in consumers.values():
+            await c.stop()
