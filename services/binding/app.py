@@ -42,6 +42,7 @@ def create_app(settings: BindingSettings | None = None) -> FastStream:
     @app.on_startup
     async def prepare() -> None:
         await redis.ping()
+        await store.load_functions()
         await ensure_topics(settings, TOPICS)
         gate.close()
 

@@ -25,6 +25,11 @@ class BindingSettings(ServiceSettings):
         7, ge=0, description="Days an ended binding stays in the payer index, so a charge dated while it was in "
         "force (settlement accepts charges up to 7 days old by default) still finds its grantor.")
 
+    binding_batch_size: int = Field(
+        500, ge=1, description="Most commands decided in one batch (a few Redis round trips whatever its size).")
+    binding_batch_timeout_ms: int = Field(
+        20, ge=0, description="How long a batch of commands waits to fill.")
+
     @model_validator(mode="after")
     def _outcomes_outlive_the_commands(self) -> "BindingSettings":
         self.check_records_outlive_retention(binding_outcome_ttl_days=self.binding_outcome_ttl_days)

@@ -24,8 +24,9 @@ _SIGNATURE = re.compile(r"sha256:[0-9a-f]{64}")
 def name_digest(name: str, key: bytes) -> str:
     """Names are compared, never stored. A bare hash of a Chinese name is reversed by a
     dictionary of names, so the digest is a keyed HMAC-SHA256 (the key is a secret of the
-    service); 64 bits of it tell a mismatch and keep the registry small."""
-    return hmac.new(key, name.strip().encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+    service). 32 bits of it tell a mismatch (a wrong name passes once in four billion) and keep
+    the registry entry to one integer."""
+    return hmac.new(key, name.strip().encode("utf-8"), hashlib.sha256).hexdigest()[:8]
 
 
 @dataclass(frozen=True)

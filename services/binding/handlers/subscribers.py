@@ -5,7 +5,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from shared.catchup import ProjectionGate
-from shared.kafka import Outage, answer_or_dead_letter, consumer_options, received
+from shared.kafka import Outage, Received, answer_or_dead_letter, consumer_options, received
 from shared.topics import BINDING_COMMANDS, BUREAU_ACCOUNTS
 from services.binding.config import BindingSettings
 from services.binding.usecases import BindingService
@@ -17,12 +17,14 @@ def register(broker: KafkaBroker, service: BindingService, settings: BindingSett
     gate = ProjectionGate(settings.kafka_bootstrap_servers, {BUREAU_ACCOUNTS: f"{group}.{BUREAU_ACCOUNTS}"})
     commands, registry = Outage(BINDING_COMMANDS), Outage(BUREAU_ACCOUNTS)
 
-    @broker.subscriber(BINDING_COMMANDS, **consumer_options(settings, group, BINDING_COMMANDS,
+    # Batches: one Kafka fetch is decided with a few Redis round trips (usecases.py).
+    @broker.subscriber(BINDING_COMMANDS, **consumer_options(settings, group, BINDING_COMMANDS, batch=True,
+                                                            max_records=settings.binding_batch_size,
+                                                            batch_timeout_ms=settings.binding_batch_timeout_ms,
                                                             listener=gate.listener()))
-    async def on_binding_command(msg: KafkaMessage) -> None:
+    async def on_binding_commands(msg: KafkaMessage) -> None:
         await gate.caught_up()
-        await answer_or_dead_letter(broker, received(msg.raw_message), service.handle_command, commands,
-                                    on_defect=service.answer_defect)
+        await answer_batch(broker, [received(r) for r in msg.raw_message], service, commands)
 
     @broker.subscriber(BUREAU_ACCOUNTS, **consumer_options(settings, group, BUREAU_ACCOUNTS, batch=True,
                                                            max_records=500, batch_timeout_ms=50))
@@ -31,3 +33,14 @@ def register(broker: KafkaBroker, service: BindingService, settings: BindingSett
         await registry.retrying(lambda: service.register_people(batch))
 
     return gate
+
+
+async def answer_batch(broker: KafkaBroker, batch: list[Received], service: BindingService, outage: Outage) -> None:
+    """The whole batch at once; should that meet a defect the use case could not pin on one
+    command, each message is answered on its own, with its own boundary (PLATFORM_ERROR and a
+    dead letter for the one that fails). Answering again is harmless: outcomes are recorded."""
+    try:
+        await outage.retrying(lambda: service.handle_commands(batch))
+    except Exception:  # noqa: BLE001 - not swallowed: every message is answered again below
+        for msg in batch:
+            await answer_or_dead_letter(broker, msg, service.handle_command, outage, on_defect=service.answer_defect)

@@ -1,74 +1,173 @@
 """Bindings and the insured-person registry of the binding service, in Redis.
 
-Keys this service owns (README, "Redis keys"):
-- `bnd:person:{bucket}`  hash person_id -> "region|scheme|name_digest" (projection of PersonRegistered)
-- `bnd:ben:{beneficiary}` hash binding_id -> binding as JSON, every status (the rules' input)
-- `bnd:gr:{grantor}`      hash binding_id -> beneficiary_id (the grantor's role query)
-- `bnd:id:{binding_id}`   "beneficiary_id|payment order at creation|command_id", permanent: finds a
-                          binding by id, and is the tombstone that keeps a binding id from ever being
-                          activated again (older records hold the beneficiary_id alone)
+Keys this service owns (README, "Redis keys"); every layout is compact, because at a province's
+millions of people and bindings each byte here is megabytes:
+- `bnd:person:{bucket}`   hash person_id -> one integer: name digest (32 bits) * 10^7 + region * 10
+                          + scheme (1 employee, 2 resident); listpack stores it in 9 bytes
+- `bnd:ben:{beneficiary}` string: the beneficiary's bindings, every status, one line each
+                          (`_encode_binding`); the rules' input, and the permanent tombstone of
+                          each binding id (a line is never removed); compared whole when a batch
+                          commits (compare-and-set)
+- `bnd:gr:{bucket}`       hash grantor_id -> "beneficiary,beneficiary": whose bindings to read for
+                          the grantor's role query
+- `bnd:id:{bucket}`       hash binding_id -> beneficiary_id, permanent (bucket: the id's first 4
+                          hex digits): finds the binding a RevokeBinding or ChangePaymentOrder names
 - `bnd:pay:{beneficiary}` the payer index read by settlement (shared/binding_index.py)
-- `bnd:ends`              sorted set "beneficiary_id:binding_id" scored by the end date's ordinal: which
-                          payer index entries the sweep removes, without scanning every beneficiary
-- `bnd:out:{command_id}`  hash {event, key}: the recorded outcome, so a redelivery repeats it
-                          (TTL BINDING_OUTCOME_TTL_DAYS, at least KAFKA_RETENTION_DAYS)
+- `bnd:ends`              sorted set beneficiary_id scored by the earliest end (YYYYMMDD) in its
+                          payer index: what the sweep looks at, without scanning every beneficiary
+- `bnd:out:{command_id}`  a recorded outcome other than BindingCreated, compact (`_encode_outcome`;
+                          TTL BINDING_OUTCOME_TTL_DAYS). A BindingCreated is rebuilt from its
+                          binding's line instead (order at creation and the time it was made),
+                          so a created binding leaves no outcome record at all.
+Changes are applied only through the `binding` Function library (bindings.lua).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
-from datetime import date
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import cache
+from pathlib import Path
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
+from redis.exceptions import ResponseError
 
 from shared.binding_index import Payer, encode_payer, payers_key
+from shared.envelope import CHINA_TZ
 from shared.state import person_bucket
 from services.binding.domain.model import Binding, Insured, Relation, Scheme, Status
 
-
-@dataclass(frozen=True)
-class Outcome:
-    """The sealed outcome event and the Kafka key it is published under."""
-
-    event: bytes
-    key: bytes | None
-
-
-@dataclass(frozen=True)
-class Decision:
-    outcome: Outcome
-    changed: list[Binding]
-
-
-@dataclass(frozen=True)
-class UsedId:
-    """The tombstone of a binding id: a binding was created under it, by this command."""
-
-    beneficiary_id: str
-    payment_order: int | None  # at creation; None in records older than the tombstone
-    command_id: str | None
-
-
 ENDS_KEY = "bnd:ends"
+_SCHEME_DIGITS = {Scheme.EMPLOYEE: 1, Scheme.RESIDENT: 2}
+_SCHEMES = {digit: scheme for scheme, digit in _SCHEME_DIGITS.items()}
+_RELATIONS = {Relation.FATHER: "f", Relation.MOTHER: "m", Relation.SPOUSE: "s", Relation.CHILD: "c"}
+_CHANNELS = {"app": "a", "mini_program": "m", "window": "w"}
+_STATUSES = {Status.ACTIVE: "a", Status.REVOKED: "r"}
+_SIGNATURE_PREFIX = "sha256:"
 
 
-def _people_key(person_id: str) -> str:
+@cache
+def library() -> str:
+    """The Function library's source, read on first use (no file I/O at import)."""
+    return Path(__file__).with_name("bindings.lua").read_text()
+
+
+# -- layouts ---------------------------------------------------------------------------------
+
+def people_key(person_id: str) -> str:
     return f"bnd:person:{person_bucket(person_id)}"
 
 
-def _encode_binding(b: Binding) -> str:
-    return json.dumps({**asdict(b), "start_date": b.start_date.isoformat(), "end_date": b.end_date.isoformat()},
-                      separators=(",", ":"))
+def encode_insured(p: Insured) -> int:
+    return int(p.name_digest, 16) * 10**7 + int(p.region) * 10 + _SCHEME_DIGITS[p.scheme]
 
 
-def _decode_binding(raw: bytes) -> Binding:
-    d = json.loads(raw)
-    return Binding(**{**d, "relation": Relation(d["relation"]), "status": Status(d["status"]),
-                      "start_date": date.fromisoformat(d["start_date"]),
-                      "end_date": date.fromisoformat(d["end_date"])})
+def decode_insured(person_id: str, raw: bytes) -> Insured:
+    if b"|" in raw:  # the layout before this one: "region|scheme|64-bit digest"
+        region, scheme, digest = raw.decode().split("|")
+        return Insured(person_id, region, Scheme(scheme), digest[:8])
+    digest, rest = divmod(int(raw), 10**7)
+    return Insured(person_id, f"{rest // 10:06d}", _SCHEMES[rest % 10], f"{digest:08x}")
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A binding as kept: what it is now, and what it was when made (for its BindingCreated)."""
+
+    binding: Binding
+    created_order: int
+    created_at: int  # epoch seconds of its BindingCreated
+
+
+def _encode_binding(s: Stored) -> str:
+    b = s.binding
+    signature = b.signature_digest.removeprefix(_SIGNATURE_PREFIX)
+    return "|".join((b.binding_id, b.grantor_id, _RELATIONS[b.relation], str(b.payment_order),
+                     f"{b.start_date:%Y%m%d}", f"{b.end_date:%Y%m%d}", b.grantor_region, b.beneficiary_region,
+                     signature, _CHANNELS[b.channel], _STATUSES[b.status], str(s.created_order), str(s.created_at)))
+
+
+def _decode_binding(beneficiary_id: str, line: str) -> Stored:
+    (binding_id, grantor_id, relation, order, start, end, grantor_region, beneficiary_region, signature,
+     channel, status, created_order, created_at) = line.split("|")
+    binding = Binding(
+        binding_id=binding_id, grantor_id=grantor_id, beneficiary_id=beneficiary_id,
+        relation=next(r for r, code in _RELATIONS.items() if code == relation), payment_order=int(order),
+        start_date=_day(start), end_date=_day(end), grantor_region=grantor_region,
+        beneficiary_region=beneficiary_region, signature_digest=_SIGNATURE_PREFIX + signature if signature else "",
+        channel=next(c for c, code in _CHANNELS.items() if code == channel),
+        status=next(s for s, code in _STATUSES.items() if code == status))
+    return Stored(binding, int(created_order), int(created_at))
+
+
+def encode_bindings(bindings: Iterable[Stored]) -> str:
+    return "\n".join(_encode_binding(s) for s in bindings)
+
+
+def decode_bindings(beneficiary_id: str, raw: bytes | None) -> list[Stored]:
+    return [_decode_binding(beneficiary_id, line) for line in raw.decode().split("\n")] if raw else []
+
+
+def _day(text: str) -> date:
+    return date(int(text[:4]), int(text[4:6]), int(text[6:]))
+
+
+def _ben_key(beneficiary_id: str) -> str:
+    return f"bnd:ben:{beneficiary_id}"
+
+
+def _grantor_key(grantor_id: str) -> str:
+    return f"bnd:gr:{person_bucket(grantor_id)}"
+
+
+def id_key(binding_id: str) -> str:
+    """Binding ids are `BND-` and hex digits of a uuid5: the first four spread evenly."""
+    return f"bnd:id:{binding_id[4:8]}"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A recorded outcome other than BindingCreated: its type, when, the Kafka key, and what
+    rebuilds its payload (the refusal's reason and detail, or the payload without command_id)."""
+
+    event_type: str
+    at: int
+    key: bytes | None
+    data: str
+
+
+def _encode_outcome(r: Recorded) -> str:
+    return f"{r.at}|{(r.key or b'').decode()}|{r.event_type}|{r.data}"
+
+
+def _decode_outcome(raw: bytes) -> Recorded:
+    at, key, event_type, data = raw.decode().split("|", 3)
+    return Recorded(event_type, int(at), key.encode() or None, data)
+
+
+def epoch(at: datetime) -> int:
+    return int(at.timestamp())
+
+
+def moment(at: int) -> datetime:
+    return datetime.fromtimestamp(at, CHINA_TZ)
+
+
+# -- reads and the commit ----------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """What one beneficiary's commands of a batch change, applied atomically if the bindings are
+    still `expect` (compare-and-set); `beneficiary_id` None: outcome records only."""
+
+    beneficiary_id: str | None
+    expect: str = ""
+    bindings: list[Stored] | None = None  # None: unchanged
+    new_grantors: list[str] = field(default_factory=list)
+    new_ids: list[str] = field(default_factory=list)
+    outcomes: list[tuple[str, Recorded]] = field(default_factory=list)
 
 
 class BindingStore:
@@ -76,147 +175,107 @@ class BindingStore:
         self._redis = redis
         self._ttl = outcome_ttl_seconds
 
+    async def load_functions(self) -> None:
+        """Once at start-up; REPLACE so a new release's library takes over."""
+        await self._redis.function_load(library(), replace=True)
+
     async def save_insured(self, people: Iterable[Insured]) -> None:
         """One round trip for a whole batch of registrations; re-registering overwrites."""
         pipe = self._redis.pipeline(transaction=False)
         for p in people:
-            pipe.hset(_people_key(p.person_id), p.person_id, f"{p.region}|{p.scheme.value}|{p.name_digest}")
+            pipe.hset(people_key(p.person_id), p.person_id, encode_insured(p))
         await pipe.execute()
 
-    async def insured(self, *person_ids: str) -> list[Insured | None]:
+    async def lookup(self, command_ids: list[str], person_ids: list[str], binding_ids: list[str],
+                     ) -> tuple[dict[str, Recorded], dict[str, Insured], dict[str, str]]:
+        """One round trip: recorded outcomes by command id, registrations by person, and the
+        beneficiary of each binding id (the ones known)."""
         pipe = self._redis.pipeline(transaction=False)
+        for cid in command_ids:
+            pipe.get(f"bnd:out:{cid}")
         for pid in person_ids:
-            pipe.hget(_people_key(pid), pid)
-        found = []
-        for pid, raw in zip(person_ids, await pipe.execute()):
-            if raw is None:
-                found.append(None)
-                continue
-            region, scheme, digest = raw.decode().split("|")
-            found.append(Insured(pid, region, Scheme(scheme), digest))
-        return found
+            pipe.hget(people_key(pid), pid)
+        for bid in binding_ids:
+            pipe.hget(id_key(bid), bid)
+        replies = iter(await pipe.execute())
+        outs = {cid: _decode_outcome(raw) for cid in command_ids if (raw := next(replies))}
+        people = {pid: decode_insured(pid, raw) for pid in person_ids if (raw := next(replies))}
+        owners = {bid: raw.decode() for bid in binding_ids if (raw := next(replies))}
+        return outs, people, owners
 
-    async def recorded_outcome(self, command_id: str) -> Outcome | None:
-        return _outcome(await self._redis.hgetall(f"bnd:out:{command_id}"))
+    async def bindings_read(self, beneficiary_ids: list[str]) -> dict[str, bytes]:
+        """The beneficiaries' binding records as stored ('' when none), the compare-and-set base."""
+        pipe = self._redis.pipeline(transaction=False)
+        for ben in beneficiary_ids:
+            pipe.get(_ben_key(ben))
+        return {ben: raw or b"" for ben, raw in zip(beneficiary_ids, await pipe.execute())}
 
-    async def beneficiary_of(self, binding_id: str) -> str | None:
-        used = _used(await self._redis.get(_id_key(binding_id)))
-        return used.beneficiary_id if used else None
+    async def commit(self, plans: list[Plan], payers_ended_before: date) -> list[bool]:
+        """One pipelined round trip of the commit Function, one call per plan; True where applied,
+        False where the beneficiary's bindings changed since they were read."""
+        if not plans:
+            return []
+        calls = [json.dumps(self._plan_json(p, payers_ended_before), separators=(",", ":")) for p in plans]
 
+        async def run() -> list:
+            pipe = self._redis.pipeline(transaction=False)
+            for call in calls:
+                pipe.fcall("bnd_commit", 0, call)
+            return await pipe.execute(raise_on_error=False)
+        replies = await run()
+        if any(isinstance(r, ResponseError) and "function not found" in str(r).lower() for r in replies):
+            # The library is gone (a Redis replaced or flushed under us): load it and redo. Safe:
+            # an applied plan changed its record, so its retry fails the compare and is decided
+            # again, reading what it wrote.
+            await self.load_functions()
+            replies = await run()
+        for r in replies:
+            if isinstance(r, Exception):
+                raise r
+        return [r == 1 for r in replies]
+
+    def _plan_json(self, p: Plan, ended_before: date) -> dict:
+        plan: dict = {"outs": [[f"bnd:out:{cid}", _encode_outcome(r), self._ttl] for cid, r in p.outcomes]}
+        if p.beneficiary_id is None:
+            return plan
+        ben = p.beneficiary_id
+        plan |= {"ben": ben, "ben_key": _ben_key(ben), "expect": p.expect}
+        if p.bindings is not None:
+            # The payer index follows from the bindings: those not revoked and not ended before
+            # the grace period; rewriting it whole also prunes the ended ones at every write.
+            payers = [s.binding for s in p.bindings
+                      if not s.binding.is_revoked and s.binding.end_date >= ended_before]
+            plan |= {
+                "record": encode_bindings(p.bindings), "pay_key": payers_key(ben),
+                "payers": [x for b in payers for x in (b.binding_id, encode_payer(Payer(
+                    b.binding_id, b.grantor_id, b.payment_order, b.start_date, b.end_date, b.grantor_region)))],
+                "ends_score": min((f"{b.end_date:%Y%m%d}" for b in payers), default="0"),
+                "grantors": [[_grantor_key(g), g] for g in p.new_grantors],
+                "ids": [[id_key(bid), bid] for bid in p.new_ids],
+            }
+        return plan
+
+    # -- the role query and the sweep --------------------------------------------------------
     async def bindings_of_beneficiary(self, beneficiary_id: str) -> list[Binding]:
-        return [_decode_binding(v) for v in (await self._redis.hgetall(f"bnd:ben:{beneficiary_id}")).values()]
+        return [s.binding for s in decode_bindings(beneficiary_id, await self._redis.get(_ben_key(beneficiary_id)))]
 
     async def bindings_of_grantor(self, grantor_id: str) -> list[Binding]:
-        index = await self._redis.hgetall(f"bnd:gr:{grantor_id}")
-        if not index:
+        listed = await self._redis.hget(_grantor_key(grantor_id), grantor_id)
+        if not listed:
             return []
-        pipe = self._redis.pipeline(transaction=False)
-        for binding_id, beneficiary_id in index.items():
-            pipe.hget(f"bnd:ben:{beneficiary_id.decode()}", binding_id)
-        return [_decode_binding(raw) for raw in await pipe.execute() if raw]
-
-    async def decide_once(self, command_id: str, beneficiary_id: str | None,
-                          decide: Callable[[list[Binding], UsedId | None], Decision], *,
-                          payers_ended_before: date, new_binding_id: str | None = None) -> Outcome:
-        """Run `decide` on the beneficiary's current bindings and commit its changes together with
-        the outcome, or return the outcome already recorded for this command.
-
-        Optimistic concurrency (WATCH): if another command changes the beneficiary's bindings
-        meanwhile, decide again on the new state, so two racing commands can never both take
-        the last grantor place or the same payment order.
-
-        `new_binding_id` (CreateBinding): its tombstone, if any, is read inside the same WATCH and
-        given to `decide`, so a redelivery after the outcome record expired cannot make the
-        binding again. Every write also drops from the payer index the beneficiary's bindings
-        that ended before `payers_ended_before`.
-        """
-        out_key = f"bnd:out:{command_id}"
-        watched = [out_key] + ([f"bnd:ben:{beneficiary_id}"] if beneficiary_id else [])
-        watched += [_id_key(new_binding_id)] if new_binding_id else []
-        async with self._redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(*watched)
-                    recorded = _outcome(await pipe.hgetall(out_key))
-                    if recorded:
-                        await pipe.reset()
-                        return recorded
-                    existing = ([_decode_binding(v) for v in (await pipe.hgetall(watched[1])).values()]
-                                if beneficiary_id else [])
-                    used = _used(await pipe.get(_id_key(new_binding_id))) if new_binding_id else None
-                    decision = decide(existing, used)
-                    pipe.multi()
-                    changed = {b.binding_id for b in decision.changed}
-                    for b in existing:
-                        if b.binding_id not in changed and not b.is_revoked and b.end_date < payers_ended_before:
-                            self._drop_payer(pipe, b)
-                    for b in decision.changed:
-                        self._write(pipe, b, command_id if b.binding_id == new_binding_id else None)
-                    mapping = {"event": decision.outcome.event, "key": decision.outcome.key or b""}
-                    pipe.hset(out_key, mapping=mapping)
-                    pipe.expire(out_key, self._ttl)
-                    await pipe.execute()
-                    return decision.outcome
-                except WatchError:
-                    continue
+        beneficiaries = listed.decode().split(",")
+        records = await self.bindings_read(beneficiaries)
+        return [s.binding for ben in beneficiaries for s in decode_bindings(ben, records[ben])
+                if s.binding.grantor_id == grantor_id]
 
     async def sweep_ended_payers(self, ended_before: date, batch: int = 1000) -> int:
         """Remove from the payer index every binding that ended before `ended_before`; returns how
         many. Nothing can put such an entry back: an ended binding cannot be changed or revoked,
-        and a redelivered CreateBinding is stopped by its tombstone."""
+        and a redelivered CreateBinding finds its binding already made."""
         removed = 0
         while True:
-            due = await self._redis.zrangebyscore(ENDS_KEY, "-inf", f"({ended_before.toordinal()}",
-                                                  start=0, num=batch)
-            if not due:
+            looked, dropped = await self._redis.fcall("bnd_sweep", 0, f"{ended_before:%Y%m%d}", batch)
+            removed += dropped
+            if looked < batch:
                 return removed
-            pipe = self._redis.pipeline(transaction=False)
-            for member in due:
-                beneficiary_id, binding_id = member.decode().split(":", 1)
-                pipe.hdel(payers_key(beneficiary_id), binding_id)
-            pipe.zrem(ENDS_KEY, *due)
-            await pipe.execute()
-            removed += len(due)
 
-    @staticmethod
-    def _write(pipe, b: Binding, created_by: str | None) -> None:
-        pipe.hset(f"bnd:ben:{b.beneficiary_id}", b.binding_id, _encode_binding(b))
-        pipe.hset(f"bnd:gr:{b.grantor_id}", b.binding_id, b.beneficiary_id)
-        if created_by is not None:
-            # Permanent (no TTL): the binding id is used, whatever becomes of the binding.
-            pipe.set(_id_key(b.binding_id), f"{b.beneficiary_id}|{b.payment_order}|{created_by}")
-        if b.status is Status.ACTIVE:
-            payer = Payer(b.binding_id, b.grantor_id, b.payment_order, b.start_date, b.end_date, b.grantor_region)
-            pipe.hset(payers_key(b.beneficiary_id), b.binding_id, encode_payer(payer))
-            pipe.zadd(ENDS_KEY, {_ends_member(b): b.end_date.toordinal()})
-        else:
-            BindingStore._drop_payer(pipe, b)
-
-    @staticmethod
-    def _drop_payer(pipe, b: Binding) -> None:
-        pipe.hdel(payers_key(b.beneficiary_id), b.binding_id)
-        pipe.zrem(ENDS_KEY, _ends_member(b))
-
-
-def _id_key(binding_id: str) -> str:
-    return f"bnd:id:{binding_id}"
-
-
-def _ends_member(b: Binding) -> str:
-    return f"{b.beneficiary_id}:{b.binding_id}"
-
-
-def _used(raw: bytes | None) -> UsedId | None:
-    if raw is None:
-        return None
-    beneficiary_id, _, rest = raw.decode().partition("|")
-    if not rest:
-        return UsedId(beneficiary_id, None, None)
-    order, _, command_id = rest.partition("|")
-    return UsedId(beneficiary_id, int(order), command_id)
-
-
-def _outcome(recorded: dict[bytes, bytes]) -> Outcome | None:
-    if not recorded:
-        return None
-    return Outcome(recorded[b"event"], recorded[b"key"] or None)
