@@ -53,6 +53,7 @@ def make_broker(settings: ServiceSettings, *, client_id: str) -> KafkaBroker:
         client_id=client_id,
         enable_idempotence=settings.kafka_enable_idempotence,
         acks="all",
+        linger_ms=settings.kafka_linger_ms,
         # Batched outcomes overflow the 16 KiB default (platform-notes.md).
         max_batch_size=1_048_576,
         logger=logging.getLogger(f"{client_id}.kafka"),
@@ -268,12 +269,15 @@ def consumer_options(settings: ServiceSettings, group: str, topic: str, **extra:
       after its outcomes were recorded and published; an infrastructure error puts the message
       back to be read again, and the idempotency records make that redelivery harmless. (The
       default ACK_FIRST would be at-most-once: wrong for money.)
+    - `fetch_max_wait_ms` from the settings (KAFKA_FETCH_MAX_WAIT_MS): a caught-up consumer on the
+      local broker waits that long for every fetch; `extra` may override it.
     - Bodies stay bytes (`raw_bytes`), so malformed input is answered or dead-lettered by the
       use case instead of failing in a decoder; headers are bounded and leniently decoded
       (`tolerant_parser`); `no_reply`: replies are published explicitly.
     """
-    return dict(group_id=f"{group}.{topic}", auto_offset_reset="earliest", decoder=raw_bytes,
-                parser=tolerant_parser,
-                ack_policy=AckPolicy.NACK_ON_ERROR, no_reply=True,
-                session_timeout_ms=settings.kafka_session_timeout_ms,
-                heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms, **extra)
+    return {**dict(group_id=f"{group}.{topic}", auto_offset_reset="earliest", decoder=raw_bytes,
+                   parser=tolerant_parser,
+                   ack_policy=AckPolicy.NACK_ON_ERROR, no_reply=True,
+                   session_timeout_ms=settings.kafka_session_timeout_ms,
+                   heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+                   fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms), **extra}

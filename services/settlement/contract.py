@@ -8,8 +8,9 @@ import json
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from shared.envelope import Envelope
 from shared.identity import IdNumber
 from shared.institutions import INSTITUTION_CODE_PATTERN
 from shared.money import Yuan
@@ -67,6 +68,25 @@ class ChargeRefunded(_In):
     refund_id: ChargeId
     amount: Yuan
     refunded_at: Time
+
+
+class _ChargeSubmittedMessage(Envelope):
+    event_type: Literal["ChargeSubmitted"]
+    payload: ChargeSubmitted
+
+
+class _ChargeRefundedMessage(Envelope):
+    event_type: Literal["ChargeRefunded"]
+    payload: ChargeRefunded
+
+
+ChargeMessage = _ChargeSubmittedMessage | _ChargeRefundedMessage
+# A his.charges message read and validated in one pass, straight from its bytes (pydantic-core):
+# the envelope and the payload its event_type names. Anything it refuses is read again step by
+# step (shared.envelope.read, then each model), which tells a dead letter from a refusal and
+# names the reason; that reading is the contract, this one only its fast path for valid messages.
+CHARGE_MESSAGE: TypeAdapter[ChargeMessage] = TypeAdapter(
+    Annotated[ChargeMessage, Field(discriminator="event_type")])
 
 
 def reason_for(error: ValidationError) -> Reason:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from faststream.kafka import KafkaBroker
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from shared import envelope, topics
 from shared.bureau import (ACCOUNT_CREDITED, ACCOUNT_DEBITED_LOCALLY, BALANCE_SNAPSHOT, BUREAU_EVENT_TYPES,
@@ -31,11 +31,11 @@ from shared.kafka import (Outage, Outgoing, Received, dead_letter, is_transient,
 from shared.logs import shown
 from shared.money import Fen
 from services.settlement import contract as c
+from services.settlement import outcomes
 from services.settlement.domain import ids
 from services.settlement.domain.consumption import by_beneficiary
 from services.settlement.domain.reasons import ChargeRefused, Reason
 from services.settlement.domain.reconciliation import Entry, net, reconcile
-from services.settlement.domain.waterfall import Line
 from services.settlement.storage.accounts import (Applied, ChargeToSettle, Movement, RefundToApply,
                                                   SettlementStore)
 
@@ -143,7 +143,23 @@ class SettlementService:
         return answers
 
     def _admit(self, msg: Received, now: datetime, answers: Answers) -> ChargeToSettle | RefundToApply | None:
-        """The checks that need no state. A refusal is added to `answers` (None returned)."""
+        """The checks that need no state. A refusal is added to `answers` (None returned).
+
+        A valid message is read in one pass from its bytes (`contract.CHARGE_MESSAGE`); one that
+        is refused there, or by a rule, is read again step by step (`_admit_slowly`), which
+        decides how it is answered: the fast path never answers a refusal itself."""
+        try:
+            message = c.CHARGE_MESSAGE.validate_json(msg.value)
+            if message.event_type == c.CHARGE_SUBMITTED:
+                return self._admit_charge(message.event_id, message.payload, now)
+            refund = message.payload
+            self._check_time(refund.refunded_at, now, "refunded_at")
+        except (ValidationError, ChargeRefused):
+            return self._admit_slowly(msg, now, answers)
+        return RefundToApply(message.event_id, refund.institution_code, refund.charge_id, refund.refund_id,
+                             refund.digest(), refund.amount, now.isoformat(timespec="seconds"))
+
+    def _admit_slowly(self, msg: Received, now: datetime, answers: Answers) -> ChargeToSettle | RefundToApply | None:
         readable = envelope.read(msg.value, c.CHARGE_TYPES)
         if isinstance(readable, envelope.Unreadable):
             answers.dead.append((msg, readable.error))
@@ -195,26 +211,19 @@ class SettlementService:
                                   institution_code=todo.institution_code)
         inst, at = todo.institution_code, applied.at
         if refund_id is None:
-            event_type = c.CHARGE_SETTLED
-            event: BaseModel = c.ChargeSettled(
-                charge_id=todo.charge_id, patient_id=todo.patient_id, individual_borne=Fen(todo.borne),
-                lines=[_line(x) for x in applied.lines], settled_at=at, institution_code=inst,
-                charged_at=todo.charged_at)
+            value = outcomes.charge_settled(inst, todo.charge_id, todo.patient_id, todo.borne, todo.charged_at,
+                                            applied.lines, at)
             patient, direction = todo.patient_id, "debit"
-            if not applied.replay:
+            if not applied.replay and log.isEnabledFor(logging.DEBUG):
                 log.debug("charge %s settled for %s: %s", shown(todo.charge_id), mask_id_number(patient),
                           ", ".join(f"{x.source}{x.payment_order or ''}={x.amount}" for x in applied.lines))
         else:
-            event_type = c.REFUND_SETTLED
-            event = c.RefundSettled(charge_id=todo.charge_id, refund_id=refund_id, institution_code=inst,
-                                    patient_id=applied.patient_id, amount=Fen(todo.amount),
-                                    lines=[_line(x) for x in applied.lines], settled_at=at)
+            value = outcomes.refund_settled(inst, todo.charge_id, refund_id, applied.patient_id, todo.amount,
+                                            applied.lines, at)
             patient, direction = applied.patient_id, "credit"
         answers = Answers()
-        answers.answer(msg, topics.SETTLEMENT_RESULTS, todo.charge_id.encode(), envelope.seal(
-            event_type, event, event_id=ids.event_id(event_type, inst, todo.charge_id, refund_id),
-            occurred_at=datetime.fromisoformat(at)))
-        answers.outcomes += _postings(applied.lines, direction, inst, todo.charge_id, refund_id, patient, at)
+        answers.answer(msg, topics.SETTLEMENT_RESULTS, todo.charge_id.encode(), value)
+        answers.outcomes += outcomes.postings(applied.lines, direction, inst, todo.charge_id, refund_id, patient, at)
         return answers
 
     def _rejected(self, msg: Received, readable: envelope.Readable, refused: ChargeRefused,
@@ -388,25 +397,6 @@ class SettlementService:
                              event_id=ids.event_id(c.CONSUMPTION_LISTED, readable.event_id))
 
 
-def _postings(lines: list[Line], direction: str, institution_code: str, charge_id: str, refund_id: str | None,
-              beneficiary_id: str, at: str) -> list[Outgoing]:
-    """One posting per account touched, keyed by the account's region, for its bureau's book."""
-    out = []
-    for i, line in enumerate(lines):
-        if line.source == "cash":
-            continue
-        posting_id = ids.posting_id(institution_code, charge_id, refund_id, i)
-        posting = c.Posting(posting_id=posting_id, region=line.region, person_id=line.person_id,
-                            direction=direction, amount=Fen(line.amount), charge_id=charge_id,
-                            refund_id=refund_id, posted_at=at, institution_code=institution_code,
-                            account_seq=line.account_seq,
-                            beneficiary_id=beneficiary_id if line.source == "grantor" else None)
-        value = envelope.seal(c.POSTING, posting, event_id=ids.event_id(c.POSTING, posting_id),
-                              occurred_at=datetime.fromisoformat(at))
-        out.append(Outgoing(topics.BUREAU_POSTINGS, line.region.encode(), value))
-    return out
-
-
 def _readable(batch: list[Received], types: frozenset[str], answers: Answers) -> list[tuple[Received, envelope.Readable]]:
     """The messages of a batch whose envelope can be read; the others are dead letters (bureau
     events have no outcome topic to answer on)."""
@@ -432,9 +422,3 @@ def _text(value: object) -> str:
 
 def _institution(value: object) -> str | None:
     return value if isinstance(value, str) and _INSTITUTION.fullmatch(value) else None
-
-
-def _line(line: Line) -> c.SettledLine:
-    return c.SettledLine(source=line.source, person_id=line.person_id, region=line.region,
-                         payment_order=line.payment_order, amount=Fen(line.amount),
-                         balance_after=None if line.balance_after is None else Fen(line.balance_after))
