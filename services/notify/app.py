@@ -63,7 +63,8 @@ def create_app(settings: NotifySettings | None = None) -> FastStream:
                             template_codes=settings.sms_template_codes,
                             lease_seconds=settings.notify_claim_lease_seconds,
                             unknown_wait_seconds=settings.notify_unknown_person_wait_seconds,
-                            unknown_retry_seconds=settings.notify_unknown_person_retry_seconds)
+                            unknown_retry_seconds=settings.notify_unknown_person_retry_seconds,
+                            send_concurrency=settings.notify_send_concurrency)
     gate = register(broker, service, settings)
     app = FastStream(broker, logger=log)
     timers: list[asyncio.Task] = []

@@ -19,6 +19,9 @@ class NotifySettings(ServiceSettings):
     sms_timeout_seconds: float = Field(5.0, gt=0, description="Timeout of one gateway request.")
     sms_retry_attempts: int = Field(3, ge=1, description="Attempts per message before it is recorded as failed "
                                                          "(only when the gateway surely did not send it).")
+    notify_send_concurrency: int = Field(
+        100, ge=1, description="How many SMS of a batch are claimed and sent at once (one Redis round trip "
+                               "for their claims, one request each to the gateway, concurrently).")
     sms_retry_base_ms: int = Field(200, ge=0, description="Back-off before the 2nd attempt; doubles after each.")
     quiet_hours: str = Field("22:00-07:00", description="Non-urgent SMS wait until this window ends (China time).")
     notify_expiry_check_seconds: float = Field(

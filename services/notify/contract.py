@@ -81,6 +81,7 @@ class BindingRevokedIn(_In):
     binding_id: Id
     grantor_id: IdNumber
     beneficiary_id: IdNumber
+    end_date: Day | None = None  # finds the binding in the ending-soon projection (binding always sends it)
 
 
 class OrderChangeIn(_In):

@@ -4,15 +4,21 @@ wait (bounded) for people notify has not read yet, publish every outcome.
 
 A message's life is kept in Redis (storage/notify.lua): claimed (pending, with a lease) before
 the gateway sees it, held (deferred) while it waits, recorded (sent, failed, skipped) once. The
-consumers never wait on a held message: the periodic `release_due` looks at it again."""
+consumers never wait on a held message: the periodic `release_due` looks at it again.
+
+Messages go through in batches, a step at a time for all of them: claims in one Redis round trip,
+contacts and institution names in one each, the SMS to the provider at once (at most
+NOTIFY_SEND_CONCURRENCY a wave, each wave claimed just before it is sent, so a claim's lease still
+covers one send), outcomes recorded in one round trip and published with one wait for the acks.
+A defect on one message is that message's (its input is dead-lettered); the others go on."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,14 +28,15 @@ from pydantic import ValidationError
 from shared import envelope, topics
 from shared.identity import mask_name, mask_phone
 from shared.institutions import INSTITUTION_EVENT_TYPES, InstitutionRegistered
-from shared.kafka import Outage, Received, answer_or_dead_letter, dead_letter
+from shared.kafka import Outage, Received, dead_letter, publish_all
+from shared.kafka import Outgoing as Publication
 from shared.registrations import registrations
 from services.notify import contract as c
 from services.notify.domain import notices as n
 from services.notify.domain.quiet import QuietHours
-from services.notify.domain.templates import institution_shown, is_urgent, render, template_params
-from services.notify.providers.base import Outgoing, ProviderError, SmsProvider
-from services.notify.storage.deliveries import DeliveryStore
+from services.notify.domain.templates import institution_shown, is_urgent, render, segments, template_params
+from services.notify.providers.base import Outgoing, ProviderError, Receipt, SmsProvider
+from services.notify.storage.deliveries import ClaimAsk, DeliveryStore, decode_outcome, encode_outcome
 
 log = logging.getLogger("notify")
 _MESSAGE_NAMESPACE = uuid.UUID("5d1b7f0e-93a4-5c1e-a2f0-6100a0005000")
@@ -72,54 +79,99 @@ def outcome_event(message_id: str, notice: n.Notice, outcome: dict[str, Any]) ->
                          occurred_at=datetime.fromisoformat(outcome["at"]))
 
 
+def delivery(message_id: str, notice: n.Notice, recorded: bytes) -> Publication:
+    """The outcome event on notify.deliveries, keyed by the masked phone (contract.md), rebuilt
+    from the recorded outcome: the first publication and every republication are the same bytes."""
+    outcome = decode_outcome(recorded)
+    return Publication(topics.NOTIFY_DELIVERIES, outcome["phone"].encode(),
+                       outcome_event(message_id, notice, outcome))
+
+
+@dataclass(eq=False)
+class _Message:
+    """One message on its way through a batch: what it is, who asked, and where it stands."""
+
+    message_id: str
+    notice: n.Notice
+    source: int                 # which input (record, due entry, binding) it came from: its defect boundary
+    republish: bool = True      # publish the recorded outcome again when it has one
+    from_state: str = ""        # '' new, 'deferred' released after a wait
+    wait_until_ms: int = 0      # how long an unknown person is still waited for (0: not waiting yet)
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    sms: Outgoing | None = None   # what goes to the provider, once it is known
+
+
+@dataclass(frozen=True)
+class _Hold:
+    """Put the message back to wait until `release_ms`; an unknown person is waited for until
+    `wait_until_ms`."""
+
+    release_ms: int
+    wait_until_ms: int
+
+
+_Decided = tuple[_Message, dict[str, Any] | None]  # a message and its outcome (None: skipped, nothing to tell)
+
+
 class NotifyService:
     def __init__(self, store: DeliveryStore, broker: KafkaBroker, provider: SmsProvider, quiet: QuietHours,
                  attempts: int, backoff_ms: int, *, template_codes: dict[str, str] | None = None,
                  lease_seconds: float = 60, unknown_wait_seconds: float = 600,
-                 unknown_retry_seconds: float = 10, clock: Callable[[], datetime] = envelope.now) -> None:
+                 unknown_retry_seconds: float = 10, send_concurrency: int = 100,
+                 clock: Callable[[], datetime] = envelope.now) -> None:
         self._store, self._broker, self._provider = store, broker, provider
         self._quiet, self._attempts, self._backoff = quiet, attempts, backoff_ms / 1000
         self._codes = template_codes or {}
         self._lease_ms = int(lease_seconds * 1000)
         self._wait_ms, self._retry_ms = int(unknown_wait_seconds * 1000), int(unknown_retry_seconds * 1000)
+        self._wave = send_concurrency
         self._clock = clock
         self._outage = Outage("notify")
 
     async def _retry(self, work: Callable[[], Awaitable[Any]]) -> Any:
-        """A step of a claimed message is retried in place when Redis or Kafka is away: starting
-        the message over would find its own claim and leave it to the lease."""
+        """A step of claimed messages is retried in place when Redis or Kafka is away: starting
+        them over would find their own claims and leave them to the lease."""
         return await self._outage.retrying(work)
 
     # -- inputs: one boundary per message ----------------------------------------------------------
     async def on_settlement_results(self, batch: list[Received]) -> None:
-        for msg in batch:
-            await answer_or_dead_letter(self._broker, msg, self._answer_settlement, self._outage)
+        await self._answer_all(batch, c.SETTLEMENT_TYPES, n.for_settlement)
 
     async def on_binding_events(self, batch: list[Received]) -> None:
-        for msg in batch:
-            await answer_or_dead_letter(self._broker, msg, self._answer_binding, self._outage)
+        await self._answer_all(batch, c.BINDING_TYPES, n.for_binding)
 
-    async def _answer_settlement(self, msg: Received) -> None:
-        await self._answer(msg, c.SETTLEMENT_TYPES, n.for_settlement)
+    async def _answer_all(self, batch: list[Received], known: frozenset[str], notices_of) -> None:
+        messages: list[_Message] = []
+        for i, msg in enumerate(batch):
+            try:
+                notices = await self._retry(lambda: self._notices(msg, known, notices_of))
+                messages += [_Message(message_id_for(notice), notice, i) for notice in notices]
+            except Exception as exc:  # noqa: BLE001 - one message's defect must not hold up the others
+                await self._defect(msg, exc)
+        for i, exc in (await self._deliver(messages)).items():
+            await self._defect(batch[i], exc)
 
-    async def _answer_binding(self, msg: Received) -> None:
-        await self._answer(msg, c.BINDING_TYPES, n.for_binding)
-
-    async def _answer(self, msg: Received, known: frozenset[str], notices_of) -> None:
+    async def _notices(self, msg: Received, known: frozenset[str], notices_of) -> list[n.Notice]:
+        """The SMS a record calls for; one that cannot be read is dead-lettered and calls for none."""
         readable = envelope.read(msg.value, known)
         if isinstance(readable, envelope.Unreadable):
             await dead_letter(self._broker, msg, readable.error)
-            return
+            return []
         model = c.READ.get(readable.event_type)
         if model is None:
-            return  # rejections and fraud reports call for no SMS
+            return []  # rejections and fraud reports call for no SMS
         try:
             payload = model.model_validate(readable.body.get("payload")).model_dump(mode="json", exclude_none=True)
         except ValidationError as exc:
             await dead_letter(self._broker, msg, f"invalid {readable.event_type}: {_where(exc)}")
-            return
-        for notice in notices_of(readable.event_id, readable.event_type, payload):
-            await self.deliver(notice)
+            return []
+        return notices_of(readable.event_id, readable.event_type, payload)
+
+    async def _defect(self, msg: Received, exc: BaseException) -> None:
+        """A platform defect while answering: the record goes to the DLQ for the operators (a
+        message it left claimed is recorded `outcome_unknown` after its lease)."""
+        log.error("defect while answering %s[%d]@%d", msg.topic, msg.partition, msg.offset, exc_info=exc)
+        await dead_letter(self._broker, msg, f"unhandled {exc.__class__.__name__}")
 
     # -- projections -------------------------------------------------------------------------------
     async def on_bureau_accounts(self, batch: list[Received]) -> None:
@@ -148,6 +200,7 @@ class NotifyService:
     async def on_binding_projection(self, batch: list[Received]) -> None:
         """Project binding.events into the bindings in force, for the ending-soon check. What
         cannot be read is skipped here: the answering consumer of the same topic dead-letters it."""
+        changes = []
         for msg in batch:
             readable = envelope.read(msg.value, c.BINDING_TYPES)
             if isinstance(readable, envelope.Unreadable):
@@ -160,145 +213,201 @@ class NotifyService:
                 event = model.model_validate(readable.body.get("payload"))
             except ValidationError:
                 continue
-            if isinstance(event, c.BindingCreatedIn):
-                await self._store.follow_binding(event.binding_id, event.grantor_id, event.beneficiary_id,
-                                                 event.end_date.isoformat())
-            else:
-                await self._store.follow_binding(event.binding_id, "", "", None)
+            if event.end_date is not None:  # a revocation is found by its end date
+                changes.append((event.binding_id, event.grantor_id, event.beneficiary_id, event.end_date,
+                                isinstance(event, c.BindingCreatedIn)))
+        if changes:
+            await self._store.follow_bindings(changes)
 
     # -- periodic ----------------------------------------------------------------------------------
     async def check_endings(self) -> int:
         """The daily check: every binding ending within 7 days, told once per end date."""
         today = self._clock().date()
-        last = today + timedelta(days=ENDING_WITHIN_DAYS)
-        ending = await self._store.ending_between(int(today.strftime("%Y%m%d")), int(last.strftime("%Y%m%d")))
-        for binding_id, grantor, beneficiary, end in ending:
-            # Every run sees the same bindings again: announce each once, republish nothing.
-            await self.deliver(n.ending_soon(binding_id, grantor, beneficiary, end), republish=False)
+        ending = await self._store.ending_between(today, today + timedelta(days=ENDING_WITHIN_DAYS))
+        # Every run sees the same bindings again: announce each once, republish nothing.
+        messages = [_Message(message_id_for(notice), notice, i, republish=False)
+                    for i, notice in enumerate(n.ending_soon(*binding) for binding in ending)]
+        for i, exc in (await self._deliver(messages)).items():
+            log.error("ending-soon message for binding %s failed", ending[i][0], exc_info=exc)
         return len(ending)
 
     async def release_due(self) -> int:
         """Look again at messages whose time has come: held ones (quiet hours over, a person
         looked for again) are sent; a claim past its lease was left by a crashed sender and is
         recorded `outcome_unknown`. Returns how many were looked at."""
-        now = self._clock()
-        due = await self._store.due(_ms(now))
-        for item in due:
-            token = uuid.uuid4().hex
-            try:
-                claim = await self._retry(lambda: self._store.claim(
-                    item.message_id, None, token, _ms(now), _ms(now) + self._lease_ms, from_state="deferred"))
-                if claim.status == "CLAIMED":
-                    await self._send(item.message_id, item.notice, token, item.wait_until_ms)
-                elif claim.status == "TAKEN_OVER":
-                    await self._unknown(item.message_id, item.notice, token)
-            except Exception:  # noqa: BLE001 - one message's defect must not hold up the others
-                log.exception("releasing message %s failed", item.message_id)
+        due = await self._store.due(_ms(self._clock()))
+        messages = [_Message(item.message_id, item.notice, i, from_state="deferred", wait_until_ms=item.wait_until_ms)
+                    for i, item in enumerate(due)]
+        for i, exc in (await self._deliver(messages, keep_notice=True)).items():
+            log.error("releasing message %s failed", due[i].message_id, exc_info=exc)
         return len(due)
 
     # -- delivery ----------------------------------------------------------------------------------
-    async def deliver(self, notice: n.Notice, republish: bool = True) -> None:
-        message_id, token, now = message_id_for(notice), uuid.uuid4().hex, self._clock()
-        claim = await self._retry(lambda: self._store.claim(message_id, notice, token, _ms(now),
-                                                            _ms(now) + self._lease_ms))
-        if claim.status == "TAKEN_OVER":
-            await self._unknown(message_id, notice, token)
-        elif claim.status == "CLAIMED":
-            await self._send(message_id, notice, token, 0)
-        elif claim.recorded and republish:
-            # Already sent or failed: the same outcome again (same bytes, same event_id), never a
-            # second SMS. The record keeps only what the redelivered event cannot tell again.
-            await self._retry(lambda: self._publish(outcome_event(message_id, notice, json.loads(claim.recorded))))
-        # Else it is held (quiet hours, a person not known yet) or being sent by a live instance;
-        # a sender that died is found past its lease by `release_due`.
+    async def _deliver(self, messages: list[_Message], keep_notice: bool = False) -> dict[int, Exception]:
+        """Claim, send, record and publish, a wave of messages at a time; the outcomes of every
+        wave are published together at the end. Returns each defective input's defect."""
+        defects: dict[int, Exception] = {}
+        published: list[Publication] = []
+        for first in range(0, len(messages), self._wave):
+            published += await self._wave_of(messages[first:first + self._wave], keep_notice, defects)
+        if published:
+            await self._retry(lambda: publish_all(self._broker, published))
+        return defects
 
-    async def _send(self, message_id: str, notice: n.Notice, token: str, wait_until_ms: int) -> None:
+    async def _wave_of(self, wave: list[_Message], keep_notice: bool,
+                       defects: dict[int, Exception]) -> list[Publication]:
         now = self._clock()
+        claims = await self._retry(lambda: self._store.claim(
+            [ClaimAsk(m.message_id, None if keep_notice else m.notice, m.token, m.from_state) for m in wave],
+            _ms(now), _ms(now) + self._lease_ms))
+        claimed, orphaned, published = [], [], []
+        for m, claim in zip(wave, claims):
+            if isinstance(claim, Exception):
+                defects.setdefault(m.source, claim)
+            elif claim.status == "CLAIMED":
+                claimed.append(m)
+            elif claim.status == "TAKEN_OVER":
+                orphaned.append(m)
+            elif claim.recorded and m.republish:
+                # Already sent or failed: the same outcome again (same bytes, same event_id), never
+                # a second SMS.
+                published.append(delivery(m.message_id, m.notice, claim.recorded))
+            # Else it is held (quiet hours, a person not known yet) or being sent by a live
+            # instance; a sender that died is found past its lease by `release_due`.
+        outcomes = await self._prepare(claimed, orphaned, now, defects)
+        outcomes += await self._send([m for m in claimed if m.sms is not None], defects)
+        return published + await self._record(outcomes, defects)
+
+    async def _prepare(self, claimed: list[_Message], orphaned: list[_Message], now: datetime,
+                       defects: dict[int, Exception]) -> list[_Decided]:
+        """Decide each claimed message: held (quiet hours, a person not known yet), nothing to
+        send, failed, or its SMS made ready (`m.sms`). Returns the outcomes already decided."""
+        people = {pid for m in claimed for pid in (m.notice.person_id, *m.notice.name_of.values())}
+        people |= {m.notice.person_id for m in orphaned}
+        contacts = await self._retry(lambda: self._store.contacts(sorted(people))) if people else {}
+        codes = sorted({m.notice.institution_code for m in claimed if m.notice.institution_code})
+        registered = await self._retry(lambda: self._store.institution_names(codes)) if codes else {}
+        outcomes: list[_Decided] = []
+        holds: list[tuple[_Message, _Hold]] = []
+        for m in orphaned:
+            # A claim found pending past its lease: its sender died, perhaps after the gateway
+            # took the message. Recorded as unknown, never sent again.
+            phone = contacts.get(m.notice.person_id, ("",))[0]
+            outcomes.append((m, self._failure(c.OUTCOME_UNKNOWN, 0, phone, detail="claim left pending past its lease")))
+        for m in claimed:
+            try:
+                decided = self._decide(m, contacts, registered, now)
+            except Exception as exc:  # noqa: BLE001 - one message's defect must not hold up the others
+                defects.setdefault(m.source, exc)
+                continue
+            if isinstance(decided, _Hold):
+                holds.append((m, decided))
+            elif decided is not None:
+                outcomes.append(decided)
+        if holds:
+            answers = await self._retry(lambda: self._store.hold(
+                [(m.message_id, m.token, m.notice, h.release_ms, h.wait_until_ms) for m, h in holds]))
+            for (m, _), answer in zip(holds, answers):
+                if isinstance(answer, Exception):
+                    defects.setdefault(m.source, answer)
+        return outcomes
+
+    def _decide(self, m: _Message, contacts: dict[str, tuple[str, str]], registered: dict[str, str],
+                now: datetime) -> _Hold | _Decided | None:
+        """How a claimed message goes on: held, its outcome decided without sending, or (None)
+        its SMS made ready in `m.sms`."""
+        notice = m.notice
         if not is_urgent(notice.template) and self._quiet.contains(now):
-            await self._retry(lambda: self._store.hold(message_id, token, notice,
-                                                       _ms(self._quiet.ends_after(now)), wait_until_ms))
-            log.info("message %s (%s) held until quiet hours end", message_id, notice.template)
-            return
+            log.debug("message %s (%s) held until quiet hours end", m.message_id, notice.template)
+            return _Hold(_ms(self._quiet.ends_after(now)), m.wait_until_ms)
         people = [notice.person_id, *notice.name_of.values()]
-        contacts = await self._retry(lambda: self._store.contacts(people))
         if any(p not in contacts for p in people):
-            deadline = wait_until_ms or _ms(now) + self._wait_ms
+            deadline = m.wait_until_ms or _ms(now) + self._wait_ms
             if _ms(now) < deadline:
                 # Notify may be behind on bureau.accounts (a restart reads topics in any order):
                 # wait for the registration instead of losing the message for good.
-                await self._retry(lambda: self._store.hold(message_id, token, notice,
-                                                           min(_ms(now) + self._retry_ms, deadline), deadline))
-                log.info("message %s (%s) waits for a registration", message_id, notice.template)
-                return
-        names = {slot: contacts.get(pid, ("", "*"))[1] for slot, pid in notice.name_of.items()}
-        values = {**notice.values, **names}
+                log.debug("message %s (%s) waits for a registration", m.message_id, notice.template)
+                return _Hold(min(_ms(now) + self._retry_ms, deadline), deadline)
+        values = {**notice.values, **{slot: contacts.get(pid, ("", "*"))[1] for slot, pid in notice.name_of.items()}}
         if notice.template == "payment":
-            registered = (await self._retry(lambda: self._store.institution_name(notice.institution_code))
-                          if notice.institution_code else None)
-            values["institution"] = institution_shown(registered)
+            values["institution"] = institution_shown(registered.get(notice.institution_code or ""))
         sms = render(notice.template, values)
         known, phone = notice.person_id in contacts, contacts.get(notice.person_id, ("", ""))[0]
         if not phone and known and notice.role == "beneficiary":
             # A child or an elderly parent may have no phone: nothing to send, nothing failed.
-            await self._finish(message_id, notice, token, "skipped", None)
-            return
+            return m, None
         if not phone:
-            await self._fail(message_id, notice, token, c.NO_PHONE, 0, segments=sms.segments,
-                             detail=None if known else "not registered in time")
-            return
-        outgoing = Outgoing(message_id, phone, notice.template, self._codes.get(notice.template, notice.template),
-                            template_params(notice.template, values), sms.text)
+            return m, self._failure(c.NO_PHONE, 0, segments=sms.segments,
+                                              detail=None if known else "not registered in time")
+        m.sms = Outgoing(m.message_id, phone, notice.template, self._codes.get(notice.template, notice.template),
+                         template_params(notice.template, values), sms.text)
+        return None
+
+    async def _send(self, sending: list[_Message], defects: dict[int, Exception]) -> list[_Decided]:
+        """Every SMS of the wave to the provider at once; those it surely did not take (and may
+        take later) are tried again, together, after a back-off."""
+        outcomes = []
         for attempt in range(1, self._attempts + 1):
-            try:
-                receipt = await self._provider.send(outgoing)
-            except ProviderError as exc:
-                log.warning("SMS %s to %s, attempt %d: %s", message_id, mask_phone(phone), attempt, exc.reason)
-                if exc.ambiguous:
-                    # It may have been delivered: at most once, so never again, and say so.
-                    await self._fail(message_id, notice, token, c.OUTCOME_UNKNOWN, attempt, phone, sms.segments,
-                                     exc.reason)
-                    return
-                if not exc.retryable or attempt == self._attempts:
-                    reason = c.GATEWAY_UNAVAILABLE if exc.retryable else c.GATEWAY_REFUSED
-                    await self._fail(message_id, notice, token, reason, attempt, phone, sms.segments, exc.reason)
-                    return
-                await asyncio.sleep(self._backoff * 2 ** (attempt - 1))  # back-off between gateway attempts
-                continue
-            log.info("SMS %s sent to %s (%s, %d segment(s))", message_id, mask_phone(phone), notice.template,
-                     sms.segments)
-            await self._finish(message_id, notice, token, "sent", {
-                "type": c.SMS_SENT, "phone": mask_phone(phone), "segments": sms.segments, "provider": receipt.provider,
-                "receipt": receipt.provider_message_id, "at": self._clock().isoformat(timespec="seconds")})
-            return
+            if not sending:
+                break
+            if attempt > 1:
+                await asyncio.sleep(self._backoff * 2 ** (attempt - 2))  # back-off between gateway attempts
+            answers = await self._provider.send_many([m.sms for m in sending])
+            again = []
+            for m, answer in zip(sending, answers):
+                parts = segments(m.sms.text)
+                if isinstance(answer, Receipt):
+                    log.debug("SMS %s sent to %s (%s, %d segment(s))", m.message_id, mask_phone(m.sms.phone),
+                              m.notice.template, parts)
+                    outcomes.append((m, {
+                        "type": c.SMS_SENT, "phone": mask_phone(m.sms.phone), "segments": parts,
+                        "provider": answer.provider, "receipt": answer.provider_message_id, "at": self._at()}))
+                elif not isinstance(answer, ProviderError):
+                    defects.setdefault(m.source, answer)
+                else:
+                    log.warning("SMS %s to %s, attempt %d: %s", m.message_id, mask_phone(m.sms.phone), attempt,
+                                answer.reason)
+                    if answer.ambiguous:
+                        # It may have been delivered: at most once, so never again, and say so.
+                        outcomes.append((m, self._failure(c.OUTCOME_UNKNOWN, attempt, m.sms.phone, parts,
+                                                          answer.reason)))
+                    elif not answer.retryable or attempt == self._attempts:
+                        reason = c.GATEWAY_UNAVAILABLE if answer.retryable else c.GATEWAY_REFUSED
+                        outcomes.append((m, self._failure(reason, attempt, m.sms.phone, parts, answer.reason)))
+                    else:
+                        again.append(m)
+            sending = again
+        return outcomes
 
-    async def _unknown(self, message_id: str, notice: n.Notice, token: str) -> None:
-        """A claim found pending past its lease: its sender died, perhaps after the gateway took
-        the message. Recorded as unknown, never sent again."""
-        contacts = await self._retry(lambda: self._store.contacts([notice.person_id]))
-        await self._fail(message_id, notice, token, c.OUTCOME_UNKNOWN, 0, contacts.get(notice.person_id, ("",))[0],
-                         detail="claim left pending past its lease")
+    def _at(self) -> str:
+        return self._clock().isoformat(timespec="seconds")
 
-    async def _fail(self, message_id: str, notice: n.Notice, token: str, reason: str, attempts: int,
-                    phone: str = "", segments: int = 0, detail: str | None = None) -> None:
-        log.warning("SMS %s failed after %d attempt(s): %s", message_id, attempts, reason)
-        await self._finish(message_id, notice, token, "failed", {
-            "type": c.SMS_FAILED, "phone": mask_phone(phone) if phone else "", "segments": segments,
-            "provider": self._provider.name, "reason": reason, "attempts": attempts, "detail": detail,
-            "at": self._clock().isoformat(timespec="seconds")})
+    def _failure(self, reason: str, attempts: int, phone: str = "", segments: int = 0,
+                 detail: str | None = None) -> dict[str, Any]:
+        return {"type": c.SMS_FAILED, "phone": mask_phone(phone) if phone else "", "segments": segments,
+                "provider": self._provider.name, "reason": reason, "attempts": attempts, "detail": detail,
+                "at": self._at()}
 
-    async def _finish(self, message_id: str, notice: n.Notice, token: str, state: str,
-                      outcome: dict[str, Any] | None) -> None:
-        """Record the one outcome, then publish it; a sender whose claim was taken over meanwhile
-        publishes nothing (the instance that took it over recorded and published the outcome)."""
-        record = json.dumps(outcome, ensure_ascii=False, separators=(",", ":")).encode() if outcome else b""
-        recorded, _ = await self._retry(lambda: self._store.record(message_id, token, state, record))
-        if not recorded:
-            log.warning("message %s: claim taken over by another instance; its outcome stands", message_id)
-            return
-        if outcome:
-            await self._retry(lambda: self._publish(outcome_event(message_id, notice, outcome)))
-
-    async def _publish(self, value: bytes) -> None:
-        """On notify.deliveries, keyed by the masked phone (contract.md)."""
-        key = json.loads(value)["payload"]["phone"].encode()
-        await self._broker.publish(value, topics.NOTIFY_DELIVERIES, key=key)
+    async def _record(self, outcomes: Iterable[_Decided],
+                      defects: dict[int, Exception]) -> list[Publication]:
+        """Record each one outcome, and return what to publish: a sender whose claim was taken
+        over meanwhile publishes nothing (the instance that took it over recorded and published
+        the outcome)."""
+        outcomes = list(outcomes)
+        if not outcomes:
+            return []
+        records = [encode_outcome(outcome) if outcome else b"" for _, outcome in outcomes]
+        answers = await self._retry(lambda: self._store.record(
+            [(m.message_id, m.token, record) for (m, _), record in zip(outcomes, records)]))
+        published = []
+        for (m, outcome), record, answer in zip(outcomes, records, answers):
+            if isinstance(answer, Exception):
+                defects.setdefault(m.source, answer)
+            elif not answer:
+                log.warning("message %s: claim taken over by another instance; its outcome stands", m.message_id)
+            elif outcome:
+                if outcome["type"] == c.SMS_FAILED:
+                    log.warning("SMS %s failed after %d attempt(s): %s", m.message_id, outcome["attempts"],
+                                outcome["reason"])
+                published.append(delivery(m.message_id, m.notice, record))
+        return published

@@ -1,4 +1,4 @@
-"""What every SMS provider offers the notify service: send one text to one phone."""
+"""What every SMS provider offers the notify service: send texts to phones, a batch at a time."""
 
 from __future__ import annotations
 
@@ -39,6 +39,9 @@ class ProviderError(Exception):
 class SmsProvider(Protocol):
     name: str
 
-    async def send(self, sms: Outgoing) -> Receipt: ...
+    async def send_many(self, batch: list[Outgoing]) -> list[Receipt | Exception]:
+        """Send every SMS of the batch at once; each answer in the batch's order: a Receipt, a
+        ProviderError, or the defect that sending it raised (that message's own)."""
+        ...
 
     async def close(self) -> None: ...

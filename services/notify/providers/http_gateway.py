@@ -8,6 +8,7 @@ delivery is reported as ambiguous, and the caller never sends that message again
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -30,6 +31,10 @@ class HttpSmsGateway:
         self._secret = access_key_secret.encode()
         self._sign_name = sign_name
         self._client = httpx.AsyncClient(timeout=timeout_seconds)
+
+    async def send_many(self, batch: list[Outgoing]) -> list[Receipt | Exception]:
+        """One request each, all at once: the caller bounds the batch (NOTIFY_SEND_CONCURRENCY)."""
+        return list(await asyncio.gather(*(self.send(sms) for sms in batch), return_exceptions=True))
 
     async def send(self, sms: Outgoing) -> Receipt:
         body = json.dumps({"PhoneNumbers": sms.phone, "SignName": self._sign_name, "TemplateCode": sms.template_code,

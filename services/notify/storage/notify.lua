@@ -3,22 +3,44 @@
 -- outcome event. KEYS[1] = ntf:msg:{message_id}, KEYS[2] = ntf:due (message id -> when to look
 -- at it again: a held message's release time, or a pending claim's lease deadline).
 -- Times are milliseconds of the service's clock, passed in (one clock for tests and instances).
+--
+-- While a message is in flight KEYS[1] is a hash: `state` (pending | deferred), `owner` and
+-- `lease` (the claim), `over` (the claim took over a crashed sender's), `notice`, `wait_until`.
+-- Once it has its outcome it is a plain string, the compact recorded outcome (its layout is
+-- Python's: storage/deliveries.py), with the records' TTL: a string of a few dozen bytes costs
+-- far less than a hash.
+
+-- What is recorded, if anything: the string, or (records written before the string layout) the
+-- hash's `event` once its state is no longer pending or deferred.
+local function recorded(key)
+  local kind = redis.call('TYPE', key)['ok']
+  if kind == 'string' then return redis.call('GET', key) end
+  if kind == 'hash' then
+    local state = redis.call('HGET', key, 'state')
+    if state ~= 'pending' and state ~= 'deferred' then return redis.call('HGET', key, 'event') or '' end
+  end
+  return false
+end
 
 -- claim(from_state, now_ms, lease_until_ms, token, message_id, notice)
 -- CLAIMED: the caller owns the message until the lease ends. TAKEN_OVER: it was pending past its
 -- lease (its sender died, maybe after the gateway had it): the caller owns it only to record
--- `outcome_unknown`, never to send. HELD: someone else has it, or it has an outcome.
+-- `outcome_unknown`, never to send. HELD: someone else has it, or it has an outcome (returned).
+-- Asking again with the same token (an answer lost on the wire) gets the same status again.
 local function claim(keys, args)
+  local done = recorded(keys[1])
+  if done then return {'HELD', 'done', done} end
   local state = redis.call('HGET', keys[1], 'state')
   local status
   if (not state and args[1] == '') or (state and state == args[1] and state ~= 'pending') then
     status = 'CLAIMED'
   elseif state == 'pending' and redis.call('HGET', keys[1], 'owner') == args[4] then
-    status = 'CLAIMED'   -- the same sender asking again (its first answer was lost on the wire)
+    return {redis.call('HGET', keys[1], 'over') and 'TAKEN_OVER' or 'CLAIMED', state, ''}
   elseif state == 'pending' and tonumber(redis.call('HGET', keys[1], 'lease') or '0') <= tonumber(args[2]) then
     status = 'TAKEN_OVER'
+    redis.call('HSET', keys[1], 'over', '1')
   else
-    return {'HELD', state or '', redis.call('HGET', keys[1], 'event') or ''}
+    return {'HELD', state or '', ''}
   end
   -- The notice stays with the claim: whoever finds it pending past its lease can still say which
   -- message has the unknown outcome.
@@ -28,27 +50,28 @@ local function claim(keys, args)
   return {status, state or '', ''}
 end
 
--- record(token, state, event, ttl_seconds, message_id): the outcome, only by the claim's owner.
--- RECORDED, or LOST with what is recorded instead (another instance took the claim over).
+-- record(token, outcome, ttl_seconds, message_id): the outcome, only by the claim's owner; the
+-- message's hash gives way to the outcome string. RECORDED, or LOST with what is recorded
+-- instead (another instance took the claim over).
 local function record(keys, args)
-  if redis.call('HGET', keys[1], 'state') ~= 'pending' or redis.call('HGET', keys[1], 'owner') ~= args[1] then
-    return {'LOST', redis.call('HGET', keys[1], 'event') or ''}
+  if redis.call('TYPE', keys[1])['ok'] ~= 'hash' or redis.call('HGET', keys[1], 'state') ~= 'pending'
+      or redis.call('HGET', keys[1], 'owner') ~= args[1] then
+    return {'LOST', recorded(keys[1]) or ''}
   end
-  redis.call('HSET', keys[1], 'state', args[2], 'event', args[3])
-  redis.call('HDEL', keys[1], 'owner', 'lease', 'notice', 'wait_until')
-  redis.call('EXPIRE', keys[1], tonumber(args[4]))
-  redis.call('ZREM', keys[2], args[5])
-  return {'RECORDED', args[3]}
+  redis.call('SET', keys[1], args[2], 'EX', tonumber(args[3]))
+  redis.call('ZREM', keys[2], args[4])
+  return {'RECORDED', args[2]}
 end
 
 -- hold(token, release_ms, notice, wait_until, message_id): put an owned claim back to wait
 -- (quiet hours, a person not known yet) until release_ms. OK or LOST.
 local function hold(keys, args)
-  if redis.call('HGET', keys[1], 'state') ~= 'pending' or redis.call('HGET', keys[1], 'owner') ~= args[1] then
+  if redis.call('TYPE', keys[1])['ok'] ~= 'hash' or redis.call('HGET', keys[1], 'state') ~= 'pending'
+      or redis.call('HGET', keys[1], 'owner') ~= args[1] then
     return 'LOST'
   end
   redis.call('HSET', keys[1], 'state', 'deferred', 'notice', args[3], 'wait_until', args[4])
-  redis.call('HDEL', keys[1], 'owner', 'lease')
+  redis.call('HDEL', keys[1], 'owner', 'lease', 'over')
   redis.call('ZADD', keys[2], args[2], args[5])
   return 'OK'
 end
