@@ -22,21 +22,22 @@ local function recorded(key)
   return false
 end
 
--- claim(from_state, now_ms, lease_until_ms, token, message_id, notice)
+-- claim(now_ms, lease_until_ms, from_state, token, message_id, notice)
 -- CLAIMED: the caller owns the message until the lease ends. TAKEN_OVER: it was pending past its
 -- lease (its sender died, maybe after the gateway had it): the caller owns it only to record
 -- `outcome_unknown`, never to send. HELD: someone else has it, or it has an outcome (returned).
 -- Asking again with the same token (an answer lost on the wire) gets the same status again.
 local function claim(keys, args)
+  local now, lease, from_state, token, message_id, notice = args[1], args[2], args[3], args[4], args[5], args[6]
   local done = recorded(keys[1])
   if done then return {'HELD', 'done', done} end
   local state = redis.call('HGET', keys[1], 'state')
   local status
-  if (not state and args[1] == '') or (state and state == args[1] and state ~= 'pending') then
+  if (not state and from_state == '') or (state and state == from_state and state ~= 'pending') then
     status = 'CLAIMED'
-  elseif state == 'pending' and redis.call('HGET', keys[1], 'owner') == args[4] then
+  elseif state == 'pending' and redis.call('HGET', keys[1], 'owner') == token then
     return {redis.call('HGET', keys[1], 'over') and 'TAKEN_OVER' or 'CLAIMED', state, ''}
-  elseif state == 'pending' and tonumber(redis.call('HGET', keys[1], 'lease') or '0') <= tonumber(args[2]) then
+  elseif state == 'pending' and tonumber(redis.call('HGET', keys[1], 'lease') or '0') <= tonumber(now) then
     status = 'TAKEN_OVER'
     redis.call('HSET', keys[1], 'over', '1')
   else
@@ -44,23 +45,24 @@ local function claim(keys, args)
   end
   -- The notice stays with the claim: whoever finds it pending past its lease can still say which
   -- message has the unknown outcome.
-  redis.call('HSET', keys[1], 'state', 'pending', 'lease', args[3], 'owner', args[4])
-  if args[6] ~= '' then redis.call('HSET', keys[1], 'notice', args[6]) end
-  redis.call('ZADD', keys[2], args[3], args[5])
+  redis.call('HSET', keys[1], 'state', 'pending', 'lease', lease, 'owner', token)
+  if notice ~= '' then redis.call('HSET', keys[1], 'notice', notice) end
+  redis.call('ZADD', keys[2], lease, message_id)
   return {status, state or '', ''}
 end
 
--- record(token, outcome, ttl_seconds, message_id): the outcome, only by the claim's owner; the
+-- record(ttl_seconds, token, outcome, message_id): the outcome, only by the claim's owner; the
 -- message's hash gives way to the outcome string. RECORDED, or LOST with what is recorded
 -- instead (another instance took the claim over).
 local function record(keys, args)
+  local ttl, token, outcome, message_id = args[1], args[2], args[3], args[4]
   if redis.call('TYPE', keys[1])['ok'] ~= 'hash' or redis.call('HGET', keys[1], 'state') ~= 'pending'
-      or redis.call('HGET', keys[1], 'owner') ~= args[1] then
+      or redis.call('HGET', keys[1], 'owner') ~= token then
     return {'LOST', recorded(keys[1]) or ''}
   end
-  redis.call('SET', keys[1], args[2], 'EX', tonumber(args[3]))
-  redis.call('ZREM', keys[2], args[4])
-  return {'RECORDED', args[2]}
+  redis.call('SET', keys[1], outcome, 'EX', tonumber(ttl))
+  redis.call('ZREM', keys[2], message_id)
+  return {'RECORDED', outcome}
 end
 
 -- hold(token, release_ms, notice, wait_until, message_id): put an owned claim back to wait
@@ -76,6 +78,35 @@ local function hold(keys, args)
   return 'OK'
 end
 
+-- A wave of messages in one call: KEYS = ntf:due, then each message's key; ARGV = the arguments
+-- every message shares, then each message's own, in the order of `claim` (now_ms, lease_until_ms;
+-- from_state, token, message_id, notice) and `record` (ttl_seconds; token, outcome, message_id).
+-- The answers of each message in turn, flattened. One command instead of one a message: the
+-- per-command cost on both sides is most of a small Function call's.
+local function each(one, shared, own, keys, args)
+  local answers = {}
+  for i = 2, #keys do
+    local call = {}
+    for a = 1, shared do call[a] = args[a] end
+    for a = 1, own do call[shared + a] = args[shared + (i - 2) * own + a] end
+    for _, part in ipairs(one({keys[i], keys[1]}, call)) do answers[#answers + 1] = part end
+  end
+  return answers
+end
+
+local function claim_all(keys, args) return each(claim, 2, 4, keys, args) end
+local function record_all(keys, args) return each(record, 1, 3, keys, args) end
+
+-- contacts(person ids...): KEYS = each person's bucket; the projection's entries, false where none.
+local function contacts(keys, args)
+  local found = {}
+  for i = 1, #keys do found[i] = redis.call('HGET', keys[i], args[i]) end
+  return found
+end
+
 redis.register_function('claim', claim)
+redis.register_function('claim_all', claim_all)
+redis.register_function('record_all', record_all)
+redis.register_function{function_name='contacts', callback=contacts, flags={'no-writes'}}
 redis.register_function('record', record)
 redis.register_function('hold', hold)
