@@ -26,7 +26,8 @@ from shared.settings import ServiceSettings
 from services.notify.domain.quiet import parse_quiet_hours
 from services.notify.providers.http_gateway import HttpSmsGateway
 from services.notify.storage.deliveries import DeliveryStore
-from services.notify.usecases import NotifyService
+from services.notify.domain.notices import for_settlement
+from services.notify.usecases import NotifyService, message_id_for
 from tests.support import body, china_today, new_person_id
 
 pytestmark = pytest.mark.integration
@@ -433,3 +434,22 @@ async def test_a_defect_on_one_message_dead_letters_it_and_the_batch_goes_on(rig
         lambda r: r.value == broken.value, timeout=30)
     assert dict(letter.headers)["dlq-error"] == b"unhandled RuntimeError"
     assert rig.seen(broken) == []
+
+
+async def test_a_message_whose_record_is_unusable_is_dead_lettered_and_the_rest_of_its_wave_is_sent(rig, gateway, bus):
+    clock = at(10)
+    notify = rig.instance(clock)
+    grantor, patient = await rig.register(notify), await rig.register(notify)
+    broken, good = rig.payment(clock, grantor, patient), rig.payment(clock, grantor, patient)
+    # A foreign value under the message's key makes its claim fail inside Redis: the wave's one
+    # Function call errs, and the message alone must pay for it.
+    notice = json.loads(broken.value)
+    message_id = message_id_for(for_settlement(notice["event_id"], "ChargeSettled", notice["payload"])[0])
+    await rig.redis.rpush(f"ntf:msg:{message_id}", "not a message")
+    await notify.on_settlement_results([broken, good])
+    [sent] = await rig.outcomes(good)
+    assert sent["event_type"] == "SmsSent"
+    [letter] = await bus.watchers[t.dead_letter_topic(t.SETTLEMENT_RESULTS)].wait_for(
+        lambda r: r.value == broken.value, timeout=30)
+    assert dict(letter.headers)["dlq-error"] == b"unhandled ResponseError"
+    assert rig.seen(broken) == [] and len(gateway.to(grantor["phone"])) == 1

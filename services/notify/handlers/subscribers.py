@@ -23,7 +23,9 @@ def register(broker: KafkaBroker, service: NotifyService, settings: NotifySettin
     gate = ProjectionGate(settings.kafka_bootstrap_servers, {
         BUREAU_ACCOUNTS: f"{group}.{BUREAU_ACCOUNTS}", BUREAU_INSTITUTIONS: f"{group}.{BUREAU_INSTITUTIONS}",
         BINDING_EVENTS: f"{projection}.{BINDING_EVENTS}"})
-    batched = dict(batch=True, max_records=200, batch_timeout_ms=20)
+    # Up to 500 records a batch: a backlog is worked off in few, large batches (each costs a few Redis
+    # round trips and one wait for acks whatever its size); a consumer that keeps up gets small ones.
+    batched = dict(batch=True, max_records=500, batch_timeout_ms=20)
     people, institutions, bindings = Outage(BUREAU_ACCOUNTS), Outage(BUREAU_INSTITUTIONS), Outage(BINDING_EVENTS)
 
     @broker.subscriber(SETTLEMENT_RESULTS, **consumer_options(settings, group, SETTLEMENT_RESULTS,

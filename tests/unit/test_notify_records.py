@@ -1,0 +1,40 @@
+"""Notify's compact Redis layouts: what is recorded tells the same outcome again, byte for byte."""
+
+import json
+
+import pytest
+
+from services.notify.domain.notices import Notice
+from services.notify.storage.deliveries import decode_contact, decode_outcome, encode_contact, encode_outcome
+from services.notify.usecases import delivery
+
+NOTICE = Notice("payment", "610102194001010011", "grantor", {"amount": "1.00"}, "ev-1", "ChargeSettled",
+                charge_id="C1")
+SENT = {"type": "SmsSent", "phone": "138****5678", "segments": 2, "provider": "http", "receipt": "9006^0",
+        "at": "2026-11-26T10:00:05+08:00"}
+FAILED = {"type": "SmsFailed", "phone": "", "segments": 0, "provider": "sink", "reason": "no_phone", "attempts": 0,
+          "detail": None, "at": "2026-11-26T23:59:59+08:00"}
+
+
+@pytest.mark.parametrize("outcome", [SENT, FAILED])
+def test_a_recorded_outcome_reads_back_as_it_was_recorded(outcome):
+    assert decode_outcome(encode_outcome(outcome)) == outcome
+
+
+def test_a_record_from_before_the_compact_layout_still_answers_a_redelivery():
+    old = json.dumps(SENT, ensure_ascii=False, separators=(",", ":")).encode()
+    assert delivery("m-1", NOTICE, old) == delivery("m-1", NOTICE, encode_outcome(SENT))
+
+
+def test_the_outcome_is_keyed_by_the_masked_phone_and_carries_the_recorded_time():
+    published = delivery("m-1", NOTICE, encode_outcome(SENT))
+    body = json.loads(published.value)
+    assert published.key == b"138****5678" and body["occurred_at"] == SENT["at"]
+    assert body["payload"]["sent_at"] == SENT["at"] and body["payload"]["provider_message_id"] == "9006^0"
+
+
+@pytest.mark.parametrize("phone,name", [("13812345678", "张*明"), ("19999999999", "欧**明"), (None, "*"), ("", "李*")])
+def test_a_contact_is_five_bytes_of_phone_and_the_masked_name(phone, name):
+    raw = encode_contact(phone, name)
+    assert len(raw) == 5 + len(name.encode())
+    assert decode_contact(raw) == (phone or "", name)
