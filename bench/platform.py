@@ -88,12 +88,12 @@ async def run_charges(bootstrap: str, charges: list[tuple[bytes, bytes, bytes, b
                 await asyncio.sleep(0.002)  # the pacing tick
         await out.flush()
         run.published = time.time()
-        await until(lambda: len(run.results) == len(wanted), timeout,
-                    f"{len(wanted)} results ({len(run.results)} read)")
+        await until(lambda: len(run.results) == len(wanted), timeout, f"{len(wanted)} results",
+                    progress=lambda: len(run.results), stall=30)
         if sms_wanted:
             try:
                 await until(lambda: len(run.sms) == len(sms_wanted), sms_timeout,
-                            f"{len(sms_wanted)} SmsSent", interval=0.1)
+                            f"{len(sms_wanted)} SmsSent", interval=0.1, progress=lambda: len(run.sms), stall=15)
             except TimeoutError:
                 pass  # reported as a count below what was due
         return run
@@ -199,8 +199,8 @@ async def create_bindings(bootstrap: str, redis: Redis, population: Population, 
             if i % 500 == 499:
                 await asyncio.sleep(0)
         await out.flush()
-        await until(lambda: len(outcomes) == len(wanted), timeout, f"{len(wanted)} binding outcomes "
-                    f"({len(outcomes)} read)")
+        await until(lambda: len(outcomes) == len(wanted), timeout, f"{len(wanted)} binding outcomes",
+                    progress=lambda: len(outcomes), stall=30)
         rate = len(commands) / (max(seen for *_, seen in outcomes.values()) - started)
         created = {b for kind, b, _ in outcomes.values() if kind == "BindingCreated"}
         refused: dict[str, int] = {}
@@ -209,7 +209,7 @@ async def create_bindings(bootstrap: str, redis: Redis, population: Population, 
                 refused[f"{kind} {reason}"] = refused.get(f"{kind} {reason}", 0) + 1
         try:
             await until(lambda: sum(min(2, sms.get(b, 0)) for b in created) >= 2 * len(created), timeout,
-                        "both SMS of every binding", interval=0.1)
+                        "both SMS of every binding", interval=0.1, progress=lambda: sum(sms.values()), stall=15)
             await groups_caught_up(bootstrap, [f"notify.{t.BINDING_EVENTS}", f"notify.projection.{t.BINDING_EVENTS}"],
                                    t.BINDING_EVENTS, 30)
             await asyncio.sleep(0.5)

@@ -180,15 +180,27 @@ class Reader:
         await self._consumer.stop()
 
 
-async def until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
+async def until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.02,
+                progress: Callable[[], Any] | None = None, stall: float = 20.0) -> None:
+    """Until `check()`; fails after `timeout`, or sooner when `progress()` has not changed for
+    `stall` seconds (a stuck service should not hold the whole run)."""
     deadline = time.monotonic() + timeout
+    last, moved = (progress() if progress else None), time.monotonic()
     while not check():
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             raise TimeoutError(f"not within {timeout:.0f} s: {what}")
+        if progress:
+            seen = progress()
+            if seen != last:
+                last, moved = seen, now
+            elif now - moved > stall:
+                raise TimeoutError(f"no progress for {stall:.0f} s: {what}")
         await asyncio.sleep(interval)  # polling a condition with a deadline
 
 
-async def groups_caught_up(bootstrap: str, groups: list[str], topic: str, timeout: float) -> None:
+async def groups_caught_up(bootstrap: str, groups: list[str], topic: str, timeout: float,
+                           stall: float = 20.0) -> None:
     """Until each consumer group has committed the end of `topic`: a projection commits only
     after its Redis write, so then every service has the records. Read through a consumer that
     does not join (Tansu does not answer the admin OffsetFetch)."""
@@ -202,12 +214,18 @@ async def groups_caught_up(bootstrap: str, groups: list[str], topic: str, timeou
         parts = [TopicPartition(topic, p) for p in sorted(any_c.partitions_for_topic(topic) or ())]
         ends = await any_c.end_offsets(parts)
         for g, c in consumers.items():
+            last, moved = -1, time.monotonic()
             while True:
-                behind = [tp for tp in parts if ends[tp] and ((await c.committed(tp)) or 0) < ends[tp]]
-                if not behind:
+                committed = [(await c.committed(tp)) or 0 for tp in parts]
+                if all(done >= ends[tp] for done, tp in zip(committed, parts)):
                     break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"group {g} has not committed the end of {topic} in {timeout:.0f} s")
+                now = time.monotonic()
+                if sum(committed) != last:
+                    last, moved = sum(committed), now
+                if now > deadline or now - moved > stall:
+                    raise TimeoutError(f"group {g} has not committed the end of {topic} "
+                                       f"({sum(ends.values()) - last:,} behind, "
+                                       f"{'no progress for %.0f s' % stall if now <= deadline else 'timed out'})")
                 await asyncio.sleep(0.2)
     finally:
         for c in consumers.values():
