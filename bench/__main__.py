@@ -233,6 +233,8 @@ class Bench:
         for rate in self.size["latency_rates"]:
             charges = self.population.charges(int(rate * seconds), f"l{rate}", self.size["grantor_share"])
             await self.notify_caught_up(f"latency at {rate:,}/s")
+            meter = self.cpu()
+            meter.start()
             try:
                 run = await asyncio.wait_for(plat.run_charges(self.bootstrap, charges, rate, 60,
                                                               sms_timeout=30 if rate == 1000 else 0), seconds + 120)
@@ -240,7 +242,7 @@ class Bench:
                 self.report.add("3 latency", f"at {rate:,}/s", f"failed: {exc.__class__.__name__}: {exc}"[:200])
                 continue
             f = plat.latency_figures(run)
-            at = f"offered {f['offered']:,.0f}/s for {seconds:.0f} s"
+            at = f"offered {f['offered']:,.0f}/s for {seconds:.0f} s; CPU: {meter.stop()}"
             refused = plat.summary(run)
             is_target = rate == 1000
             self.report.add("3 latency", f"p50 at {rate:,}/s (publish → result publish)", f["p50"], "ms",

@@ -77,7 +77,14 @@ class Report:
 
     def table(self) -> str:
         headers = ("section", "measure", "value", "target", "")
-        cells = [(r.section, r.measure, r.shown_value(), r.target, r.verdict()) for r in self.rows]
+        footnotes = []
+        cells = []
+        for r in self.rows:
+            mark = ""
+            if r.note:
+                footnotes.append(r.note)
+                mark = f" [{len(footnotes)}]"
+            cells.append((r.section, r.measure + mark, r.shown_value(), r.target, r.verdict()))
         widths = [min(60, max(len(h), *(len(c[i]) for c in cells))) if cells else len(h)
                   for i, h in enumerate(headers)]
         line = lambda c: " | ".join(str(x).ljust(w) for x, w in zip(c, widths)).rstrip()  # noqa: E731
@@ -86,6 +93,7 @@ class Report:
         for c in cells:
             out.append(line(("" if c[0] == section else c[0], *c[1:])))
             section = c[0]
+        out += [f"[{i}] {n}" for i, n in enumerate(footnotes, start=1)]
         out += [f"* {n}" for n in self.notes]
         return "\n".join(out)
 
