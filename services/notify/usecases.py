@@ -248,8 +248,15 @@ class NotifyService:
         wave are published together at the end. Returns each defective input's defect."""
         defects: dict[int, Exception] = {}
         published: list[Publication] = []
-        for first in range(0, len(messages), self._wave):
-            published += await self._wave_of(messages[first:first + self._wave], keep_notice, defects)
+        while messages:
+            # The same message twice in one batch (a redelivery beside the original): the second
+            # goes after the first has its outcome, and republishes it, as a later batch would.
+            seen: set[str] = set()
+            once = [m for m in messages if not (m.message_id in seen or seen.add(m.message_id))]
+            taken = set(map(id, once))
+            messages = [m for m in messages if id(m) not in taken]
+            for first in range(0, len(once), self._wave):
+                published += await self._wave_of(once[first:first + self._wave], keep_notice, defects)
         if published:
             await self._retry(lambda: publish_all(self._broker, published))
         return defects

@@ -454,3 +454,14 @@ async def test_a_message_whose_record_is_unusable_is_dead_lettered_and_the_rest_
     await notify.on_settlement_results([broken, good])
     await only_the_good_one_is_answered(rig, bus, broken, good, b"unhandled ResponseError")
     assert len(gateway.to(grantor["phone"])) == 1
+
+
+async def test_the_same_payment_twice_in_one_batch_is_sent_once_and_answered_twice(rig, gateway):
+    clock = at(10)
+    notify = rig.instance(clock)
+    grantor, patient = await rig.register(notify), await rig.register(notify)
+    payment = rig.payment(clock, grantor, patient)
+    await notify.on_settlement_results([payment, rig.received(t.SETTLEMENT_RESULTS, payment.value)])
+    first, second = await rig.outcomes(payment, count=2)
+    assert first == second and first["event_type"] == "SmsSent"
+    assert len(gateway.to(grantor["phone"])) == 1
