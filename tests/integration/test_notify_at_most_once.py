@@ -465,3 +465,25 @@ async def test_the_same_payment_twice_in_one_batch_is_sent_once_and_answered_twi
     first, second = await rig.outcomes(payment, count=2)
     assert first == second and first["event_type"] == "SmsSent"
     assert len(gateway.to(grantor["phone"])) == 1
+
+
+async def test_a_binding_ending_soon_is_told_once_and_a_revoked_one_not_at_all(rig, gateway):
+    clock = at(10)
+    notify = rig.instance(clock)
+    son, mother, daughter, father = [await rig.register(notify) for _ in range(4)]
+    end = (clock().date() + timedelta(days=3)).isoformat()
+
+    def event(event_type: str, grantor: dict, beneficiary: dict, binding_id: str) -> Received:
+        created = json.loads(rig.binding(grantor, beneficiary).value)["payload"]
+        return rig.received(t.BINDING_EVENTS, seal(event_type, {**created, "binding_id": binding_id, "end_date": end}))
+
+    kept, revoked = f"B{uuid.uuid4().hex[:12]}", f"B{uuid.uuid4().hex[:12]}"
+    await notify.on_binding_projection([event("BindingCreated", son, mother, kept),
+                                        event("BindingCreated", daughter, father, revoked),
+                                        event("BindingRevoked", daughter, father, revoked)])
+    assert await notify.check_endings() == 1
+    [told] = await gateway.wait_for(son["phone"])
+    assert told["TemplateCode"] == "binding_ending_grantor" and json.loads(told["TemplateParam"])["end"] == end
+    assert await notify.check_endings() == 1  # seen again, told no second time
+    await rig.signal(notify, clock)
+    assert len(gateway.to(son["phone"])) == 1 and gateway.to(daughter["phone"]) == []
