@@ -61,4 +61,5 @@ async def _seed(bootstrap: str) -> None:
         await producer.stop()
     print(f"  demo: registered {mask_id_number(grantor_id)} (Xi'an, employee) and {mask_id_number(parent_id)} "
           f"(Baoji, resident); CreateBinding and a Baoji pharmacy bill of 128.50 sent (watch the [binding], "
-          f"[settlement] and [notify] lines: the SMS texts are printed by the local sink)", flush=True)
+          f"[settlement] and [notify] lines; the local sink keeps the SMS texts in Redis `ntf:sink`, and "
+          f"prints them with LOG_LEVEL=DEBUG)", flush=True)
