@@ -195,8 +195,8 @@ class Bench:
             rate = len(charges) / run.elapsed()
             slower = min(self.raw_limit.values()) if self.raw_limit else None
             note = f"{len(charges):,} charges, {self.size['grantor_share']:.0%} paid by a grantor; CPU: {cpu}"
-            if extra := plat.summary(run):
-                note += f"; {extra}"
+            if refused := plat.summary(run):
+                note += f"; {refused}"
             if processes == 1:
                 self.one_process = rate
                 self.report.add("2 platform", f"charges/s end to end, {label}", rate, "charges/s", "≥ 5,000/s",
