@@ -220,8 +220,9 @@ class Bench:
                     self.report.note(
                         f"2 cores: broker, Redis, the bench client, binding, notify and every settlement process share "
                         f"them; {processes} settlement processes settled {rate / self.one_process:.2f}× what one did. "
-                        f"A second process only helps while the first cannot use a whole core; here the machine, not "
-                        f"the number of processes, is the bound (CPU above).")
+                        f"A second process can only use what the first leaves of the two cores after the broker, "
+                        f"Redis, notify and the load client (CPU shares in the footnotes), so on this machine two "
+                        f"processes show at most what is left, not how the service scales on its own cores.")
         finally:
             for s in extra:
                 s.stop()
