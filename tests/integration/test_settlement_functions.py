@@ -344,6 +344,62 @@ async def test_the_same_refund_twice_credits_once(store, client):
     assert other.status == "CONFLICT"
 
 
+# --- batches: one Function call per batch, each item under its own pcall ---------------------
+
+async def test_a_defective_charge_costs_only_itself_in_its_batch(store, client):
+    from shared.state import person_bucket
+    fine, broken = new_person(), new_person()
+    await store.register([(fine, XIAN, "e", 5_000), (broken, XIAN, "e", 5_000)])
+    await client.hset(f"stl:acct:{person_bucket(broken)}", broken, "garbage")
+    before, bad, after = charge(fine, 1_000), charge(broken, 1_000), charge(fine, 2_000)
+
+    answers = await store.settle([before, bad, after])
+
+    assert [a.status for a in answers] == ["SETTLED", "ERROR", "SETTLED"]
+    assert "nil value" in answers[1].reason
+    assert await store.balance(fine) == 2_000
+    [again] = await store.settle([before])
+    assert (again.status, again.replay, again.lines) == ("SETTLED", True, answers[0].lines)
+
+
+async def test_a_defective_refund_costs_only_itself_in_its_batch(store, client):
+    from shared.state import person_bucket
+    f = await Family(own=1_000, first=2_000, second=3_000).register(store, client)
+    other = await Family(own=1_000, first=0, second=0).register(store, client)
+    paid, lost = charge(f.patient, 500), charge(other.patient, 500)
+    await store.settle([paid, lost])
+    await client.hset(f"stl:acct:{person_bucket(other.patient)}", other.patient, "garbage")
+
+    answers = await store.refund([refund(lost.charge_id, 100), refund(paid.charge_id, 200)])
+
+    assert [a.status for a in answers] == ["ERROR", "REFUNDED"]
+    assert answers[1].patient_id == f.patient and await store.balance(f.patient) == 700
+
+
+async def test_a_batch_larger_than_one_call_answers_every_charge_in_order(store, client):
+    from services.settlement.storage import accounts
+    patient = new_person()
+    await store.register([(patient, XIAN, "e", 1_000_000)])
+    todo = [charge(patient, n + 1) for n in range(2 * accounts.CALL_ITEMS + 7)]
+
+    answers = await store.settle(todo)
+
+    assert [a.status for a in answers] == ["SETTLED"] * len(todo)
+    assert [a.lines[0].amount for a in answers] == [c.borne for c in todo]
+    assert [a.lines[0].account_seq for a in answers] == list(range(1, len(todo) + 1))
+    assert await store.balance(patient) == 1_000_000 - sum(c.borne for c in todo)
+
+
+async def test_a_batch_settles_after_the_function_library_disappears(store, client):
+    patient = new_person()
+    await store.register([(patient, XIAN, "e", 5_000)])
+    await client.function_flush()
+
+    [applied] = await store.settle([charge(patient, 1_000)])
+
+    assert applied.status == "SETTLED" and await store.balance(patient) == 4_000
+
+
 # --- bureau movements ------------------------------------------------------------------------
 
 def move(person, kind, amount, seq, region=XIAN, through=0) -> Movement:

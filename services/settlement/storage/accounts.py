@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime
 from importlib.resources import files
 
@@ -32,6 +33,7 @@ from services.settlement.domain.consumption import Spent
 from services.settlement.domain.ids import posting_prefix
 from services.settlement.domain.waterfall import Line
 
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
 LIBRARY = files("services.settlement.storage").joinpath("settlement.lua").read_text
 
 
@@ -72,7 +74,9 @@ class Movement:
     applied_through: int = 0
 
 
+@lru_cache(maxsize=256)
 def _china_day(iso: str) -> str:
+    # A batch's charges share the platform's clock to the second: parse each instant once.
     return datetime.fromisoformat(iso).astimezone(CHINA_TZ).strftime("%Y%m%d")
 
 
@@ -98,19 +102,31 @@ def _decode_lines(encoded: str) -> list[Line]:
     return lines
 
 
-def _applied(reply: list | Exception) -> Applied:
-    if isinstance(reply, Exception):
-        # One charge's Function call failed (a defect, not the connection): the others in the
-        # pipeline have been applied; this one is reported so the caller can dead-letter it.
-        return Applied("ERROR", [], reason=f"{reply.__class__.__name__}: {str(reply)[:200]}")
-    status = reply[0].decode()
+def _applied(reply: list[str | bool]) -> Applied:
+    """One item of a batch Function's cjson answer (strings; false for a missing field)."""
+    status = reply[0]
     if status in ("SETTLED", "REFUNDED"):
-        patient = reply[4].decode() if len(reply) > 4 else ""
-        return Applied(status, _decode_lines(reply[1].decode()), reply[2].decode(), replay=reply[3] == b"1",
-                       patient_id=patient)
+        return Applied(status, _decode_lines(reply[1]), reply[2], replay=reply[3] == "1",
+                       patient_id=(reply[4] or "") if len(reply) > 4 else "")
     if status == "REJECTED":
-        return Applied(status, [], reason=reply[1].decode())
+        return Applied(status, [], reason=reply[1])
+    if status == "ERROR":
+        # One charge's settlement failed inside the batch (a defect): the others have been
+        # applied; this one is reported so the caller can dead-letter it.
+        return Applied(status, [], reason=str(reply[1]))
     return Applied(status, [])
+
+
+def _failed(error: Exception, count: int) -> list[Applied]:
+    """The whole call failed (a defect, not the connection): each of its items is an ERROR."""
+    failed = Applied("ERROR", [], reason=f"{error.__class__.__name__}: {str(error)[:200]}")
+    return [failed] * count
+
+
+# Most items in one Function call: the call holds Redis for its whole run (some 50 µs an item),
+# so a large batch goes as a few calls in one pipeline (still one round trip) and other clients
+# of the same Redis wait at most one call.
+CALL_ITEMS = 250
 
 
 def _spent_field(institution_code: str, charge_id: str) -> str:
@@ -125,48 +141,62 @@ class SettlementStore:
         self._rejection_ttl = rejection_ttl
         self._record_ttl = record_ttl
         self._report_ttl = report_ttl
+        # What every item of a batch call shares (settlement.lua, settle_batch / refund_batch).
+        self._settle_common = [self._provinces, str(rejection_ttl), str(record_ttl)]
+        self._refund_common = [str(rejection_ttl), str(record_ttl)]
 
     async def load_functions(self) -> None:
         """Once at start-up; REPLACE so a new release's library takes over."""
         await self._redis.function_load(LIBRARY(), replace=True)
 
     async def settle(self, charges: list[ChargeToSettle]) -> list[Applied]:
-        """One round trip for the whole batch; each charge is atomic on its own."""
-        return await self._run(self._settle_pipeline, charges)
+        """One round trip for the whole batch, one Function call per CALL_ITEMS charges; each
+        charge is applied under its own pcall (settlement.lua, settle_batch)."""
+        return await self._run("settle_batch", self._settle_args, charges)
 
     async def refund(self, refunds: list[RefundToApply]) -> list[Applied]:
-        return await self._run(self._refund_pipeline, refunds)
+        return await self._run("refund_batch", self._refund_args, refunds)
 
-    async def _run(self, build, items) -> list[Applied]:
+    async def _run(self, function: str, encode, items) -> list[Applied]:
         if not items:
             return []
-        replies = await build(items).execute(raise_on_error=False)
-        if any(isinstance(r, ResponseError) and "function not found" in str(r).lower() for r in replies):
+        calls = [encode(items[i:i + CALL_ITEMS]) for i in range(0, len(items), CALL_ITEMS)]
+        replies = await self._call(function, calls)
+        if any(isinstance(r, Exception) and "function not found" in str(r).lower() for r in replies):
             # The library is gone (a Redis replaced or flushed under us): load it again and redo
-            # the batch. Safe, because each call is idempotent: what was applied answers as a replay.
+            # the batch. Safe, because each charge is idempotent: what was applied answers as a replay.
             await self.load_functions()
-            replies = await build(items).execute(raise_on_error=False)
-        return [_applied(r) for r in replies]
+            replies = await self._call(function, calls)
+        answers: list[Applied] = []
+        for i, reply in enumerate(replies):
+            if isinstance(reply, Exception):
+                answers += _failed(reply, min(CALL_ITEMS, len(items) - i * CALL_ITEMS))
+            else:
+                answers += map(_applied, json.loads(reply))
+        return answers
 
-    def _settle_pipeline(self, charges: list[ChargeToSettle]):
+    async def _call(self, function: str, calls: list[str]) -> list:
+        if len(calls) == 1:
+            try:
+                return [await self._redis.fcall(function, 0, calls[0])]
+            except ResponseError as e:
+                return [e]
         pipe = self._redis.pipeline(transaction=False)
-        for c in charges:
-            inst = c.institution_code
-            pipe.fcall("settle", 2, f"stl:charge:{inst}:{c.charge_id}", f"stl:rej:{inst}:{c.event_id}",
-                       _spent_field(inst, c.charge_id), c.digest, c.borne, c.patient_id, c.day, c.settled_at,
-                       self._provinces, self._rejection_ttl, self._record_ttl, _china_day(c.settled_at),
-                       inst, c.institution_region, posting_prefix(inst, c.charge_id))
-        return pipe
+        for arg in calls:
+            pipe.fcall(function, 0, arg)
+        return await pipe.execute(raise_on_error=False)
 
-    def _refund_pipeline(self, refunds: list[RefundToApply]):
-        pipe = self._redis.pipeline(transaction=False)
-        for r in refunds:
-            inst = r.institution_code
-            pipe.fcall("refund", 2, f"stl:charge:{inst}:{r.charge_id}", f"stl:rej:{inst}:{r.event_id}",
-                       _spent_field(inst, r.charge_id), r.refund_id, r.amount, r.settled_at, r.digest,
-                       self._rejection_ttl, _china_day(r.settled_at), self._record_ttl,
-                       posting_prefix(inst, r.charge_id, r.refund_id))
-        return pipe
+    def _settle_args(self, charges: list[ChargeToSettle]) -> str:
+        return _dumps([self._settle_common, [
+            [c.institution_code, c.charge_id, c.event_id, c.digest, c.borne, c.patient_id, c.day, c.settled_at,
+             _china_day(c.settled_at), c.institution_region, posting_prefix(c.institution_code, c.charge_id)]
+            for c in charges]])
+
+    def _refund_args(self, refunds: list[RefundToApply]) -> str:
+        return _dumps([self._refund_common, [
+            [r.institution_code, r.charge_id, r.event_id, r.refund_id, r.amount, r.settled_at, r.digest,
+             _china_day(r.settled_at), posting_prefix(r.institution_code, r.charge_id, r.refund_id)]
+            for r in refunds]])
 
     async def register(self, people: list[tuple[str, str, str, int | None]]) -> None:
         """(person_id, region, scheme e|r, opening balance) for a batch of registrations."""

@@ -226,6 +226,48 @@ local function refund(keys, args)
   return {'REFUNDED', encoded, at, '0', record[3]}
 end
 
+-- A batch of charges or refunds in ONE call, each applied by `settle` / `refund` above under
+-- its own pcall: a defect in one (a corrupt account entry, say) answers {'ERROR', message} for
+-- that one and the others go on. The whole call is atomic, which is stronger than each charge
+-- atomic on its own; as with separate calls, Redis does not undo the writes a failed charge made
+-- before its error.
+-- ARGV[1] (cjson): [common, items]. Answers cjson: one reply per item, in order, as `settle` /
+-- `refund` answer it (or {'ERROR', message}).
+local function failure(e)
+  if type(e) == 'table' then e = e.err or cjson.encode(e) end
+  return {'ERROR', string.sub(tostring(e), 1, 200)}
+end
+
+-- common: [province codes, rejection ttl, record ttl]
+-- item: [institution, charge_id, event_id, digest, borne, patient_id, day, settled_at,
+--        posting day, institution region, posting id prefix]
+local function settle_batch(keys, args)
+  local batch = cjson.decode(args[1])
+  local province, ttl, record_ttl = batch[1][1], batch[1][2], batch[1][3]
+  local out = {}
+  for i, x in ipairs(batch[2]) do
+    local ok, reply = pcall(settle, {'stl:charge:' .. x[1] .. ':' .. x[2], 'stl:rej:' .. x[1] .. ':' .. x[3]},
+      {x[1] .. ':' .. x[2], x[4], x[5], x[6], x[7], x[8], province, ttl, record_ttl, x[9], x[1], x[10], x[11]})
+    out[i] = ok and reply or failure(reply)
+  end
+  return cjson.encode(out)
+end
+
+-- common: [rejection ttl, record ttl]
+-- item: [institution, charge_id, event_id, refund_id, amount, settled_at, digest, posting day,
+--        posting id prefix]
+local function refund_batch(keys, args)
+  local batch = cjson.decode(args[1])
+  local ttl, record_ttl = batch[1][1], batch[1][2]
+  local out = {}
+  for i, x in ipairs(batch[2]) do
+    local ok, reply = pcall(refund, {'stl:charge:' .. x[1] .. ':' .. x[2], 'stl:rej:' .. x[1] .. ':' .. x[3]},
+      {x[1] .. ':' .. x[2], x[4], x[5], x[6], x[7], ttl, x[8], record_ttl, x[9]})
+    out[i] = ok and reply or failure(reply)
+  end
+  return cjson.encode(out)
+end
+
 -- A bureau registration: region and scheme follow the bureau; an existing account's balance
 -- is the platform's to keep (it moves with AccountCredited/Debited/Snapshot, by bureau_seq).
 -- ARGV: person_id, region, scheme (e|r), opening balance fen ('' if none)
@@ -291,6 +333,8 @@ end
 
 redis.register_function('settle', settle)
 redis.register_function('refund', refund)
+redis.register_function('settle_batch', settle_batch)
+redis.register_function('refund_batch', refund_batch)
 redis.register_function('register_person', register_person)
 redis.register_function('bureau_movement', bureau_movement)
 redis.register_function('register_institution', register_institution)
