@@ -172,7 +172,7 @@ class SettlementStore:
             if isinstance(reply, Exception):
                 answers += _failed(reply, min(CALL_ITEMS, len(items) - i * CALL_ITEMS))
             else:
-                answers += map(_applied, json.loads(reply))
+                answers += map(_applied, json.loads(reply.decode("utf-8", "replace")))
         return answers
 
     async def _call(self, function: str, calls: list[str]) -> list:
