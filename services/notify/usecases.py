@@ -18,7 +18,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +26,7 @@ from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 
 from shared import envelope, topics
+from shared.envelope import CHINA_TZ
 from shared.identity import mask_name, mask_phone
 from shared.institutions import INSTITUTION_EVENT_TYPES, InstitutionRegistered
 from shared.kafka import Outage, Received, dead_letter, publish_all
@@ -47,6 +48,19 @@ def message_id_for(notice: n.Notice) -> str:
     """One message per source event, recipient and template: the dedupe key, across restarts."""
     return str(uuid.uuid5(_MESSAGE_NAMESPACE, f"{notice.source_event_id}/{notice.role}/{notice.person_id}/"
                                               f"{notice.template}"))
+
+
+def source_day(occurred_at: Any) -> str | None:
+    """YYYYMMDD (China time) of a source event: the bucket its messages' outcomes are recorded in.
+    A redelivery carries the same bytes (every producer republishes an outcome byte for byte), so
+    the same day; without a readable time, None (the record then keeps a key of its own)."""
+    if not isinstance(occurred_at, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(occurred_at)
+    except ValueError:
+        return None
+    return moment.astimezone(CHINA_TZ).strftime("%Y%m%d") if moment.tzinfo else None
 
 
 def short_masked_name(name: str) -> str:
@@ -165,7 +179,8 @@ class NotifyService:
         except ValidationError as exc:
             await dead_letter(self._broker, msg, f"invalid {readable.event_type}: {_where(exc)}")
             return []
-        return notices_of(readable.event_id, readable.event_type, payload)
+        day = source_day(readable.body.get("occurred_at"))
+        return [replace(notice, day=day) for notice in notices_of(readable.event_id, readable.event_type, payload)]
 
     async def _defect(self, msg: Received, exc: BaseException) -> None:
         """A platform defect while answering: the record goes to the DLQ for the operators (a
@@ -265,7 +280,8 @@ class NotifyService:
                        defects: dict[int, Exception]) -> list[Publication]:
         now = self._clock()
         claims = await self._retry(lambda: self._store.claim(
-            [ClaimAsk(m.message_id, None if keep_notice else m.notice, m.token, m.from_state) for m in wave],
+            [ClaimAsk(m.message_id, None if keep_notice else m.notice, m.token, m.from_state, m.notice.day)
+             for m in wave],
             _ms(now), _ms(now) + self._lease_ms))
         claimed, orphaned, published = [], [], []
         for m, claim in zip(wave, claims):
@@ -405,7 +421,7 @@ class NotifyService:
             return []
         records = [encode_outcome(outcome) if outcome else b"" for _, outcome in outcomes]
         answers = await self._retry(lambda: self._store.record(
-            [(m.message_id, m.token, record) for (m, _), record in zip(outcomes, records)]))
+            [(m.message_id, m.notice.day, m.token, record) for (m, _), record in zip(outcomes, records)]))
         published = []
         for (m, outcome), record, answer in zip(outcomes, records, answers):
             if isinstance(answer, Exception):

@@ -487,3 +487,58 @@ async def test_a_binding_ending_soon_is_told_once_and_a_revoked_one_not_at_all(r
     assert await notify.check_endings() == 1  # seen again, told no second time
     await rig.signal(notify, clock)
     assert len(gateway.to(son["phone"])) == 1 and gateway.to(daughter["phone"]) == []
+
+
+async def test_an_outcome_is_a_field_of_its_source_days_bucket_kept_for_the_records_ttl(rig, gateway):
+    clock = at(10)
+    notify = rig.instance(clock)
+    grantor, patient = await rig.register(notify), await rig.register(notify)
+    payment = rig.payment(clock, grantor, patient)
+    await notify.on_settlement_results([payment])
+    [sent] = await rig.outcomes(payment)
+    message_id = sent["payload"]["message_id"]
+    day = datetime.fromisoformat(json.loads(payment.value)["occurred_at"]).astimezone(CHINA_TZ).strftime("%Y%m%d")
+    holding = [k async for k in rig.redis.scan_iter(f"ntf:done:{day}:*")
+               if await rig.redis.hexists(k, uuid.UUID(message_id).bytes)]
+    assert len(holding) == 1 and await rig.redis.ttl(holding[0]) >= 400 * 86_400
+    assert not await rig.redis.exists(f"ntf:msg:{message_id}")  # nothing of the message's own is left
+    await notify.on_settlement_results([rig.received(t.SETTLEMENT_RESULTS, payment.value)])
+    first, again = await rig.outcomes(payment, count=2)
+    assert first == again and len(gateway.to(grantor["phone"])) == 1
+
+
+async def test_an_outcome_recorded_before_the_day_buckets_still_answers_a_redelivery(rig, gateway):
+    clock = at(10)
+    notify = rig.instance(clock)
+    grantor, patient = await rig.register(notify), await rig.register(notify)
+    payment = rig.payment(clock, grantor, patient)
+    notice = json.loads(payment.value)
+    message_id = message_id_for(for_settlement(notice["event_id"], "ChargeSettled", notice["payload"])[0])
+    older = ["S", "138****0000", 1, "http", "9006^7", int(clock().timestamp())]
+    await rig.redis.set(f"ntf:msg:{message_id}", json.dumps(older), ex=86_400)
+    await notify.on_settlement_results([payment])
+    [sent] = await rig.outcomes(payment)
+    assert sent["event_type"] == "SmsSent" and sent["payload"]["provider_message_id"] == "9006^7"
+    assert gateway.to(grantor["phone"]) == []
+
+
+async def test_a_message_held_before_the_day_buckets_is_released_and_recorded_the_older_way(rig, gateway):
+    clock = at(23)
+    notify = rig.instance(clock)
+    son, mother = await rig.register(notify), await rig.register(notify)
+    created = rig.binding(son, mother)
+    await notify.on_binding_events([created])
+    held = [k async for k in rig.redis.scan_iter("ntf:msg:*")]
+    assert len(held) == 2
+    for key in held:  # as a notice held by the version before the buckets was stored
+        stored = json.loads(await rig.redis.hget(key, "notice"))
+        del stored["day"]
+        await rig.redis.hset(key, "notice", json.dumps(stored, ensure_ascii=False))
+    clock.now = clock.now.replace(hour=7) + timedelta(days=1)
+    assert await notify.release_due() == 2
+    outcomes = await rig.outcomes(created, count=2)
+    assert [await rig.redis.type(key) for key in held] == [b"string", b"string"]
+    await notify.on_binding_events([created])  # redelivered: found under either layout, never resent
+    again = await rig.outcomes(created, count=4)
+    assert sorted(o["event_id"] for o in again[2:]) == sorted(o["event_id"] for o in outcomes)
+    assert len(gateway.to(son["phone"])) == 1 and len(gateway.to(mother["phone"])) == 1

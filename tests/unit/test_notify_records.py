@@ -1,6 +1,7 @@
 """Notify's compact Redis layouts: what is recorded tells the same outcome again, byte for byte."""
 
 import json
+from datetime import datetime
 
 import pytest
 
@@ -16,14 +17,34 @@ FAILED = {"type": "SmsFailed", "phone": "", "segments": 0, "provider": "sink", "
           "detail": None, "at": "2026-11-26T23:59:59+08:00"}
 
 
-@pytest.mark.parametrize("outcome", [SENT, FAILED])
+ODD = {**SENT, "receipt": "a|b|", "at": "2026-11-26T00:00:00+08:00"}
+DETAILED = {**FAILED, "reason": "gateway_refused", "attempts": 3, "detail": "isv.BUSINESS_LIMIT|x", "segments": 2}
+EMPTY_DETAIL = {**FAILED, "detail": ""}
+
+
+@pytest.mark.parametrize("outcome", [SENT, FAILED, ODD, DETAILED, EMPTY_DETAIL])
 def test_a_recorded_outcome_reads_back_as_it_was_recorded(outcome):
     assert decode_outcome(encode_outcome(outcome)) == outcome
 
 
-def test_a_record_from_before_the_compact_layout_still_answers_a_redelivery():
-    old = json.dumps(SENT, ensure_ascii=False, separators=(",", ":")).encode()
-    assert delivery("m-1", NOTICE, old) == delivery("m-1", NOTICE, encode_outcome(SENT))
+def test_a_record_is_a_few_dozen_bytes():
+    # The time in epoch seconds, base 36: 2026-11-26T10:00:05+08:00 is 1795658405, "tp36w5".
+    assert encode_outcome(SENT) == b"S|138****5678|2|http|tp36w5|9006^0"
+    assert encode_outcome(FAILED) == b"F||0|sink|no_phone|0|tp49rz"
+
+
+@pytest.mark.parametrize("outcome", [SENT, FAILED])
+def test_records_from_before_the_compact_layout_still_answer_a_redelivery(outcome):
+    whole = json.dumps(outcome, ensure_ascii=False, separators=(",", ":")).encode()
+    at = int(datetime.fromisoformat(outcome["at"]).timestamp())
+    if outcome["type"] == "SmsSent":
+        array = ["S", outcome["phone"], outcome["segments"], outcome["provider"], outcome["receipt"], at]
+    else:
+        array = ["F", outcome["phone"], outcome["segments"], outcome["provider"], outcome["reason"],
+                 outcome["attempts"], outcome["detail"], at]
+    older = json.dumps(array, ensure_ascii=False, separators=(",", ":")).encode()
+    for old in (whole, older):
+        assert delivery("m-1", NOTICE, old) == delivery("m-1", NOTICE, encode_outcome(outcome))
 
 
 def test_the_outcome_is_keyed_by_the_masked_phone_and_carries_the_recorded_time():

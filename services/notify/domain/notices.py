@@ -25,6 +25,7 @@ class Notice:
     binding_id: str | None = None
     name_of: dict[str, str] = field(default_factory=dict)  # placeholder -> person_id whose masked name fills it
     institution_code: str | None = None  # fills {institution} with its registered name, never the HIS's text
+    day: str | None = None  # YYYYMMDD (China time) of the source event: where its outcome is recorded
 
 
 def for_settlement(event_id: str, event_type: str, payload: dict) -> list[Notice]:
@@ -83,7 +84,7 @@ def ending_soon(binding_id: str, grantor_id: str, beneficiary_id: str, end_date:
     binding is told once per end date however often the check runs."""
     return Notice("binding_ending_grantor", grantor_id, "grantor", {"end": end_date},
                   f"ending:{binding_id}:{end_date}", "BindingEndingSoon", binding_id=binding_id,
-                  name_of={"beneficiary": beneficiary_id})
+                  name_of={"beneficiary": beneficiary_id}, day=end_date.replace("-", ""))
 
 
 def _local_time(iso: str) -> str:

@@ -12,9 +12,14 @@ Keys this service owns (README, "Redis keys"):
 - `ntf:msg:{message_id}`  while in flight, a hash: `state` (pending | deferred); while pending,
                           `owner` and `lease` (the claim) and `over` (it took a crashed sender's
                           claim over); `notice` (what to send) and `wait_until` (how long an
-                          unknown person is waited for). Once done, a plain string: the compact
-                          recorded outcome (`encode_outcome`; empty when skipped), with a TTL of
-                          NOTIFY_RECORD_TTL_DAYS
+                          unknown person is waited for). Gone once done. (Records from before the
+                          buckets, and of a message with no day, are a plain string here: the
+                          recorded outcome, with a TTL of NOTIFY_RECORD_TTL_DAYS.)
+- `ntf:done:{YYYYMMDD}:{k}` hash: the recorded outcomes of the messages whose source event is of
+                          that day (China time), message id's 16 bytes -> `encode_outcome` (empty
+                          when skipped); k: one of DONE_BUCKETS by CRC32 of the id, so each stays
+                          a listpack. The bucket expires at the first UTC midnight at least
+                          NOTIFY_RECORD_TTL_DAYS after its latest record
 - `ntf:due`               zset message_id -> when to look at it again (ms): a held message's release
                           time, or a claim's lease deadline (a crashed sender's claim is found there)
 - `ntf:sink`              list: what the local sink provider "sent"
@@ -24,6 +29,7 @@ Every method that touches many messages sends them in one pipelined round trip."
 from __future__ import annotations
 
 import json
+import uuid
 import zlib
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -41,6 +47,7 @@ LIBRARY = files("services.notify.storage").joinpath("notify.lua").read_text
 DUE = "ntf:due"
 INSTITUTIONS = "ntf:inst"
 END_BUCKETS = 32
+DONE_BUCKETS = 256  # never change: a record is found only in the bucket it was written to
 _PHONE_BYTES = 5
 _KEEP_ENDED_DAYS = 8  # an end day's bindings stay a week past it (the check looks 7 days ahead)
 
@@ -51,6 +58,25 @@ def _person_key(person_id: str) -> str:
 
 def _msg_key(message_id: str) -> str:
     return f"ntf:msg:{message_id}"
+
+
+def _done_field(message_id: str) -> bytes:
+    try:
+        return uuid.UUID(message_id).bytes
+    except ValueError:
+        return message_id.encode()
+
+
+def _done_key(message_id: str, day: str | None) -> str:
+    """The bucket of the message's recorded outcome; with no day, the message's own key (the
+    older layout, field '')."""
+    if not day:
+        return _msg_key(message_id)
+    return f"ntf:done:{day}:{zlib.crc32(_done_field(message_id)) % DONE_BUCKETS}"
+
+
+def _done_args(message_id: str, day: str | None) -> tuple[list[str], bytes]:
+    return [_msg_key(message_id), _done_key(message_id, day)], _done_field(message_id) if day else b""
 
 
 def _ends_key(end_day: int, binding_id: str) -> str:
@@ -73,25 +99,58 @@ def decode_contact(raw: bytes) -> tuple[str, str]:
     return (str(number) if number else "", raw[_PHONE_BYTES:].decode())
 
 
+_SEP = "|"
+
+
+def _b36(number: int) -> str:
+    digits = ""
+    while True:
+        number, d = divmod(number, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[d] + digits
+        if not number:
+            return digits
+
+
 def encode_outcome(outcome: dict[str, Any]) -> bytes:
-    """The recorded outcome, only what a redelivery cannot tell again: a JSON array, its time in
-    epoch seconds. SmsSent: ["S", phone, segments, provider, receipt, at]; SmsFailed: ["F", phone,
-    segments, provider, reason, attempts, detail, at]."""
-    at = int(datetime.fromisoformat(outcome["at"]).timestamp())
+    """The recorded outcome, only what a redelivery cannot tell again, `|`-separated, its time in
+    epoch seconds base 36, the one free text (a receipt, a detail) last so it may hold `|`.
+    SmsSent: S|phone|segments|provider|at|receipt; SmsFailed: F|phone|segments|provider|reason|
+    attempts|at, then |detail when there is one."""
+    at = _b36(int(datetime.fromisoformat(outcome["at"]).timestamp()))
+    common = [outcome["phone"], str(outcome["segments"]), outcome["provider"]]
     if outcome["type"] == "SmsSent":
-        fields = ["S", outcome["phone"], outcome["segments"], outcome["provider"], outcome["receipt"], at]
+        fields = ["S", *common, at, outcome["receipt"]]
     else:
-        fields = ["F", outcome["phone"], outcome["segments"], outcome["provider"], outcome["reason"],
-                  outcome["attempts"], outcome["detail"], at]
-    return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+        fields = ["F", *common, outcome["reason"], str(outcome["attempts"]), at]
+        if outcome["detail"] is not None:
+            fields.append(outcome["detail"])
+    return _SEP.join(fields).encode()
+
+
+def _time(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, CHINA_TZ).isoformat(timespec="seconds")
 
 
 def decode_outcome(raw: bytes) -> dict[str, Any]:
-    """The outcome `encode_outcome` recorded (or, from before that layout, the JSON object kept)."""
-    value = json.loads(raw)
+    """The outcome `encode_outcome` recorded (or, from before that layout, the JSON array or the
+    JSON object kept)."""
+    if raw[:1] in (b"{", b"["):
+        return _decode_json(json.loads(raw))
+    text = raw.decode()
+    if text[0] == "S":
+        _, phone, segments, provider, at, receipt = text.split(_SEP, 5)
+        return {"type": "SmsSent", "phone": phone, "segments": int(segments), "provider": provider,
+                "receipt": receipt, "at": _time(int(at, 36))}
+    parts = text.split(_SEP, 7)
+    _, phone, segments, provider, reason, attempts, at = parts[:7]
+    return {"type": "SmsFailed", "phone": phone, "segments": int(segments), "provider": provider, "reason": reason,
+            "attempts": int(attempts), "detail": parts[7] if len(parts) > 7 else None, "at": _time(int(at, 36))}
+
+
+def _decode_json(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
-    at = datetime.fromtimestamp(value[-1], CHINA_TZ).isoformat(timespec="seconds")
+    at = _time(value[-1])
     if value[0] == "S":
         _, phone, segments, provider, receipt, _ = value
         return {"type": "SmsSent", "phone": phone, "segments": segments, "provider": provider, "receipt": receipt,
@@ -114,6 +173,7 @@ class ClaimAsk:
     notice: Notice | None   # None: keep the notice stored with the message
     token: str
     from_state: str = ""    # '' for a new message, 'deferred' to release a held one
+    day: str | None = None  # YYYYMMDD of its source event: the bucket of its record (None: older layout)
 
 
 @dataclass(frozen=True)
@@ -185,39 +245,42 @@ class DeliveryStore:
         return ending
 
     # -- a message's life (notify.lua), a batch a round trip --------------------------------------
-    async def _each(self, batch: str, one: str, keys: list[str], common: list, each: list[list],
+    async def _each(self, batch: str, one: str, keys: list[list[str]], common: list, each: list[list],
                     width: int) -> list[list | Exception]:
         """The batch's Function for all messages in one command; should it fail, the single one
         per message, pipelined, so that an error is only its own message's (never the connection's:
-        that raises)."""
+        that raises). `keys`: each message's key and its record's bucket."""
         if not keys:
             return []
         try:
-            flat = await self._redis.fcall(batch, len(keys) + 1, DUE, *keys, *common,
-                                           *(arg for args in each for arg in args))
+            flat = await self._redis.fcall(batch, 2 * len(keys) + 1, DUE, *(k for pair in keys for k in pair),
+                                           *common, *(arg for args in each for arg in args))
             return [flat[i:i + width] for i in range(0, len(flat), width)]
         except ResponseError:
             pipe = self._redis.pipeline(transaction=False)
-            for key, args in zip(keys, each):
-                pipe.fcall(one, 2, key, DUE, *common, *args)
+            for (msg_key, done_key), args in zip(keys, each):
+                pipe.fcall(one, 3, msg_key, DUE, done_key, *common, *args)
             return await pipe.execute(raise_on_error=False)
 
     async def claim(self, asks: list[ClaimAsk], now_ms: int, lease_until_ms: int) -> list[Claim | Exception]:
         """Each message claimed atomically, all in one command."""
-        answers = await self._each("claim_all", "claim", [_msg_key(a.message_id) for a in asks], [now_ms, lease_until_ms],
-                                   [[a.from_state, a.token, a.message_id, _notice_json(a.notice) if a.notice else ""]
-                                    for a in asks], 3)
+        places = [_done_args(a.message_id, a.day) for a in asks]
+        answers = await self._each("claim_all", "claim", [keys for keys, _ in places], [now_ms, lease_until_ms],
+                                   [[a.from_state, a.token, a.message_id, _notice_json(a.notice) if a.notice else "",
+                                     field] for a, (_, field) in zip(asks, places)], 3)
         return [answer if isinstance(answer, Exception) else Claim(answer[0].decode(), answer[1].decode(), answer[2])
                 for answer in answers]
 
-    async def record(self, outcomes: list[tuple[str, str, bytes]]) -> list[bool | Exception]:
-        """(message_id, token, recorded outcome): True where recorded by this claim's owner, or
-        found recorded with these very bytes (the first answer was lost on the wire); False when
-        another instance took the claim over and recorded its own."""
-        answers = await self._each("record_all", "record", [_msg_key(m) for m, _, _ in outcomes], [self._ttl],
-                                   [[token, outcome, m] for m, token, outcome in outcomes], 2)
+    async def record(self, outcomes: list[tuple[str, str | None, str, bytes]]) -> list[bool | Exception]:
+        """(message_id, day, token, recorded outcome): True where recorded by this claim's owner,
+        or found recorded with these very bytes (the first answer was lost on the wire); False
+        when another instance took the claim over and recorded its own."""
+        places = [_done_args(m, day) for m, day, _, _ in outcomes]
+        answers = await self._each("record_all", "record", [keys for keys, _ in places], [self._ttl],
+                                   [[token, outcome, m, field]
+                                    for (m, _, token, outcome), (_, field) in zip(outcomes, places)], 2)
         return [answer if isinstance(answer, Exception) else answer[0] == b"RECORDED" or answer[1] == outcome
-                for (_, _, outcome), answer in zip(outcomes, answers)]
+                for (_, _, _, outcome), answer in zip(outcomes, answers)]
 
     async def hold(self, holds: list[tuple[str, str, Notice, int, int]]) -> list[bool | Exception]:
         """(message_id, token, notice, release_at_ms, wait_until_ms): put owned claims back to

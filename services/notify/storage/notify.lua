@@ -1,14 +1,17 @@
 #!lua name=notify
 -- A message's life, atomically, so that each message is sent at most once and gets exactly one
 -- outcome event. KEYS[1] = ntf:msg:{message_id}, KEYS[2] = ntf:due (message id -> when to look
--- at it again: a held message's release time, or a pending claim's lease deadline).
+-- at it again: a held message's release time, or a pending claim's lease deadline), KEYS[3] =
+-- the bucket its outcome is recorded in, ntf:done:{day}:{k} (day: its source event's, China time).
 -- Times are milliseconds of the service's clock, passed in (one clock for tests and instances).
 --
 -- While a message is in flight KEYS[1] is a hash: `state` (pending | deferred), `owner` and
 -- `lease` (the claim), `over` (the claim took over a crashed sender's), `notice`, `wait_until`.
--- Once it has its outcome it is a plain string, the compact recorded outcome (its layout is
--- Python's: storage/deliveries.py), with the records' TTL: a string of a few dozen bytes costs
--- far less than a hash.
+-- Once it has its outcome, KEYS[1] is gone and the compact recorded outcome (its layout is
+-- Python's: storage/deliveries.py) is the field `field` (the message id's 16 bytes) of the
+-- bucket: a listpack entry of a few dozen bytes instead of a key of its own. The bucket expires
+-- at the first midnight (UTC) at least the records' TTL after its latest record. A message with
+-- no day (field '') keeps the older layout: its outcome a plain string at KEYS[1] with the TTL.
 
 -- What is recorded, if anything: the string, or (records written before the string layout) the
 -- hash's `event` once its state is no longer pending or deferred.
@@ -22,14 +25,24 @@ local function recorded(key)
   return false
 end
 
--- claim(now_ms, lease_until_ms, from_state, token, message_id, notice)
+-- The outcome recorded for the message: its bucket's field, else (recorded before the buckets,
+-- or a message with no day) the string at KEYS[1].
+local function done_of(keys, field)
+  if field ~= '' then
+    local found = redis.call('HGET', keys[3], field)
+    if found then return found end
+  end
+  return recorded(keys[1])
+end
+
+-- claim(now_ms, lease_until_ms, from_state, token, message_id, notice, field)
 -- CLAIMED: the caller owns the message until the lease ends. TAKEN_OVER: it was pending past its
 -- lease (its sender died, maybe after the gateway had it): the caller owns it only to record
 -- `outcome_unknown`, never to send. HELD: someone else has it, or it has an outcome (returned).
 -- Asking again with the same token (an answer lost on the wire) gets the same status again.
 local function claim(keys, args)
   local now, lease, from_state, token, message_id, notice = args[1], args[2], args[3], args[4], args[5], args[6]
-  local done = recorded(keys[1])
+  local done = done_of(keys, args[7])
   if done then return {'HELD', 'done', done} end
   local state = redis.call('HGET', keys[1], 'state')
   local status
@@ -51,16 +64,24 @@ local function claim(keys, args)
   return {status, state or '', ''}
 end
 
--- record(ttl_seconds, token, outcome, message_id): the outcome, only by the claim's owner; the
--- message's hash gives way to the outcome string. RECORDED, or LOST with what is recorded
--- instead (another instance took the claim over).
+-- record(ttl_seconds, token, outcome, message_id, field): the outcome, only by the claim's
+-- owner; the message's hash gives way to the outcome's field in its bucket. RECORDED, or LOST
+-- with what is recorded instead (another instance took the claim over).
 local function record(keys, args)
-  local ttl, token, outcome, message_id = args[1], args[2], args[3], args[4]
+  local ttl, token, outcome, message_id, field = args[1], args[2], args[3], args[4], args[5]
   if redis.call('TYPE', keys[1])['ok'] ~= 'hash' or redis.call('HGET', keys[1], 'state') ~= 'pending'
       or redis.call('HGET', keys[1], 'owner') ~= token then
-    return {'LOST', recorded(keys[1]) or ''}
+    return {'LOST', done_of(keys, field) or ''}
   end
-  redis.call('SET', keys[1], outcome, 'EX', tonumber(ttl))
+  if field == '' then
+    redis.call('SET', keys[1], outcome, 'EX', tonumber(ttl))
+  else
+    redis.call('HSET', keys[3], field, outcome)
+    local day = 86400
+    local keep_until = (math.floor(tonumber(redis.call('TIME')[1]) / day) + 1) * day + tonumber(ttl)
+    if redis.call('EXPIRETIME', keys[3]) < keep_until then redis.call('EXPIREAT', keys[3], keep_until) end
+    redis.call('DEL', keys[1])
+  end
   redis.call('ZREM', keys[2], message_id)
   return {'RECORDED', outcome}
 end
@@ -78,24 +99,25 @@ local function hold(keys, args)
   return 'OK'
 end
 
--- A wave of messages in one call: KEYS = ntf:due, then each message's key; ARGV = the arguments
--- every message shares, then each message's own, in the order of `claim` (now_ms, lease_until_ms;
--- from_state, token, message_id, notice) and `record` (ttl_seconds; token, outcome, message_id).
--- The answers of each message in turn, flattened. One command instead of one a message: the
--- per-command cost on both sides is most of a small Function call's.
+-- A wave of messages in one call: KEYS = ntf:due, then each message's two keys (ntf:msg:{id}, its
+-- bucket); ARGV = the arguments every message shares, then each message's own, in the order of
+-- `claim` (now_ms, lease_until_ms; from_state, token, message_id, notice, field) and `record`
+-- (ttl_seconds; token, outcome, message_id, field). The answers of each message in turn,
+-- flattened. One command instead of one a message: the per-command cost on both sides is most
+-- of a small Function call's.
 local function each(one, shared, own, keys, args)
   local answers = {}
-  for i = 2, #keys do
+  for i = 0, (#keys - 1) / 2 - 1 do
     local call = {}
     for a = 1, shared do call[a] = args[a] end
-    for a = 1, own do call[shared + a] = args[shared + (i - 2) * own + a] end
-    for _, part in ipairs(one({keys[i], keys[1]}, call)) do answers[#answers + 1] = part end
+    for a = 1, own do call[shared + a] = args[shared + i * own + a] end
+    for _, part in ipairs(one({keys[2 + 2 * i], keys[1], keys[3 + 2 * i]}, call)) do answers[#answers + 1] = part end
   end
   return answers
 end
 
-local function claim_all(keys, args) return each(claim, 2, 4, keys, args) end
-local function record_all(keys, args) return each(record, 1, 3, keys, args) end
+local function claim_all(keys, args) return each(claim, 2, 5, keys, args) end
+local function record_all(keys, args) return each(record, 1, 4, keys, args) end
 
 -- contacts(person ids...): KEYS = each person's bucket; the projection's entries, false where none.
 local function contacts(keys, args)
