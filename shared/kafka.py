@@ -111,9 +111,14 @@ def received(record: Any) -> Received:
         offset=record.offset,
         key=record.key,
         value=record.value or b"",
-        headers={str(k)[:64]: (v or b"")[:_MAX_HEADER_BYTES].decode("utf-8", "replace")
-                 for k, v in list(record.headers or ())[:_MAX_HEADERS]},
+        headers=dict(_readable_headers(record.headers)),
     )
+
+
+def _readable_headers(headers: Any) -> list[tuple[str, str]]:
+    """At most _MAX_HEADERS headers, each value cut to _MAX_HEADER_BYTES and decoded leniently."""
+    return [(str(k)[:64], (v or b"")[:_MAX_HEADER_BYTES].decode("utf-8", "replace"))
+            for k, v in list(headers or ())[:_MAX_HEADERS]]
 
 
 def is_reply_topic(name: str) -> bool:
@@ -169,9 +174,7 @@ async def publish_replies(broker: KafkaBroker, replies: list[Outgoing]) -> None:
 
 
 def _bounded_headers(record: Any) -> Any:
-    headers = [(str(k)[:64], (v or b"")[:_MAX_HEADER_BYTES].decode("utf-8", "replace").encode("utf-8"))
-               for k, v in list(record.headers or ())[:_MAX_HEADERS]]
-    return dataclasses.replace(record, headers=headers)
+    return dataclasses.replace(record, headers=[(k, v.encode("utf-8")) for k, v in _readable_headers(record.headers)])
 
 
 async def tolerant_parser(raw: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
