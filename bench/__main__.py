@@ -8,14 +8,16 @@ It starts its own Tansu broker and Valkey (`appendfsync always`), then:
 3. charges at full speed through one settlement process, then two in one group (charges/s, the
    ratio to the slower raw limit, payment SMS/s with the sink provider);
 4. latency at fixed offered loads, and payment SMS latency at 1,000/s;
-5. the settlement process's RSS at the start and the end;
+5. the settlement process's RSS at the start and the end (and over a long run, when asked);
 6. what `appendfsync always` costs against `everysec` (servers of their own, services stopped).
 
 Sizes (env, defaults keep the run near 5 minutes on 2 cores): BENCH_CHARGES=20000,
 BENCH_PEOPLE=20000, BENCH_PEOPLE_PER_BUCKET=40, BENCH_BINDINGS=2000, BENCH_GRANTOR_SHARE=0.5,
 BENCH_RAW_MESSAGES=100000, BENCH_SETTLE_CALLS=20000, BENCH_FSYNC_CALLS=20000,
 BENCH_LATENCY_SECONDS=10, BENCH_LATENCY_RATES=500,1000,2000, BENCH_PROFILE=0 (1: py-spy profile of
-the settlement process during the full-speed run, written to bench/results/).
+the settlement process during the full-speed run, written to bench/results/), BENCH_LONG_CHARGES=0
+(e.g. 1000000: that many more charges after the latency runs, the settlement process's RSS read
+every 100,000).
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def sizes() -> dict:
             "fsync_calls": int(env("BENCH_FSYNC_CALLS", "20000")),
             "latency_seconds": float(env("BENCH_LATENCY_SECONDS", "10")),
             "latency_rates": [int(x) for x in env("BENCH_LATENCY_RATES", "500,1000,2000").split(",")],
-            "profile": env("BENCH_PROFILE", "0") == "1"}
+            "profile": env("BENCH_PROFILE", "0") == "1",
+            "long_charges": int(env("BENCH_LONG_CHARGES", "0"))}
 
 
 def target(value: float | None, bound: float, at_least: bool) -> bool | None:
@@ -197,8 +200,18 @@ class Bench:
             note = f"{len(charges):,} charges, {self.size['grantor_share']:.0%} paid by a grantor; CPU: {cpu}"
             if refused := plat.summary(run):
                 note += f"; {refused}"
+            once = len(charges) - run.twice_answered()
+            self.report.add("2 platform", f"charges answered exactly once, {label}", f"{once:,} of {len(charges):,}",
+                            "", "all", once == len(charges) and len(run.results) == len(charges),
+                            f"{run.copies:,} redelivered copies (same event id)" if run.copies else "")
             if processes == 1:
                 self.one_process = rate
+                used = meter.seconds.get("settlement", 0.0) / len(charges)
+                if used:
+                    self.report.add("2 platform", "settlement CPU per charge → charges/s on a core of its own",
+                                    f"{used * 1e6:,.0f} µs → {1 / used:,.0f}", "charges/s", "≥ 5,000/s",
+                                    target(1 / used, 5000, True),
+                                    "the settlement process's CPU seconds in the full-speed run over its charges")
                 self.report.add("2 platform", f"charges/s end to end, {label}", rate, "charges/s", "≥ 5,000/s",
                                 target(rate, 5000, True), note + (" (profiled: slower)" if profiler else ""))
                 if slower:
@@ -264,6 +277,27 @@ class Bench:
         self.report.note("latency = the result record's Kafka timestamp (set by settlement's producer when it sends) "
                          "minus the bench's clock just before it sent the charge; same host clock, 1 ms resolution")
 
+    async def long_run(self) -> None:
+        """BENCH_LONG_CHARGES charges at full speed in parts of 100,000, the settlement process's
+        RSS read after each: its memory stays flat however many charges it has settled."""
+        total, part, done, readings = self.size["long_charges"], 100_000, 0, []
+        started = time.monotonic()
+        while done < total:
+            n = min(part, total - done)
+            run = await plat.run_charges(self.bootstrap, self.population.charges(n, f"long{done}",
+                                                                                  self.size["grantor_share"]),
+                                         None, 120 + n / 200)
+            done += n
+            readings.append((done, self.settlement().rss()))
+            print(f"   long run: {done:,} charges, settlement RSS {readings[-1][1] / 2**20:.1f} MiB", flush=True)
+            if refused := plat.summary(run):
+                self.report.note(f"long run part ending at {done:,}: {refused}")
+        first, last = readings[0][1], readings[-1][1]
+        self.report.add("5 memory", f"settlement RSS after {readings[0][0]:,} | {done:,} charges",
+                        f"{first / 2**20:.1f} | {last / 2**20:.1f}", "MiB", "flat", last <= first * 1.1,
+                        f"{done / (time.monotonic() - started):,.0f} charges/s over the long run; readings (MiB): "
+                        + ", ".join(f"{r / 2**20:.0f}" for _, r in readings))
+
     async def rss_rows(self) -> None:
         if not self.rss:
             raise RuntimeError("no RSS reading of the settlement process")
@@ -299,6 +333,8 @@ class Bench:
                 await r.section("2 platform: one process", lambda: self.throughput(1), 400)
                 await r.section("2 platform: two processes", lambda: self.throughput(2), 400)
                 await r.section("3 latency", self.latency, 400)
+                if self.size["long_charges"]:
+                    await r.section("5 memory: long run", self.long_run, 300 + self.size["long_charges"] / 200)
                 self.note_rss("end")
                 await r.section("5 memory: RSS", self.rss_rows, 10)
         finally:

@@ -24,6 +24,8 @@ class Run:
     results: dict[bytes, tuple[int, float]] = field(default_factory=dict)  # -> (result's Kafka ms, read time)
     rejected: dict[bytes, str] = field(default_factory=dict)         # -> the ChargeRejected reason
     sms: dict[str, tuple[int, float]] = field(default_factory=dict)  # charge id -> (SmsSent's Kafka ms, read)
+    outcomes: dict[bytes, set[bytes]] = field(default_factory=dict)  # charge id -> event ids of its results
+    copies: int = 0                                                   # result records read beyond the first
     started: float = 0.0
     published: float = 0.0
 
@@ -33,6 +35,11 @@ class Run:
     def latencies_ms(self, by_kafka_time: bool = True) -> list[float]:
         return sorted((ts - self.sent[k] * 1000) if by_kafka_time else (seen - self.sent[k]) * 1000
                       for k, (ts, seen) in self.results.items())
+
+    def twice_answered(self) -> int:
+        """Charges with two different outcomes (different event ids): exactly-once broken. A copy
+        with the same event id is a redelivery, harmless by the contract."""
+        return sum(1 for ids in self.outcomes.values() if len(ids) > 1)
 
     def sms_latencies_ms(self) -> list[float]:
         return sorted(ts - self.sent[k.encode()] * 1000 for k, (ts, _) in self.sms.items())
@@ -56,7 +63,13 @@ async def run_charges(bootstrap: str, charges: list[tuple[bytes, bytes, bytes, b
 
     def on_record(r, seen: float) -> None:
         if r.topic == t.SETTLEMENT_RESULTS:
-            if r.key in wanted and r.key not in run.results:
+            if r.key not in wanted:
+                return
+            event_id = r.value[13:49] if r.value.startswith(b'{"event_id":"') else r.value
+            run.outcomes.setdefault(r.key, set()).add(event_id)
+            if r.key in run.results:
+                run.copies += 1
+            else:
                 run.results[r.key] = (r.timestamp, seen)
                 if b'"ChargeRejected"' in r.value[:200]:
                     run.rejected[r.key] = _reason(r.value)
@@ -119,12 +132,13 @@ async def warm_up(bootstrap: str, population: Population, tag: str, timeout: flo
 
 
 def summary(run: Run) -> str:
-    if not run.rejected:
-        return ""
     reasons: dict[str, int] = {}
     for r in run.rejected.values():
         reasons[r] = reasons.get(r, 0) + 1
-    return f"{len(run.rejected)} refused: {reasons}"
+    return "; ".join(filter(None, [
+        f"{len(run.rejected)} refused: {reasons}" if reasons else "",
+        f"{run.copies} redelivered result copies" if run.copies else "",
+        f"{run.twice_answered()} CHARGES ANSWERED TWICE" if run.twice_answered() else ""]))
 
 
 async def used_memory(redis: Redis) -> int:

@@ -89,6 +89,7 @@ class CpuMeter:
         self._names = names
         self._start: dict[int, float] = {}
         self._t0 = 0.0
+        self.seconds: dict[str, float] = {}  # CPU seconds by name over the last start..stop
 
     @staticmethod
     def _procs() -> list[psutil.Process]:
@@ -124,14 +125,15 @@ class CpuMeter:
 
     def stop(self) -> str:
         elapsed = max(1e-6, time.monotonic() - self._t0)
-        shares: dict[str, float] = {}
+        self.seconds = {}
         for p in self._procs():
             try:
                 used = self._cpu(p) - self._start.get(p.pid, 0.0)
                 name = self._names.get(p.pid) or ("bench" if p.pid == os.getpid() else self._describe(p))
             except psutil.Error:
                 continue
-            shares[name] = shares.get(name, 0.0) + used / elapsed * 100
+            self.seconds[name] = self.seconds.get(name, 0.0) + used
+        shares = {name: used / elapsed * 100 for name, used in self.seconds.items()}
         total = sum(shares.values())
         machine = (self._machine() - self._machine0) / elapsed * 100
         cores = (os.cpu_count() or 1) * 100

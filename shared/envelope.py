@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
@@ -79,13 +80,14 @@ def outcome_id(cause_id: str, event_type: str) -> str:
 def seal(event_type: str, payload: BaseModel | dict[str, Any], *, event_id: str | None = None,
          occurred_at: datetime | None = None) -> bytes:
     """Wrap a payload in the envelope and serialise it to the bytes that go on the wire."""
-    head = json.dumps({
+    # orjson writes what json.dumps(ensure_ascii=False, separators=(",", ":")) writes, as UTF-8
+    # bytes, several times faster; pydantic serialises a model payload in Rust.
+    head = orjson.dumps({
         "event_id": event_id or str(uuid.uuid4()),
         "event_type": event_type,
         "schema_version": SCHEMA_VERSION,
         "occurred_at": (occurred_at or now()).isoformat(timespec="seconds"),
-    }, ensure_ascii=False, separators=(",", ":"))
-    # pydantic serialises the payload in Rust; this is the settlement hot path's largest cost.
-    body = (payload.model_dump_json(exclude_none=True) if isinstance(payload, BaseModel)
-            else json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
-    return f'{head[:-1]},"payload":{body}}}'.encode("utf-8")
+    })
+    body = (payload.__pydantic_serializer__.to_json(payload, exclude_none=True) if isinstance(payload, BaseModel)
+            else orjson.dumps(payload))
+    return b"".join((head[:-1], b',"payload":', body, b"}"))
