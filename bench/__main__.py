@@ -292,9 +292,12 @@ class Bench:
             print(f"   long run: {done:,} charges, settlement RSS {readings[-1][1] / 2**20:.1f} MiB", flush=True)
             if refused := plat.summary(run):
                 self.report.note(f"long run part ending at {done:,}: {refused}")
-        first, last = readings[0][1], readings[-1][1]
-        self.report.add("5 memory", f"settlement RSS after {readings[0][0]:,} | {done:,} charges",
-                        f"{first / 2**20:.1f} | {last / 2**20:.1f}", "MiB", "flat", last <= first * 1.1,
+        # Flat: the second half's highest reading within 10% of the first half's (the allocator's
+        # readings swing by a few MiB between parts; growth shows as a rising high-water mark).
+        half = max(1, len(readings) // 2)
+        early, late = max(r for _, r in readings[:half]), max(r for _, r in readings[half:] or readings)
+        self.report.add("5 memory", f"settlement RSS, highest over the first | second half of {done:,} charges",
+                        f"{early / 2**20:.1f} | {late / 2**20:.1f}", "MiB", "flat", late <= early * 1.1,
                         f"{done / (time.monotonic() - started):,.0f} charges/s over the long run; readings (MiB): "
                         + ", ".join(f"{r / 2**20:.0f}" for _, r in readings))
 

@@ -13,3 +13,9 @@ NOTIFY_DELIVERIES = "notify.deliveries"
 def dead_letter_topic(topic: str) -> str:
     """Where a consumer of `topic` puts what it cannot answer."""
     return f"{topic}.dlq"
+
+
+# Added with the HTTP API: the consumption query (answered only on the caller's reply topic; the
+# binding queries travel on binding.commands), and the window clerks' audit trail.
+SETTLEMENT_QUERIES = "settlement.queries"
+GATEWAY_AUDIT = "gateway.audit"
