@@ -1,7 +1,11 @@
 """The generated AsyncAPI documents say what contract.md says: its topics, event types and fields."""
 
-import pytest
+from pathlib import Path
 
+import pytest
+import yaml
+
+from shared.asyncapi import SERVICES_DIR, platform_document, platform_yaml, service_documents
 from services.binding.asyncapi import binding_document
 from services.notify.asyncapi import notify_document
 from services.settlement.asyncapi import settlement_document
@@ -60,3 +64,53 @@ def test_every_contract_message_is_documented_with_its_fields(topic, event_type,
 def test_amounts_are_documented_as_yuan_strings():
     schemas = settlement_document()["components"]["schemas"]
     assert schemas["ChargeSubmitted"]["properties"]["total"]["type"] == "string"
+
+
+# -- docs/asyncapi.yaml: the platform's one document ------------------------------------------
+
+DOCS_ASYNCAPI = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.yaml"
+
+
+def test_docs_asyncapi_yaml_is_what_the_code_generates_now():
+    assert DOCS_ASYNCAPI.read_text(encoding="utf-8") == platform_yaml(), (
+        "docs/asyncapi.yaml is stale: run `make asyncapi` and commit it")
+
+
+@pytest.mark.parametrize("topic,event_type,fields", CASES)
+def test_the_platform_document_carries_every_contract_message(topic, event_type, fields):
+    doc = yaml.safe_load(DOCS_ASYNCAPI.read_text(encoding="utf-8"))
+    assert event_type in doc["channels"][topic]["messages"], f"{event_type} on {topic}"
+    message = doc["components"]["messages"][event_type]
+    model = message["payload"]["properties"]["payload"]["$ref"].rsplit("/", 1)[1]
+    assert set(fields) <= set(doc["components"]["schemas"][model]["properties"])
+
+
+def test_every_service_with_an_asyncapi_module_is_in_the_platform_document():
+    services = {p.parent.name for p in SERVICES_DIR.glob("*/asyncapi.py")}
+    assert set(service_documents()) == services
+    operations = platform_document()["operations"]
+    assert {op_id.split(".", 1)[0] for op_id in operations} == services
+
+
+def test_every_reference_in_the_platform_document_resolves():
+    doc = platform_document()
+
+    def refs(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from ([v] if k == "$ref" else refs(v))
+        elif isinstance(node, list):
+            for v in node:
+                yield from refs(v)
+
+    for ref in refs(doc):
+        node = doc
+        for part in ref.removeprefix("#/").split("/"):
+            assert part in node, f"{ref} does not resolve"
+            node = node[part]
+
+
+def test_a_model_name_two_services_use_differently_is_qualified_not_merged():
+    schemas = platform_document()["components"]["schemas"]
+    assert "UNKNOWN_PATIENT" in schemas["SettlementReason"]["enum"]
+    assert "NOT_GRANTOR" in schemas["BindingReason"]["enum"]
