@@ -14,8 +14,12 @@ import pytest
 import yaml
 from compose_spec import PyCompose
 
-COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
-APP_SERVICES = ("binding", "settlement", "notify")
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+# Each app service's HTTP port (its /healthz, /readyz, /metrics; the gateway's API too): the
+# defaults docs/operations.md gives, published on 127.0.0.1 only.
+HTTP_PORTS = {"gateway": 8080, "binding": 8081, "settlement": 8082, "notify": 8083}
+APP_SERVICES = tuple(HTTP_PORTS)
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +135,55 @@ def test_no_published_port_uses_variable_interpolation(
         if "${" in str(port)  # str() also covers the long (mapping) syntax
     ]
     assert not offenders, f"ports must be literal: {offenders}"
+
+
+def test_every_service_in_the_source_tree_is_deployed(services: dict[str, dict[str, Any]]) -> None:
+    runnable = {p.parent.name for p in (ROOT / "services").glob("*/__main__.py")}
+    assert runnable <= set(APP_SERVICES), f"services without a port here: {runnable - set(APP_SERVICES)}"
+    assert runnable <= set(services), f"services/ has {runnable - set(services)}, docker-compose.yml does not"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_service_publishes_its_http_port_on_localhost_only(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    port = HTTP_PORTS[name]
+    env = _environment(services[name])
+    assert env.get("HTTP_PORT") == str(port)
+    # Inside the container it listens on every interface; the host publishes it on loopback only.
+    assert env.get("HTTP_HOST") == "0.0.0.0"
+    assert [str(p) for p in services[name].get("ports") or []] == [f"127.0.0.1:{port}:{port}"]
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_service_is_healthy_only_when_its_http_probe_answers(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    check = services[name].get("healthcheck")
+    assert isinstance(check, dict), f"{name} has no healthcheck"
+    test = _as_list(check.get("test"))
+    # The slim image has no curl: Python's urllib raises on a 503 or no answer, failing the check.
+    assert test[:3] == ["CMD", "python", "-c"], test
+    url = f"http://127.0.0.1:{HTTP_PORTS[name]}/"
+    assert "urllib.request.urlopen" in test[3]
+    assert f"{url}readyz" in test[3] or f"{url}healthz" in test[3], test[3]
+    for key in ("interval", "timeout", "retries", "start_period"):
+        assert key in check, f"{name} healthcheck lacks {key}"
+
+
+def test_gateway_takes_its_token_key_from_the_environment_and_refuses_to_start_without_it(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    assert "gateway" in services
+    key = _environment(services["gateway"]).get("GATEWAY_JWT_KEY", "")
+    # `${VAR:?message}`: compose stops with the message when the variable is unset or empty,
+    # so no default (and no secret) is ever written in this file.
+    assert key.startswith("${GATEWAY_JWT_KEY:?") and key.endswith("}"), key
+
+
+def test_secrets_are_never_written_in_the_file(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        env = _environment(service)
+        for var in ("GATEWAY_JWT_KEY", "NAME_DIGEST_KEY", "SMS_ACCESS_KEY_SECRET"):
+            if var in env:
+                assert env[var].startswith(f"${{{var}:?"), f"{name}: {var} must come from the environment"
