@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +46,9 @@ class PlatformBroker(KafkaBroker):
         self.running = True
 
 
-def make_broker(settings: ServiceSettings, *, client_id: str) -> KafkaBroker:
-    """A broker configured from settings; nothing connects until it starts."""
+def make_broker(settings: ServiceSettings, *, client_id: str, middlewares: Sequence[Any] = ()) -> KafkaBroker:
+    """A broker configured from settings; nothing connects until it starts. `middlewares`: e.g.
+    the process's `Observability.kafka_middleware` (shared/observability.py)."""
     return PlatformBroker(
         settings.kafka_bootstrap_servers,
         client_id=client_id,
@@ -57,6 +58,7 @@ def make_broker(settings: ServiceSettings, *, client_id: str) -> KafkaBroker:
         # Batched outcomes overflow the 16 KiB default (platform-notes.md).
         max_batch_size=1_048_576,
         logger=logging.getLogger(f"{client_id}.kafka"),
+        middlewares=tuple(middlewares),
     )
 
 

@@ -1,5 +1,8 @@
 """Settings every service shares, read from the environment (listed in the README)."""
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -29,6 +32,15 @@ class ServiceSettings(BaseSettings):
         "least this long, so a message still on a topic is always answered the same way again.")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis (or Valkey) URL holding the working state.")
     log_level: str = Field("INFO", description="Python logging level.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`text`: one readable line per record; `json`: one JSON object per line (time, level, "
+        "logger, service, message, exc). Either way ID numbers and mobile numbers are masked.")
+    log_file: Path | None = Field(
+        None, description="Append log lines to this file instead of writing them to stderr.")
+    http_host: str = Field("127.0.0.1", description="Address /healthz, /readyz and /metrics listen on.")
+    http_port: int = Field(
+        8080, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics (the gateway: also the API). "
+        "Defaults: gateway 8080, binding 8081, settlement 8082, notify 8083.")
 
     def check_records_outlive_retention(self, **ttl_days: int) -> None:
         """Refuse to start when an idempotency record would expire before the messages it answers

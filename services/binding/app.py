@@ -10,11 +10,13 @@ from faststream import FastStream
 from shared import envelope
 from shared.kafka import ensure_topics, make_broker
 from shared.logs import configure_logging
+from shared.observability import Observability
 from shared.state import make_redis
 from shared.topics import BINDING_COMMANDS, BINDING_EVENTS, BUREAU_ACCOUNTS, dead_letter_topic
 from services.binding.config import BindingSettings
 from services.binding.handlers.subscribers import register
 from services.binding.handlers.sweeps import sweep_payers_every
+from services.binding.metrics import BindingMetrics
 from services.binding.storage.bindings import BindingStore
 from services.binding.usecases import BindingService
 
@@ -24,19 +26,23 @@ TOPICS = [BINDING_COMMANDS, BINDING_EVENTS, BUREAU_ACCOUNTS,
 
 def create_app(settings: BindingSettings | None = None) -> FastStream:
     settings = settings or BindingSettings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, service="binding", fmt=settings.log_format, file=settings.log_file)
     log = logging.getLogger("binding")
     name_key, is_development_key = settings.name_key()
     if is_development_key:
         log.warning("NAME_DIGEST_KEY is not set: names are digested with the published development key; "
                     "set a secret NAME_DIGEST_KEY in production")
-    broker = make_broker(settings, client_id="binding")
+    obs = Observability("binding")
+    broker = make_broker(settings, client_id="binding", middlewares=[obs.kafka_middleware])
     redis = make_redis(settings.redis_url)
     store = BindingStore(redis, outcome_ttl_seconds=settings.binding_outcome_ttl_days * 86_400)
     service = BindingService(store, broker, today=lambda: envelope.now().date(), name_key=name_key,
-                             payer_grace_days=settings.binding_payer_grace_days)
+                             payer_grace_days=settings.binding_payer_grace_days,
+                             metrics=BindingMetrics(obs.registry))
     gate = register(broker, service, settings)
     app = FastStream(broker, logger=log)
+    obs.watch(broker, redis=redis, gate=gate)
+    obs.serve_during(app, settings.http_host, settings.http_port)
     sweeps: list[asyncio.Task] = []
 
     @app.on_startup

@@ -10,6 +10,7 @@ DEVELOPMENT_NAME_DIGEST_KEY = "development-only-name-digest-key-never-use-in-pro
 
 
 class BindingSettings(ServiceSettings):
+    http_port: int = Field(8081, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics.")
     binding_group_id: str = Field("binding", description="Consumer group of the binding service.")
     binding_outcome_ttl_days: int = Field(
         90, ge=1, description="How long a command's recorded outcome is kept to answer redeliveries the same way. "

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 from faststream.kafka import KafkaBroker
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 
 from shared import envelope
@@ -31,6 +32,7 @@ from services.binding import contract as c
 from services.binding.domain import rules
 from services.binding.domain.model import Binding, Insured, Scheme
 from services.binding.domain.reasons import BindingRefused, Reason
+from services.binding.metrics import BindingMetrics
 from services.binding.storage.bindings import BindingStore, Plan, Recorded, Stored, decode_bindings, epoch, moment
 
 log = logging.getLogger("binding")
@@ -66,8 +68,9 @@ class _Command:
 
 class BindingService:
     def __init__(self, store: BindingStore, broker: KafkaBroker, today: Callable[[], date], *,
-                 name_key: bytes, payer_grace_days: int) -> None:
+                 name_key: bytes, payer_grace_days: int, metrics: BindingMetrics | None = None) -> None:
         self._store = store
+        self._metrics = metrics or BindingMetrics(CollectorRegistry())
         self._broker = broker
         self._today = today  # China time
         self._name_key = name_key
@@ -100,6 +103,7 @@ class BindingService:
                               command.msg.offset, command.defect)
                     await dead_letter(self._broker, command.msg, f"unhandled {command.defect.__class__.__name__}")
             await publish_all(self._broker, [Outgoing(BINDING_EVENTS, x.key, x.outcome) for x in commands])
+            self._metrics.answered(x.outcome for x in commands)
             await publish_replies(self._broker, [r for x in commands for r in reply_to(x.msg, x.key, x.outcome)])
             log.info("%d commands answered", len(commands))
         for msg, readable in queries:

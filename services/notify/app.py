@@ -11,12 +11,14 @@ from faststream import FastStream
 from shared.catchup import ProjectionGate
 from shared.kafka import ensure_topics, make_broker
 from shared.logs import configure_logging
+from shared.observability import Observability
 from shared.state import make_redis
 from shared.topics import (BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, NOTIFY_DELIVERIES, SETTLEMENT_RESULTS,
                            dead_letter_topic)
 from services.notify.config import NotifySettings
 from services.notify.domain.quiet import parse_quiet_hours
 from services.notify.handlers.subscribers import register
+from services.notify.metrics import NotifyMetrics
 from services.notify.providers.base import SmsProvider
 from services.notify.providers.http_gateway import HttpSmsGateway
 from services.notify.providers.sink import SinkProvider
@@ -53,8 +55,9 @@ async def every(seconds: float, job: Callable[[], Awaitable[int]], name: str, ga
 
 def create_app(settings: NotifySettings | None = None) -> FastStream:
     settings = settings or NotifySettings()
-    configure_logging(settings.log_level)
-    broker = make_broker(settings, client_id="notify")
+    configure_logging(settings.log_level, service="notify", fmt=settings.log_format, file=settings.log_file)
+    obs = Observability("notify")
+    broker = make_broker(settings, client_id="notify", middlewares=[obs.kafka_middleware])
     redis = make_redis(settings.redis_url)
     store = DeliveryStore(redis, record_ttl=settings.notify_record_ttl_days * 86_400)
     provider = make_provider(settings, redis)
@@ -64,9 +67,12 @@ def create_app(settings: NotifySettings | None = None) -> FastStream:
                             lease_seconds=settings.notify_claim_lease_seconds,
                             unknown_wait_seconds=settings.notify_unknown_person_wait_seconds,
                             unknown_retry_seconds=settings.notify_unknown_person_retry_seconds,
-                            send_concurrency=settings.notify_send_concurrency)
+                            send_concurrency=settings.notify_send_concurrency,
+                            metrics=NotifyMetrics(obs.registry))
     gate = register(broker, service, settings)
     app = FastStream(broker, logger=log)
+    obs.watch(broker, redis=redis, gate=gate)
+    obs.serve_during(app, settings.http_host, settings.http_port)
     timers: list[asyncio.Task] = []
 
     @app.on_startup

@@ -7,6 +7,7 @@ from services.notify.domain.templates import catalogue
 
 
 class NotifySettings(ServiceSettings):
+    http_port: int = Field(8083, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics.")
     notify_group_id: str = Field("notify", description="Consumer group prefix of the notify service.")
     sms_provider: str = Field("sink", description="`sink` (records in Redis and prints) or `http` (a real gateway).")
     sms_gateway_url: str = Field("", description="The HTTP gateway's SendSms URL (sms_provider=http).")

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from faststream.kafka import KafkaBroker
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from shared import envelope, topics
@@ -36,6 +37,7 @@ from services.notify import contract as c
 from services.notify.domain import notices as n
 from services.notify.domain.quiet import QuietHours
 from services.notify.domain.templates import institution_shown, is_urgent, render, segments, template_params
+from services.notify.metrics import NotifyMetrics
 from services.notify.providers.base import Outgoing, ProviderError, Receipt, SmsProvider
 from services.notify.storage.deliveries import ClaimAsk, DeliveryStore, decode_outcome, encode_outcome
 
@@ -132,8 +134,9 @@ class NotifyService:
                  attempts: int, backoff_ms: int, *, template_codes: dict[str, str] | None = None,
                  lease_seconds: float = 60, unknown_wait_seconds: float = 600,
                  unknown_retry_seconds: float = 10, send_concurrency: int = 100,
-                 clock: Callable[[], datetime] = envelope.now) -> None:
+                 clock: Callable[[], datetime] = envelope.now, metrics: NotifyMetrics | None = None) -> None:
         self._store, self._broker, self._provider = store, broker, provider
+        self._metrics = metrics or NotifyMetrics(CollectorRegistry())
         self._quiet, self._attempts, self._backoff = quiet, attempts, backoff_ms / 1000
         self._codes = template_codes or {}
         self._lease_ms = int(lease_seconds * 1000)
@@ -433,4 +436,6 @@ class NotifyService:
                     log.warning("SMS %s failed after %d attempt(s): %s", m.message_id, outcome["attempts"],
                                 outcome["reason"])
                 published.append(delivery(m.message_id, m.notice, record))
+        self._metrics.recorded(outcome for (_, outcome), answer in zip(outcomes, answers)
+                               if outcome and answer and not isinstance(answer, Exception))
         return published

@@ -6,6 +6,7 @@ from shared.settings import ServiceSettings
 
 
 class SettlementSettings(ServiceSettings):
+    http_port: int = Field(8082, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics.")
     settlement_group_id: str = Field("settlement", description="Consumer group of the settlement service.")
     settlement_batch_size: int = Field(1000, ge=1, description="Most charges settled in one batch (one round trip).")
     settlement_batch_timeout_ms: int = Field(20, ge=1, description="How long a batch waits to fill.")

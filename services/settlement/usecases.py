@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from faststream.kafka import KafkaBroker
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from shared import envelope, topics
@@ -36,6 +37,7 @@ from services.settlement.domain import ids
 from services.settlement.domain.consumption import by_beneficiary
 from services.settlement.domain.reasons import ChargeRefused, Reason
 from services.settlement.domain.reconciliation import Entry, net, reconcile
+from services.settlement.metrics import REFUNDED, Noted, Refused, Settled, SettlementMetrics
 from services.settlement.storage.accounts import (Applied, ChargeToSettle, Movement, RefundToApply,
                                                   SettlementStore)
 
@@ -55,16 +57,19 @@ _REFUSED_MOVEMENT = {
 @dataclass
 class Answers:
     """What a batch ends as: outcomes (published and awaited before the offsets are committed),
-    replies (best effort) and dead letters (with their reason)."""
+    replies (best effort), dead letters (with their reason), and what to count once the
+    outcomes are published (metrics.py)."""
 
     outcomes: list[Outgoing] = field(default_factory=list)
     replies: list[Outgoing] = field(default_factory=list)
     dead: list[tuple[Received, str]] = field(default_factory=list)
+    noted: list[Noted] = field(default_factory=list)
 
     def __iadd__(self, other: Answers) -> Answers:
         self.outcomes += other.outcomes
         self.replies += other.replies
         self.dead += other.dead
+        self.noted += other.noted
         return self
 
     def answer(self, msg: Received, topic: str, key: bytes | None, value: bytes) -> None:
@@ -75,8 +80,9 @@ class Answers:
 
 class SettlementService:
     def __init__(self, store: SettlementStore, broker: KafkaBroker, max_age: timedelta = timedelta(days=7),
-                 clock: Callable[[], datetime] = envelope.now) -> None:
+                 clock: Callable[[], datetime] = envelope.now, metrics: SettlementMetrics | None = None) -> None:
         self._store = store
+        self._metrics = metrics or SettlementMetrics(CollectorRegistry())
         self._broker = broker
         self._max_age = max_age
         self._clock = clock
@@ -101,6 +107,7 @@ class SettlementService:
                     log.exception("defect while answering %s[%d]@%d", msg.topic, msg.partition, msg.offset)
                     answers += on_defect(msg, exc)
         await outage.retrying(lambda: self._deliver(answers))
+        self._metrics.record(answers.noted)
         await publish_replies(self._broker, answers.replies)
 
     async def _deliver(self, answers: Answers) -> None:
@@ -222,6 +229,8 @@ class SettlementService:
                                             applied.lines, at)
             patient, direction = applied.patient_id, "credit"
         answers = Answers()
+        if not applied.replay:  # a replay was counted when it was first decided
+            answers.noted.append(REFUNDED if refund_id else Settled(todo.institution_region, applied.lines))
         answers.answer(msg, topics.SETTLEMENT_RESULTS, todo.charge_id.encode(), value)
         answers.outcomes += outcomes.postings(applied.lines, direction, inst, todo.charge_id, refund_id, patient, at)
         return answers
@@ -237,9 +246,11 @@ class SettlementService:
                                  reason_code=refused.reason, message_zh=refused.message_zh,
                                  message_en=refused.message_en, source_event_id=readable.event_id)
         log.info("charge %s refused: %s", shown(charge_id), refused.reason)
-        value = envelope.seal(c.CHARGE_REJECTED, event, event_id=ids.event_id(
-            c.CHARGE_REJECTED, institution_code, readable.event_id, refused.reason.value))
+        event_id = ids.event_id(c.CHARGE_REJECTED, institution_code, readable.event_id, refused.reason.value)
+        value = envelope.seal(c.CHARGE_REJECTED, event, event_id=event_id)
         answers = Answers()
+        answers.noted.append(Refused("refund" if readable.event_type == c.CHARGE_REFUNDED else "charge",
+                                     refused.reason.value, event_id))
         answers.answer(msg, topics.SETTLEMENT_RESULTS, charge_id.encode() if charge_id else msg.key, value)
         return answers
 

@@ -1,0 +1,128 @@
+"""What the settlement service counts, for /metrics (shared/observability.py).
+
+The use cases note what each answered message ended as (`Settled`, `Refunded`, `Refused`) beside
+its outcome; once a batch's outcomes are published, `SettlementMetrics.record` folds the notes
+into one `Tally` (`tally`, pure) and increments each counter once per label: nothing is counted
+per record on the hot path, nothing for an outcome that was not published.
+
+- `fma_charges_total{outcome="settled"|"refused", reason}`: charges (ChargeSubmitted) settled,
+  or refused with the contract's reason code (`reason` is "" when settled).
+- `fma_refunds_total{outcome="refunded"|"refused", reason}`: refunds (ChargeRefunded) likewise.
+- `fma_paid_fen_total{source="own"|"grantor"|"cash"}`: fen paid by settled charges, by the line
+  that paid them (refunds are not deducted: this is what was paid, not what stayed paid).
+- `fma_cross_region_payments_total`: settled charges that a grantor's account in another pooling
+  region than the institution's paid a part of (跨统筹区共济). Its ratio to
+  `fma_charges_total{outcome="settled"}` is the cross-region share.
+
+Each decision is counted once: a charge or refund answered again from its record (a redelivery,
+a resend) is a replay and is not counted; a refusal is counted once per refusal event id in a
+process (`shared.observability.Once`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter as PromCounter
+
+from shared.observability import Once
+from services.settlement.domain.waterfall import Line
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A charge settled for the first time: where it was charged and the lines that paid it."""
+
+    institution_region: str
+    lines: Sequence[Line]
+
+
+@dataclass(frozen=True)
+class Refunded:
+    """A refund applied for the first time."""
+
+
+@dataclass(frozen=True)
+class Refused:
+    kind: Literal["charge", "refund"]
+    reason: str
+    event_id: str  # of the ChargeRejected: the same for every republication of this refusal
+
+
+Noted = Settled | Refunded | Refused
+REFUNDED = Refunded()
+
+
+@dataclass
+class Tally:
+    charges: Counter[tuple[str, str]] = field(default_factory=Counter)  # (outcome, reason)
+    refunds: Counter[tuple[str, str]] = field(default_factory=Counter)
+    paid_fen: Counter[str] = field(default_factory=Counter)  # source
+    cross_region: int = 0
+
+
+def is_cross_region(institution_region: str, lines: Iterable[Line]) -> bool:
+    return any(x.source == "grantor" and x.region is not None and x.region != institution_region for x in lines)
+
+
+def tally(noted: Iterable[Noted]) -> Tally:
+    t = Tally()
+    for n in noted:
+        if isinstance(n, Settled):
+            t.charges["settled", ""] += 1
+            for x in n.lines:
+                t.paid_fen[x.source] += x.amount
+            t.cross_region += is_cross_region(n.institution_region, n.lines)
+        elif isinstance(n, Refunded):
+            t.refunds["refunded", ""] += 1
+        else:
+            (t.charges if n.kind == "charge" else t.refunds)["refused", n.reason] += 1
+    return t
+
+
+class SettlementMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._charges = PromCounter("fma_charges", "Charges answered: settled, or refused by reason code.",
+                                    ["outcome", "reason"], registry=registry)
+        self._refunds = PromCounter("fma_refunds", "Refunds answered: refunded, or refused by reason code.",
+                                    ["outcome", "reason"], registry=registry)
+        self._paid = PromCounter("fma_paid_fen", "Fen paid by settled charges, by source (own account, a "
+                                 "grantor's account, cash).", ["source"], registry=registry)
+        self._cross = PromCounter("fma_cross_region_payments", "Settled charges a grantor's account in another "
+                                  "pooling region than the institution's paid a part of.", registry=registry)
+        self._once = Once()
+        # Present from the start, so a rate over them has a first sample of 0.
+        self._charges.labels(outcome="settled", reason="")
+        self._refunds.labels(outcome="refunded", reason="")
+        for source in ("own", "grantor", "cash"):
+            self._paid.labels(source=source)
+
+    def record(self, noted: list[Noted]) -> None:
+        """Count a published batch's outcomes."""
+        if not noted:
+            return
+        t = tally(self._first_time(noted))
+        for (outcome, reason), n in t.charges.items():
+            self._charges.labels(outcome=outcome, reason=reason).inc(n)
+        for (outcome, reason), n in t.refunds.items():
+            self._refunds.labels(outcome=outcome, reason=reason).inc(n)
+        for source, fen in t.paid_fen.items():
+            self._paid.labels(source=source).inc(fen)
+        if t.cross_region:
+            self._cross.inc(t.cross_region)
+
+    def _first_time(self, noted: list[Noted]) -> list[Noted]:
+        """Refusals not counted before in this process (once each, even twice in one batch)."""
+        fresh = set(self._once.fresh(n.event_id for n in noted if isinstance(n, Refused)))
+        kept = []
+        for n in noted:
+            if isinstance(n, Refused):
+                if n.event_id not in fresh:
+                    continue
+                fresh.discard(n.event_id)
+            kept.append(n)
+        return kept
