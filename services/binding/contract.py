@@ -18,13 +18,17 @@ CREATE_BINDING = "CreateBinding"
 REVOKE_BINDING = "RevokeBinding"
 CHANGE_PAYMENT_ORDER = "ChangePaymentOrder"
 QUERY_BINDINGS = "QueryBindings"  # added: the role query (我的共济关系), answered on reply_to
-COMMAND_TYPES = frozenset({CREATE_BINDING, REVOKE_BINDING, CHANGE_PAYMENT_ORDER, QUERY_BINDINGS})
+QUERY_COMMAND_OUTCOME = "QueryCommandOutcome"  # added: an earlier command's outcome, answered on reply_to
+# Queries change nothing and are answered only on the caller's reply topic.
+QUERY_TYPES = frozenset({QUERY_BINDINGS, QUERY_COMMAND_OUTCOME})
+COMMAND_TYPES = frozenset({CREATE_BINDING, REVOKE_BINDING, CHANGE_PAYMENT_ORDER}) | QUERY_TYPES
 
 BINDING_CREATED = "BindingCreated"
 BINDING_REVOKED = "BindingRevoked"
 PAYMENT_ORDER_CHANGED = "PaymentOrderChanged"
 BINDING_REJECTED = "BindingRejected"
 BINDINGS_LISTED = "BindingsListed"
+COMMAND_OUTCOME_UNKNOWN = "CommandOutcomeUnknown"
 
 
 # Strings stay strings and sizes are bounded (contract.md, version 2): a JSON number where the
@@ -33,6 +37,10 @@ BINDINGS_LISTED = "BindingsListed"
 # 1.0 for 1, hence a strict integer.
 PaymentOrder = Annotated[int, Strict(), Field(ge=1, le=2, description="顺位: 1 or 2.")]
 BindingId = Annotated[Text, Field(min_length=1, max_length=64)]
+# The service-window clerk who keyed a command in (channel "window"). The binding service only
+# checks its shape: the audit trail of who did what at a window is the gateway's (gateway.audit).
+ClerkId = Annotated[Text, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$",
+                                description="The window clerk's id: 1-32 of A-Z a-z 0-9 _ -.")]
 
 
 class _Strict(BaseModel):
@@ -70,6 +78,7 @@ class CreateBinding(_Strict):
     signature_digest: Annotated[Text, Field(max_length=128)] | None = Field(
         None, description="sha256: and 64 hex digits of the signed commitment.")
     channel: Literal["app", "mini_program", "window"]
+    clerk_id: ClerkId | None = None  # added
 
     @model_validator(mode="after")
     def _grantor_is_reachable(self) -> CreateBinding:
@@ -83,11 +92,15 @@ class CreateBinding(_Strict):
 class RevokeBinding(_Strict):
     binding_id: BindingId
     requested_by: IdNumber
+    clerk_id: ClerkId | None = None  # added
 
 
 class ChangePaymentOrder(_Strict):
     binding_id: BindingId
     payment_order: PaymentOrder
+    requested_by: IdNumber | None = Field(  # added
+        None, description="Who asks; when given, refused NOT_GRANTOR unless the binding's grantor.")
+    clerk_id: ClerkId | None = None  # added
 
 
 class QueryBindings(_Strict):
@@ -95,11 +108,21 @@ class QueryBindings(_Strict):
     role: Literal["grantor", "beneficiary"] | None = None
 
 
+class QueryCommandOutcome(_Strict):
+    # Not stripped, and bounded exactly as envelope.read bounds an event id: every id a command
+    # can be answered under can be asked about, and " x" is not taken for "x".
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+    command_id: Annotated[Text, Field(min_length=1, max_length=128,
+                                      description="The event_id of the command asked about.")]
+
+
 COMMAND_MODELS: dict[str, type[BaseModel]] = {
     CREATE_BINDING: CreateBinding,
     REVOKE_BINDING: RevokeBinding,
     CHANGE_PAYMENT_ORDER: ChangePaymentOrder,
     QUERY_BINDINGS: QueryBindings,
+    QUERY_COMMAND_OUTCOME: QueryCommandOutcome,
 }
 
 _REASON_BY_ERROR = {"invalid_id_number": Reason.INVALID_ID_NUMBER, "invalid_phone": Reason.INVALID_PHONE}
@@ -181,3 +204,11 @@ class BindingsListed(BaseModel):
     command_id: str
     person_id: str = Field(description="Masked.")
     bindings: list[ListedBinding]
+
+
+class CommandOutcomeUnknown(BaseModel):
+    """The answer to QueryCommandOutcome when no outcome is recorded for the command: not
+    received (yet), still being decided, its record expired (BINDING_OUTCOME_TTL_DAYS), or met a
+    platform defect (answered PLATFORM_ERROR, never recorded)."""
+
+    command_id: str = Field(description="The command asked about.")

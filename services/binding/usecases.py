@@ -91,7 +91,7 @@ class BindingService:
             readable = envelope.read(msg.value, c.COMMAND_TYPES)
             if isinstance(readable, envelope.Unreadable):
                 await dead_letter(self._broker, msg, readable.error)
-            elif readable.event_type == c.QUERY_BINDINGS:
+            elif readable.event_type in c.QUERY_TYPES:
                 queries.append((msg, readable))
             else:
                 commands.append(_read(msg, readable))
@@ -185,7 +185,7 @@ class BindingService:
                 changed = [rules.revoke_binding(binding and binding.binding, x.form.requested_by, today)]
             else:
                 changed = rules.change_payment_order(binding and binding.binding, x.form.payment_order,
-                                                     [s.binding for s in state], today)
+                                                     [s.binding for s in state], today, x.form.requested_by)
         except BindingRefused as refused:
             return self._refuse(x, plan, refused, at)
         before = {s.binding.binding_id: s.binding for s in state}
@@ -210,7 +210,7 @@ class BindingService:
     def _create(self, x: _Command, form: c.CreateBinding, state: list[Stored], plan: Plan,
                 people: dict[str, Insured], owners: dict[str, str], today: date, at: int) -> None:
         binding_id = binding_id_for(x.command_id)
-        made = next((s for s in state if s.binding.binding_id == binding_id), None)
+        made = _made_by(x.command_id, state)
         if made is not None:
             # This very command made it already (a redelivery, or a resend however late): the
             # binding is never made again, whatever became of it, and the answer is the one the
@@ -286,20 +286,42 @@ class BindingService:
         return removed
 
     async def _query(self, cmd: envelope.Readable) -> bytes:
-        """我的共济关系: both roles of a person, the counterpart's ID masked."""
+        """The answer to a query (c.QUERY_TYPES), or its refusal when it is not well-formed."""
         try:
             c.CommandEnvelope.model_validate(cmd.body)
-            query = c.QueryBindings.model_validate(cmd.body["payload"])
+            query = c.COMMAND_MODELS[cmd.event_type].model_validate(cmd.body["payload"])
         except ValidationError as exc:
             return self._rejection(cmd.event_id, BindingRefused(c.reason_for(exc), c.describe(exc)),
                                    epoch(envelope.now()))
+        if isinstance(query, c.QueryCommandOutcome):
+            return await self._outcome_of(cmd.event_id, query.command_id)
+        return await self._bindings_listed(cmd.event_id, query)
+
+    async def _outcome_of(self, query_id: str, command_id: str) -> bytes:
+        """An earlier command's outcome, found and rebuilt exactly as a redelivery of that command
+        finds and rebuilds it (`_decide_round`, `_create`): a recorded outcome first, else the
+        binding the command made; so the answer is byte for byte what binding.events carried."""
+        binding_id = binding_id_for(command_id)
+        outs, _, owners = await self._store.lookup([command_id], [], [binding_id])
+        if command_id in outs:
+            return self._recorded(command_id, outs[command_id])
+        if (ben := owners.get(binding_id)) is not None:
+            records = await self._store.bindings_read([ben])
+            if (made := _made_by(command_id, decode_bindings(ben, records[ben]))) is not None:
+                return self._created(command_id, made)
+        event = c.CommandOutcomeUnknown(command_id=command_id)
+        return envelope.seal(c.COMMAND_OUTCOME_UNKNOWN, event,
+                             event_id=envelope.outcome_id(query_id, c.COMMAND_OUTCOME_UNKNOWN))
+
+    async def _bindings_listed(self, query_id: str, query: c.QueryBindings) -> bytes:
+        """我的共济关系: both roles of a person, the counterpart's ID masked."""
         listed: list[c.ListedBinding] = []
         if query.role in (None, "grantor"):
             listed += [_listed(b, "grantor") for b in await self._store.bindings_of_grantor(query.person_id)]
         if query.role in (None, "beneficiary"):
             listed += [_listed(b, "beneficiary") for b in await self._store.bindings_of_beneficiary(query.person_id)]
-        event = c.BindingsListed(command_id=cmd.event_id, person_id=mask_id_number(query.person_id), bindings=listed)
-        return envelope.seal(c.BINDINGS_LISTED, event, event_id=envelope.outcome_id(cmd.event_id, c.BINDINGS_LISTED))
+        event = c.BindingsListed(command_id=query_id, person_id=mask_id_number(query.person_id), bindings=listed)
+        return envelope.seal(c.BINDINGS_LISTED, event, event_id=envelope.outcome_id(query_id, c.BINDINGS_LISTED))
 
     # -- bureau.accounts ----------------------------------------------------------------------
     async def register_people(self, batch: list[Received]) -> None:
@@ -319,6 +341,13 @@ def _read(msg: Received, cmd: envelope.Readable) -> _Command:
     except ValidationError as exc:
         return _Command(msg, cmd, None, refused=BindingRefused(c.reason_for(exc), c.describe(exc)))
     return _Command(msg, cmd, form)
+
+
+def _made_by(command_id: str, state: list[Stored]) -> Stored | None:
+    """The binding a CreateBinding made, among its beneficiary's bindings (its id is derived from
+    the command's)."""
+    binding_id = binding_id_for(command_id)
+    return next((s for s in state if s.binding.binding_id == binding_id), None)
 
 
 def _seal(command_id: str, event_type: str, event: BaseModel, at: int) -> bytes:

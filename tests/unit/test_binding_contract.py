@@ -91,6 +91,60 @@ def test_query_bindings_is_as_strict(payload: dict, expected: Reason) -> None:
     assert reason(c.QueryBindings, payload) is expected
 
 
+# --- fields a gateway adds, and the outcome query --------------------------------------------------
+
+
+@pytest.mark.parametrize("clerk_id", ["W1", "XA-clerk_0042", "c" * 32])
+def test_a_window_clerks_id_is_taken_on_every_command_that_changes_bindings(clerk_id: str) -> None:
+    assert c.CreateBinding.model_validate(form(channel="window", clerk_id=clerk_id)).clerk_id == clerk_id
+    assert c.RevokeBinding.model_validate({"binding_id": "BND-1", "requested_by": GRANTOR_ID,
+                                           "clerk_id": clerk_id}).clerk_id == clerk_id
+    assert c.ChangePaymentOrder.model_validate({"binding_id": "BND-1", "payment_order": 1,
+                                                "clerk_id": clerk_id}).clerk_id == clerk_id
+
+
+def test_commands_without_the_added_fields_read_as_before() -> None:
+    assert c.CreateBinding.model_validate(form()).clerk_id is None
+    change = c.ChangePaymentOrder.model_validate({"binding_id": "BND-1", "payment_order": 2})
+    assert (change.requested_by, change.clerk_id) == (None, None)
+
+
+@pytest.mark.parametrize("clerk_id", ["", "c" * 33, "clerk 42", "柜员", "a/b", "a.b", 42, True])
+@pytest.mark.parametrize("model,payload", [
+    (c.CreateBinding, form(channel="window")),
+    (c.RevokeBinding, {"binding_id": "BND-1", "requested_by": GRANTOR_ID}),
+    (c.ChangePaymentOrder, {"binding_id": "BND-1", "payment_order": 1}),
+], ids=["create", "revoke", "change"])
+def test_a_clerk_id_not_1_to_32_letters_digits_dashes_or_underscores_is_an_invalid_command(
+        model: type, payload: dict, clerk_id: Any) -> None:
+    assert reason(model, payload | {"clerk_id": clerk_id}) is Reason.INVALID_COMMAND
+
+
+@pytest.mark.parametrize("requested_by,expected", [
+    (int(GRANTOR_ID[:17] + "0"), Reason.INVALID_ID_NUMBER), (GRANTOR_ID[:17] + ("0" if GRANTOR_ID[17] != "0" else "1"), Reason.INVALID_ID_NUMBER),
+])
+def test_change_payment_order_takes_only_a_valid_id_number_as_requested_by(requested_by: Any,
+                                                                            expected: Reason) -> None:
+    payload = {"binding_id": "BND-1", "payment_order": 1, "requested_by": requested_by}
+    assert reason(c.ChangePaymentOrder, payload) is expected
+
+
+@pytest.mark.parametrize("command_id", ["e-1", "c" * 128, " padded ", "命令-1"])
+def test_an_outcome_query_asks_about_any_id_a_command_can_have_as_sent(command_id: str) -> None:
+    # Not stripped: a command sent as " padded " is answered under exactly that id.
+    assert c.QueryCommandOutcome.model_validate({"command_id": command_id}).command_id == command_id
+
+
+@pytest.mark.parametrize("payload", [{}, {"command_id": ""}, {"command_id": "c" * 129}, {"command_id": 12},
+                                     {"command_id": None}, {"command_id": ["e-1"]}])
+def test_an_outcome_query_without_a_bounded_string_id_is_an_invalid_command(payload: dict) -> None:
+    assert reason(c.QueryCommandOutcome, payload) is Reason.INVALID_COMMAND
+
+
+def test_queries_are_known_command_types() -> None:
+    assert c.QUERY_TYPES <= c.COMMAND_TYPES and c.QUERY_COMMAND_OUTCOME in c.COMMAND_MODELS
+
+
 @pytest.mark.parametrize("occurred_at", [0, 1_700_000_000, "2026-06-01T09:30:00", "0001-01-01T00:00:00+01:00"])
 def test_an_envelope_time_that_is_a_number_or_has_no_offset_is_refused(occurred_at: Any) -> None:
     body = {"event_id": "e-1", "event_type": "RevokeBinding", "occurred_at": occurred_at, "payload": {}}

@@ -465,6 +465,27 @@ def test_a_holder_of_the_order_outside_the_bindings_period_is_not_swapped() -> N
     assert change_payment_order(own, 1, [own, later], TODAY) == [replace(own, payment_order=1)]
 
 
+def test_the_grantor_named_as_the_one_asking_may_change_the_payment_order() -> None:
+    own, sisters = binding(GRANTOR, 2), binding(SISTER, 1)
+    changed = change_payment_order(own, 1, [own, sisters], TODAY, requested_by=GRANTOR.id_number)
+    assert changed == [replace(own, payment_order=1), replace(sisters, payment_order=2)]
+
+
+@pytest.mark.parametrize("asking", [BENEFICIARY, SISTER], ids=["beneficiary", "the-other-grantor"])
+def test_anyone_else_named_as_the_one_asking_may_not_change_the_payment_order(asking: Party) -> None:
+    # The other grantor's binding would move too in a swap; it is still not hers to ask.
+    own, sisters = binding(GRANTOR, 2), binding(SISTER, 1)
+    with pytest.raises(BindingRefused) as refused:
+        change_payment_order(own, 1, [own, sisters], TODAY, requested_by=asking.id_number)
+    assert refused.value.reason is Reason.NOT_GRANTOR
+
+
+def test_a_binding_not_in_force_is_not_found_whoever_asks() -> None:
+    with pytest.raises(BindingRefused) as refused:
+        change_payment_order(None, 1, [], TODAY, requested_by=SISTER.id_number)
+    assert refused.value.reason is Reason.BINDING_NOT_FOUND
+
+
 @pytest.mark.parametrize("order", [3, 0, -1])
 def test_payment_order_other_than_one_or_two_is_refused_as_invalid_command(order: int) -> None:
     own = binding(GRANTOR, 1)

@@ -47,7 +47,8 @@ MESSAGES: dict[Reason, tuple[str, str]] = {
     Reason.SIGNATURE_MISSING: ("缺少电子签名的个人承诺书", "The electronically signed personal commitment is missing."),
     Reason.DUPLICATE_BINDING: ("已存在有效的共济关系", "An active binding between these two persons already exists."),
     Reason.BINDING_NOT_FOUND: ("未找到有效的共济关系", "No active binding with this id was found."),
-    Reason.NOT_GRANTOR: ("仅授权人本人可以解除共济关系", "Only the grantor may end this binding."),
+    # Worded for both: revoking (解绑) and, when the caller names who asks, changing the order.
+    Reason.NOT_GRANTOR: ("仅授权人本人可以变更或解除共济关系", "Only the grantor may change or end this binding."),
     Reason.INVALID_COMMAND: ("请求缺少字段或字段类型错误", "A field is missing or has the wrong type."),
     Reason.PLATFORM_ERROR: ("平台处理异常，请稍后重试或联系12393", "The platform failed to handle this; retry later or call 12393."),
 }

@@ -158,12 +158,16 @@ def revoke_binding(binding: Binding | None, requested_by: str, today: date) -> B
 
 
 def change_payment_order(binding: Binding | None, payment_order: int, siblings: list[Binding],
-                         today: date) -> list[Binding]:
+                         today: date, requested_by: str | None = None) -> list[Binding]:
     """Move a binding to another payment order. When the beneficiary's other grantor holds that
     order over an overlapping period, the two swap: that is what "pay from my mother first"
-    means, and it keeps two bindings from ever sharing an order. Returns the changed bindings."""
+    means, and it keeps two bindings from ever sharing an order. Returns the changed bindings.
+    `requested_by` is who asks, when the caller says (an app acting for a signed-in person): then
+    only the grantor may, as for 解绑; a caller that does not say is trusted as before."""
     if binding is None or not binding.is_active_on(today):
         raise BindingRefused(Reason.BINDING_NOT_FOUND)
+    if requested_by is not None and requested_by != binding.grantor_id:
+        raise BindingRefused(Reason.NOT_GRANTOR)
     if payment_order not in PAYMENT_ORDERS:
         raise BindingRefused(Reason.INVALID_COMMAND, "payment_order must be 1 or 2")
     if payment_order == binding.payment_order:
