@@ -72,14 +72,12 @@ class JsonLines(logging.Formatter):
 def configure_logging(level: str, *, service: str = "", fmt: str = "text", file: str | Path | None = None) -> None:
     """The root logger writes to stderr, or appends to `file` when one is given, as `fmt`
     (`text` or `json`, LOG_FORMAT); every line goes through `MaskPersonalData`."""
+    if fmt not in ("text", "json"):
+        raise ValueError(f"LOG_FORMAT must be text or json, not {fmt!r}")
     handler: logging.Handler = (logging.FileHandler(file, encoding="utf-8") if file
                                 else logging.StreamHandler(sys.stderr))
-    if fmt == "json":
-        handler.setFormatter(JsonLines(service))
-    elif fmt == "text":
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    else:
-        raise ValueError(f"LOG_FORMAT must be text or json, not {fmt!r}")
+    handler.setFormatter(JsonLines(service) if fmt == "json"
+                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     handler.addFilter(MaskPersonalData())
     root = logging.getLogger()
     for old in root.handlers[:]:

@@ -188,8 +188,9 @@ class Observability:
         await self.refresh_lag()
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def serve(self, host: str, port: int) -> None:
-        """Serve the three routes in this event loop; returns once the socket listens."""
+    async def serve(self, host: str, port: int) -> int:
+        """Serve the three routes in this event loop; returns once the socket listens, with its
+        port (the one the system chose when `port` is 0)."""
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -203,7 +204,9 @@ class Observability:
                                 timeout_graceful_shutdown=2)
         self._server = _Embedded(config)
         self._serving = asyncio.create_task(self._server.serve(sockets=[sock]))
-        log.info("%s: /healthz /readyz /metrics on http://%s:%d", self.service, host, sock.getsockname()[1])
+        bound = sock.getsockname()[1]
+        log.info("%s: /healthz /readyz /metrics on http://%s:%d", self.service, host, bound)
+        return bound
 
     async def close(self) -> None:
         if self._server is None or self._serving is None:
