@@ -1,0 +1,252 @@
+"""docs/partners.md's example messages, published verbatim against the real broker and Redis with
+the settlement service as a process, each answer checked against the one the guide documents.
+
+The guide marks each fenced block with an HTML comment just before it:
+`<!-- example: NAME | ROLE | topic=... | key=... | headers=k:v,k:v | varies=path,path -->`, where
+ROLE is `input` (published as it stands: the block's text is the message value), `output` (what
+the platform publishes in answer to the input before it), or `given` (a fact the examples stand
+on that no partner message makes; see `_given`). `varies` names the fields the platform fills in
+from its clock or from where the record landed (dotted paths into the JSON, `header.NAME` for a
+header); they are left out of the comparison, everything else must be equal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import pytest
+
+from shared import bureau, topics
+from shared.binding_index import Payer, encode_payer, payers_key
+from shared.kafka import ensure_topics
+from shared.settings import ServiceSettings
+from shared.state import person_bucket
+from tests.support import ROOT, Watcher, eventually, running
+
+pytestmark = pytest.mark.integration
+
+GUIDE = ROOT / "docs" / "partners.md"
+_BLOCK = re.compile(r"<!-- example: (?P<attrs>[^>]*?) -->\n```[a-z]*\n(?P<text>.*?)\n```", re.S)
+# The examples carry fixed dates (charges of 2026-11-20), so a reader can follow every figure and
+# the documented answers never change. Settlement refuses charges older than
+# SETTLEMENT_MAX_CHARGE_AGE_DAYS (default 7) as INVALID_CHARGE, so this test gives it a century:
+# the examples stay valid on any later day, and nothing else about settling depends on it.
+SETTLEMENT_ENV = {"SETTLEMENT_MAX_CHARGE_AGE_DAYS": "36500", "LOG_LEVEL": "INFO"}
+ANSWER_TIMEOUT = 30.0
+
+
+@dataclass
+class Block:
+    name: str
+    role: str
+    topic: str
+    text: str
+    key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    varies: tuple[str, ...] = ()
+
+    @property
+    def value(self) -> bytes:
+        return self.text.encode("utf-8")
+
+    def json(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.text)
+        except json.JSONDecodeError:
+            return None
+
+
+@dataclass
+class Step:
+    given_or_input: Block
+    outputs: list[Block] = field(default_factory=list)
+
+
+def guide_blocks(text: str) -> list[Block]:
+    blocks = []
+    for match in _BLOCK.finditer(text):
+        name, role, *rest = [part.strip() for part in match["attrs"].split("|")]
+        attrs = dict(part.split("=", 1) for part in rest)
+        headers = dict(h.split(":", 1) for h in attrs.get("headers", "").split(",") if h)
+        varies = tuple(v for v in attrs.get("varies", "").split(",") if v)
+        blocks.append(Block(name, role, attrs["topic"], match["text"], attrs.get("key"), headers, varies))
+    return blocks
+
+
+def guide_steps() -> list[Step]:
+    steps: list[Step] = []
+    for block in guide_blocks(GUIDE.read_text(encoding="utf-8")):
+        if block.role == "output":
+            assert steps and steps[-1].given_or_input.name == block.name, f"output {block.name} follows no input"
+            steps[-1].outputs.append(block)
+        else:
+            assert block.role in ("input", "given"), block.role
+            steps.append(Step(block))
+    return steps
+
+
+def _without(value: Any, paths: tuple[str, ...]) -> Any:
+    """`value` less the dotted paths (list indexes as numbers) the guide says vary by run."""
+    value = json.loads(json.dumps(value))
+    for path in paths:
+        *parents, last = path.split(".")
+        node = value
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node.get(part, {})
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return value
+
+
+def test_the_guide_documents_an_answer_for_its_examples() -> None:
+    steps = guide_steps()
+    assert len(steps) >= 10 and sum(len(s.outputs) for s in steps) >= 10
+    for step in steps:
+        for out in step.outputs:
+            # Every answer is an envelope, except a dead letter: the very bytes that were sent.
+            assert out.json() is not None or (out.topic.endswith(".dlq") and out.text == step.given_or_input.text), \
+                f"{out.name}: an answer that is neither JSON nor the dead-lettered input"
+
+
+async def test_every_example_in_the_partner_guide_gets_its_documented_answer(
+    infra, bus, clean_redis, tmp_path_factory
+) -> None:
+    steps = guide_steps()
+    reply_topics = sorted({b.topic for s in steps for b in s.outputs if b.topic.startswith("reply.")})
+    await ensure_topics(ServiceSettings(kafka_bootstrap_servers=infra.kafka_bootstrap, kafka_topic_partitions=3),
+                        reply_topics)
+    watched = sorted({b.topic for s in steps for b in s.outputs})
+    watcher = Watcher(infra.kafka_bootstrap, watched)
+    await watcher.start()
+    try:
+        with running(("settlement",), {**infra.env(), **SETTLEMENT_ENV}, tmp_path_factory.mktemp("partners")):
+            for step in steps:
+                await _play(step, bus, watcher, clean_redis)
+    finally:
+        await watcher.stop()
+
+
+async def _play(step: Step, bus, watcher: Watcher, redis) -> None:
+    block = step.given_or_input
+    if block.role == "given":
+        await _given(block, redis)
+        return
+    # What was there before: a rerun against a broker that keeps its topics finds the answers
+    # of earlier runs (same ids), and a resend's answer is the same message again.
+    matchers = [_matcher(out) for out in step.outputs]
+    before = [len(watcher.matching(m)) for m in matchers]
+    await bus.send(block.topic, _as_published(block, watcher), key=block.key, headers=block.headers or None)
+    for out, match, seen in zip(step.outputs, matchers, before):
+        try:
+            found = await watcher.wait_for(match, ANSWER_TIMEOUT, count=seen + 1)
+        except TimeoutError:
+            latest = [r.value.decode(errors="replace") for r in watcher.matching(lambda r: r.topic == out.topic)][-3:]
+            raise AssertionError(f"{out.name}: no answer on {out.topic} within {ANSWER_TIMEOUT:.0f} s; "
+                                 f"the latest there:\n" + "\n".join(latest)) from None
+        _check(out, found[-1])
+    if not step.outputs:
+        await _applied(block, redis)
+
+
+def _as_published(block: Block, watcher: Watcher) -> bytes:
+    """The block's text, as it stands. One field alone is not: a daily report's `day` is the day
+    the platform posted (China time, its own clock), which in the guide's story is the charges'
+    day and in this run is the day the test settled them; it is taken from their postings."""
+    if "payload.day" not in block.varies:
+        return block.value
+    body = json.loads(block.text)
+    listed = {p["posting_id"] for p in body["payload"]["postings"]}
+    posted = {json.loads(r.value)["payload"]["posted_at"][:10]
+              for r in watcher.matching(lambda r: r.topic == topics.BUREAU_POSTINGS and _posting_id(r.value) in listed)}
+    assert len(posted) == 1, f"{block.name}: the listed postings were posted on {sorted(posted)}"
+    body["payload"]["day"] = posted.pop()
+    return json.dumps(body, ensure_ascii=False, indent=2).encode()
+
+
+def _posting_id(value: bytes) -> str | None:
+    try:
+        return json.loads(value)["payload"].get("posting_id")
+    except (ValueError, KeyError, AttributeError, TypeError):
+        return None
+
+
+def _matcher(out: Block):
+    expected = out.json()
+    if expected is None:  # a dead letter: the original bytes, on <topic>.dlq
+        return lambda r: r.topic == out.topic and r.value == out.value
+    if "event_id" not in out.varies:
+        event_id = expected["event_id"]
+        return lambda r: r.topic == out.topic and _event_id(r.value) == event_id
+    # An id derived from something that varies by run (a report's day): the answer is the record
+    # equal to the documented one in everything that does not vary.
+    paths = tuple(v for v in out.varies if not v.startswith("header."))
+    wanted = _without(expected, paths)
+    return lambda r: r.topic == out.topic and _event_id(r.value) is not None \
+        and _without(json.loads(r.value), paths) == wanted
+
+
+def _event_id(value: bytes) -> str | None:
+    try:
+        return json.loads(value).get("event_id")
+    except (ValueError, AttributeError):
+        return None
+
+
+def _check(out: Block, record: Any) -> None:
+    where = f"{out.name} on {out.topic}"
+    if out.key is not None:
+        assert record.key == out.key.encode(), f"{where}: key {record.key!r}"
+    headers = {k: v.decode() for k, v in record.headers or ()}
+    header_varies = tuple(v.removeprefix("header.") for v in out.varies if v.startswith("header."))
+    for name, value in out.headers.items():
+        if name not in header_varies:
+            assert headers.get(name) == value, f"{where}: header {name} is {headers.get(name)!r}"
+    for name in header_varies:
+        assert name in headers, f"{where}: header {name} missing"
+    expected = out.json()
+    if expected is None:
+        assert record.value == out.value, where
+        return
+    paths = tuple(v for v in out.varies if not v.startswith("header."))
+    actual = json.loads(record.value)
+    assert _without(actual, paths) == _without(expected, paths), (
+        f"{where}: the platform published\n{json.dumps(actual, ensure_ascii=False, indent=2)}")
+
+
+async def _applied(block: Block, redis) -> None:
+    """An input the platform answers with nothing (bureau data) is waited for where settlement
+    keeps it, so the next example is not decided on a projection that has not read it yet."""
+    body = json.loads(block.text)
+    payload, event_type = body["payload"], body["event_type"]
+    if event_type == "InstitutionRegistered":
+        code, region = payload["institution_code"], payload["region"].encode()
+        await eventually(lambda: _institution_region(redis, code, region), ANSWER_TIMEOUT, f"institution {code}")
+        return
+    person = payload["person_id"]
+    seq = 0 if event_type == bureau.PERSON_REGISTERED else payload["bureau_seq"]
+
+    async def applied() -> bool:
+        raw = await redis.hget(f"stl:acct:{person_bucket(person)}", person)
+        return raw is not None and int(raw.split(b"|")[1]) >= seq
+    await eventually(applied, ANSWER_TIMEOUT, f"{event_type} of {block.name} applied")
+
+
+async def _institution_region(redis, code: str, region: bytes) -> bool:
+    return (await redis.hget("stl:inst", code) or b"").split(b"|")[0] == region
+
+
+async def _given(block: Block, redis) -> None:
+    """A binding in force on the examples' dates. The binding service refuses a binding that
+    starts before the day it is made (contract version 2), so one in force on 2026-11-20 cannot be
+    made through it on a later day; the test writes the payer index entry that the binding service
+    writes when it publishes this BindingCreated (the layout is shared/binding_index.py's)."""
+    body = json.loads(block.text)
+    assert body["event_type"] == "BindingCreated", f"{block.name}: only a BindingCreated can be given"
+    p = body["payload"]
+    payer = Payer(p["binding_id"], p["grantor_id"], p["payment_order"], date.fromisoformat(p["start_date"]),
+                  date.fromisoformat(p["end_date"]), p["grantor_region"])
+    await redis.hset(payers_key(p["beneficiary_id"]), p["binding_id"], encode_payer(payer))
