@@ -27,8 +27,9 @@ its HTTP surface:
 Two ways to serve them:
 - `routes()`: Starlette `Route`s that an existing ASGI app mounts (the gateway's FastAPI app:
   `app.router.routes.extend(obs.routes())`; they stay out of its OpenAPI schema).
-- `serve(host, port)` / `close()`: uvicorn inside the service's own event loop, on a socket bound
-  before it returns (a port in use fails the start with a plain OSError); `serve_during(app, ...)`
+- `serve(host, port) -> port` / `close()`: uvicorn inside the service's own event loop, on a
+  socket bound before it returns (a port in use fails the start with a plain OSError; port 0
+  takes a free one and returns it); `serve_during(app, ...)`
   registers both on a FastStream app: serving from its first on_startup hook, so /healthz answers
   and /readyz says 503 while the broker connects and groups join, closing on its first on_shutdown.
 
@@ -253,7 +254,7 @@ class Once:
     memory is bounded (the `size` latest ids): redeliveries come soon after the original.
     """
 
-    def __init__(self, size: int = 65_536) -> None:
+    def __init__(self, size: int = 16_384) -> None:
         self._size = size
         self._seen: dict[str, None] = {}
 
