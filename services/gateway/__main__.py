@@ -1,0 +1,24 @@
+"""`python -m services.gateway`: serve the HTTP API on HTTP_HOST:HTTP_PORT until SIGINT or SIGTERM."""
+
+import logging
+
+import uvicorn
+
+from services.gateway.app import create_app
+from services.gateway.config import GatewaySettings
+
+
+class _Server(uvicorn.Server):
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:  # the broker is started and the port is listening
+            logging.getLogger("gateway").info("service ready: gateway on http://%s:%d", self.config.host,
+                                              self.config.port)
+
+
+if __name__ == "__main__":
+    settings = GatewaySettings()
+    app = create_app(settings)
+    # access_log off: uvicorn would log raw paths, which hold ID numbers; api/limits.py logs route templates.
+    _Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port, access_log=False,
+                           log_config=None, lifespan="on")).run()

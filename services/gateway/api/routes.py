@@ -1,0 +1,145 @@
+"""The HTTP API (/v1): thin routes that read the token, call one use case and translate its
+answer into a status code. Rules live in the binding and settlement services; who may ask what
+in domain/access.py; statuses in domain/problems.py."""
+
+
+from dataclasses import replace
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from shared import envelope
+from shared.identity import IdNumber
+from shared.tokens import InvalidToken, Principal, verify
+from services.gateway import contract as c
+from services.gateway.api.problems import PROBLEM_JSON, ProblemRaised, problem_response
+from services.gateway.domain import paging
+from services.gateway.domain.problems import own_refusal, plain, refusal
+from services.gateway.domain.views import bindings_view, outcome_view
+from services.gateway.usecases import Decided, GatewayService, Pending
+
+_bearer = HTTPBearer(auto_error=False, description="A JWT (HS256) minted with GATEWAY_JWT_KEY: role app "
+                                                    "(sub = the person's ID number) or window/supervisor "
+                                                    "(clerk_id, region).")
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    words = {400: "Malformed request", 401: "Missing, invalid or expired token",
+             403: "The token may not reach this person or binding (or NOT_GRANTOR)",
+             404: "Not found (BINDING_NOT_FOUND, or no outcome recorded)",
+             409: "Conflicts with an existing binding (DUPLICATE_BINDING, TOO_MANY_GRANTORS, PAYMENT_ORDER_TAKEN)",
+             413: "Body over 64 KiB", 422: "Refused: invalid request or a binding rule (reason_code)",
+             502: "A service refused or garbled the gateway's request", 503: "Kafka unreachable",
+             504: "No answer within GATEWAY_QUERY_TIMEOUT_MS"}
+    return {s: {"model": c.ProblemDetails, "description": words[s], "content": {PROBLEM_JSON: {}}}
+            for s in statuses}
+
+
+_COMMAND_ERRORS = _problems(401, 403, 404, 409, 413, 422, 503)
+_QUERY_ERRORS = _problems(401, 403, 422, 502, 503, 504)
+PersonId = Annotated[IdNumber, Path(description="18-character resident ID number.",
+                                    examples=["610102198503150018"])]
+BindingIdPath = Annotated[c.BindingId, Path(description="The binding's id (BindingCreated.binding_id).",
+                                            examples=["BND-4f6c0a7e9d1b2c3a4e5f6a7b"])]
+
+
+def make_router(service: GatewayService, jwt_key: str) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    async def principal(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+        if credentials is None:
+            raise ProblemRaised(plain(401, "Unauthorized", "A bearer token is required."),
+                                {"WWW-Authenticate": "Bearer"})
+        try:
+            return verify(jwt_key, credentials.credentials)
+        except InvalidToken:
+            raise ProblemRaised(plain(401, "Unauthorized", "The bearer token is invalid or expired."),
+                                {"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
+
+    Who = Annotated[Principal, Depends(principal)]
+
+    @router.post("/bindings", status_code=201, response_model=c.CommandOutcome, tags=["bindings"],
+                 summary="Create a binding (办理家庭共济绑定)",
+                 responses={202: {"model": c.CommandAccepted, "description": "No outcome within "
+                                  "GATEWAY_COMMAND_TIMEOUT_MS; poll the Location"}, **_COMMAND_ERRORS})
+    async def create_binding(form: c.BindingRequest, who: Who) -> Response:
+        """The grantor lets the beneficiary pay from his or her personal account. An app token
+        may create only as the grantor; the channel (app, or window with the clerk) comes from
+        the token. 201 with the BindingCreated outcome; a refusal is problem+json with the
+        contract's reason_code and the Chinese and English messages."""
+        return _command_answer(await service.create_binding(who, form), created=True)
+
+    @router.post("/bindings/{binding_id}/revocation", response_model=c.CommandOutcome, tags=["bindings"],
+                 summary="Revoke a binding (解除共济关系)",
+                 responses={202: {"model": c.CommandAccepted, "description": "Still pending"}, **_COMMAND_ERRORS})
+    async def revoke_binding(binding_id: BindingIdPath, form: c.RevocationRequest, who: Who) -> Response:
+        """Only the binding's grantor may end it (NOT_GRANTOR, 403, otherwise): an app token
+        asks as its own person; a window names the grantor in `requested_by`."""
+        return _command_answer(await service.revoke_binding(who, binding_id, form))
+
+    @router.put("/bindings/{binding_id}/payment-order", response_model=c.CommandOutcome, tags=["bindings"],
+                summary="Change a binding's payment order (调整支付顺位)",
+                responses={202: {"model": c.CommandAccepted, "description": "Still pending"}, **_COMMAND_ERRORS})
+    async def change_payment_order(binding_id: BindingIdPath, form: c.PaymentOrderRequest, who: Who) -> Response:
+        """Moving to the order the beneficiary's other grantor holds swaps the two. An app token
+        asks as its own person, who must be the binding's grantor."""
+        return _command_answer(await service.change_payment_order(who, binding_id, form))
+
+    @router.get("/persons/{person_id}/bindings", response_model=c.BindingsView, tags=["queries"],
+                summary="A person's bindings, as grantor (授权者) and as beneficiary (使用者)",
+                responses=_QUERY_ERRORS)
+    async def bindings_of(person_id: PersonId, who: Who,
+                          role: Annotated[Literal["grantor", "beneficiary"] | None,
+                                          Query(description="Only this role; both by default.")] = None) -> Any:
+        return bindings_view(await service.bindings_of(who, person_id, role))
+
+    @router.get("/grantors/{person_id}/consumption", response_model=c.ConsumptionView, tags=["queries"],
+                summary="A grantor's family mutual-aid spending (家庭共济消费查询)", responses=_QUERY_ERRORS)
+    async def consumption_of(
+            person_id: PersonId, who: Who,
+            date_from: Annotated[date | None, Query(alias="from", description="First day (YYYY-MM-DD); "
+                                                    "default: 29 days before `to`.")] = None,
+            date_to: Annotated[date | None, Query(alias="to", description="Last day; default: today (China time) "
+                                                  "or 29 days after `from`.")] = None,
+            page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+            page_size: Annotated[int, Query(ge=1, le=paging.MAX_PAGE_SIZE)] = paging.DEFAULT_PAGE_SIZE) -> Any:
+        """Every payment from the grantor's account in the range (at most 366 days), newest
+        first, one page at a time; totals cover the whole range."""
+        try:
+            start, end = paging.date_range(date_from, date_to, envelope.now().date())
+        except paging.BadRange as exc:
+            raise ProblemRaised(own_refusal("INVALID_DATES", str(exc))) from None
+        listed = await service.consumption_of(who, person_id, start, end)
+        page_view = paging.page_of(paging.payments(listed), page, page_size)
+        return {"grantor_id": listed.get("grantor_id"), "from": start, "to": end, **paging.totals(listed),
+                "page": page, "page_size": page_size, "total_items": page_view.total_items,
+                "total_pages": page_view.total_pages, "items": page_view.items}
+
+    @router.get("/commands/{command_id}", response_model=c.CommandOutcome, tags=["bindings"],
+                summary="The outcome of an earlier command", responses=_problems(401, 403, 404, 422, 502, 503, 504))
+    async def command_outcome(command_id: Annotated[c.CommandId, Path(examples=[
+            "2f0d6c1e-8b7a-4c55-9a51-0d2c9b1e7f10"])], who: Who) -> Any:
+        """What binding.events carried for the command (a refusal included, as status
+        `rejected`); 404 while none is recorded: the command is unknown or not decided yet."""
+        decided = await service.command_outcome(who, command_id)
+        return outcome_view(decided.event_type, decided.payload)
+
+    return router
+
+
+def _command_answer(result: Decided | Pending, created: bool = False) -> Response:
+    if isinstance(result, Pending):
+        location = f"/v1/commands/{result.command_id}"
+        return JSONResponse(c.CommandAccepted(command_id=result.command_id, location=location).model_dump(),
+                            status_code=202, headers={"Location": location})
+    if result.rejected:
+        p = result.payload
+        problem = refusal(str(p.get("reason_code")), str(p.get("message_zh", "")), str(p.get("message_en", "")))
+        return problem_response(replace(problem, extra={"command_id": p.get("command_id")}))
+    view = outcome_view(result.event_type, result.payload)
+    return JSONResponse(view, status_code=201 if created else 200,
+                        headers={"Location": f"/v1/commands/{view['command_id']}"} if created else None)
+

@@ -1,0 +1,62 @@
+"""Builds the HTTP gateway: a FastAPI app and the platform's Kafka broker in one process
+(faststream-fastapi's FastStreamAPI starts and stops the broker with the app). Nothing connects
+at import time."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from faststream_fastapi import FastStreamAPI
+
+from shared.kafka import ensure_topics, make_broker
+from shared.logs import configure_logging
+from shared.observability import Observability
+from shared.topics import BINDING_COMMANDS, GATEWAY_AUDIT, SETTLEMENT_QUERIES
+from services.gateway.api import problems
+from services.gateway.api.limits import AccessLog, BodyLimit
+from services.gateway.api.routes import make_router
+from services.gateway.config import GatewaySettings
+from services.gateway.handlers.subscribers import reading_from_now, register
+from services.gateway.replies import PendingReplies, Requests
+from services.gateway.usecases import GatewayService
+
+DESCRIPTION = """The platform's HTTP API for the app's back end and the service windows
+(跨统筹区职工医保个人账户家庭共济). Bearer JWTs: role `app` (the person in `sub` only) or
+`window` / `supervisor` (a clerk, who may act for anyone; every action is audited on
+`gateway.audit`). Errors are `application/problem+json` (RFC 9457) with the contract's
+`reason_code` and its Chinese and English messages."""
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastStreamAPI:
+    settings = settings or GatewaySettings()
+    configure_logging(settings.log_level, service="gateway", fmt=settings.log_format, file=settings.log_file)
+    log = logging.getLogger("gateway")
+    obs = Observability("gateway")
+    broker = make_broker(settings, client_id="gateway", middlewares=[obs.kafka_middleware])
+    pending = PendingReplies()
+    reply_subscriber = register(broker, pending, settings)
+    service = GatewayService(Requests(broker, pending, settings.reply_topic), broker,
+                             command_timeout=settings.gateway_command_timeout_ms / 1000,
+                             query_timeout=settings.gateway_query_timeout_ms / 1000)
+
+    api = FastAPI(title="Family mutual aid API (家庭共济)", version="1", description=DESCRIPTION)
+    problems.install(api)
+    api.include_router(make_router(service, settings.gateway_jwt_key.get_secret_value()))
+    # /healthz, /readyz (broker answers, reply consumer assigned; the gateway keeps nothing in
+    # Redis) and /metrics, outside the API's OpenAPI schema.
+    obs.watch(broker)
+    api.router.routes.extend(obs.routes())
+    api.add_middleware(BodyLimit)
+    api.add_middleware(AccessLog)
+
+    async def connect(_: object) -> None:
+        await ensure_topics(settings, [settings.reply_topic, GATEWAY_AUDIT, BINDING_COMMANDS, SETTLEMENT_QUERIES])
+        await broker.start()
+        await reading_from_now(reply_subscriber)
+        log.info("reading replies on %s", settings.reply_topic)
+
+    # safe_connection: a broker that cannot be started fails the start (the default only warns).
+    # The broker's own context, so subscribers resolve the message they are called with.
+    return FastStreamAPI(broker, application=api, context=broker.context, safe_connection=True,
+                         connection_hook=connect)

@@ -1,0 +1,80 @@
+"""Who may do what through the HTTP API (issue 13, "Authentication"). Pure functions over the
+token's principal (shared.tokens.Principal):
+
+- `app`: the real-name-authenticated person only: that person's bindings and consumption, and
+  commands only as the grantor;
+- `window` / `supervisor`: a clerk, who may act for anyone; every action is audited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from shared.tokens import Principal
+
+ROLE_ZH = {"grantor": "授权者", "beneficiary": "使用者"}
+
+
+class Forbidden(Exception):
+    """The token may not reach this person or binding: answered 403."""
+
+
+class RequesterMissing(Exception):
+    """A window revocation names no requester: answered 422."""
+
+
+def check_may_see(principal: Principal, person_id: str) -> None:
+    if principal.role == "app" and person_id != principal.person_id:
+        raise Forbidden("an app token may see only its own person")
+
+
+def check_may_grant(principal: Principal, grantor_id: str) -> None:
+    """A binding is made by its grantor: the app only for the token's person."""
+    if principal.role == "app" and grantor_id != principal.person_id:
+        raise Forbidden("an app token may create a binding only as its grantor")
+
+
+def revocation_requester(principal: Principal, asked: str | None) -> str:
+    """Who asks to end a binding: the app's person (the binding service then refuses NOT_GRANTOR
+    unless that is the grantor); at a window, the person the clerk names."""
+    if principal.role == "app":
+        if asked is not None and asked != principal.person_id:
+            raise Forbidden("an app token may act only for its own person")
+        return principal.person_id  # type: ignore[return-value]
+    if asked is None:
+        raise RequesterMissing("a window revocation names requested_by")
+    return asked
+
+
+def order_requester(principal: Principal, asked: str | None) -> str | None:
+    """Who asks to change a payment order: the app's person; at a window, whoever the clerk
+    names, if anyone (the clerk may act for the beneficiary's family as a whole)."""
+    if principal.role == "app":
+        if asked is not None and asked != principal.person_id:
+            raise Forbidden("an app token may act only for its own person")
+        return principal.person_id
+    return asked
+
+
+def channel_of(principal: Principal) -> dict[str, str]:
+    """The fields a command carries for its channel: the app's, or the window's with its clerk."""
+    if principal.at_window:
+        return {"channel": "window", "clerk_id": principal.clerk_id or ""}
+    return {"channel": "app"}
+
+
+def people_in(outcome: dict[str, Any]) -> set[str]:
+    """The persons a command's outcome concerns (grantor, beneficiary, every grantor whose order moved)."""
+    found = {outcome.get("grantor_id"), outcome.get("beneficiary_id")}
+    changes: Iterable[Any] = outcome.get("changes") or ()
+    found |= {c.get("grantor_id") for c in changes if isinstance(c, dict)}
+    return {p for p in found if isinstance(p, str)}
+
+
+def check_may_see_outcome(principal: Principal, outcome: dict[str, Any]) -> None:
+    """An app sees an outcome only when it concerns its person; a refusal names nobody, and its
+    command id (a random uuid) is known only to whoever sent the command."""
+    people = people_in(outcome)
+    if principal.role == "app" and people and principal.person_id not in people:
+        raise Forbidden("this outcome concerns other persons")
