@@ -1,0 +1,42 @@
+"""The gateway's AsyncAPI document: `python -m services.gateway.asyncapi`.
+
+The gateway owns one message, WindowActionAudited on gateway.audit. The commands and queries it
+sends, and the answers it reads on its reply topic, are the binding and settlement services'
+messages: its channels name them by event type, and the platform document (shared/asyncapi.py,
+`platform_document`) resolves them to those services' definitions, so each message is defined
+once, by the service that answers it."""
+
+from shared import topics
+from shared.asyncapi import document, dump
+from services.gateway import contract as c
+
+# Whose they are: binding.commands and reply answers (binding), settlement.queries and its answers (settlement).
+_SENT = {
+    topics.BINDING_COMMANDS: ("beneficiary ID number (CreateBinding); binding id (RevokeBinding, ChangePaymentOrder); "
+                              "person ID number (QueryBindings); command id (QueryCommandOutcome)",
+                              [c.CREATE_BINDING, c.REVOKE_BINDING, c.CHANGE_PAYMENT_ORDER, c.QUERY_BINDINGS,
+                               c.QUERY_COMMAND_OUTCOME]),
+    topics.SETTLEMENT_QUERIES: ("grantor ID number", [c.QUERY_CONSUMPTION]),
+}
+_RECEIVED = {"reply_to": ("as the request: reply.gateway.<GATEWAY_INSTANCE>",
+                          [*sorted(c.OUTCOME_TYPES), c.BINDINGS_LISTED, c.COMMAND_OUTCOME_UNKNOWN,
+                           c.CONSUMPTION_LISTED, c.CHARGE_REJECTED])}
+
+
+def gateway_document() -> dict:
+    doc = document("HTTP gateway (家庭共济 API)", "Turns the HTTP API's requests into binding commands and queries "
+                   "over Kafka request/reply, and audits every window clerk's action.", {
+                       topics.GATEWAY_AUDIT: {"key": "clerk id", "action": "send", "messages": {
+                           c.WINDOW_ACTION_AUDITED: c.WindowActionAudited}}})
+    for action, channels in (("send", _SENT), ("receive", _RECEIVED)):
+        for topic, (key, event_types) in channels.items():
+            refs = {name: {"$ref": f"#/components/messages/{name}"} for name in event_types}
+            doc["channels"][topic] = {"address": topic, "description": f"Kafka key: {key}.", "messages": refs}
+            doc["operations"][f"{action}:{topic}"] = {
+                "action": action, "channel": {"$ref": f"#/channels/{topic}"},
+                "messages": [{"$ref": f"#/channels/{topic}/messages/{name}"} for name in refs]}
+    return doc
+
+
+if __name__ == "__main__":
+    print(dump(gateway_document()))
