@@ -14,6 +14,7 @@ from shared import topics as t
 from bench.population import Population
 from bench.report import percentile
 from bench.stack import Reader, groups_caught_up, producer, until
+from simulator.pacing import pace
 
 
 @dataclass
@@ -91,14 +92,11 @@ async def run_charges(bootstrap: str, charges: list[tuple[bytes, bytes, bytes, b
                 if i % 500 == 499:
                     await asyncio.sleep(0)  # let the sender and the reader run while publishing
         else:
-            i = 0
-            while i < len(charges):
-                due = min(len(charges), int((time.time() - run.started) * rate) + 1)
-                for cid, key, value, _ in charges[i:due]:
-                    run.sent[cid] = time.time()
-                    await out.send(t.HIS_CHARGES, value, key=key)
-                i = max(i, due)
-                await asyncio.sleep(0.002)  # the pacing tick
+            async def send(charge: tuple[bytes, bytes, bytes, bool]) -> None:
+                run.sent[charge[0]] = time.time()
+                await out.send(t.HIS_CHARGES, charge[2], key=charge[1])
+
+            await pace(charges, rate, send)
         await out.flush()
         run.published = time.time()
         await until(lambda: len(run.results) == len(wanted), timeout, f"{len(wanted)} results",

@@ -1,0 +1,299 @@
+"""The simulator's I/O: registering the province on Kafka, making its bindings through the
+gateway as the app does, and playing the traffic at a steady rate while reading what comes back.
+
+Every line it prints is free of names, full ID numbers and phones (masked where a person is named).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from shared.envelope import now, seal
+from shared.institutions import INSTITUTION_REGISTERED
+from shared.tokens import mint
+from shared.topics import (BINDING_COMMANDS, BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, BUREAU_POSTINGS,
+                           NOTIFY_DELIVERIES, SETTLEMENT_RESULTS, dead_letter_topic)
+from simulator.pacing import pace
+from simulator.province import Binding, Province
+from simulator.tally import Tally
+from simulator.traffic import Outgoing, Traffic
+
+# The projections that must hold the registrations before bindings and charges are answered
+# right (a refusal read off a projection that is behind, UNKNOWN_PERSON, would be wrong).
+BUREAU_DEAD_LETTERS = dead_letter_topic(BUREAU_ACCOUNTS)
+PROJECTIONS = {BUREAU_ACCOUNTS: ("binding", "settlement", "notify"), BUREAU_INSTITUTIONS: ("settlement", "notify")}
+
+
+@dataclass
+class Options:
+    bootstrap: str
+    rate: float = 20.0
+    duration: float = 0.0            # seconds of play; 0: until stopped
+    seed: int = 13
+    size: str = "small"
+    do_seed: bool = True
+    do_play: bool = True
+    gateway: str | None = None       # the HTTP API; without it bindings go straight to binding.commands
+    jwt_key: str | None = None
+    status_file: Path | None = None
+    bind_wait: float = 15.0          # longest the play waits for the bindings to be answered
+
+    @property
+    def seed_only(self) -> bool:
+        return not self.do_play
+
+
+def say(text: str) -> None:
+    print(f"simulator: {text}", flush=True)
+
+
+async def simulate(opts: Options, province: Province, stop: asyncio.Event) -> Tally:
+    tally = Tally({p.person_id: p.region for p in province.people})
+    producer = AIOKafkaProducer(bootstrap_servers=opts.bootstrap, acks="all", linger_ms=5,
+                                enable_idempotence=False)  # the local Tansu broker has no idempotent producer
+    await producer.start()
+    binding: asyncio.Task | None = None
+    writer = asyncio.create_task(_write_status(tally, opts.status_file)) if opts.status_file else None
+    try:
+        if opts.do_seed:
+            tally.phase = "seeding"
+            await register(producer, province)
+            await projections_caught_up(opts.bootstrap, timeout=90, stop=stop)
+            binding = asyncio.create_task(
+                bind_through_gateway(opts.gateway, opts.jwt_key or "", province.bindings, tally, stop)
+                if opts.gateway else bind_on_kafka(opts.bootstrap, producer, province.bindings, tally, stop))
+            # The play starts once the bindings are answered, or after a while if the API is slow
+            # (202s): a beneficiary's charge before the binding is simply paid in cash.
+            await asyncio.wait([binding], timeout=None if opts.seed_only else opts.bind_wait)
+            if binding.done():
+                binding.result()
+                say(f"bindings: {dict(tally.bindings)}")
+            else:
+                say(f"bindings so far: {dict(tally.bindings)}; the rest are made while the play goes on")
+        if opts.do_play and not stop.is_set():
+            tally.phase = "playing"
+            await play(opts, producer, province, tally, stop)
+        tally.phase = "stopped"
+        return tally
+    finally:
+        if binding is not None and not binding.done():
+            binding.cancel()
+            await asyncio.gather(binding, return_exceptions=True)
+        await producer.stop()
+        if writer:
+            writer.cancel()
+            _dump(tally, opts.status_file)
+
+
+async def register(producer: AIOKafkaProducer, province: Province) -> None:
+    for inst in province.institutions:
+        await producer.send(BUREAU_INSTITUTIONS, seal(INSTITUTION_REGISTERED, inst.registered()), key=inst.code.encode())
+    for person in province.people:
+        await producer.send(BUREAU_ACCOUNTS, seal("PersonRegistered", person.registered()),
+                            key=person.person_id.encode())
+    await producer.flush()
+    cross = sum(b.cross_region for b in province.bindings)
+    say(f"registered {len(province.institutions)} institutions in "
+        f"{len({i.region for i in province.institutions})} cities and {len(province.people)} people "
+        f"({len(province.employees())} employees); {len(province.bindings)} bindings to make, {cross} cross-region")
+
+
+async def projections_caught_up(bootstrap: str, timeout: float, stop: asyncio.Event, poll: float = 0.2) -> bool:
+    """Until every service's projection group has committed the end of the topics it projects
+    (it commits only after its Redis write). Read through consumers that do not join their group."""
+    deadline = time.monotonic() + timeout
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await probe.start()
+    try:
+        ends = {}
+        for topic in PROJECTIONS:
+            parts = [TopicPartition(topic, p) for p in sorted(probe.partitions_for_topic(topic) or ())]
+            ends[topic] = await probe.end_offsets(parts) if parts else {}
+    finally:
+        await probe.stop()
+    for topic, services in PROJECTIONS.items():
+        for service in services:
+            group = f"{service}.{topic}"
+            reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+            await reader.start()
+            try:
+                while not await _committed_to(reader, ends[topic]):
+                    if stop.is_set():
+                        return False
+                    if time.monotonic() > deadline:
+                        say(f"{group} has not read the registrations within {timeout:.0f} s; going on")
+                        return False
+                    await asyncio.sleep(poll)  # polling a committed offset, with a deadline
+            finally:
+                await reader.stop()
+    return True
+
+
+async def _committed_to(reader: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if ((await reader.committed(tp)) or 0) < end:
+            return False
+    return True
+
+
+async def bind_through_gateway(gateway: str, jwt_key: str, bindings: list[Binding], tally: Tally,
+                               stop: asyncio.Event, concurrency: int = 64) -> None:
+    """POST /v1/bindings as each grantor's app would: the grantor's own app token, the form."""
+    start = now().date()
+    gate = asyncio.Semaphore(concurrency)
+
+    async def create(client: httpx.AsyncClient, b: Binding) -> None:
+        async with gate:
+            if stop.is_set():
+                return
+            token = mint(jwt_key, "app", person_id=b.grantor.person_id, ttl_seconds=600)
+            try:
+                r = await client.post("/v1/bindings", json=b.form(start), headers={"Authorization": f"Bearer {token}"})
+            except httpx.HTTPError as exc:
+                tally.bindings[f"error:{type(exc).__name__}"] += 1
+                return
+            if r.status_code in (200, 201):
+                tally.bindings["created"] += 1
+            elif r.status_code == 202:
+                tally.bindings["pending"] += 1
+            else:
+                try:
+                    reason = r.json().get("reason_code") or r.status_code
+                except ValueError:
+                    reason = r.status_code
+                tally.bindings[f"refused:{reason}"] += 1
+
+    async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
+        await asyncio.gather(*(create(client, b) for b in bindings))
+
+
+async def bind_on_kafka(bootstrap: str, producer: AIOKafkaProducer, bindings: list[Binding], tally: Tally,
+                        stop: asyncio.Event, timeout: float = 60) -> None:
+    """Without a gateway: the app back end's CreateBinding on binding.commands, outcomes read back."""
+    start = now().date()
+    commands = {f"SIM-BIND-{os.getpid()}-{i}": b for i, b in enumerate(bindings)}
+    answered: set[str] = set()
+
+    def on_record(event_type: str, payload: dict) -> None:
+        cid = payload.get("command_id")
+        if cid in commands and cid not in answered:
+            answered.add(cid)
+            key = "created" if event_type == "BindingCreated" else f"refused:{payload.get('reason_code', '?')}"
+            tally.bindings[key] += 1
+
+    async with _Reader(bootstrap, [BINDING_EVENTS], lambda topic, t, p: on_record(t, p)):
+        for cid, b in commands.items():
+            form = b.form(start) | {"channel": "app"}
+            await producer.send(BINDING_COMMANDS, seal("CreateBinding", form, event_id=cid),
+                                key=b.beneficiary.person_id.encode())
+        await producer.flush()
+        deadline = time.monotonic() + timeout
+        while len(answered) < len(commands) and not stop.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # waiting on the outcomes, with a deadline
+    tally.bindings["unanswered"] += len(commands) - len(answered)
+
+
+async def play(opts: Options, producer: AIOKafkaProducer, province: Province, tally: Tally,
+               stop: asyncio.Event) -> None:
+    # a HIS never reuses a charge id, and a later run's bureau events must be newer than this one's
+    tag = f"SIM{int(time.time()):x}".upper()
+    traffic = Traffic(province, random.Random(opts.seed), tag, seq_base=int(time.time() * 1000),
+                      books_known=opts.do_seed)
+
+    def on_record(topic: str, event_type: str, payload: dict) -> None:
+        if topic == SETTLEMENT_RESULTS:
+            tally.result(event_type, payload)
+            if event_type == "ChargeSettled":
+                traffic.settled(payload)
+        elif topic == BUREAU_POSTINGS and event_type == "Posting":
+            traffic.posted(payload)
+        elif topic == NOTIFY_DELIVERIES:
+            tally.delivery(event_type)
+        elif topic == BUREAU_DEAD_LETTERS:
+            tally.bureau_refused += 1  # a bureau event the platform refused: the books disagree
+
+    def messages():
+        while True:
+            yield traffic.next(now())
+
+    async def send(out: Outgoing) -> None:
+        tally.sent[out.kind] += 1
+        await producer.send(out.topic, seal(out.event_type, out.payload, event_id=out.event_id), key=out.key.encode())
+
+    async with _Reader(opts.bootstrap, [SETTLEMENT_RESULTS, BUREAU_POSTINGS, NOTIFY_DELIVERIES, BUREAU_DEAD_LETTERS], on_record):
+        say(f"playing at {opts.rate:g} messages/s" + (f" for {opts.duration:g} s" if opts.duration else ""))
+        sent = await pace(messages(), opts.rate, send, duration=opts.duration or None, stop=stop)
+        await producer.flush()
+    say(f"sent {sent} messages: {dict(tally.sent)}")
+
+
+class _Reader:
+    """Reads topics from their end at entry, without a consumer group: `on_record(topic, event_type,
+    payload)` for each message."""
+
+    def __init__(self, bootstrap: str, topics: list[str], on_record) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
+        self._topics, self._on_record = topics, on_record
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> "_Reader":
+        consumer = self._consumer
+        await consumer.start()
+        await consumer._client.force_metadata_update()
+        # Topics not created yet (a dead-letter topic nobody needed) are simply not read.
+        ends = await consumer.end_offsets(
+            [TopicPartition(t, p) for t in self._topics for p in sorted(consumer.partitions_for_topic(t) or ())])
+        consumer.assign(list(ends))
+        for tp, end in ends.items():
+            consumer.seek(tp, end)  # from the end as it is now, before anything is published
+        self._task = asyncio.create_task(self._pump())
+        return self
+
+    async def _pump(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=5_000)
+            for records in batch.values():
+                for r in records:
+                    try:
+                        body = json.loads(r.value)
+                        event_type, payload = body["event_type"], body["payload"]
+                    except (ValueError, KeyError, TypeError):
+                        event_type, payload = "", {}  # a dead letter may hold anything
+                    try:
+                        self._on_record(r.topic, event_type, payload)
+                    except (ValueError, KeyError, TypeError) as exc:  # one odd record must not stop the reading
+                        say(f"could not read a {event_type or 'record'} on {r.topic}: {type(exc).__name__}")
+
+    async def __aexit__(self, *exc) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self._consumer.stop()
+
+
+async def _write_status(tally: Tally, path: Path) -> None:
+    while True:
+        _dump(tally, path)
+        await asyncio.sleep(1)
+
+
+def _dump(tally: Tally, path: Path | None) -> None:
+    if path is None:
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(tally.as_dict() | {"at": datetime.now().isoformat(timespec="seconds")}))
+    tmp.replace(path)
+

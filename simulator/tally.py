@@ -1,0 +1,66 @@
+"""What the simulator saw come back: outcomes of its charges, SMS, bindings. Pure counting.
+
+`make run` shows the services' own /metrics; this tally is the simulator's view from outside
+(its status file and final line), which also stands in where a metric is not served.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from shared.money import parse_yuan
+
+
+@dataclass
+class Tally:
+    regions: dict[str, str]                           # person -> region, to tell cross-region payments
+    phase: str = "starting"
+    sent: Counter = field(default_factory=Counter)    # by kind (traffic.MIX)
+    settled: int = 0
+    refused: Counter = field(default_factory=Counter)  # charges refused, by reason
+    paid_fen: Counter = field(default_factory=Counter)  # own | grantor | cash
+    grantor_paid: int = 0                              # charges a grantor's account paid part of
+    cross_region: int = 0                              # ... from an account in another region
+    refunds: int = 0
+    refunds_refused: Counter = field(default_factory=Counter)
+    fraud_suspected: int = 0
+    sms: Counter = field(default_factory=Counter)      # sent | failed
+    bindings: Counter = field(default_factory=Counter)  # created | pending | refused:<reason>
+    bureau_refused: int = 0                            # bureau events dead-lettered (should stay 0)
+
+    def result(self, event_type: str, payload: dict) -> None:
+        """A message on settlement.results."""
+        if event_type == "ChargeSettled":
+            self.settled += 1
+            lines = payload.get("lines", [])
+            for line in lines:
+                self.paid_fen[line.get("source", "?")] += parse_yuan(line["amount"])
+            grantors = [line for line in lines if line.get("source") == "grantor"]
+            if grantors:
+                self.grantor_paid += 1
+                patient_region = self.regions.get(payload.get("patient_id", ""))
+                if any(line.get("region") != patient_region for line in grantors):
+                    self.cross_region += 1
+        elif event_type == "ChargeRejected":
+            target = self.refunds_refused if payload.get("refund_id") else self.refused
+            target[payload.get("reason_code", "?")] += 1
+        elif event_type == "RefundSettled":
+            self.refunds += 1
+        elif event_type == "FraudSuspected":
+            self.fraud_suspected += 1
+
+    def delivery(self, event_type: str) -> None:
+        """A message on notify.deliveries."""
+        if event_type == "SmsSent":
+            self.sms["sent"] += 1
+        elif event_type == "SmsFailed":
+            self.sms["failed"] += 1
+
+    def as_dict(self) -> dict:
+        return {"phase": self.phase, "sent": dict(self.sent), "settled": self.settled, "refused": dict(self.refused),
+                "paid_fen": dict(self.paid_fen), "grantor_paid": self.grantor_paid,
+                "cross_region": self.cross_region, "refunds": self.refunds,
+                "refunds_refused": dict(self.refunds_refused), "fraud_suspected": self.fraud_suspected,
+                "sms": dict(self.sms), "bindings": dict(self.bindings),
+                "bureau_refused": self.bureau_refused}
