@@ -21,7 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared import envelope
-from shared.devstack import die_with_parent, stop_process
+from shared.devstack import die_with_parent, free_port, stop_process
 from shared.identity import make_id_number
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,9 +144,11 @@ class ServiceProcess:
     def start(self, timeout: float = 60.0) -> None:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
+        # A free HTTP port of its own unless the test names one: two instances of a service, or
+        # two test sessions on one machine, would otherwise both want the service's default port.
         self.process = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"], cwd=ROOT,
-                                        env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
-                                        preexec_fn=die_with_parent)
+                                        env={**os.environ, "HTTP_PORT": str(free_port()), **self.env},
+                                        stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         log.close()
         marker = f"service ready: {self.name}".encode()
         deadline = time.monotonic() + timeout
