@@ -14,6 +14,7 @@ from shared.logs import configure_logging
 from shared.observability import Observability
 from shared.topics import BINDING_COMMANDS, GATEWAY_AUDIT, SETTLEMENT_QUERIES
 from services.gateway.api import problems
+from services.gateway.api.auth import Authenticate
 from services.gateway.api.limits import AccessLog, BodyLimit
 from services.gateway.api.routes import make_router
 from services.gateway.config import GatewaySettings
@@ -28,6 +29,19 @@ DESCRIPTION = """The platform's HTTP API for the app's back end and the service 
 `reason_code` and its Chinese and English messages."""
 
 
+def http_api(settings: GatewaySettings, service: GatewayService) -> FastAPI:
+    """The FastAPI app alone: routes, problem+json everywhere, and the edge (access log, body
+    limit, authentication; outermost first, so a request without a valid token is refused
+    before its body is read)."""
+    api = FastAPI(title="Family mutual aid API (家庭共济)", version="1", description=DESCRIPTION)
+    problems.install(api)
+    api.include_router(make_router(service))
+    api.add_middleware(Authenticate, key=settings.gateway_jwt_key.get_secret_value())
+    api.add_middleware(BodyLimit)
+    api.add_middleware(AccessLog)
+    return api
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastStreamAPI:
     settings = settings or GatewaySettings()
     configure_logging(settings.log_level, service="gateway", fmt=settings.log_format, file=settings.log_file)
@@ -40,15 +54,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastStreamAPI:
                              command_timeout=settings.gateway_command_timeout_ms / 1000,
                              query_timeout=settings.gateway_query_timeout_ms / 1000)
 
-    api = FastAPI(title="Family mutual aid API (家庭共济)", version="1", description=DESCRIPTION)
-    problems.install(api)
-    api.include_router(make_router(service, settings.gateway_jwt_key.get_secret_value()))
+    api = http_api(settings, service)
     # /healthz, /readyz (broker answers, reply consumer assigned; the gateway keeps nothing in
     # Redis) and /metrics, outside the API's OpenAPI schema.
     obs.watch(broker)
     api.router.routes.extend(obs.routes())
-    api.add_middleware(BodyLimit)
-    api.add_middleware(AccessLog)
 
     async def connect(_: object) -> None:
         await ensure_topics(settings, [settings.reply_topic, GATEWAY_AUDIT, BINDING_COMMANDS, SETTLEMENT_QUERIES])
@@ -57,6 +67,4 @@ def create_app(settings: GatewaySettings | None = None) -> FastStreamAPI:
         log.info("reading replies on %s", settings.reply_topic)
 
     # safe_connection: a broker that cannot be started fails the start (the default only warns).
-    # The broker's own context, so subscribers resolve the message they are called with.
-    return FastStreamAPI(broker, application=api, context=broker.context, safe_connection=True,
-                         connection_hook=connect)
+    return FastStreamAPI(broker, application=api, safe_connection=True, connection_hook=connect)

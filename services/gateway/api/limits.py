@@ -1,4 +1,4 @@
-"""ASGI middleware at the edge: bodies over the limit are refused 413 before anything reads them,
+"""ASGI middleware at the edge: bodies over the limit are refused 413 before the API sees them,
 and each request is logged by its route template (never its raw path, which may hold an ID
 number) with status and duration."""
 
@@ -17,11 +17,11 @@ MAX_BODY_BYTES = 64 * 1024
 log = logging.getLogger("gateway.http")
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
+    """Reads the body first (at most `max_bytes`, so at most that much is ever held) and hands it
+    on; more is refused 413 whether the length was declared or the body streamed. (Raising from
+    inside the app's own read would be turned into a 400 by FastAPI's body parsing.)"""
+
     def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
         self.app, self.max_bytes = app, max_bytes
 
@@ -31,28 +31,27 @@ class BodyLimit:
         declared = dict(scope.get("headers") or ()).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             return await self._refuse(scope, receive, send)
-        seen, started = 0, False
-
-        async def counted() -> Message:
-            nonlocal seen
+        chunks, size = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                return await self._refuse(scope, receive, send)
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body, handed = b"".join(chunks), False
 
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def replay() -> Message:
+            nonlocal handed
+            if not handed:
+                handed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-        try:
-            await self.app(scope, counted, tracked)
-        except _TooLarge:
-            if started:
-                raise
-            await self._refuse(scope, receive, send)
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         problem = plain(413, "Content Too Large", f"A request body may hold at most {self.max_bytes} bytes.")

@@ -9,22 +9,17 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared import envelope
 from shared.identity import IdNumber
-from shared.tokens import InvalidToken, Principal, verify
+from shared.tokens import Principal
 from services.gateway import contract as c
+from services.gateway.api.auth import principal
 from services.gateway.api.problems import PROBLEM_JSON, ProblemRaised, problem_response
 from services.gateway.domain import paging
-from services.gateway.domain.problems import own_refusal, plain, refusal
+from services.gateway.domain.problems import own_refusal, refusal
 from services.gateway.domain.views import bindings_view, outcome_view
 from services.gateway.usecases import Decided, GatewayService, Pending
-
-_bearer = HTTPBearer(auto_error=False, description="A JWT (HS256) minted with GATEWAY_JWT_KEY: role app "
-                                                    "(sub = the person's ID number) or window/supervisor "
-                                                    "(clerk_id, region).")
-
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     words = {400: "Malformed request", 401: "Missing, invalid or expired token",
@@ -46,20 +41,11 @@ BindingIdPath = Annotated[c.BindingId, Path(description="The binding's id (Bindi
                                             examples=["BND-4f6c0a7e9d1b2c3a4e5f6a7b"])]
 
 
-def make_router(service: GatewayService, jwt_key: str) -> APIRouter:
+Who = Annotated[Principal, Depends(principal)]
+
+
+def make_router(service: GatewayService) -> APIRouter:
     router = APIRouter(prefix="/v1")
-
-    async def principal(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
-        if credentials is None:
-            raise ProblemRaised(plain(401, "Unauthorized", "A bearer token is required."),
-                                {"WWW-Authenticate": "Bearer"})
-        try:
-            return verify(jwt_key, credentials.credentials)
-        except InvalidToken:
-            raise ProblemRaised(plain(401, "Unauthorized", "The bearer token is invalid or expired."),
-                                {"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
-
-    Who = Annotated[Principal, Depends(principal)]
 
     @router.post("/bindings", status_code=201, response_model=c.CommandOutcome, tags=["bindings"],
                  summary="Create a binding (办理家庭共济绑定)",
