@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from shared.devstack import die_with_parent, stop_process
+from shared.devstack import die_with_parent, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 6
@@ -51,9 +51,10 @@ class Service:
     def launch(self) -> None:
         self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
+            # A free HTTP port each: the bench runs a second settlement process beside the first.
             self.process = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"], cwd=ROOT,
-                                            env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
-                                            preexec_fn=die_with_parent)
+                                            env={**os.environ, "HTTP_PORT": str(free_port()), **self.env},
+                                            stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
 
     async def ready(self, timeout: float = 120) -> None:
         marker = f"service ready: {self.name}".encode()
