@@ -9,6 +9,7 @@ is due. `send` is awaited for each item in order; it should only hand the item t
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
@@ -19,24 +20,28 @@ T = TypeVar("T")
 async def pace(items: Iterable[T], rate: float, send: Callable[[T], Awaitable[object]], *,
                duration: float | None = None, stop: asyncio.Event | None = None,
                clock: Callable[[], float] = time.monotonic) -> int:
-    """Send `items` at `rate` per second until they run out, `duration` seconds have passed, or
-    `stop` is set; returns how many were sent."""
+    """Send `items` at `rate` per second until they run out, the items due within `duration`
+    seconds are sent, or `stop` is set; returns how many were sent."""
     if rate <= 0:
         raise ValueError("rate must be positive")
     source = iter(items)
+    # with a duration, exactly the items due before it ends: a late wake-up sends them, not fewer
+    last = math.ceil(duration * rate - 1e-9) if duration is not None else math.inf
     started = clock()
     sent = 0
     while True:
-        elapsed = clock() - started
-        if (duration is not None and elapsed >= duration) or (stop is not None and stop.is_set()):
+        if stop is not None and stop.is_set():
             return sent
-        due = int(elapsed * rate) + 1
+        elapsed = clock() - started
+        due = min(int(elapsed * rate) + 1, last)
         while sent < due:
             item = next(source, _END)
             if item is _END:
                 return sent
             await send(item)
             sent += 1
+        if sent >= last:
+            return sent
         wait = max(0.0, started + sent / rate - clock())
         if stop is None:
             await asyncio.sleep(wait)

@@ -136,8 +136,16 @@ class Run:
         except (OSError, ValueError):
             pass
         f = read(texts, status)
+        f.down = [f"{s.name} ({ended(s.process.returncode)})" for s in self.services if s.exited()]
+        if self.simulator is not None and self.simulator.exited():
+            f.phase = f"ended ({ended(self.simulator.process.returncode)}; see {self.simulator.log_path})"
         f.per_second = self.rate_meter.add(f.charges)
         return f
+
+    def drained(self) -> bool:
+        """Every consumer has read to the end (or no lag is served)."""
+        lag = self.figures().lag
+        return sum(sum(topics.values()) for topics in lag.values()) == 0
 
     def watch(self) -> Figures:
         note = "Ctrl-C stops everything." + (f" Stopping by itself after {self.duration:g} s." if self.duration else "")
@@ -158,6 +166,16 @@ class Run:
                     say(view.line(f, self.elapsed()))
                     last = time.monotonic()
         return f
+
+
+def ended(code: int) -> str:
+    """An exit status as a reader takes it: uvicorn ends by re-raising the SIGTERM it handled."""
+    if code < 0:
+        try:
+            return f"ended by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"ended by signal {-code}"
+    return f"exit {code}"
 
 
 def main() -> int:
@@ -198,8 +216,7 @@ def main() -> int:
         if run.simulator is not None:
             codes.update(stop_all([run.simulator], timeout=15))
             # the last charges it sent are answered before the figures are read
-            wait_until(lambda: not (f := run.figures()).lag or sum(sum(t.values()) for t in f.lag.values()) == 0,
-                       timeout=5)
+            wait_until(run.drained, timeout=5)
             figures = run.figures()
         codes.update(stop_all(run.services))
         infra.stop()
@@ -207,6 +224,6 @@ def main() -> int:
     say("\n== summary ==")
     for text in view.summary(figures, run.elapsed()):
         say(text)
-    say("  stopped: " + ", ".join(f"{n} (exit {c})" for n, c in codes.items()) + "; broker and Redis stopped")
+    say("  stopped: " + ", ".join(f"{n} ({ended(c)})" for n, c in codes.items()) + "; broker and Redis stopped")
     say("  processes left: " + (", ".join(f"{name} {pid}" for pid, name in left.items()) or "none"))
     return status

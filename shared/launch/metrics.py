@@ -44,6 +44,7 @@ class Figures:
     phase: str = ""                                         # the simulator's
     bureau_sent: Counter = field(default_factory=Counter)   # the simulator's bureau events, by kind
     bureau_refused: int = 0                                 # ... that the platform dead-lettered
+    down: list[str] = field(default_factory=list)           # services that have ended, and how
 
     @property
     def charges(self) -> int:

@@ -59,6 +59,8 @@ def live(f: Figures, elapsed: float, header: list[str], note: str) -> Group:
     t.add_row("bindings 绑定", ", ".join(f"{k} {v:,}" for k, v in sorted(f.bindings.items())) or "none")
     t.add_row("bureau events 医保局", _bureau(f))
     t.add_row("consumer lag", _lag(f))
+    if f.down:
+        t.add_row(Text("ended", style="bold red"), Text(", ".join(f.down) + " (see its log)", style="red"))
     title = f"Shaanxi family mutual aid · running {elapsed:,.0f} s" + (f" · simulator {f.phase}" if f.phase else "")
     # a token folded over two lines would be copied with a line break in it: the view shows its
     # start only; the whole one is printed above the view and kept in the tokens file
@@ -72,7 +74,8 @@ def line(f: Figures, elapsed: float) -> str:
     paid = " ".join(f"{k} {yuan(f.paid_fen.get(k, 0))}" for k, _ in SOURCES)
     return (f"[{elapsed:5.0f} s] charges {f.charges:,} ({f.per_second:.1f}/s): settled {f.settled:,}, refused "
             f"{sum(f.refused.values()):,} ({_reasons(f.refused, 3)}); paid {paid}; cross-region "
-            f"{f.cross_share:.0%}; SMS sent {f.sms.get('sent', 0):,} failed {f.sms.get('failed', 0):,}; lag {_lag(f)}")
+            f"{f.cross_share:.0%}; SMS sent {f.sms.get('sent', 0):,} failed {f.sms.get('failed', 0):,}; lag {_lag(f)}"
+            + (f"; ENDED: {', '.join(f.down)}" if f.down else ""))
 
 
 def summary(f: Figures, elapsed: float) -> list[str]:
@@ -82,7 +85,7 @@ def summary(f: Figures, elapsed: float) -> list[str]:
         f"  charges: {f.settled:,} settled, {refused:,} refused"
         + (f" ({_reasons(f.refused, 20)})" if refused else "") + _mark(f, "charges"),
         "  paid: " + ", ".join(f"{label} {yuan(f.paid_fen.get(k, 0))}" for k, label in SOURCES) + _mark(f, "paid"),
-        f"  cross-region payments: {f.cross_region:,} ({f.cross_share:.0%} of settled charges)",
+        f"  cross-region payments: {f.cross_region:,} ({f.cross_share:.0%} of settled charges)" + _mark(f, "cross"),
         "  refunds: " + (", ".join(f"{k} {v:,}" for k, v in sorted(f.refunds.items())) or "none"),
         f"  SMS: {f.sms.get('sent', 0):,} sent, {f.sms.get('failed', 0):,} failed"
         + (f", {f.sms['unknown']:,} outcome unknown" if f.sms.get("unknown") else "") + _mark(f, "sms"),
