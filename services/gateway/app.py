@@ -19,6 +19,7 @@ from services.gateway.api.limits import AccessLog, BodyLimit
 from services.gateway.api.routes import make_router
 from services.gateway.config import GatewaySettings
 from services.gateway.handlers.subscribers import reading_from_now, register
+from services.gateway.metrics import GatewayMetrics
 from services.gateway.replies import PendingReplies, Requests
 from services.gateway.usecases import GatewayService
 
@@ -29,7 +30,7 @@ DESCRIPTION = """The platform's HTTP API for the app's back end and the service 
 `reason_code` and its Chinese and English messages."""
 
 
-def http_api(settings: GatewaySettings, service: GatewayService) -> FastAPI:
+def http_api(settings: GatewaySettings, service: GatewayService, metrics: GatewayMetrics | None = None) -> FastAPI:
     """The FastAPI app alone: routes, problem+json everywhere, and the edge (access log, body
     limit, authentication; outermost first, so a request without a valid token is refused
     before its body is read)."""
@@ -38,7 +39,7 @@ def http_api(settings: GatewaySettings, service: GatewayService) -> FastAPI:
     api.include_router(make_router(service))
     api.add_middleware(Authenticate, key=settings.gateway_jwt_key.get_secret_value())
     api.add_middleware(BodyLimit)
-    api.add_middleware(AccessLog)
+    api.add_middleware(AccessLog, metrics=metrics)
     return api
 
 
@@ -54,7 +55,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastStreamAPI:
                              command_timeout=settings.gateway_command_timeout_ms / 1000,
                              query_timeout=settings.gateway_query_timeout_ms / 1000)
 
-    api = http_api(settings, service)
+    api = http_api(settings, service, GatewayMetrics(obs.registry))
     # /healthz, /readyz (broker answers, reply consumer assigned; the gateway keeps nothing in
     # Redis) and /metrics, outside the API's OpenAPI schema.
     obs.watch(broker)

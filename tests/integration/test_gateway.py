@@ -346,6 +346,10 @@ async def test_the_api_is_documented_and_reports_its_health(family):
     assert (await family.http.get("/healthz")).status_code == 200
     ready = await family.http.get("/readyz")
     assert ready.status_code == 200, ready.json()
+    someone = await family.person()
+    await family.http.get(f"/v1/persons/{someone['person_id']}/bindings", headers=auth(WINDOW))
+    metrics = (await family.http.get("/metrics")).text
+    assert 'fma_http_requests_total{method="GET",route="/v1/persons/{person_id}/bindings"' in metrics
 
 
 def china_now_iso() -> str:

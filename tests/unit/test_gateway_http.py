@@ -6,11 +6,13 @@ import asyncio
 import json
 
 import pytest
+from prometheus_client import CollectorRegistry
 import httpx
 
 from shared.tokens import mint
 from services.gateway.app import http_api
 from services.gateway.config import GatewaySettings
+from services.gateway.metrics import GatewayMetrics
 from services.gateway.replies import PendingReplies, Requests
 from services.gateway.usecases import GatewayService
 
@@ -46,9 +48,11 @@ async def api():
     broker = Broker(pending)
     service = GatewayService(Requests(broker, pending, "reply.gateway.unit"), broker, command_timeout=0.2,
                              query_timeout=0.2)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=http_api(settings, service)),
+    registry = CollectorRegistry()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=http_api(settings, service,
+                                                                            GatewayMetrics(registry))),
                                  base_url="http://gateway") as client:
-        client.broker = broker
+        client.broker, client.registry = broker, registry
         yield client
 
 
@@ -185,3 +189,10 @@ async def test_every_endpoint_is_documented_with_examples_and_the_bearer_scheme(
             name = op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
             assert schemas[name].get("examples"), (path, name)
     assert (await api.get("/docs")).status_code == 200
+
+
+async def test_requests_are_counted_by_route_template_never_by_raw_path(api):
+    await api.get(f"/v1/persons/{OTHER}/bindings", headers=APP)
+    labels = {"method": "GET", "route": "/v1/persons/{person_id}/bindings", "status": "403"}
+    assert api.registry.get_sample_value("fma_http_requests_total", labels) == 1
+    assert OTHER not in str([m for m in api.registry.collect()])

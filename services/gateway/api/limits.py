@@ -1,6 +1,6 @@
 """ASGI middleware at the edge: bodies over the limit are refused 413 before the API sees them,
-and each request is logged by its route template (never its raw path, which may hold an ID
-number) with status and duration."""
+and each request is logged and counted by its route template (never its raw path, which may
+hold an ID number) with status and duration."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.api.problems import problem_response
 from services.gateway.domain.problems import plain
+from services.gateway.metrics import GatewayMetrics
 
 MAX_BODY_BYTES = 64 * 1024
 log = logging.getLogger("gateway.http")
@@ -59,8 +60,8 @@ class BodyLimit:
 
 
 class AccessLog:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics | None = None) -> None:
+        self.app, self._metrics = app, metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,8 +76,10 @@ class AccessLog:
         try:
             await self.app(scope, receive, noted)
         finally:
-            log.info("%s %s %d %.1f ms", scope.get("method"), _template(scope), status[0],
-                     (time.monotonic() - began) * 1000)
+            route, seconds = _template(scope), time.monotonic() - began
+            log.info("%s %s %d %.1f ms", scope.get("method"), route, status[0], seconds * 1000)
+            if self._metrics is not None:
+                self._metrics.answered(scope.get("method", ""), route, status[0], seconds)
 
 
 def _template(scope: dict[str, Any]) -> str:
