@@ -198,6 +198,9 @@ async def test_an_app_token_reaches_only_its_own_person(family):
     assert is_problem(asked_for_other, 403)
     not_grantor = await family.http.post(f"/v1/bindings/{binding_id}/revocation", json={}, headers=auth(token))
     assert is_problem(not_grantor, 403, "NOT_GRANTOR")
+    reorder = await family.http.put(f"/v1/bindings/{binding_id}/payment-order", json={"payment_order": 2},
+                                    headers=auth(token))
+    assert is_problem(reorder, 403, "NOT_GRANTOR")
     # Someone else's command outcome names other people: not for this token.
     assert is_problem(await family.http.get(f"/v1/commands/{created['command_id']}", headers=auth(token)), 403)
 
