@@ -199,9 +199,12 @@ class ProblemDetails(BaseModel):
     title: str
     status: int
     detail: str
-    reason_code: str | None = None
+    reason_code: str | None = Field(None, description="The contract's reason code, when there is one.")
     message_zh: str | None = None
     message_en: str | None = None
+    command_id: str | None = Field(None, description="The refused command's id (a BindingRejected).")
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="Where a request failed validation: loc, type, msg (never the value sent).")
 
 
 # -- gateway.audit ---------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, ClassVar
 
 from faststream.kafka import KafkaBroker
 
@@ -42,12 +42,17 @@ class Decided:
     def rejected(self) -> bool:
         return self.event_type == c.BINDING_REJECTED
 
+    @property
+    def status(self) -> str:
+        return STATUS_BY_EVENT[self.event_type]
+
 
 @dataclass(frozen=True)
 class Pending:
     """No outcome within the wait: the command may still be decided; ask for it by its id."""
 
     command_id: str
+    status: ClassVar[str] = "pending"
 
 
 class NotAnswered(Exception):
@@ -102,24 +107,26 @@ class GatewayService:
         result: Decided | Pending = Pending(command_id)
         if answer is not None and answer.get("event_type") in c.OUTCOME_TYPES:
             result = Decided(answer["event_type"], answer["payload"])
-        log.info("%s %s: %s", event_type, shown(command_id),
-                 STATUS_BY_EVENT[result.event_type] if isinstance(result, Decided) else "pending")
+        log.info("%s %s: %s", event_type, shown(command_id), result.status)
         if who.at_window:
-            outcome = STATUS_BY_EVENT[result.event_type] if isinstance(result, Decided) else "pending"
-            reason = result.payload.get("reason_code") if isinstance(result, Decided) and result.rejected else None
-            subject = subject or (result.payload.get("beneficiary_id", "") if isinstance(result, Decided) else "")
-            await self.audit(who, action, command_id, subject, outcome, reason_code=reason,
-                             binding_id=binding_id or (result.payload.get("binding_id")
-                                                       if isinstance(result, Decided) else None))
+            await self._audit_command(who, action, command_id, subject, binding_id, result)
         return result
+
+    async def _audit_command(self, who: Principal, action: str, command_id: str, subject: str,
+                             binding_id: str | None, result: Decided | Pending) -> None:
+        if isinstance(result, Pending):
+            return await self.audit(who, action, command_id, subject, result.status, binding_id=binding_id)
+        outcome = result.payload
+        await self.audit(who, action, command_id, subject or outcome.get("beneficiary_id", ""), result.status,
+                         reason_code=outcome.get("reason_code") if result.rejected else None,
+                         binding_id=binding_id or outcome.get("binding_id"))
 
     # -- queries -----------------------------------------------------------------------------------
     async def bindings_of(self, who: Principal, person_id: str, role: str | None) -> dict[str, Any]:
         access.check_may_see(who, person_id)
         payload: dict[str, Any] = {"person_id": person_id} | ({"role": role} if role else {})
-        listed = await self._query(who, "list_bindings", BINDING_COMMANDS, person_id, c.QUERY_BINDINGS, payload,
-                                   c.BINDINGS_LISTED, subject=person_id)
-        return listed
+        return await self._query(who, "list_bindings", BINDING_COMMANDS, person_id, c.QUERY_BINDINGS, payload,
+                                 c.BINDINGS_LISTED, subject=person_id)
 
     async def consumption_of(self, who: Principal, grantor_id: str, date_from: date, date_to: date) -> dict[str, Any]:
         access.check_may_see(who, grantor_id)

@@ -34,6 +34,7 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
 
 
 def install(app: FastAPI) -> None:
+    _document_problems_as_problem_json(app)
     @app.exception_handler(ProblemRaised)
     async def raised(_: Request, exc: ProblemRaised) -> JSONResponse:
         return problem_response(exc.problem, exc.headers)
@@ -75,3 +76,21 @@ def _handler(to_problem):
     async def handle(_: Request, exc: Exception) -> JSONResponse:
         return problem_response(to_problem(exc))
     return handle
+
+
+def _document_problems_as_problem_json(app: FastAPI) -> None:
+    """The OpenAPI page shows each error response under application/problem+json, the type it
+    is sent as (a route's `responses` model would otherwise be listed as application/json)."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            for item in generate()["paths"].values():
+                for operation in item.values():
+                    for response in operation.get("responses", {}).values():
+                        content = response.get("content", {})
+                        if PROBLEM_JSON in content and "application/json" in content:
+                            content[PROBLEM_JSON] = content.pop("application/json")
+        return app.openapi_schema
+
+    app.openapi = openapi

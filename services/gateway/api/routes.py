@@ -2,7 +2,6 @@
 answer into a status code. Rules live in the binding and settlement services; who may ask what
 in domain/access.py; statuses in domain/problems.py."""
 
-
 from dataclasses import replace
 from datetime import date
 from typing import Annotated, Any, Literal
@@ -21,26 +20,26 @@ from services.gateway.domain.problems import own_refusal, refusal
 from services.gateway.domain.views import bindings_view, outcome_view
 from services.gateway.usecases import Decided, GatewayService, Pending
 
+
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     words = {400: "Malformed request", 401: "Missing, invalid or expired token",
              403: "The token may not reach this person or binding (or NOT_GRANTOR)",
              404: "Not found (BINDING_NOT_FOUND, or no outcome recorded)",
              409: "Conflicts with an existing binding (DUPLICATE_BINDING, TOO_MANY_GRANTORS, PAYMENT_ORDER_TAKEN)",
              413: "Body over 64 KiB", 422: "Refused: invalid request or a binding rule (reason_code)",
+             500: "A defect (PLATFORM_ERROR from the binding service, or the gateway's own)",
              502: "A service refused or garbled the gateway's request", 503: "Kafka unreachable",
              504: "No answer within GATEWAY_QUERY_TIMEOUT_MS"}
     return {s: {"model": c.ProblemDetails, "description": words[s], "content": {PROBLEM_JSON: {}}}
             for s in statuses}
 
 
-_COMMAND_ERRORS = _problems(401, 403, 404, 409, 413, 422, 503)
+_COMMAND_ERRORS = _problems(401, 403, 404, 409, 413, 422, 500, 503)
 _QUERY_ERRORS = _problems(401, 403, 422, 502, 503, 504)
 PersonId = Annotated[IdNumber, Path(description="18-character resident ID number.",
                                     examples=["610102198503150018"])]
 BindingIdPath = Annotated[c.BindingId, Path(description="The binding's id (BindingCreated.binding_id).",
                                             examples=["BND-4f6c0a7e9d1b2c3a4e5f6a7b"])]
-
-
 Who = Annotated[Principal, Depends(principal)]
 
 
