@@ -62,7 +62,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastStreamAPI:
     api.router.routes.extend(obs.routes())
 
     async def connect(_: object) -> None:
-        await ensure_topics(settings, [settings.reply_topic, GATEWAY_AUDIT, BINDING_COMMANDS, SETTLEMENT_QUERIES])
+        await ensure_topics(settings, [GATEWAY_AUDIT, BINDING_COMMANDS, SETTLEMENT_QUERIES])
+        # A reply is of use for seconds: its topic keeps a day, not the platform's retention.
+        await ensure_topics(settings.model_copy(update={"kafka_retention_days": 1}), [settings.reply_topic])
         await broker.start()
         await reading_from_now(reply_subscriber)
         log.info("reading replies on %s", settings.reply_topic)
