@@ -30,17 +30,17 @@ async def pace(items: Iterable[T], rate: float, send: Callable[[T], Awaitable[ob
     started = clock()
     sent = 0
     while True:
-        if stop is not None and stop.is_set():
-            return sent
         elapsed = clock() - started
         due = min(int(elapsed * rate) + 1, last)
         while sent < due:
+            if stop is not None and stop.is_set():  # checked per item: a pacer catching up stops too
+                return sent
             item = next(source, _END)
             if item is _END:
                 return sent
             await send(item)
             sent += 1
-        if sent >= last:
+        if sent >= last or (stop is not None and stop.is_set()):
             return sent
         wait = max(0.0, started + sent / rate - clock())
         if stop is None:
