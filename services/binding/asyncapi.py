@@ -10,16 +10,17 @@ def binding_document() -> dict:
         topics.BINDING_COMMANDS: {"key": "beneficiary ID number", "action": "receive", "messages": {
             c.CREATE_BINDING: c.CreateBinding, c.REVOKE_BINDING: c.RevokeBinding,
             c.CHANGE_PAYMENT_ORDER: c.ChangePaymentOrder, c.QUERY_BINDINGS: c.QueryBindings,
-            c.QUERY_COMMAND_OUTCOME: c.QueryCommandOutcome}},
+            c.QUERY_COMMAND_OUTCOME: c.QueryCommandOutcome, c.QUERY_PERSON: c.QueryPerson}},
         topics.BINDING_EVENTS: {"key": "beneficiary ID number", "action": "send", "messages": {
             c.BINDING_CREATED: c.BindingCreated, c.BINDING_REVOKED: c.BindingRevoked,
             c.PAYMENT_ORDER_CHANGED: c.PaymentOrderChanged, c.BINDING_REJECTED: c.BindingRejected}},
         # A command's own outcome is answered here too, as on binding.events; QueryCommandOutcome
-        # is answered with one of those outcomes or CommandOutcomeUnknown.
+        # is answered with one of those outcomes or CommandOutcomeUnknown; QueryPerson with PersonFound.
         "reply_to": {"key": "as the request", "action": "send", "messages": {
             c.BINDING_CREATED: c.BindingCreated, c.BINDING_REVOKED: c.BindingRevoked,
             c.PAYMENT_ORDER_CHANGED: c.PaymentOrderChanged, c.BINDING_REJECTED: c.BindingRejected,
-            c.BINDINGS_LISTED: c.BindingsListed, c.COMMAND_OUTCOME_UNKNOWN: c.CommandOutcomeUnknown}},
+            c.BINDINGS_LISTED: c.BindingsListed, c.COMMAND_OUTCOME_UNKNOWN: c.CommandOutcomeUnknown,
+            c.PERSON_FOUND: c.PersonFound}},
         topics.BUREAU_ACCOUNTS: {"key": "person ID number", "action": "receive", "messages": {
             bureau.PERSON_REGISTERED: bureau.PersonRegistered}},
     })

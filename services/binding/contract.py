@@ -19,8 +19,9 @@ REVOKE_BINDING = "RevokeBinding"
 CHANGE_PAYMENT_ORDER = "ChangePaymentOrder"
 QUERY_BINDINGS = "QueryBindings"  # added: the role query (我的共济关系), answered on reply_to
 QUERY_COMMAND_OUTCOME = "QueryCommandOutcome"  # added: an earlier command's outcome, answered on reply_to
+QUERY_PERSON = "QueryPerson"  # added: a person's registration (the window's look-up), answered on reply_to
 # Queries change nothing and are answered only on the caller's reply topic.
-QUERY_TYPES = frozenset({QUERY_BINDINGS, QUERY_COMMAND_OUTCOME})
+QUERY_TYPES = frozenset({QUERY_BINDINGS, QUERY_COMMAND_OUTCOME, QUERY_PERSON})
 COMMAND_TYPES = frozenset({CREATE_BINDING, REVOKE_BINDING, CHANGE_PAYMENT_ORDER}) | QUERY_TYPES
 
 BINDING_CREATED = "BindingCreated"
@@ -29,6 +30,7 @@ PAYMENT_ORDER_CHANGED = "PaymentOrderChanged"
 BINDING_REJECTED = "BindingRejected"
 BINDINGS_LISTED = "BindingsListed"
 COMMAND_OUTCOME_UNKNOWN = "CommandOutcomeUnknown"
+PERSON_FOUND = "PersonFound"
 
 
 # Strings stay strings and sizes are bounded (contract.md, version 2): a JSON number where the
@@ -117,12 +119,23 @@ class QueryCommandOutcome(_Strict):
                                       description="The event_id of the command asked about.")]
 
 
+class QueryPerson(_Strict):
+    """Is this person registered, where, in which scheme; and, when a name is given, is it the
+    registered one. The name is compared by its keyed digest inside the binding service (the
+    same comparison NAME_MISMATCH makes); it is never stored, logged or echoed."""
+
+    person_id: IdNumber
+    name: Annotated[Text, Field(min_length=1, max_length=64, description="The name on the ID card, to verify.")] \
+        | None = None
+
+
 COMMAND_MODELS: dict[str, type[BaseModel]] = {
     CREATE_BINDING: CreateBinding,
     REVOKE_BINDING: RevokeBinding,
     CHANGE_PAYMENT_ORDER: ChangePaymentOrder,
     QUERY_BINDINGS: QueryBindings,
     QUERY_COMMAND_OUTCOME: QueryCommandOutcome,
+    QUERY_PERSON: QueryPerson,
 }
 
 _REASON_BY_ERROR = {"invalid_id_number": Reason.INVALID_ID_NUMBER, "invalid_phone": Reason.INVALID_PHONE}
@@ -212,3 +225,16 @@ class CommandOutcomeUnknown(BaseModel):
     platform defect (answered PLATFORM_ERROR, never recorded)."""
 
     command_id: str = Field(description="The command asked about.")
+
+
+class PersonFound(BaseModel):
+    """The answer to QueryPerson (on reply_to only)."""
+
+    command_id: str = Field(description="The query's event_id.")
+    person_id: str = Field(description="Masked.")
+    registered: bool = Field(description="Whether a PersonRegistered for this person has been read.")
+    region: str | None = Field(None, description="The registering bureau's region; null when not registered.")
+    scheme: Literal["employee", "resident"] | None = None
+    name_matches: bool | None = Field(
+        None, description="Whether the name sent is the registered one; null when no name was sent or the person "
+                          "is not registered.")

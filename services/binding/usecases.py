@@ -295,6 +295,8 @@ class BindingService:
                                    epoch(envelope.now()))
         if isinstance(query, c.QueryCommandOutcome):
             return await self._outcome_of(cmd.event_id, query.command_id)
+        if isinstance(query, c.QueryPerson):
+            return await self._person_found(cmd.event_id, query)
         return await self._bindings_listed(cmd.event_id, query)
 
     async def _outcome_of(self, query_id: str, command_id: str) -> bytes:
@@ -312,6 +314,19 @@ class BindingService:
         event = c.CommandOutcomeUnknown(command_id=command_id)
         return envelope.seal(c.COMMAND_OUTCOME_UNKNOWN, event,
                              event_id=envelope.outcome_id(query_id, c.COMMAND_OUTCOME_UNKNOWN))
+
+    async def _person_found(self, query_id: str, query: c.QueryPerson) -> bytes:
+        """A person's registration as the rules see it; a name sent is compared by its keyed
+        digest (rules.name_matches, the comparison behind NAME_MISMATCH), never kept or logged."""
+        _, people, _ = await self._store.lookup([], [query.person_id], [])
+        insured = people.get(query.person_id)
+        matches = None
+        if insured is not None and query.name is not None:
+            matches = rules.name_matches(insured, query.name, self._name_key)
+        event = c.PersonFound(command_id=query_id, person_id=mask_id_number(query.person_id),
+                              registered=insured is not None, region=insured and insured.region,
+                              scheme=insured and insured.scheme.value, name_matches=matches)
+        return envelope.seal(c.PERSON_FOUND, event, event_id=envelope.outcome_id(query_id, c.PERSON_FOUND))
 
     async def _bindings_listed(self, query_id: str, query: c.QueryBindings) -> bytes:
         """我的共济关系: both roles of a person, the counterpart's ID masked."""

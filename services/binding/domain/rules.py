@@ -85,9 +85,14 @@ def check_registered(party: Party, insured: Insured | None, role: str, name_key:
         raise BindingRefused(Reason.UNKNOWN_PERSON, role)
     if not is_in_province(insured.region):
         raise BindingRefused(Reason.OUTSIDE_PROVINCE, f"{role} is insured outside the province")
-    if not hmac.compare_digest(insured.name_digest, name_digest(party.name, name_key)):
+    if not name_matches(insured, party.name, name_key):
         raise BindingRefused(Reason.NAME_MISMATCH, role)
     return insured
+
+
+def name_matches(insured: Insured, name: str, name_key: bytes) -> bool:
+    """Whether `name` is the registered one, by its keyed digest (constant-time comparison)."""
+    return hmac.compare_digest(insured.name_digest, name_digest(name, name_key))
 
 
 def check_grantor_has_account(grantor: Insured) -> None:
