@@ -22,10 +22,11 @@ def settlement_document() -> dict:
             bureau.DAILY_POSTINGS_REPORTED: bureau.DailyPostingsReported}},
         topics.BUREAU_INSTITUTIONS: {"key": "institution code", "action": "receive", "messages": {
             institutions.INSTITUTION_REGISTERED: institutions.InstitutionRegistered}},
-        SETTLEMENT_QUERIES: {"key": "grantor ID number", "action": "receive", "messages": {
-            c.QUERY_CONSUMPTION: c.QueryConsumption}},
+        SETTLEMENT_QUERIES: {"key": "grantor ID number (QueryConsumption); person ID number (QueryAccount)",
+                             "action": "receive", "messages": {
+            c.QUERY_CONSUMPTION: c.QueryConsumption, c.QUERY_ACCOUNT: c.QueryAccount}},
         "reply_to": {"key": "as the request", "action": "send", "messages": {
-            c.CONSUMPTION_LISTED: c.ConsumptionListed, c.CHARGE_SETTLED: c.ChargeSettled,
+            c.CONSUMPTION_LISTED: c.ConsumptionListed, c.ACCOUNT_FOUND: c.AccountFound, c.CHARGE_SETTLED: c.ChargeSettled,
             c.CHARGE_REJECTED: c.ChargeRejected, c.REFUND_SETTLED: c.RefundSettled}},
     })
 

@@ -28,7 +28,9 @@ FRAUD_SUSPECTED = "FraudSuspected"
 POSTING = "Posting"
 QUERY_CONSUMPTION = "QueryConsumption"  # added: 家庭共济消费查询, on settlement.queries
 CONSUMPTION_LISTED = "ConsumptionListed"
-QUERY_TYPES = frozenset({QUERY_CONSUMPTION})
+QUERY_ACCOUNT = "QueryAccount"  # added: a person's account as a charge would find it, on settlement.queries
+ACCOUNT_FOUND = "AccountFound"
+QUERY_TYPES = frozenset({QUERY_CONSUMPTION, QUERY_ACCOUNT})
 RECONCILIATION_REPORT = "ReconciliationReport"  # added: 对账 result, on bureau.postings
 
 # Charge and refund ids go into Redis keys and derived ids (posting ids join them with ':'), so
@@ -197,6 +199,23 @@ class ConsumptionListed(BaseModel):
     beneficiaries: list[BeneficiarySpending]
     total_paid: Yuan
     total_refunded: Yuan
+
+
+class QueryAccount(_In):
+    person_id: IdNumber
+
+
+class AccountFound(BaseModel):
+    """The answer to QueryAccount (on reply_to only): the account as the next charge would find it."""
+
+    command_id: str = Field(description="The query's event_id.")
+    person_id: str = Field(description="Masked.")
+    registered: bool = Field(description="Whether settlement has read a PersonRegistered for this person.")
+    region: str | None = None
+    scheme: Literal["employee", "resident"] | None = None
+    balance: Yuan | None = Field(None, description=(
+        "The platform's balance of the personal account (the bureau's last balance adjusted by the platform's "
+        "later postings; may be negative); null for a resident (no personal account) or an unknown person."))
 
 
 class ReconciliationDifference(BaseModel):

@@ -373,13 +373,13 @@ class SettlementService:
 
     # -- settlement.queries -------------------------------------------------------------------
     async def answer_query(self, msg: Received) -> None:
-        """家庭共济消费查询: every payment from a grantor's account, per beneficiary, with totals;
-        answered only on the caller's reply topic."""
+        """家庭共济消费查询 (every payment from a grantor's account, per beneficiary, with totals)
+        or an account's balance (QueryAccount); answered only on the caller's reply topic."""
         readable = envelope.read(msg.value, c.QUERY_TYPES)
         if isinstance(readable, envelope.Unreadable):
             await dead_letter(self._broker, msg, readable.error)
             return
-        await publish_replies(self._broker, reply_to(msg, msg.key, await self._consumption(msg, readable)))
+        await publish_replies(self._broker, reply_to(msg, msg.key, await self._answer(msg, readable)))
 
     async def answer_query_defect(self, msg: Received) -> None:
         readable = envelope.read(msg.value, c.QUERY_TYPES)
@@ -387,12 +387,17 @@ class SettlementService:
             refused = ChargeRefused(Reason.PLATFORM_ERROR)
             await publish_replies(self._broker, self._rejected(msg, readable, refused).replies)
 
-    async def _consumption(self, msg: Received, readable: envelope.Readable) -> bytes:
+    async def _answer(self, msg: Received, readable: envelope.Readable) -> bytes:
+        """A query's answer, or ChargeRejected INVALID_CHARGE when it is not well-formed."""
+        account = readable.event_type == c.QUERY_ACCOUNT
         try:
-            q = c.QueryConsumption.model_validate(readable.body.get("payload"))
+            q = (c.QueryAccount if account else c.QueryConsumption).model_validate(readable.body.get("payload"))
         except ValidationError as exc:
             refused = ChargeRefused(Reason.INVALID_CHARGE, c.describe(exc))
             return self._rejected(msg, readable, refused).outcomes[0].value
+        return await (self._account(readable.event_id, q) if account else self._consumption(readable, q))
+
+    async def _consumption(self, readable: envelope.Readable, q: c.QueryConsumption) -> bytes:
         groups = [c.BeneficiarySpending(
             beneficiary_id=mask_id_number(beneficiary),
             payments=[c.Payment(charge_id=r.charge_id, institution_code=r.institution_code,
@@ -406,6 +411,15 @@ class SettlementService:
                                     total_refunded=Fen(sum(g.total_refunded for g in groups)))
         return envelope.seal(c.CONSUMPTION_LISTED, event,
                              event_id=ids.event_id(c.CONSUMPTION_LISTED, readable.event_id))
+
+    async def _account(self, query_id: str, q: c.QueryAccount) -> bytes:
+        """The account as the next charge would find it: the balance the settle Function pays from."""
+        account = await self._store.account(q.person_id)
+        event = c.AccountFound(
+            command_id=query_id, person_id=mask_id_number(q.person_id), registered=account is not None,
+            region=account and account.region, scheme=account and account.scheme,
+            balance=Fen(account.balance) if account and account.scheme == "employee" else None)
+        return envelope.seal(c.ACCOUNT_FOUND, event, event_id=ids.event_id(c.ACCOUNT_FOUND, query_id))
 
 
 def _readable(batch: list[Received], types: frozenset[str], answers: Answers) -> list[tuple[Received, envelope.Readable]]:

@@ -94,6 +94,15 @@ class Applied:
     patient_id: str = ""
 
 
+@dataclass(frozen=True)
+class Account:
+    """A person's account as settlement keeps it: balance in fen (may be below zero), region, scheme."""
+
+    balance: int
+    region: str
+    scheme: str  # employee | resident
+
+
 def _decode_lines(encoded: str) -> list[Line]:
     lines = []
     for part in filter(None, encoded.split(";")):
@@ -253,10 +262,21 @@ class SettlementStore:
             rows[posting_id.decode()] = (direction, int(amount), person)
         return rows
 
+    async def account(self, person_id: str) -> Account | None:
+        """The account entry as the settle Function reads it (one HGET, so consistent): its first
+        field is the balance a charge would pay from, the platform's balance (the bureau's last
+        balance with the platform's later postings already applied; stl:pp only remembers those
+        postings for the next snapshot). None for a person settlement has not registered."""
+        raw = await self._redis.hget(f"stl:acct:{person_bucket(person_id)}", person_id)
+        if not raw:
+            return None
+        balance, _, region, scheme = raw.decode().split("|")[:4]
+        return Account(int(balance), region, "employee" if scheme == "e" else "resident")
+
     async def balance(self, person_id: str) -> int | None:
         """For tests and operators: the cached balance in fen."""
-        raw = await self._redis.hget(f"stl:acct:{person_bucket(person_id)}", person_id)
-        return int(raw.split(b"|")[0]) if raw else None
+        account = await self.account(person_id)
+        return account.balance if account else None
 
     async def account_seq(self, person_id: str) -> int | None:
         """For tests and operators: the last platform posting's account_seq."""
