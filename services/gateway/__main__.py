@@ -12,6 +12,7 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets=None) -> None:
         await super().startup(sockets)
         if not self.should_exit:  # the broker is started and the port is listening
+            await self.config.app.caught_up()  # the audit projection has read gateway.audit (/readyz says so too)
             logging.getLogger("gateway").info("service ready: gateway on http://%s:%d", self.config.host,
                                               self.config.port)
 

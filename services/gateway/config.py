@@ -6,7 +6,7 @@ import os
 import re
 import socket
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from shared.settings import ServiceSettings
 from shared.tokens import MIN_KEY_BYTES
@@ -34,8 +34,22 @@ class GatewaySettings(ServiceSettings):
         5000, ge=1, le=60_000, description="How long a command waits for its outcome before the answer is 202 "
         "with a link to poll (GET /v1/commands/{id}).")
     gateway_query_timeout_ms: int = Field(
-        5000, ge=1, le=60_000, description="How long a query (bindings, consumption, a command's outcome) waits "
+        5000, ge=1, le=60_000, description="How long a query (bindings, consumption, a person, a command's outcome) waits "
         "for its answer before 504.")
+
+    gateway_group_id: str = Field(
+        "gateway", description="Consumer group prefix of the gateway's audit projection (group "
+        "<GATEWAY_GROUP_ID>.gateway.audit, shared by every gateway instance).")
+    gateway_audit_ttl_days: int = Field(
+        400, ge=1, description="How long a window clerk's action stays in the audit list (GET /v1/audit), in days. "
+        "Must be at least KAFKA_RETENTION_DAYS (checked at start), like every record kept from a topic.")
+    gateway_audit_max_per_region: int = Field(
+        100_000, ge=1, description="Most audit entries kept per region for GET /v1/audit (the newest).")
+
+    @model_validator(mode="after")
+    def _audit_outlives_the_topic(self) -> "GatewaySettings":
+        self.check_records_outlive_retention(gateway_audit_ttl_days=self.gateway_audit_ttl_days)
+        return self
 
     @field_validator("gateway_jwt_key")
     @classmethod

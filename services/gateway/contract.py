@@ -24,6 +24,10 @@ CHANGE_PAYMENT_ORDER = "ChangePaymentOrder"
 QUERY_BINDINGS = "QueryBindings"
 QUERY_COMMAND_OUTCOME = "QueryCommandOutcome"
 QUERY_CONSUMPTION = "QueryConsumption"
+QUERY_PERSON = "QueryPerson"  # binding.commands, answered PersonFound
+QUERY_ACCOUNT = "QueryAccount"  # settlement.queries, answered AccountFound
+PERSON_FOUND = "PersonFound"
+ACCOUNT_FOUND = "AccountFound"
 BINDINGS_LISTED = "BindingsListed"
 CONSUMPTION_LISTED = "ConsumptionListed"
 COMMAND_OUTCOME_UNKNOWN = "CommandOutcomeUnknown"
@@ -92,6 +96,18 @@ class PaymentOrderRequest(_Form):
     requested_by: IdNumber | None = Field(
         None, description="Who asks (the binding's grantor). An app token: omitted or its own person; a window: "
                           "optional.")
+
+
+class LookupRequest(_Form):
+    """查询参保人: the ID number, and the name printed on the ID card to verify (never stored,
+    logged or echoed: the binding service compares its keyed digest)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra={"examples": [
+        {"id_number": "610102198503150018", "name": "王小明"}, {"id_number": "610302195501200031", "name": None}]})
+
+    id_number: IdNumber = Field(description="18-character resident ID number.")
+    name: Annotated[Text, Field(min_length=1, max_length=64)] | None = Field(
+        None, description="The name on the ID card; null: not verified (no balance shown).")
 
 
 # -- responses (documented in the OpenAPI page) ----------------------------------------------------------
@@ -186,6 +202,62 @@ class ConsumptionView(BaseModel):
     items: list[PaymentRow]
 
 
+class MeView(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"role": "window", "clerk_id": "clerk-xa-0001", "region": "610100", "region_name": "西安市",
+         "person_id": None},
+        {"role": "app", "clerk_id": None, "region": None, "region_name": None, "person_id": "610***********0018"}]})
+
+    role: Literal["window", "supervisor", "app"]
+    clerk_id: str | None = Field(description="The clerk (window, supervisor).")
+    region: str | None = Field(description="The clerk's bureau region (window, supervisor).")
+    region_name: str | None = Field(description="That region's name (西安市).")
+    person_id: str | None = Field(description="The app's person, masked.")
+
+
+class LookupView(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "person_id": "610***********0018", "registered": True, "region": "610100", "region_name": "西安市",
+        "scheme": "employee", "name_verified": True, "balance": "1280.50"}]})
+
+    person_id: str = Field(description="Masked.")
+    registered: bool
+    region: str | None
+    region_name: str | None
+    scheme: Literal["employee", "resident"] | None
+    name_verified: bool | None = Field(description="Whether the name sent is the registered one; null when no "
+                                                   "name was sent.")
+    balance: str | None = Field(description="Yuan in the personal account as a charge would find it; only when "
+                                            "the name is verified and the person is an employee.")
+
+
+class AuditEntry(BaseModel):
+    at: datetime
+    clerk_id: str
+    region: str
+    action: str = Field(description="create_binding, revoke_binding, change_payment_order, lookup, list_bindings, "
+                                    "query_consumption or query_command.")
+    command_id: str = Field(description="The command's id, or the query's.")
+    subject_id: str = Field(description="The person acted for, masked ('' when unknown).")
+    outcome: str = Field(description="A command: accepted, refused or pending (no outcome within the wait); a "
+                                     "query: answered (forbidden, failed).")
+    reason_code: str | None = Field(description="Why refused (a command), or UNKNOWN_PERSON / NAME_MISMATCH (a "
+                                                "look-up).")
+
+
+class AuditView(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "entries": [{"at": "2026-11-20T10:15:00.123456+08:00", "clerk_id": "clerk-xa-0001", "region": "610100",
+                     "action": "create_binding", "command_id": "2f0d6c1e-8b7a-4c55-9a51-0d2c9b1e7f10",
+                     "subject_id": "610***********0018", "outcome": "accepted", "reason_code": None}],
+        "page": 1, "page_size": 50, "total": 1}]})
+
+    entries: list[AuditEntry] = Field(description="Newest first.")
+    page: int
+    page_size: int
+    total: int = Field(description="Entries in the range, every page.")
+
+
 class ProblemDetails(BaseModel):
     """RFC 9457 problem details (application/problem+json)."""
 
@@ -214,11 +286,11 @@ class WindowActionAudited(BaseModel):
     clerk_id: str
     region: str = Field(description="The clerk's bureau region.")
     action: Literal["create_binding", "revoke_binding", "change_payment_order", "list_bindings",
-                    "query_consumption", "query_command"]
+                    "query_consumption", "query_command", "lookup"]
     command_id: str = Field(description="The command's id, or the query's.")
     subject_id: str = Field(description="The person acted for, masked ('' when the gateway cannot tell).")
     binding_id: str | None = None
     outcome: str = Field(description="created, revoked, payment_order_changed, rejected, pending (no outcome "
-                                     "within the wait), answered (a query), forbidden or failed.")
+                                     "within the wait), answered (a query or a look-up), forbidden or failed.")
     reason_code: str | None = None
     at: datetime

@@ -10,23 +10,28 @@ by the binding id: every command on one binding stays on one partition, in the o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, time, timedelta
 from typing import Any, ClassVar
 
 from faststream.kafka import KafkaBroker
+from pydantic import ValidationError
 
 from shared import envelope
+from shared.catchup import ProjectionGate
+from shared.envelope import CHINA_TZ
 from shared.identity import mask_id_number
 from shared.logs import shown
 from shared.tokens import Principal
 from shared.topics import BINDING_COMMANDS, GATEWAY_AUDIT, SETTLEMENT_QUERIES
 from services.gateway import contract as c
 from services.gateway.domain import access
-from services.gateway.domain.views import STATUS_BY_EVENT
+from services.gateway.domain.views import STATUS_BY_EVENT, audit_entry_view, lookup_view
 from services.gateway.replies import Requests
+from services.gateway.storage.audit import AuditStore, Entry
 
 log = logging.getLogger("gateway")
 
@@ -71,11 +76,16 @@ class OutcomeUnknown(Exception):
     """No outcome is recorded for a command id (unknown, or not decided yet): answered 404."""
 
 
+class PersonUnknown(Exception):
+    """A look-up of a person no bureau registered: answered 404 UNKNOWN_PERSON."""
+
+
 class GatewayService:
     def __init__(self, requests: Requests, broker: KafkaBroker, *, command_timeout: float,
-                 query_timeout: float) -> None:
+                 query_timeout: float, audit: AuditStore | None = None, gate: ProjectionGate | None = None) -> None:
         self._requests, self._broker = requests, broker
         self._command_timeout, self._query_timeout = command_timeout, query_timeout
+        self._audit, self._gate = audit, gate
 
     # -- commands ----------------------------------------------------------------------------------
     async def create_binding(self, who: Principal, form: c.BindingRequest) -> Decided | Pending:
@@ -158,15 +168,65 @@ class GatewayService:
     async def _query(self, who: Principal, action: str, topic: str, key: str, event_type: str,
                      payload: dict[str, Any], expected: str, *, subject: str) -> dict[str, Any]:
         query_id = str(uuid.uuid4())
+        answer = await self._ask(topic, key, event_type, payload, expected, query_id)
+        if who.at_window:
+            await self.audit(who, action, query_id, subject, "answered")
+        return answer
+
+    async def _ask(self, topic: str, key: str, event_type: str, payload: dict[str, Any], expected: str,
+                   query_id: str) -> dict[str, Any]:
+        """One query's answer payload: 504 when none comes in time, 502 when it is not the one expected."""
         answer = await self._requests.ask(topic, key, event_type, payload, event_id=query_id,
                                           timeout_seconds=self._query_timeout)
         if answer is None:
             raise NotAnswered(event_type)
         if answer.get("event_type") != expected:
             raise RefusedUpstream(str(answer["payload"].get("reason_code", answer.get("event_type"))))
-        if who.at_window:
-            await self.audit(who, action, query_id, subject, "answered")
         return answer["payload"]
+
+    async def lookup(self, who: Principal, form: c.LookupRequest) -> dict[str, Any]:
+        """查询参保人: the binding service's registration (the name compared there, by digest) and
+        settlement's account, asked at once; the balance shows only for a verified name. The name
+        goes only into the binding query: never into a log line, the audit or the answer."""
+        access.check_may_see(who, form.id_number)
+        person_id, query_id = form.id_number, str(uuid.uuid4())
+        asked = {"person_id": person_id} | ({"name": form.name} if form.name is not None else {})
+        person, account = await asyncio.gather(
+            self._ask(BINDING_COMMANDS, person_id, c.QUERY_PERSON, asked, c.PERSON_FOUND, query_id),
+            self._ask(SETTLEMENT_QUERIES, person_id, c.QUERY_ACCOUNT, {"person_id": person_id}, c.ACCOUNT_FOUND,
+                      query_id),
+            return_exceptions=True)
+        if isinstance(person, BaseException):
+            raise person
+        view = lookup_view(person, None if isinstance(account, BaseException) else account)
+        if isinstance(account, BaseException) and view["name_verified"] and view["scheme"] == "employee":
+            raise account  # the balance is due and settlement did not give it
+        reason = ("UNKNOWN_PERSON" if not view["registered"]
+                  else "NAME_MISMATCH" if view["name_verified"] is False else None)
+        if who.at_window:
+            await self.audit(who, "lookup", query_id, person_id, "answered", reason_code=reason)
+        if not view["registered"]:
+            raise PersonUnknown(person_id)
+        return view
+
+    async def audit_list(self, who: Principal, clerk_id: str | None, date_from: date, date_to: date, page: int,
+                         page_size: int) -> dict[str, Any]:
+        """The audit list, newest first, from the projection of gateway.audit: a window clerk's
+        own entries, a supervisor's region's. Answered once the projection has caught up."""
+        region, clerk = access.audit_scope(who, clerk_id)
+        if self._audit is None:
+            raise NotAnswered("the audit list")
+        if self._gate is not None:
+            try:
+                async with asyncio.timeout(self._query_timeout):
+                    await self._gate.caught_up()
+            except TimeoutError:
+                raise NotAnswered("the audit list (its projection is catching up)") from None
+        start = datetime.combine(date_from, time(), CHINA_TZ)
+        end = datetime.combine(date_to + timedelta(days=1), time(), CHINA_TZ)
+        listed = await self._audit.page(region, clerk, start, end, (page - 1) * page_size, page_size)
+        return {"entries": [audit_entry_view(e) for e in listed.entries], "page": page, "page_size": page_size,
+                "total": listed.total}
 
     # -- gateway.audit -----------------------------------------------------------------------------
     async def audit(self, who: Principal, action: str, command_id: str, subject_id: str, outcome: str, *,
@@ -185,3 +245,34 @@ class GatewayService:
         except Exception as exc:  # noqa: BLE001 - logged for the operators, see the docstring
             log.error("audit record not published: clerk %s, %s %s -> %s (%s)", record.clerk_id, action,
                       shown(command_id), outcome, exc.__class__.__name__)
+
+
+class AuditProjection:
+    """Projects gateway.audit into Redis (storage/audit.py) for GET /v1/audit. Idempotent: a
+    redelivered record is the same entry. A record that cannot be read is counted in the log
+    (never its content) and skipped: the gateway is the topic's only writer, so that is a defect
+    to look at, not a reason to stop the list."""
+
+    def __init__(self, store: AuditStore) -> None:
+        self._store = store
+
+    async def project(self, values: list[bytes]) -> int:
+        """The records of a batch; returns how many entries were new."""
+        entries = [_audit_entry(value) for value in values]
+        if None in entries:
+            log.warning("%d unreadable audit records skipped", entries.count(None))
+        return await self._store.add(e for e in entries if e is not None)
+
+
+def _audit_entry(value: bytes) -> Entry | None:
+    readable = envelope.read(value, frozenset({c.WINDOW_ACTION_AUDITED}))
+    if isinstance(readable, envelope.Unreadable):
+        return None
+    try:
+        r = c.WindowActionAudited.model_validate(readable.body.get("payload"))
+    except ValidationError:
+        return None
+    if not r.clerk_id or not r.region:
+        return None
+    return Entry(readable.event_id, r.at, r.clerk_id, r.region, r.action, r.command_id, r.subject_id, r.outcome,
+                 r.reason_code)

@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError
 from services.gateway.domain.access import Forbidden, RequesterMissing
 from services.gateway.domain.problems import Problem, own_refusal, plain, reason_for_errors
 from services.gateway.replies import UnreadableReply
-from services.gateway.usecases import NotAnswered, OutcomeUnknown, RefusedUpstream
+from services.gateway.usecases import NotAnswered, OutcomeUnknown, PersonUnknown, RefusedUpstream
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -62,6 +62,7 @@ def install(app: FastAPI) -> None:
         UnreadableReply: lambda e: plain(502, "Bad Gateway", "A service answered with an unreadable reply."),
         OutcomeUnknown: lambda e: plain(404, "Not Found", "No outcome is recorded for this command: it is "
                                                           "unknown, or not decided yet (retry shortly)."),
+        PersonUnknown: lambda e: own_refusal("UNKNOWN_PERSON", status=404),
         KafkaError: lambda e: plain(503, "Service Unavailable", "The platform's broker cannot be reached; retry."),
     }
     for kind, to_problem in answers.items():

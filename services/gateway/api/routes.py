@@ -17,14 +17,14 @@ from services.gateway.api.auth import principal
 from services.gateway.api.problems import PROBLEM_JSON, ProblemRaised, problem_response
 from services.gateway.domain import paging
 from services.gateway.domain.problems import own_refusal, refusal
-from services.gateway.domain.views import bindings_view, outcome_view
+from services.gateway.domain.views import bindings_view, me_view, outcome_view
 from services.gateway.usecases import Decided, GatewayService, Pending
 
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     words = {400: "Malformed request", 401: "Missing, invalid or expired token",
              403: "The token may not reach this person or binding (or NOT_GRANTOR)",
-             404: "Not found (BINDING_NOT_FOUND, or no outcome recorded)",
+             404: "Not found (BINDING_NOT_FOUND, UNKNOWN_PERSON, or no outcome recorded)",
              409: "Conflicts with an existing binding (DUPLICATE_BINDING, TOO_MANY_GRANTORS, PAYMENT_ORDER_TAKEN)",
              413: "Body over 64 KiB", 422: "Refused: invalid request or a binding rule (reason_code)",
              500: "A defect (PLATFORM_ERROR from the binding service, or the gateway's own)",
@@ -111,6 +111,46 @@ def make_router(service: GatewayService) -> APIRouter:
         `rejected`); 404 while none is recorded: the command is unknown or not decided yet."""
         decided = await service.command_outcome(who, command_id)
         return outcome_view(decided.event_type, decided.payload)
+
+    @router.get("/me", response_model=c.MeView, tags=["window"], summary="Who the token says is asking",
+                responses=_problems(401))
+    async def me(who: Who) -> Any:
+        """The token's role, and the clerk and region (window, supervisor) or the person (app,
+        masked). The console's sign-in asks it."""
+        return me_view(who)
+
+    @router.post("/person-lookups", response_model=c.LookupView, tags=["window"],
+                 summary="Look up an insured person (查询参保人)",
+                 responses=_problems(401, 403, 404, 413, 422, 502, 503, 504))
+    async def person_lookup(form: c.LookupRequest, who: Who) -> Any:
+        """Registered or not, region, scheme; with the name printed on the ID card, whether it
+        is the registered one (`name_verified`) and then, for an employee, the personal account's
+        balance. The name is compared by the binding service's keyed digest and never stored,
+        logged or echoed. A window or supervisor may look anyone up (audited as `lookup`); an app
+        token only its own person. 404 UNKNOWN_PERSON when no bureau registered the person."""
+        return await service.lookup(who, form)
+
+    @router.get("/audit", response_model=c.AuditView, tags=["window"],
+                summary="The window clerks' audit list (操作记录)", responses=_problems(401, 403, 422, 503, 504))
+    async def audit_list(
+            who: Who,
+            date_from: Annotated[date | None, Query(alias="from", description="First day (YYYY-MM-DD, China "
+                                                    "time); default: 29 days before `to`.")] = None,
+            date_to: Annotated[date | None, Query(alias="to", description="Last day; default: today (China time) "
+                                                  "or 29 days after `from`.")] = None,
+            clerk_id: Annotated[str | None, Query(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$",
+                                                  description="One clerk only (a window token: only its own).")
+                                ] = None,
+            page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+            page_size: Annotated[int, Query(ge=1, le=paging.MAX_PAGE_SIZE)] = paging.DEFAULT_PAGE_SIZE) -> Any:
+        """Window actions, newest first, over at most 366 days: a `window` token sees its own
+        clerk's, a `supervisor` token every clerk's of its region; an app token none (403).
+        A command's outcome is accepted, refused or pending (no outcome within the wait)."""
+        try:
+            start, end = paging.date_range(date_from, date_to, envelope.now().date())
+        except paging.BadRange as exc:
+            raise ProblemRaised(own_refusal("INVALID_DATES", str(exc))) from None
+        return await service.audit_list(who, clerk_id, start, end, page, page_size)
 
     return router
 

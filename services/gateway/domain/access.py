@@ -3,7 +3,9 @@ token's principal (shared.tokens.Principal):
 
 - `app`: the real-name-authenticated person only: that person's bindings and consumption, and
   commands only as the grantor;
-- `window` / `supervisor`: a clerk, who may act for anyone; every action is audited.
+- `window` / `supervisor`: a clerk, who may act for anyone; every action is audited. The audit
+  list: a `window` token reads its own clerk's entries, a `supervisor` every clerk's of its
+  region; an `app` token none.
 """
 
 from __future__ import annotations
@@ -78,3 +80,16 @@ def check_may_see_outcome(principal: Principal, outcome: dict[str, Any]) -> None
     people = people_in(outcome)
     if principal.role == "app" and people and principal.person_id not in people:
         raise Forbidden("this outcome concerns other persons")
+
+
+def audit_scope(principal: Principal, clerk_id: str | None) -> tuple[str, str | None]:
+    """Whose audit entries a token may list: (region, clerk or None for every clerk of it). A
+    window clerk only his or her own (naming another clerk is 403); a supervisor the region's,
+    optionally one clerk's; an app token none."""
+    if not principal.at_window or principal.region is None:
+        raise Forbidden("only a window or supervisor token may read the audit list")
+    if principal.role == "window":
+        if clerk_id is not None and clerk_id != principal.clerk_id:
+            raise Forbidden("a window token may read only its own clerk's audit entries")
+        return principal.region, principal.clerk_id
+    return principal.region, clerk_id

@@ -20,6 +20,7 @@ OWN_MESSAGES = {
     "INVALID_ID_NUMBER": ("身份证号码格式或校验位不正确", "The ID number is malformed or its check digit is wrong."),
     "INVALID_PHONE": ("手机号码格式不正确", "The mobile phone number is not a valid mainland number."),
     "INVALID_DATES": ("起止日期无效", "The start and end dates are invalid."),
+    "UNKNOWN_PERSON": ("未查询到参保信息", "No insurance registration was found for this person."),
 }
 _OWN_REASON_BY_ERROR = {"invalid_id_number": "INVALID_ID_NUMBER", "invalid_phone": "INVALID_PHONE"}
 
@@ -60,10 +61,11 @@ def refusal(reason_code: str, message_zh: str, message_en: str) -> Problem:
     return Problem(status, _TITLES[status], message_en, reason_code, message_zh, message_en)
 
 
-def own_refusal(reason_code: str, detail: str = "", **extra: Any) -> Problem:
-    """A refusal the gateway decides itself, with the contract's words for its code."""
+def own_refusal(reason_code: str, detail: str = "", status: int = 422, **extra: Any) -> Problem:
+    """A refusal the gateway decides itself, with the contract's words for its code (422, or
+    404 for a person the look-up does not find)."""
     zh, en = OWN_MESSAGES[reason_code]
-    return Problem(422, "Refused", f"{en} ({detail})" if detail else en, reason_code, zh, en, extra)
+    return Problem(status, _TITLES[status], f"{en} ({detail})" if detail else en, reason_code, zh, en, extra)
 
 
 def reason_for_errors(error_types: list[str]) -> str:

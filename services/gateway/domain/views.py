@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from shared.identity import is_valid_id_number, mask_id_number
+from shared.regions import find_region
+from shared.tokens import Principal
 from services.gateway.domain.access import ROLE_ZH
 
 # The outcome of a command, by the event type that carried it.
@@ -34,3 +36,40 @@ def bindings_view(listed: dict[str, Any]) -> dict[str, Any]:
     """A BindingsListed payload for the API: each binding's role also as 授权者 / 使用者."""
     return {"person_id": listed.get("person_id"),
             "bindings": [{**b, "role_zh": ROLE_ZH.get(b.get("role"), "")} for b in listed.get("bindings", [])]}
+
+
+def region_name(code: str | None) -> str | None:
+    """The region's Chinese name (西安市), when the code is one of the province's."""
+    region = find_region(code) if code else None
+    return region.name_zh if region else None
+
+
+def me_view(principal: Principal) -> dict[str, Any]:
+    """GET /v1/me: who the token says is asking."""
+    return {"role": principal.role, "clerk_id": principal.clerk_id, "region": principal.region,
+            "region_name": region_name(principal.region),
+            "person_id": mask_id_number(principal.person_id) if principal.person_id else None}
+
+
+def lookup_view(person: dict[str, Any], account: dict[str, Any] | None) -> dict[str, Any]:
+    """A person look-up from the binding service's PersonFound and settlement's AccountFound: the
+    balance only once the name is verified, and only for an employee (a resident has no
+    personal account)."""
+    verified = person.get("name_matches")
+    balance = None
+    if verified is True and person.get("scheme") == "employee" and account and account.get("registered"):
+        balance = account.get("balance")
+    return {"person_id": person.get("person_id"), "registered": bool(person.get("registered")),
+            "region": person.get("region"), "region_name": region_name(person.get("region")),
+            "scheme": person.get("scheme"), "name_verified": verified, "balance": balance}
+
+
+# A command's audited outcome as the audit list shows it; queries keep theirs (answered, ...).
+AUDIT_OUTCOMES = {"created": "accepted", "revoked": "accepted", "payment_order_changed": "accepted",
+                  "rejected": "refused", "pending": "pending"}
+
+
+def audit_entry_view(entry: dict[str, Any]) -> dict[str, Any]:
+    """One audit entry for GET /v1/audit: a command's outcome as accepted, refused or pending."""
+    outcome = entry.get("outcome")
+    return {**entry, "outcome": AUDIT_OUTCOMES.get(outcome, outcome)}

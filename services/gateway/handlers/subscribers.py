@@ -1,7 +1,8 @@
-"""The gateway's one Kafka subscription: its own reply topic. Each reply goes to the request
-waiting on its correlation id (replies.py).
+"""The gateway's Kafka subscriptions: its own reply topic, each reply going to the request
+waiting on its correlation id (replies.py); and the audit projection of gateway.audit
+(`register_audit`).
 
-No consumer group: the topic is this instance's alone, so it reads every partition itself
+The reply topic has no consumer group: the topic is this instance's alone, so it reads every partition itself
 (no group join, no rebalance) from the end as it was at start: replies to an earlier process
 of the same instance name are no one's now. Nothing is committed, nothing is redelivered: a
 reply nobody waits for any more has no use."""
@@ -14,9 +15,12 @@ from typing import Annotated, Any
 from fastapi import Body, Header
 from faststream.kafka import KafkaBroker
 
-from shared.kafka import raw_bytes, tolerant_parser
+from shared.catchup import ProjectionGate
+from shared.kafka import Outage, consumer_options, raw_bytes, tolerant_parser
+from shared.topics import GATEWAY_AUDIT
 from services.gateway.config import GatewaySettings
 from services.gateway.replies import PendingReplies
+from services.gateway.usecases import AuditProjection
 
 
 def register(broker: KafkaBroker, pending: PendingReplies, settings: GatewaySettings) -> Any:
@@ -44,3 +48,21 @@ async def reading_from_now(subscriber: Any, timeout: float = 30.0) -> None:
             await asyncio.sleep(0.02)  # polling the consumer's assignment, under a deadline
         for partition in subscriber.consumer.assignment():
             await subscriber.consumer.position(partition)
+
+
+def register_audit(broker: KafkaBroker, projection: AuditProjection, settings: GatewaySettings) -> ProjectionGate:
+    """The audit projection: gateway.audit in batches, in a consumer group every gateway
+    instance shares (`<GATEWAY_GROUP_ID>.gateway.audit`), offsets committed once the batch is in
+    Redis. The gate returned opens once the group has read what the topic held at start: the
+    readiness check and GET /v1/audit wait on it."""
+    group = f"{settings.gateway_group_id}.{GATEWAY_AUDIT}"
+    gate = ProjectionGate(settings.kafka_bootstrap_servers, {GATEWAY_AUDIT: group})
+    outage = Outage(GATEWAY_AUDIT)
+
+    @broker.subscriber(GATEWAY_AUDIT, **consumer_options(settings, settings.gateway_group_id, GATEWAY_AUDIT,
+                                                         batch=True, max_records=500, batch_timeout_ms=50))
+    async def on_audit(values: Annotated[list[bytes], Body()]) -> None:
+        # Under faststream-fastapi the batch's bodies (bytes, `raw_bytes`) are the request body.
+        await outage.retrying(lambda: projection.project(values))
+
+    return gate

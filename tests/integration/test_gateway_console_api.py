@@ -1,0 +1,212 @@
+"""The API the window console codes against, through the real stack: binding, settlement and
+the gateway as processes against the real broker and Redis, driven over HTTP with httpx.
+
+- GET /v1/me for every role, and 401 without a valid token;
+- POST /v1/person-lookups: the binding service compares the name (by its keyed digest) and
+  settlement gives the balance a charge would find, shown only for a verified employee;
+- GET /v1/audit: the audit projection of gateway.audit in Redis, a window clerk's own entries,
+  a supervisor's region's; it outlives a restart of the gateway."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import httpx
+import pytest
+
+from shared import topics as t
+from shared.devstack import free_port
+from shared.identity import mask_id_number
+from shared.tokens import mint
+from shared.envelope import seal
+from tests.integration.test_gateway import (HOSPITAL, HOSPITAL_REGION, KEY, Family, app_token, auth, gateway_process,
+                                            is_problem)
+from tests.support import (ServiceProcess, body, charge_submitted, command, eventually, institution_registered,
+                           payload_of, person_registered)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def platform(infra, bus, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("console-api")
+    services = [ServiceProcess(name, {**infra.env(), "LOG_LEVEL": "DEBUG", "HTTP_PORT": str(free_port())},
+                               log_dir / f"{name}.log") for name in ("binding", "settlement")]
+    gateway, url = gateway_process(infra, log_dir, LOG_LEVEL="DEBUG")
+    try:
+        for process in (*services, gateway):
+            process.start()
+        yield {"url": url, "gateway": gateway, "binding": services[0], "settlement": services[1], "infra": infra,
+               "log_dir": log_dir}
+    finally:
+        for process in (gateway, *services):
+            process.stop()
+
+
+@pytest.fixture
+async def family(platform, bus, clean_redis):
+    async with httpx.AsyncClient(base_url=platform["url"], timeout=30) as http:
+        yield Family(bus, clean_redis, http, http)
+
+
+def window(clerk: str, region: str = "610300", role: str = "window") -> str:
+    return mint(KEY, role, clerk_id=clerk, region=region)
+
+
+def clerk_ids(n: int) -> list[str]:
+    return [f"clerk-{uuid.uuid4().hex[:8]}" for _ in range(n)]
+
+
+async def test_the_balance_is_the_one_the_next_charge_pays_from(family):
+    """After a charge paid from the patient's own account, the look-up shows what is left: the
+    balance settlement's Function pays the next charge from."""
+    await family.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", institution_registered(
+        HOSPITAL, HOSPITAL_REGION)), key=HOSPITAL)
+    await eventually(lambda: family.redis.hget("stl:inst", HOSPITAL), 30, "the hospital registered")
+    patient = await family.person(balance="250.00")
+    charge = charge_submitted(patient, HOSPITAL, HOSPITAL_REGION, 5_012)
+    await family.bus.send(t.HIS_CHARGES, command("ChargeSubmitted", charge), key=patient["person_id"])
+    [settled] = await family.bus.watchers[t.SETTLEMENT_RESULTS].wait_for(
+        lambda r: payload_of(r).get("charge_id") == charge["charge_id"])
+    assert body(settled)["event_type"] == "ChargeSettled", payload_of(settled)
+    r = await family.http.post("/v1/person-lookups", json={"id_number": patient["person_id"], "name": patient["name"]},
+                               headers=auth(window(clerk_ids(1)[0])))
+    assert r.json()["balance"] == "199.88"
+
+
+async def test_me_says_who_the_token_is(family):
+    clerk, chief = clerk_ids(2)
+    me = await family.http.get("/v1/me", headers=auth(window(clerk)))
+    assert me.status_code == 200
+    assert me.json() == {"role": "window", "clerk_id": clerk, "region": "610300", "region_name": "宝鸡市",
+                         "person_id": None}
+    boss = (await family.http.get("/v1/me", headers=auth(window(chief, "610100", "supervisor")))).json()
+    assert (boss["role"], boss["clerk_id"], boss["region"], boss["region_name"]) == (
+        "supervisor", chief, "610100", "西安市")
+    person = await family.person()
+    mine = (await family.http.get("/v1/me", headers=auth(app_token(person)))).json()
+    assert mine == {"role": "app", "clerk_id": None, "region": None, "region_name": None,
+                    "person_id": mask_id_number(person["person_id"])}
+    for headers in ({}, auth("not-a-jwt"), auth(mint("another-key-entirely-of-forty-bytes-length!", "window",
+                                                      clerk_id=clerk, region="610300"))):
+        assert is_problem(await family.http.get("/v1/me", headers=headers), 401)
+
+
+async def test_a_lookup_shows_the_balance_only_for_a_verified_employee(family, platform):
+    [clerk] = clerk_ids(1)
+    token = auth(window(clerk))
+    employee = await family.person(balance="250.00")
+    resident = await family.person(region="610300", scheme="resident")
+    url = "/v1/person-lookups"
+
+    verified = await family.http.post(url, json={"id_number": employee["person_id"], "name": employee["name"]},
+                                      headers=token)
+    assert verified.status_code == 200, verified.json()
+    assert verified.json() == {"person_id": mask_id_number(employee["person_id"]), "registered": True,
+                               "region": "610100", "region_name": "西安市", "scheme": "employee",
+                               "name_verified": True, "balance": "250.00"}
+    wrong = (await family.http.post(url, json={"id_number": employee["person_id"], "name": "张三丰"},
+                                    headers=token)).json()
+    assert (wrong["name_verified"], wrong["balance"], wrong["registered"]) == (False, None, True)
+    unnamed = (await family.http.post(url, json={"id_number": employee["person_id"]}, headers=token)).json()
+    assert (unnamed["name_verified"], unnamed["balance"]) == (None, None)
+
+    theirs = (await family.http.post(url, json={"id_number": resident["person_id"], "name": resident["name"]},
+                                     headers=token)).json()
+    assert (theirs["scheme"], theirs["region"], theirs["name_verified"], theirs["balance"]) == (
+        "resident", "610300", True, None)
+
+    nobody = person_registered()["person_id"]
+    assert is_problem(await family.http.post(url, json={"id_number": nobody, "name": "李四"}, headers=token),
+                      404, "UNKNOWN_PERSON")
+    assert is_problem(await family.http.post(url, json={"id_number": employee["person_id"]},
+                                             headers=auth(app_token(resident))), 403)
+    own = (await family.http.post(url, json={"id_number": employee["person_id"], "name": employee["name"]},
+                                  headers=auth(app_token(employee)))).json()
+    assert own["balance"] == "250.00"
+
+    # The name typed at the window goes nowhere but the binding service's comparison: not into the
+    # answer, the audit trail or any log line.
+    records = await family.bus.watchers[t.GATEWAY_AUDIT].wait_for(
+        lambda r: r.key == clerk.encode(), count=5, timeout=30)
+    assert {seal_payload(r)["action"] for r in records} == {"lookup"}
+    assert {seal_payload(r).get("reason_code") for r in records} == {None, "NAME_MISMATCH", "UNKNOWN_PERSON"}
+    logs = "".join((platform["log_dir"] / name).read_text(errors="replace") for name in
+                   ("binding.log", "settlement.log")) + platform["gateway"].log_text()
+    for name in (employee["name"], resident["name"], "张三丰", "李四"):
+        assert name not in logs and all(name.encode() not in r.value for r in records)
+
+
+def seal_payload(record) -> dict:
+    return json.loads(record.value)["payload"]
+
+
+async def listed(family, token: str, expected: int, **params) -> dict:
+    """The audit list once it holds `expected` entries (the projection follows gateway.audit)."""
+    async def enough():
+        r = await family.http.get("/v1/audit", params=params, headers=auth(token))
+        assert r.status_code == 200, r.json()
+        return r.json() if r.json()["total"] >= expected else None
+    return await eventually(enough, 30, f"{expected} audit entries")
+
+
+async def test_the_audit_list_shows_a_clerk_his_own_and_a_supervisor_the_regions(family):
+    alice, bob, chief = clerk_ids(3)
+    son, father = await family.person(), await family.person(region="610300", scheme="resident")
+    created = await family.bind(window(alice), son, father)
+    assert created.status_code == 201, created.json()
+    refused = await family.bind(window(alice), son, father)  # the same pair again: DUPLICATE_BINDING
+    assert refused.status_code == 409
+    looked = await family.http.post("/v1/person-lookups", json={"id_number": father["person_id"]},
+                                    headers=auth(window(bob)))
+    assert looked.status_code == 200
+    elsewhere = await family.http.post("/v1/person-lookups", json={"id_number": son["person_id"]},
+                                       headers=auth(window(clerk_ids(1)[0], "610100")))
+    assert elsewhere.status_code == 200
+
+    own = await listed(family, window(alice), 2)
+    assert own["total"] == 2 and (own["page"], own["page_size"]) == (1, 50)
+    assert [(e["clerk_id"], e["action"], e["outcome"], e["reason_code"]) for e in own["entries"]] == [
+        (alice, "create_binding", "refused", "DUPLICATE_BINDING"), (alice, "create_binding", "accepted", None)]
+    newest = own["entries"][1]
+    assert newest["command_id"] == created.json()["command_id"]
+    assert (newest["region"], newest["subject_id"]) == ("610300", mask_id_number(son["person_id"]))
+    assert set(newest) == {"at", "clerk_id", "region", "action", "command_id", "subject_id", "outcome",
+                           "reason_code"}
+
+    region = await listed(family, window(chief, role="supervisor"), 3)
+    assert region["total"] == 3  # not the Xi'an clerk's look-up
+    assert {e["clerk_id"] for e in region["entries"]} == {alice, bob}
+    assert [e["at"] for e in region["entries"]] == sorted((e["at"] for e in region["entries"]), reverse=True)
+    only_bob = await listed(family, window(chief, role="supervisor"), 1, clerk_id=bob)
+    assert [(e["action"], e["outcome"]) for e in only_bob["entries"]] == [("lookup", "answered")]
+    paged = await listed(family, window(chief, role="supervisor"), 3, page=2, page_size=2)
+    assert len(paged["entries"]) == 1 and paged["total"] == 3
+
+    assert is_problem(await family.http.get("/v1/audit", params={"clerk_id": bob}, headers=auth(window(alice))), 403)
+    assert is_problem(await family.http.get("/v1/audit", headers=auth(app_token(son))), 403)
+    assert is_problem(await family.http.get("/v1/audit"), 401)
+
+
+async def test_the_audit_list_outlives_a_restart_of_the_gateway(family, platform):
+    [clerk] = clerk_ids(1)
+    someone = await family.person()
+    r = await family.http.post("/v1/person-lookups", json={"id_number": someone["person_id"]},
+                               headers=auth(window(clerk)))
+    assert r.status_code == 200
+    before = await listed(family, window(clerk), 1)
+
+    gateway = platform["gateway"]
+    gateway.stop()
+    gateway.start()  # "service ready" only once the audit projection has caught up
+    ready = await family.http.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"]["projections"]["ok"], ready.json()
+    assert ready.json()["checks"]["redis"]["ok"]
+    after = await family.http.get("/v1/audit", headers=auth(window(clerk)))
+    assert after.json()["entries"] == before["entries"]
+    # ... and the restarted gateway goes on projecting.
+    again = await family.http.post("/v1/person-lookups", json={"id_number": someone["person_id"]},
+                                   headers=auth(window(clerk)))
+    assert again.status_code == 200
+    assert (await listed(family, window(clerk), 2))["entries"][1:] == before["entries"]
