@@ -9,25 +9,28 @@ import logging
 from fastapi import FastAPI
 from faststream_fastapi import FastStreamAPI
 
+from shared import envelope
 from shared.kafka import ensure_topics, make_broker
 from shared.logs import configure_logging
 from shared.observability import Observability
+from shared.state import make_redis
 from shared.topics import BINDING_COMMANDS, GATEWAY_AUDIT, SETTLEMENT_QUERIES
 from services.gateway.api import problems
 from services.gateway.api.auth import Authenticate
 from services.gateway.api.limits import AccessLog, BodyLimit
 from services.gateway.api.routes import make_router
 from services.gateway.config import GatewaySettings
-from services.gateway.handlers.subscribers import reading_from_now, register
+from services.gateway.handlers.subscribers import reading_from_now, register, register_audit
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.replies import PendingReplies, Requests
-from services.gateway.usecases import GatewayService
+from services.gateway.storage.audit import AuditStore
+from services.gateway.usecases import AuditProjection, GatewayService
 
 DESCRIPTION = """The platform's HTTP API for the app's back end and the service windows
 (跨统筹区职工医保个人账户家庭共济). Bearer JWTs: role `app` (the person in `sub` only) or
 `window` / `supervisor` (a clerk, who may act for anyone; every action is audited on
-`gateway.audit`). Errors are `application/problem+json` (RFC 9457) with the contract's
-`reason_code` and its Chinese and English messages."""
+`gateway.audit` and listed by GET /v1/audit). Errors are `application/problem+json` (RFC 9457)
+with the contract's `reason_code` and its Chinese and English messages."""
 
 
 def http_api(settings: GatewaySettings, service: GatewayService, metrics: GatewayMetrics | None = None) -> FastAPI:
@@ -49,25 +52,40 @@ def create_app(settings: GatewaySettings | None = None) -> FastStreamAPI:
     log = logging.getLogger("gateway")
     obs = Observability("gateway")
     broker = make_broker(settings, client_id="gateway", middlewares=[obs.kafka_middleware])
+    redis = make_redis(settings.redis_url)
+    audit = AuditStore(redis, ttl_seconds=settings.gateway_audit_ttl_days * 86_400,
+                       max_per_region=settings.gateway_audit_max_per_region, clock=envelope.now)
     pending = PendingReplies()
     reply_subscriber = register(broker, pending, settings)
+    gate = register_audit(broker, AuditProjection(audit), settings)
     service = GatewayService(Requests(broker, pending, settings.reply_topic), broker,
                              command_timeout=settings.gateway_command_timeout_ms / 1000,
-                             query_timeout=settings.gateway_query_timeout_ms / 1000)
+                             query_timeout=settings.gateway_query_timeout_ms / 1000, audit=audit, gate=gate)
 
     api = http_api(settings, service, GatewayMetrics(obs.registry))
-    # /healthz, /readyz (broker answers, reply consumer assigned; the gateway keeps nothing in
-    # Redis) and /metrics, outside the API's OpenAPI schema.
-    obs.watch(broker)
+    # /healthz, /readyz (broker and Redis answer, reply and audit consumers assigned, the audit
+    # projection caught up) and /metrics, outside the API's OpenAPI schema.
+    obs.watch(broker, redis=redis, gate=gate)
     api.router.routes.extend(obs.routes())
 
     async def connect(_: object) -> None:
+        await redis.ping()
+        await audit.load_functions()
         await ensure_topics(settings, [GATEWAY_AUDIT, BINDING_COMMANDS, SETTLEMENT_QUERIES])
         # A reply is of use for seconds: its topic keeps a day, not the platform's retention.
         await ensure_topics(settings.model_copy(update={"kafka_retention_days": 1}), [settings.reply_topic])
         await broker.start()
+        gate.close()
         await reading_from_now(reply_subscriber)
         log.info("reading replies on %s", settings.reply_topic)
 
+    async def close() -> None:
+        await gate.stop()
+        await redis.aclose()
+
+    api.router.on_shutdown.append(close)  # run by FastAPI's lifespan, after the broker stopped
     # safe_connection: a broker that cannot be started fails the start (the default only warns).
-    return FastStreamAPI(broker, application=api, safe_connection=True, connection_hook=connect)
+    app = FastStreamAPI(broker, application=api, safe_connection=True, connection_hook=connect)
+    # __main__ logs "service ready" once the port listens and this returns (the audit projection read).
+    app.caught_up = gate.caught_up  # type: ignore[attr-defined]
+    return app
