@@ -293,4 +293,5 @@ class WindowActionAudited(BaseModel):
     outcome: str = Field(description="created, revoked, payment_order_changed, rejected, pending (no outcome "
                                      "within the wait), answered (a query or a look-up), forbidden or failed.")
     reason_code: str | None = None
-    at: datetime
+    at: datetime = Field(description="When the clerk acted. A command audited `pending` is audited again once "
+                                     "decided, with the same command_id and time: that record supersedes it.")

@@ -60,6 +60,10 @@ class Pending:
     status: ClassVar[str] = "pending"
 
 
+# A window command past the wait is asked about again after 0.5, 1, 2, ... 30 s, for 5 minutes.
+FOLLOW_FIRST_SECONDS, FOLLOW_LONGEST_SECONDS, FOLLOW_SECONDS = 0.5, 30.0, 300.0
+
+
 class NotAnswered(Exception):
     """A query got no answer within GATEWAY_QUERY_TIMEOUT_MS: answered 504."""
 
@@ -86,6 +90,7 @@ class GatewayService:
         self._requests, self._broker = requests, broker
         self._command_timeout, self._query_timeout = command_timeout, query_timeout
         self._audit, self._gate = audit, gate
+        self._following: set[asyncio.Task] = set()  # window commands past the wait (_follow)
 
     # -- commands ----------------------------------------------------------------------------------
     async def create_binding(self, who: Principal, form: c.BindingRequest) -> Decided | Pending:
@@ -111,7 +116,7 @@ class GatewayService:
 
     async def _command(self, who: Principal, action: str, event_type: str, payload: dict[str, Any], *, key: str,
                        subject: str, binding_id: str | None = None) -> Decided | Pending:
-        command_id = str(uuid.uuid4())
+        command_id, at = str(uuid.uuid4()), envelope.now()
         answer = await self._requests.ask(BINDING_COMMANDS, key, event_type, payload, event_id=command_id,
                                           timeout_seconds=self._command_timeout)
         result: Decided | Pending = Pending(command_id)
@@ -119,17 +124,44 @@ class GatewayService:
             result = Decided(answer["event_type"], answer["payload"])
         log.info("%s %s: %s", event_type, shown(command_id), result.status)
         if who.at_window:
-            await self._audit_command(who, action, command_id, subject, binding_id, result)
+            await self._audit_command(who, action, command_id, subject, binding_id, result, at)
+            if isinstance(result, Pending):
+                self._following.add(task := asyncio.create_task(
+                    self._follow(who, action, command_id, subject, binding_id, at)))
+                task.add_done_callback(self._following.discard)
         return result
 
     async def _audit_command(self, who: Principal, action: str, command_id: str, subject: str,
-                             binding_id: str | None, result: Decided | Pending) -> None:
+                             binding_id: str | None, result: Decided | Pending, at: datetime) -> None:
         if isinstance(result, Pending):
-            return await self.audit(who, action, command_id, subject, result.status, binding_id=binding_id)
+            return await self.audit(who, action, command_id, subject, result.status, binding_id=binding_id, at=at)
         outcome = result.payload
         await self.audit(who, action, command_id, subject or outcome.get("beneficiary_id", ""), result.status,
                          reason_code=outcome.get("reason_code") if result.rejected else None,
-                         binding_id=binding_id or outcome.get("binding_id"))
+                         binding_id=binding_id or outcome.get("binding_id"), at=at)
+
+    async def _follow(self, who: Principal, action: str, command_id: str, subject: str, binding_id: str | None,
+                      at: datetime) -> None:
+        """A window command still pending after the wait: ask the binding service for its outcome
+        now and then (backing off) for up to FOLLOW_SECONDS, and audit it once decided, under the
+        same time, so the audit list shows the decision in place of `pending`. Best effort: a
+        gateway stopped meanwhile leaves the entry pending (the outcome can still be asked)."""
+        delay, deadline = FOLLOW_FIRST_SECONDS, asyncio.get_running_loop().time() + FOLLOW_SECONDS
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(delay)  # a period between questions to the binding service, with back-off
+            delay = min(delay * 2, FOLLOW_LONGEST_SECONDS)
+            try:
+                answer = await self._requests.ask(BINDING_COMMANDS, command_id, c.QUERY_COMMAND_OUTCOME,
+                                                  {"command_id": command_id}, event_id=str(uuid.uuid4()),
+                                                  timeout_seconds=self._query_timeout)
+            except Exception as exc:  # noqa: BLE001 - an outage or a garbled reply: ask again later
+                log.debug("outcome of %s not read: %s", shown(command_id), exc.__class__.__name__)
+                continue
+            if (answer is not None and answer.get("event_type") in c.OUTCOME_TYPES
+                    and answer["payload"].get("command_id") == command_id):
+                decided = Decided(answer["event_type"], answer["payload"])
+                return await self._audit_command(who, action, command_id, subject, binding_id, decided, at)
+        log.info("%s %s still has no outcome; its audit entry stays pending", action, shown(command_id))
 
     # -- queries -----------------------------------------------------------------------------------
     async def bindings_of(self, who: Principal, person_id: str, role: str | None) -> dict[str, Any]:
@@ -230,7 +262,8 @@ class GatewayService:
 
     # -- gateway.audit -----------------------------------------------------------------------------
     async def audit(self, who: Principal, action: str, command_id: str, subject_id: str, outcome: str, *,
-                    reason_code: str | None = None, binding_id: str | None = None) -> None:
+                    reason_code: str | None = None, binding_id: str | None = None,
+                    at: datetime | None = None) -> None:
         """What a window clerk did, on gateway.audit keyed by the clerk. The answer to the clerk
         does not wait on a broker that fails here (the command has taken effect already): the
         failure is logged with the command id, so the record can be restored from the log."""
@@ -238,7 +271,7 @@ class GatewayService:
                                        command_id=command_id,
                                        subject_id=mask_id_number(subject_id) if subject_id else "",
                                        binding_id=binding_id, outcome=outcome, reason_code=reason_code,
-                                       at=envelope.now())
+                                       at=at or envelope.now())
         try:
             await self._broker.publish(envelope.seal(c.WINDOW_ACTION_AUDITED, record), GATEWAY_AUDIT,
                                        key=record.clerk_id.encode())

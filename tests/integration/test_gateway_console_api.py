@@ -34,20 +34,21 @@ def platform(infra, bus, tmp_path_factory):
     services = [ServiceProcess(name, {**infra.env(), "LOG_LEVEL": "DEBUG", "HTTP_PORT": str(free_port())},
                                log_dir / f"{name}.log") for name in ("binding", "settlement")]
     gateway, url = gateway_process(infra, log_dir, LOG_LEVEL="DEBUG")
+    impatient, impatient_url = gateway_process(infra, log_dir, GATEWAY_COMMAND_TIMEOUT_MS="1")
     try:
-        for process in (*services, gateway):
+        for process in (*services, gateway, impatient):
             process.start()
-        yield {"url": url, "gateway": gateway, "binding": services[0], "settlement": services[1], "infra": infra,
-               "log_dir": log_dir}
+        yield {"url": url, "impatient_url": impatient_url, "gateway": gateway, "log_dir": log_dir}
     finally:
-        for process in (gateway, *services):
+        for process in (impatient, gateway, *services):
             process.stop()
 
 
 @pytest.fixture
 async def family(platform, bus, clean_redis):
-    async with httpx.AsyncClient(base_url=platform["url"], timeout=30) as http:
-        yield Family(bus, clean_redis, http, http)
+    async with httpx.AsyncClient(base_url=platform["url"], timeout=30) as http, \
+            httpx.AsyncClient(base_url=platform["impatient_url"], timeout=30) as impatient:
+        yield Family(bus, clean_redis, http, impatient)
 
 
 def window(clerk: str, region: str = "610300", role: str = "window") -> str:
@@ -187,6 +188,23 @@ async def test_the_audit_list_shows_a_clerk_his_own_and_a_supervisor_the_regions
     assert is_problem(await family.http.get("/v1/audit", params={"clerk_id": bob}, headers=auth(window(alice))), 403)
     assert is_problem(await family.http.get("/v1/audit", headers=auth(app_token(son))), 403)
     assert is_problem(await family.http.get("/v1/audit"), 401)
+
+
+async def test_a_command_past_the_wait_is_listed_pending_then_with_its_outcome(family):
+    [clerk] = clerk_ids(1)
+    grantor, child = await family.person(), await family.person()
+    r = await family.impatient.post("/v1/bindings", json=family.form(grantor, child, relation="child"),
+                                    headers=auth(window(clerk)))
+    assert r.status_code == 202, r.json()
+
+    async def decided():
+        page = (await family.http.get("/v1/audit", headers=auth(window(clerk)))).json()
+        return page if page["entries"] and page["entries"][0]["outcome"] != "pending" else None
+    page = await eventually(decided, 30, "the command's outcome in the audit list")
+    assert page["total"] == 1
+    [only] = page["entries"]
+    assert (only["command_id"], only["action"], only["outcome"]) == (r.json()["command_id"], "create_binding",
+                                                                     "accepted")
 
 
 async def test_the_audit_list_outlives_a_restart_of_the_gateway(family, platform):

@@ -7,15 +7,29 @@
 --                              record's time in epoch milliseconds
 -- gw:audit:{region}:{clerk}    the same members, for one clerk (a window token's own list)
 -- Both keep the newest `max` members of the region and nothing older than the TTL.
+-- A command audited `pending` (no outcome within the gateway's wait) is audited again once
+-- decided, with the same command id, action and time: the decided entry takes the pending one's
+-- place, and a pending entry never displaces a decided one (a redelivery in any order).
 
 -- KEYS: region set, clerk set. ARGV: member, score (ms), cutoff (ms: older is dropped), most
 -- members of the region, key TTL (ms), the clerk-set prefix ('gw:audit:{region}:').
 -- Answers 1 when the member was new, 0 for a redelivery.
 local function audit_add(keys, args)
   local region_key, clerk_key = keys[1], keys[2]
-  local member, score, cutoff, most, ttl, prefix =
-    args[1], tonumber(args[2]), args[3], tonumber(args[4]), args[5], args[6]
+  -- Scores stay strings on their way back to Redis (a Lua number could be printed with an exponent).
+  local member, score, cutoff, most, ttl, prefix = args[1], args[2], args[3], tonumber(args[4]), args[5], args[6]
   if tonumber(score) <= tonumber(cutoff) then return 0 end
+  local entry = cjson.decode(member)
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', region_key, score, score)) do
+    local other = cjson.decode(m)
+    if m ~= member and other.command_id == entry.command_id and other.action == entry.action then
+      if entry.outcome == 'pending' then return 0 end
+      if other.outcome == 'pending' then
+        redis.call('ZREM', region_key, m)
+        redis.call('ZREM', clerk_key, m)
+      end
+    end
+  end
   local added = redis.call('ZADD', region_key, score, member)
   redis.call('ZADD', clerk_key, score, member)
   redis.call('ZREMRANGEBYSCORE', region_key, '-inf', '(' .. cutoff)
