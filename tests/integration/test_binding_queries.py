@@ -181,3 +181,38 @@ async def test_a_malformed_clerk_id_is_an_invalid_command(window, clerk_id):
     assert kind(refused) == ("BindingRejected", "INVALID_COMMAND")
     assert "clerk_id" in event(refused)["payload"]["message_en"]
     assert await window.redis.hlen(f"bnd:pay:{father['person_id']}") == 0
+
+
+# --- QueryPerson -----------------------------------------------------------------------------------
+
+
+async def test_query_person_compares_the_name_by_its_digest_and_never_echoes_it(window, binding_service):
+    employee, resident = await window.people("employee", "resident")
+    answers = {}
+    for label, person, name in (("right", employee, employee["name"]), ("padded", employee, f" {employee['name']} "),
+                                ("wrong", employee, "张三丰"), ("none", employee, None),
+                                ("resident", resident, resident["name"])):
+        payload = {"person_id": person["person_id"]} | ({"name": name} if name is not None else {})
+        query_id, reply = await window.ask("QueryPerson", payload, key=person["person_id"])
+        answers[label] = event(reply)
+        assert answers[label]["event_type"] == "PersonFound"
+        assert answers[label]["event_id"] == outcome_id(query_id, "PersonFound")
+        assert answers[label]["payload"]["command_id"] == query_id
+        assert (name or "~").strip() not in reply.decode()
+    # Fields that are null are left out of the envelope, as in every event.
+    assert {k: a["payload"].get("name_matches") for k, a in answers.items()} == {
+        "right": True, "padded": True, "wrong": False, "none": None, "resident": True}
+    assert answers["right"]["payload"] | {"command_id": None} == {
+        "command_id": None, "person_id": employee["person_id"][:3] + "*" * 11 + employee["person_id"][-4:],
+        "registered": True, "region": "610100", "scheme": "employee", "name_matches": True}
+    assert answers["resident"]["payload"]["scheme"] == "resident"
+    assert employee["name"] not in binding_service.log_text() and "张三丰" not in binding_service.log_text()
+
+
+async def test_query_person_for_someone_unregistered_and_a_malformed_one(window):
+    nobody = person_registered()["person_id"]
+    _, reply = await window.ask("QueryPerson", {"person_id": nobody, "name": "李四"}, key=nobody)
+    assert event(reply)["payload"] | {"command_id": None} == {
+        "command_id": None, "person_id": nobody[:3] + "*" * 11 + nobody[-4:], "registered": False}
+    _, refused = await window.ask("QueryPerson", {"person_id": nobody, "name": 12}, key=nobody)
+    assert kind(refused) == ("BindingRejected", "INVALID_COMMAND")

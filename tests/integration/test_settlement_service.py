@@ -687,3 +687,41 @@ async def test_replaying_the_charges_into_a_fresh_consumer_group_changes_nothing
         refunds = await counter.result(charges[1]["charge_id"], "RefundSettled", count=2)
         assert refunds[0] == refunds[1]
     assert [await counter.balance(p) for p in (patient, grantor)] == before
+
+
+async def ask_account(bus, person_id: str) -> dict:
+    query_id = str(uuid.uuid4())
+    await bus.send("settlement.queries", command("QueryAccount", {"person_id": person_id}, query_id), key=person_id,
+                   headers={"reply_to": "reply.tests", "correlation_id": query_id})
+    [reply] = await bus.watchers["reply.tests"].wait_for(lambda r: payload_of(r).get("command_id") == query_id)
+    assert body(reply)["event_type"] == "AccountFound", body(reply)
+    return payload_of(reply)
+
+
+async def test_query_account_answers_the_balance_the_next_charge_pays_from(counter, bus):
+    """After a platform debit and a bureau snapshot that does not include it yet, the balance is
+    the platform's (the snapshot's less that debit), and the next charge pays exactly that."""
+    person = await counter.person(balance="100.00")
+    first = counter.charge(person, "30.00")
+    await counter.submit(first)
+    await counter.result(first["charge_id"], "ChargeSettled")
+    await counter.bureau("BalanceSnapshot", person, balance="110.00", bureau_seq=1, postings_applied_through=0)
+    await counter.bureau_seq_reached(person, 1)
+    found = await ask_account(bus, person["person_id"])
+    masked = person["person_id"][:3] + "*" * 11 + person["person_id"][-4:]
+    assert {k: found[k] for k in ("person_id", "registered", "region", "scheme", "balance")} == {
+        "person_id": masked, "registered": True, "region": "610100", "scheme": "employee", "balance": "80.00"}
+    second = counter.charge(person, "100.00")
+    await counter.submit(second)
+    [settled] = await counter.result(second["charge_id"])
+    assert lines(settled)[0] == ("own", person["person_id"], None, "80.00", "0.00")
+
+    resident = await counter.person(scheme="resident")
+    theirs = await ask_account(bus, resident["person_id"])
+    assert (theirs["scheme"], theirs.get("balance")) == ("resident", None)  # no personal account
+    nobody = await ask_account(bus, new_person_id())
+    assert nobody["registered"] is False and "balance" not in nobody
+    debtor = await counter.person(balance="10.00")
+    await counter.bureau("AccountDebitedLocally", debtor, amount="15.00", bureau_seq=1)
+    await counter.bureau_seq_reached(debtor, 1)
+    assert (await ask_account(bus, debtor["person_id"]))["balance"] == "-5.00"  # never clamped
