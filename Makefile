@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test unit-tests integration-tests bench asyncapi clean
+.PHONY: install browser run test unit-tests integration-tests bench asyncapi clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,13 +17,19 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m shared.launch
 
-test: $(STAMP)
+# The console's browser tests drive Debian's chromium through Playwright (never `playwright install`,
+# which downloads a browser): installed here when missing and running as root; otherwise those
+# tests fail saying how to install it.
+browser:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest tests -q
 
 unit-tests: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
-integration-tests: $(STAMP)
+integration-tests: $(STAMP) browser
 	$(BIN)/python -m pytest tests/integration -q
 
 bench: $(STAMP)
