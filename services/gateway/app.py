@@ -15,6 +15,7 @@ from shared.logs import configure_logging
 from shared.observability import Observability
 from shared.state import make_redis
 from shared.topics import BINDING_COMMANDS, GATEWAY_AUDIT, SETTLEMENT_QUERIES
+from services.gateway import console
 from services.gateway.api import problems
 from services.gateway.api.auth import Authenticate
 from services.gateway.api.limits import AccessLog, BodyLimit
@@ -40,6 +41,7 @@ def http_api(settings: GatewaySettings, service: GatewayService, metrics: Gatewa
     api = FastAPI(title="Family mutual aid API (家庭共济)", version="1", description=DESCRIPTION)
     problems.install(api)
     api.include_router(make_router(service))
+    api.include_router(console.router())  # the service-window console (经办窗口), static files
     api.add_middleware(Authenticate, key=settings.gateway_jwt_key.get_secret_value())
     api.add_middleware(BodyLimit)
     api.add_middleware(AccessLog, metrics=metrics)

@@ -4,7 +4,7 @@
 // Every value from the API is written with textContent (never as HTML), ID numbers are shown
 // masked as the API returns them, and nothing about a person is written to the browser console.
 
-import { REGIONS, TEXTS } from "./texts.js";
+import { REASONS, REGIONS, TEXTS } from "./texts.js";
 
 const TOKEN_KEY = "fma.console.token";
 const LANG_KEY = "fma.console.lang";
@@ -348,6 +348,7 @@ function renderLookup() {
     [t("p.name"), nameText, nameClass],
     [t("p.balance"), balance, verified ? "" : "muted"],
   ]);
+  $("lookup-consumption").hidden = !(verified && L.bindings.some((b) => b.role === "grantor"));
   const table = $("lookup-bindings");
   const body = table.querySelector("tbody");
   body.replaceChildren();
@@ -768,6 +769,14 @@ function renderConsumption() {
   }
 }
 
+/** From a verified look-up of a grantor: the same person's consumption, without typing again. */
+function consumptionOfLookedUp() {
+  $("consumption-id").value = state.lookup.id;
+  $("consumption-name").value = state.lookup.name;
+  location.hash = "#consumption";
+  loadConsumption();
+}
+
 // -- 6. audit -----------------------------------------------------------------------------------------
 let auditTimer = null;
 let auditLoading = false;
@@ -813,7 +822,8 @@ function renderAudit() {
     cell(tr, TEXTS.zh[`act.${e.action}`] ? t(`act.${e.action}`) : e.action || "");
     cell(tr, e.subject_id || "", "mono");
     cell(tr, TEXTS.zh[`out.${e.outcome}`] ? t(`out.${e.outcome}`) : e.outcome || "", `outcome-${e.outcome}`);
-    cell(tr, e.reason_code || "");
+    const reason = REASONS[e.reason_code];
+    cell(tr, reason ? reason[state.lang === "en" ? 1 : 0] : e.reason_code || "");
     cell(tr, e.command_id || "", "mono small");
     body.append(tr);
   }
@@ -896,6 +906,7 @@ function start() {
   $("sign-out").addEventListener("click", () => signOut(M("signin.signed_out")));
   $("create-scan").addEventListener("change", digestScan);
   $("create-clear").addEventListener("click", () => clearCreate(true));
+  $("lookup-consumption").addEventListener("click", consumptionOfLookedUp);
   $("consumption-print").addEventListener("click", () => {
     renderWho();
     window.print();
@@ -906,7 +917,10 @@ function start() {
   for (const d of $$("dialog")) d.addEventListener("close", () => { state.dialog = null; });
   $("audit-prev").addEventListener("click", () => loadAudit(state.audit.page - 1));
   $("audit-next").addEventListener("click", () => loadAudit(state.audit.page + 1));
-  window.addEventListener("hashchange", () => route(true));
+  window.addEventListener("hashchange", () => {
+    announce(null);
+    route(true);
+  });
   window.addEventListener("beforeprint", renderWho);
 
   dateDefaults();

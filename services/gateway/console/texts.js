@@ -60,6 +60,7 @@ export const TEXTS = {
     "lookup.bindings": "共济关系",
     "lookup.no_bindings": "暂无共济关系。",
     "lookup.unknown": "未查询到参保信息。",
+    "lookup.consumption": "查询此人的共济消费",
     "p.id": "身份证号", "p.registered": "参保状态", "p.registered_yes": "已参保", "p.registered_no": "未参保",
     "p.region": "参保地", "p.scheme": "险种", "p.name": "姓名", "p.balance": "个人账户余额",
     "p.name_unverified": "姓名未核验", "p.name_verified": "{name} 已核验 ✓",
@@ -195,6 +196,7 @@ export const TEXTS = {
     "lookup.bindings": "Bindings",
     "lookup.no_bindings": "No bindings.",
     "lookup.unknown": "No insurance registration was found for this person.",
+    "lookup.consumption": "This person's consumption",
     "p.id": "ID number", "p.registered": "Registration", "p.registered_yes": "registered",
     "p.registered_no": "not registered", "p.region": "Insured in", "p.scheme": "Scheme", "p.name": "Name",
     "p.balance": "Personal account balance",
@@ -280,4 +282,27 @@ export const TEXTS = {
     "e.other": "The request failed ({status}).",
     "e.no_api": "This platform does not offer this yet ({path}).",
   },
+};
+
+// The contract's reason codes in the words a clerk reads (the binding service's own messages),
+// for the audit list, whose entries carry only the code.
+export const REASONS = {
+  INVALID_ID_NUMBER: ["身份证号码格式或校验位不正确", "malformed ID number"],
+  INVALID_PHONE: ["手机号码格式不正确", "invalid mobile number"],
+  UNKNOWN_PERSON: ["未查询到参保信息", "no registration found"],
+  NAME_MISMATCH: ["姓名与参保登记信息不一致", "name does not match"],
+  OUTSIDE_PROVINCE: ["参保地不在本省统筹区内", "insured outside the province"],
+  SELF_BINDING: ["不能为本人办理家庭共济", "self-binding"],
+  RELATION_NOT_ALLOWED: ["共济关系仅限父母、配偶、子女", "relation not allowed"],
+  GRANTOR_NOT_EMPLOYEE: ["授权人须为职工医保参保人且有个人账户", "grantor not employee-insured"],
+  TOO_MANY_GRANTORS: ["使用者同一时期最多接受两名近亲属共济", "too many grantors"],
+  PAYMENT_ORDER_TAKEN: ["该支付顺位已被占用", "payment order taken"],
+  INVALID_DATES: ["起止日期无效", "invalid dates"],
+  NOTICE_NOT_ACCEPTED: ["授权人须阅读并同意告知书", "notice not accepted"],
+  SIGNATURE_MISSING: ["缺少电子签名的个人承诺书", "signed commitment missing"],
+  DUPLICATE_BINDING: ["已存在有效的共济关系", "duplicate binding"],
+  BINDING_NOT_FOUND: ["未找到有效的共济关系", "binding not found"],
+  NOT_GRANTOR: ["仅授权人本人可以变更或解除共济关系", "not the grantor"],
+  INVALID_COMMAND: ["请求缺少字段或字段类型错误", "invalid request"],
+  PLATFORM_ERROR: ["平台处理异常", "platform error"],
 };

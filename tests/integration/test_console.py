@@ -1,0 +1,469 @@
+"""The service-window console (/console) as a clerk uses it: headless Chromium (Debian's chromium
+package, driven by Playwright; never a browser download) against binding, settlement, notify and
+the gateway running as processes on the real broker and Redis. Every wait is Playwright's
+auto-waiting `expect` or a wait on a Kafka record; each screen is saved under .run/screenshots/."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import uuid
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from shared import topics as t
+from shared.devstack import free_port
+from shared.envelope import seal
+from shared.identity import mask_id_number
+from shared.tokens import mint
+from tests.support import (ROOT, ServiceProcess, body, charge_submitted, china_today, command, eventually,
+                           institution_registered, payload_of, person_registered, wait_registered)
+
+try:
+    from playwright.async_api import async_playwright, expect
+except ImportError:  # reported by the fixture, as a failure that says how to fix it
+    async_playwright = expect = None
+
+pytestmark = pytest.mark.integration
+
+KEY = "integration-tests-console-jwt-key-0123456789"
+REGION, REGION_ZH = "610300", "宝鸡市"
+HOSPITAL = "H610300-CONSOLE"
+SHOTS = ROOT / ".run" / "screenshots"
+FULL_ID = re.compile(r"\d{17}[\dXx]")
+SCAN = b"%PDF-1.4 signed personal commitment (scan)"
+
+
+def chromium() -> str:
+    """Debian's chromium: the real binary, or whatever `chromium` resolves to."""
+    for candidate in ("/usr/lib/chromium/chromium", shutil.which("chromium")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    pytest.fail("The console's browser tests need Debian's chromium, which is not installed. Install it with "
+                "`sudo apt-get install -y --no-install-recommends chromium` (or run `make test` as root, which "
+                "installs it). Never `playwright install`: it downloads a browser.", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def platform(infra, bus, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("console")
+    port = free_port()
+    services = [ServiceProcess(name, {**infra.env(), "LOG_LEVEL": "INFO", "HTTP_PORT": str(free_port())},
+                               log_dir / f"{name}.log") for name in ("binding", "settlement", "notify")]
+    services.append(ServiceProcess("gateway", {**infra.env(), "LOG_LEVEL": "INFO", "GATEWAY_JWT_KEY": KEY,
+                                               "HTTP_PORT": str(port),
+                                               "GATEWAY_INSTANCE": f"console-{uuid.uuid4().hex[:8]}"},
+                                   log_dir / "gateway.log"))
+    try:
+        for process in services:
+            process.start()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for process in reversed(services):
+            process.stop()
+
+
+@pytest.fixture(scope="module")
+async def browser():
+    if async_playwright is None:
+        pytest.fail("Playwright is not installed: `.venv/bin/pip install -e '.[dev]'` (then no "
+                    "`playwright install`: the tests use Debian's chromium).", pytrace=False)
+    executable = chromium()
+    expect.set_options(timeout=30_000)
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=executable, headless=True)
+        yield launched
+        await launched.close()
+
+
+class Counter:
+    """One clerk's browser tab on /console, and the platform behind it."""
+
+    def __init__(self, page, url: str, bus, redis, http: httpx.AsyncClient) -> None:
+        self.page, self.url, self.bus, self.redis, self.http = page, url, bus, redis, http
+        self.messages: list[str] = []
+
+    async def open(self, token: str | None = None):
+        response = await self.page.goto(f"{self.url}/console")
+        await expect(self.page.locator("body")).to_have_attribute("data-ready", "true")
+        if token:
+            await self.sign_in(token)
+        return response
+
+    async def sign_in(self, token: str) -> None:
+        field = self.page.get_by_label("窗口令牌")
+        await field.fill(token)
+        await field.press("Enter")
+
+    async def tab(self, name: str) -> None:
+        await self.page.get_by_role("link", name=name).click()
+
+    async def shot(self, name: str) -> None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        await self.page.screenshot(path=str(SHOTS / f"console-{name}.png"), full_page=True)
+
+    async def person(self, region="610100", scheme="employee", balance="0.00") -> dict:
+        p = person_registered(region, scheme, balance)
+        await self.bus.send(t.BUREAU_ACCOUNTS, seal("PersonRegistered", p), key=p["person_id"])
+        await wait_registered(self.redis, [p["person_id"]], timeout=30)
+        return p
+
+    async def bind(self, grantor, beneficiary, relation="father", order=1) -> str:
+        """A binding made through the API (setting the scene for the page)."""
+        today = china_today()
+
+        def party(p):
+            return {k: v for k, v in {"id_number": p["person_id"], "name": p["name"], "region": p["region"],
+                                      "phone": p.get("phone")}.items() if v}
+        form = {"grantor": party(grantor), "beneficiary": party(beneficiary), "relation": relation,
+                "payment_order": order, "start_date": today.isoformat(),
+                "end_date": (today + timedelta(days=365)).isoformat(), "notice_accepted": True,
+                "signature_digest": "sha256:" + "ab" * 32}
+        r = await self.http.post("/v1/bindings", json=form, headers=auth(WINDOW))
+        assert r.status_code == 201, r.json()
+        return r.json()["outcome"]["binding_id"]
+
+    def row(self, binding_id: str):
+        return self.page.locator(f'#lookup-bindings tr[data-binding-id="{binding_id}"]')
+
+    async def look_up(self, person: dict, name: str | None = None) -> None:
+        await self.tab("查询参保人")
+        await self.page.locator("#lookup-id").fill(person["person_id"])
+        await self.page.locator("#lookup-name").fill(name or "")
+        await self.page.locator("#lookup-name").press("Enter")
+        await expect(self.page.locator("#lookup-facts")).to_contain_text(mask_id_number(person["person_id"]))
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def window(clerk: str = "clerk-bj-0001", role: str = "window") -> str:
+    return mint(KEY, role, clerk_id=clerk, region=REGION)  # type: ignore[arg-type]
+
+
+WINDOW = window()
+
+
+@pytest.fixture
+async def counter(platform, browser, bus, clean_redis):
+    context = await browser.new_context(viewport={"width": 1024, "height": 600}, locale="zh-CN")
+    page = await context.new_page()
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as http:
+        c = Counter(page, platform, bus, clean_redis, http)
+        errors: list[str] = []
+        page.on("console", lambda m: c.messages.append(m.text))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        yield c
+    await context.close()
+    assert not errors, errors
+    # The page writes nothing about people to the browser's console, and the policy blocked nothing.
+    assert not [m for m in c.messages if FULL_ID.search(m) or "Content Security Policy" in m], c.messages
+
+
+async def test_sign_in_refuses_an_app_token_and_a_bad_one_and_shows_the_clerk_once_accepted(counter):
+    page = counter.page
+    someone = await counter.person()
+    response = await counter.open()
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    await expect(page.get_by_label("窗口令牌")).to_be_focused()
+    await expect(page.locator("nav")).to_be_hidden()
+
+    await counter.sign_in("not-a-token")
+    await expect(page.locator("#signin-token-error")).to_contain_text("令牌无效或已过期")
+    await counter.sign_in(mint(KEY, "app", person_id=someone["person_id"]))
+    await expect(page.locator("#signin-token-error")).to_contain_text("经办窗口只接受窗口令牌或主管令牌")
+    await expect(page.locator("nav")).to_be_hidden()
+    await counter.shot("sign-in-refused")
+
+    await page.keyboard.press("Control+A")
+    await page.keyboard.type(WINDOW)       # the keyboard alone: the field keeps the focus
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#who")).to_contain_text("clerk-bj-0001")
+    await expect(page.locator("#who")).to_contain_text(REGION_ZH)
+    await expect(page.locator("#who-role")).to_have_text("窗口")
+    await expect(page.locator("#lookup-id")).to_be_focused()
+    assert "token" not in page.url and WINDOW not in page.url
+    await counter.shot("signed-in")
+
+    # English one click away, remembered; the session survives a reload of the tab.
+    await page.get_by_role("button", name="English").click()
+    await expect(page.get_by_role("link", name="Look up")).to_be_visible()
+    await expect(page.locator("html")).to_have_attribute("lang", "en")
+    await page.reload()
+    await expect(page.locator("#who")).to_contain_text("Baoji")
+    await expect(page.get_by_role("heading", name="Look up a person")).to_be_visible()
+    await counter.shot("signed-in-english")
+    await page.get_by_role("button", name="中文").click()
+    await expect(page.get_by_role("link", name="查询参保人")).to_be_visible()
+
+    await page.get_by_role("button", name="退出登录").click()
+    await expect(page.locator("#signin-token-error")).to_contain_text("已退出登录")
+    await page.reload()
+    await expect(page.get_by_label("窗口令牌")).to_be_visible()
+    await expect(page.locator("nav")).to_be_hidden()
+
+
+async def test_look_up_verifies_the_name_before_the_balance_and_lists_bindings_with_roles(counter):
+    page = counter.page
+    son = await counter.person(balance="321.00")
+    father = await counter.person(region=REGION, scheme="resident")
+    binding = await counter.bind(son, father)
+    await counter.open(WINDOW)
+
+    await counter.look_up(father)
+    facts = page.locator("#lookup-facts")
+    await expect(facts).to_contain_text("姓名未核验")
+    await expect(facts).to_contain_text("核验姓名后显示")
+    await expect(facts).to_contain_text("居民医保")
+    await expect(counter.row(binding)).to_contain_text("使用者")
+    await expect(counter.row(binding)).to_contain_text(mask_id_number(son["person_id"]))
+    assert father["name"] not in await page.locator("#lookup-result").inner_text()
+
+    await counter.look_up(son, name="别人的名字")
+    await expect(facts).to_contain_text("姓名与参保登记不一致")
+    await expect(facts).not_to_contain_text("321.00")
+
+    await counter.look_up(son, name=son["name"])
+    await expect(facts).to_contain_text(f"{son['name']} 已核验 ✓")
+    await expect(facts).to_contain_text("321.00 元")
+    await expect(facts).to_contain_text("西安市")
+    row = counter.row(binding)
+    await expect(row).to_contain_text("授权者")
+    await expect(row).to_contain_text(mask_id_number(father["person_id"]))
+    await expect(row).to_contain_text("父亲")
+    await expect(row).to_contain_text("有效")
+    await counter.shot("look-up")
+
+    unknown = person_registered()
+    await counter.tab("查询参保人")
+    await page.locator("#lookup-id").fill(unknown["person_id"])
+    await page.locator("#lookup-id").press("Enter")
+    await expect(page.locator("#lookup-id-error")).to_contain_text("未查询到参保信息")
+
+
+async def fill_binding(page, grantor, beneficiary, relation="mother", order=1) -> None:
+    for role, p in (("grantor", grantor), ("beneficiary", beneficiary)):
+        await page.locator(f"#create-{role}-id").fill(p["person_id"])
+        await page.locator(f"#create-{role}-name").fill(p["name"])
+        await page.locator(f"#create-{role}-region").select_option(p["region"])
+    await page.locator("#create-grantor-phone").fill(grantor["phone"])
+    await page.locator("#create-relation").select_option(relation)
+    await page.locator("#create-order").select_option(str(order))
+    await page.locator("#create-notice").check()
+    await page.locator("#create-scan").set_input_files(
+        {"name": "commitment.pdf", "mimeType": "application/pdf", "buffer": SCAN})
+    await expect(page.locator("#create-scan-digest")).to_contain_text(
+        "sha256:" + hashlib.sha256(SCAN).hexdigest()[:16])
+
+
+async def test_create_at_the_window_is_accepted_or_refused_beside_the_field_concerned(counter):
+    page = counter.page
+    son, daughter = await counter.person(), await counter.person()
+    resident = await counter.person(scheme="resident")
+    mother = await counter.person(region=REGION, scheme="resident")
+    await counter.open(WINDOW)
+    await counter.tab("办理绑定")
+    await expect(page.locator("#create-grantor-id")).to_be_focused()
+
+    await page.get_by_role("button", name="提交办理").click()   # nothing filled in: said beside each field
+    await expect(page.locator("#create-grantor-id-error")).to_contain_text("请填写此项")
+    await expect(page.locator("#create-scan-error")).to_contain_text("请选择签字承诺书的扫描件")
+
+    await fill_binding(page, son, mother)
+    await page.get_by_role("button", name="提交办理").click()
+    result = page.locator("#create-result")
+    await expect(result).to_contain_text("绑定已办理")
+    await expect(result).to_contain_text(mask_id_number(son["person_id"]))
+    await expect(result).to_contain_text(mask_id_number(mother["person_id"]))
+    await expect(result).to_contain_text("第一顺位")
+    await counter.shot("create-accepted")
+    [sent] = await counter.bus.watchers[t.BINDING_COMMANDS].wait_for(
+        lambda r: son["person_id"].encode() in r.value and body(r)["event_type"] == "CreateBinding")
+    assert payload_of(sent)["signature_digest"] == "sha256:" + hashlib.sha256(SCAN).hexdigest()
+    assert (payload_of(sent)["channel"], payload_of(sent)["clerk_id"]) == ("window", "clerk-bj-0001")
+    await expect(page.locator("#create-grantor-id")).to_have_value("")   # the form is cleared for the next
+
+    await fill_binding(page, resident, mother, order=2)
+    await page.get_by_role("button", name="提交办理").click()
+    await expect(page.locator("#create-grantor-error")).to_have_text("授权人须为职工医保参保人且有个人账户")
+    await expect(page.locator("#create-order-error")).to_be_empty()
+    await counter.shot("create-refused-grantor")
+
+    await page.locator("#create-grantor-id").fill(daughter["person_id"])
+    await page.locator("#create-grantor-name").fill(daughter["name"])
+    await page.locator("#create-order").select_option("1")
+    await page.get_by_role("button", name="提交办理").click()
+    await expect(page.locator("#create-order-error")).to_have_text("该支付顺位已被占用")
+    await expect(page.locator("#create-grantor-error")).to_be_empty()
+    await expect(page.locator("#create-order")).to_be_focused()
+    await expect(page.locator("#create-order")).to_have_attribute("aria-invalid", "true")
+    await counter.shot("create-refused-order")
+
+
+async def test_a_change_of_order_shows_the_swap_before_it_is_confirmed_and_the_list_updates(counter):
+    page = counter.page
+    mother = await counter.person(region=REGION, scheme="resident")
+    son, daughter = await counter.person(), await counter.person()
+    first = await counter.bind(son, mother, relation="mother", order=1)
+    second = await counter.bind(daughter, mother, relation="mother", order=2)
+    await counter.open(WINDOW)
+
+    # From the beneficiary: both grantors are on screen, so the swap shows at once.
+    await counter.look_up(mother)
+    await counter.row(second).get_by_role("button", name="变更顺位").click()
+    dialog = page.locator("#order-dialog")
+    await expect(dialog).to_be_visible()
+    swap = page.locator("#order-swap")
+    await expect(swap).to_contain_text(f"本绑定 {second}")
+    await expect(swap).to_contain_text("第 2 顺位 → 第 1 顺位")
+    await expect(swap).to_contain_text(f"绑定 {first}")
+    await expect(swap).to_contain_text("第 1 顺位 → 第 2 顺位（两者互换）")
+    await counter.shot("change-order-swap")
+    await page.locator("#order-person").fill(son["person_id"])      # not this binding's grantor
+    await page.get_by_role("button", name="确认变更").click()
+    await expect(page.locator("#order-person-error")).to_contain_text("不符")
+    await page.locator("#order-person").fill(daughter["person_id"])
+    await page.get_by_role("button", name="确认变更").click()
+    await expect(dialog).to_be_hidden()
+    await expect(counter.row(second).locator("td").nth(3)).to_have_text("1")
+    await expect(counter.row(first).locator("td").nth(3)).to_have_text("2")
+    await expect(page.locator("#status")).to_contain_text("顺位已变更")
+    await counter.shot("change-order-done")
+
+    # From the grantor: the beneficiary's ID (checked against the masked one) shows the swap first.
+    await counter.look_up(son, name=son["name"])
+    await counter.row(first).get_by_role("button", name="变更顺位").click()
+    await expect(page.get_by_role("button", name="确认变更")).to_be_disabled()
+    await page.locator("#order-person").fill(mother["person_id"])
+    await page.get_by_role("button", name="显示调整结果").click()
+    await expect(swap).to_contain_text(f"绑定 {second}")
+    await expect(swap).to_contain_text("第 1 顺位 → 第 2 顺位（两者互换）")
+    await page.get_by_role("button", name="确认变更").click()
+    await expect(dialog).to_be_hidden()
+    await expect(counter.row(first).locator("td").nth(3)).to_have_text("1")
+
+
+async def test_revoke_is_confirmed_for_the_grantor_and_the_binding_shows_revoked(counter):
+    page = counter.page
+    son, stranger = await counter.person(), await counter.person()
+    father = await counter.person(region=REGION, scheme="resident")
+    binding = await counter.bind(son, father)
+    await counter.open(WINDOW)
+
+    # From the beneficiary, the clerk types the grantor's ID from the card; a wrong one is caught.
+    await counter.look_up(father)
+    await counter.row(binding).get_by_role("button", name="解除").click()
+    dialog = page.locator("#revoke-dialog")
+    await expect(dialog).to_contain_text(binding)
+    await expect(page.locator("#revoke-grantor")).to_be_focused()
+    await page.keyboard.type(stranger["person_id"])
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#revoke-grantor-error")).to_contain_text("不符")
+    await page.keyboard.press("Escape")
+    await expect(dialog).to_be_hidden()
+    await expect(counter.row(binding)).to_contain_text("有效")
+
+    await counter.look_up(son, name=son["name"])
+    await counter.row(binding).get_by_role("button", name="解除").click()
+    await expect(dialog).to_contain_text("即本次查询的参保人")
+    await expect(page.locator("#revoke-cancel")).to_be_focused()   # the safe choice has the focus
+    await counter.shot("revoke-confirm")
+    await page.get_by_role("button", name="确认解除").click()
+    await expect(dialog).to_be_hidden()
+    await expect(counter.row(binding)).to_contain_text("已解除")
+    await expect(counter.row(binding).get_by_role("button")).to_have_count(0)
+    await counter.shot("revoke-done")
+
+
+async def test_a_grantors_consumption_shows_totals_by_beneficiary_and_prints(counter):
+    page = counter.page
+    await counter.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered",
+                                                       institution_registered(HOSPITAL, REGION, "宝鸡测试医院")),
+                           key=HOSPITAL)
+    await eventually(lambda: counter.redis.hget("stl:inst", HOSPITAL), 30, "the hospital registered")
+    son = await counter.person(balance="500.00")
+    father = await counter.person(region=REGION, scheme="resident")
+    await counter.bind(son, father)
+    for fen in (1230, 4560):
+        charge = charge_submitted(father, HOSPITAL, REGION, fen)
+        await counter.bus.send(t.HIS_CHARGES, command("ChargeSubmitted", charge), key=father["person_id"])
+        [settled] = await counter.bus.watchers[t.SETTLEMENT_RESULTS].wait_for(
+            lambda r, cid=charge["charge_id"]: payload_of(r).get("charge_id") == cid)
+        assert body(settled)["event_type"] == "ChargeSettled", payload_of(settled)
+
+    await page.add_init_script("window.print = () => { document.body.dataset.printed = 'yes'; };")
+    await counter.open(WINDOW)
+    await counter.tab("共济消费")
+    await page.locator("#consumption-id").fill(son["person_id"])
+    await page.locator("#consumption-name").fill("别人的名字")
+    await page.locator("#consumption-name").press("Enter")
+    await expect(page.locator("#consumption-name-error")).to_contain_text("不能查询共济消费")
+    await expect(page.locator("#consumption-result")).to_be_hidden()
+
+    # From a look-up with the name verified, one click away.
+    await counter.look_up(son, name=son["name"])
+    await page.get_by_role("button", name="查询此人的共济消费").click()
+    facts = page.locator("#consumption-facts")
+    await expect(facts).to_contain_text("57.90 元")
+    await expect(facts).to_contain_text(mask_id_number(son["person_id"]))
+    totals = page.locator("#consumption-totals tbody tr")
+    await expect(totals).to_have_count(1)
+    await expect(totals).to_contain_text(mask_id_number(father["person_id"]))
+    await expect(totals.locator("td").nth(1)).to_have_text("2")
+    await expect(totals.locator("td").nth(2)).to_have_text("57.90")
+    await expect(page.locator("#consumption-items tbody tr")).to_have_count(2)
+    await counter.shot("consumption")
+
+    await page.get_by_role("button", name="打印").click()
+    await expect(page.locator("body")).to_have_attribute("data-printed", "yes")
+    await page.emulate_media(media="print")
+    await expect(page.locator("nav")).to_be_hidden()
+    await expect(page.locator("#consumption-form")).to_be_hidden()
+    await expect(page.locator("#print-head")).to_contain_text("家庭共济消费明细")
+    await expect(page.locator("#print-head")).to_contain_text("clerk-bj-0001")
+    await expect(page.locator("#consumption-items")).to_be_visible()
+    await counter.shot("consumption-print")
+    await page.emulate_media(media="screen")
+
+
+async def test_the_audit_list_shows_a_clerk_his_own_actions_and_a_supervisor_the_regions(counter):
+    page = counter.page
+    suffix = uuid.uuid4().hex[:6]
+    alice, bob = f"clerk-a-{suffix}", f"clerk-b-{suffix}"
+    someone = await counter.person()
+    for clerk in (alice, bob):
+        r = await counter.http.post("/v1/person-lookups", json={"id_number": someone["person_id"], "name": None},
+                                    headers=auth(window(clerk)))
+        assert r.status_code == 200, r.json()
+    r = await counter.http.get(f"/v1/persons/{someone['person_id']}/bindings", headers=auth(window(alice)))
+    assert r.status_code == 200
+
+    await counter.open(window(alice))
+    await counter.tab("操作记录")
+    await expect(page.locator("#audit-scope")).to_contain_text(alice)
+    rows = page.locator("#audit-list tbody tr")
+    await expect(rows).to_have_count(2)        # the list refreshes itself while the projection catches up
+    await expect(rows.filter(has_text="查询参保人")).to_have_count(1)
+    await expect(rows.filter(has_text="查询共济关系")).to_have_count(1)
+    await expect(rows.filter(has_text=bob)).to_have_count(0)
+    await expect(rows.first).to_contain_text(mask_id_number(someone["person_id"]))
+    await counter.shot("audit-window")
+
+    await page.get_by_role("button", name="退出登录").click()
+    await counter.sign_in(window(f"sup-{suffix}", role="supervisor"))
+    await expect(page.locator("#who-role")).to_have_text("主管")
+    await counter.tab("操作记录")
+    await expect(page.locator("#audit-scope")).to_contain_text(REGION_ZH)
+    await expect(rows.filter(has_text=alice)).to_have_count(2)
+    await expect(rows.filter(has_text=bob)).to_have_count(1)
+    await counter.shot("audit-supervisor")
+    await page.get_by_label("经办人编号（选填）").fill(bob)
+    await page.get_by_label("经办人编号（选填）").press("Enter")
+    await expect(rows).to_have_count(1)
+    await expect(rows).to_contain_text(bob)
