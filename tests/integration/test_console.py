@@ -50,18 +50,23 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def platform(infra, bus, tmp_path_factory):
+    """Binding, settlement, notify, the gateway as deployed and one that never waits for an
+    outcome (its page sees every command answered 202)."""
     log_dir = tmp_path_factory.mktemp("console")
-    port = free_port()
     services = [ServiceProcess(name, {**infra.env(), "LOG_LEVEL": "INFO", "HTTP_PORT": str(free_port())},
                                log_dir / f"{name}.log") for name in ("binding", "settlement", "notify")]
-    services.append(ServiceProcess("gateway", {**infra.env(), "LOG_LEVEL": "INFO", "GATEWAY_JWT_KEY": KEY,
-                                               "HTTP_PORT": str(port),
-                                               "GATEWAY_INSTANCE": f"console-{uuid.uuid4().hex[:8]}"},
-                                   log_dir / "gateway.log"))
+    urls = {}
+    for name, env in (("gateway", {}), ("impatient", {"GATEWAY_COMMAND_TIMEOUT_MS": "1"})):
+        port = free_port()
+        services.append(ServiceProcess("gateway", {**infra.env(), "LOG_LEVEL": "INFO", "GATEWAY_JWT_KEY": KEY,
+                                                   "HTTP_PORT": str(port),
+                                                   "GATEWAY_INSTANCE": f"console-{uuid.uuid4().hex[:8]}", **env},
+                                       log_dir / f"{name}.log"))
+        urls[name] = f"http://127.0.0.1:{port}"
     try:
         for process in services:
             process.start()
-        yield f"http://127.0.0.1:{port}"
+        yield urls
     finally:
         for process in reversed(services):
             process.stop()
@@ -153,8 +158,8 @@ WINDOW = window()
 async def counter(platform, browser, bus, clean_redis):
     context = await browser.new_context(viewport={"width": 1024, "height": 600}, locale="zh-CN")
     page = await context.new_page()
-    async with httpx.AsyncClient(base_url=platform, timeout=30) as http:
-        c = Counter(page, platform, bus, clean_redis, http)
+    async with httpx.AsyncClient(base_url=platform["gateway"], timeout=30) as http:
+        c = Counter(page, platform["gateway"], bus, clean_redis, http)
         errors: list[str] = []
         page.on("console", lambda m: c.messages.append(m.text))
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -169,6 +174,7 @@ async def test_sign_in_refuses_an_app_token_and_a_bad_one_and_shows_the_clerk_on
     page = counter.page
     someone = await counter.person()
     response = await counter.open()
+    assert response.status == 200 and response.url.endswith("/console")   # what `make run` checks before printing it
     policy = response.headers["content-security-policy"]
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
     await expect(page.get_by_label("窗口令牌")).to_be_focused()
@@ -304,6 +310,23 @@ async def test_create_at_the_window_is_accepted_or_refused_beside_the_field_conc
     await expect(page.locator("#create-order")).to_be_focused()
     await expect(page.locator("#create-order")).to_have_attribute("aria-invalid", "true")
     await counter.shot("create-refused-order")
+
+
+async def test_a_command_still_pending_shows_in_progress_then_its_outcome(counter, platform):
+    page = counter.page
+    son, daughter = await counter.person(), await counter.person()
+    mother = await counter.person(region=REGION, scheme="resident")
+    counter.url = platform["impatient"]   # this gateway answers every command 202
+    await counter.open(WINDOW)
+    await counter.tab("办理绑定")
+    await fill_binding(page, son, mother)
+    await page.get_by_role("button", name="提交办理").click()
+    result = page.locator("#create-result")
+    await expect(result).to_contain_text("处理中")
+    await expect(result).to_contain_text("绑定已办理")
+    await fill_binding(page, daughter, mother)
+    await page.get_by_role("button", name="提交办理").click()
+    await expect(page.locator("#create-order-error")).to_have_text("该支付顺位已被占用")
 
 
 async def test_a_change_of_order_shows_the_swap_before_it_is_confirmed_and_the_list_updates(counter):
@@ -467,3 +490,14 @@ async def test_the_audit_list_shows_a_clerk_his_own_actions_and_a_supervisor_the
     await page.get_by_label("经办人编号（选填）").press("Enter")
     await expect(rows).to_have_count(1)
     await expect(rows).to_contain_text(bob)
+
+
+async def test_a_token_that_expires_mid_session_returns_the_clerk_to_sign_in(counter):
+    page = counter.page
+    brief = mint(KEY, "window", clerk_id="clerk-bj-0002", region=REGION, ttl_seconds=10)
+    await counter.open(brief)
+    await expect(page.locator("#who")).to_contain_text("clerk-bj-0002")
+    await counter.tab("操作记录")   # refreshes itself: the first answer after the expiry is 401
+    await expect(page.locator("#signin-token-error")).to_contain_text("登录已过期")
+    await expect(page.locator("nav")).to_be_hidden()
+    assert await page.evaluate("sessionStorage.length") == 0

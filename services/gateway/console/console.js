@@ -154,6 +154,7 @@ function problemOf(res) {
 // -- errors beside the fields they concern ----------------------------------------------------------
 // A slot X is a control (or fieldset) with id X and its message <p id="X-error">.
 function showErrors(form, list) {
+  if (!state.me && form !== "signin") return;   // signed out meanwhile (an expired token): nothing to show
   state.errors[form] = list;
   paintErrors(form);
   if (list.length) focusSlot(list[0].slot);
