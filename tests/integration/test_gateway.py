@@ -27,10 +27,13 @@ PROBLEM = "application/problem+json"
 
 
 def gateway_process(infra, log_dir, **env: str) -> tuple[ServiceProcess, str]:
-    port = free_port()
+    """A gateway with a reply topic and an audit projection group of its own (GATEWAY_GROUP_ID):
+    every gateway of the session projects gateway.audit into the same Redis (idempotent), and no
+    test module's gateways wait on a group another module's gateways have just left."""
+    port, instance = free_port(), f"tests-{uuid.uuid4().hex[:8]}"
     process = ServiceProcess("gateway", {**infra.env(), "LOG_LEVEL": "INFO", "GATEWAY_JWT_KEY": KEY,
-                                         "HTTP_PORT": str(port), "GATEWAY_INSTANCE": f"tests-{uuid.uuid4().hex[:8]}",
-                                         **env}, log_dir / f"gateway-{port}.log")
+                                         "HTTP_PORT": str(port), "GATEWAY_INSTANCE": instance,
+                                         "GATEWAY_GROUP_ID": instance, **env}, log_dir / f"gateway-{port}.log")
     return process, f"http://127.0.0.1:{port}"
 
 
