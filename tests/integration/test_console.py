@@ -311,6 +311,12 @@ async def test_create_at_the_window_is_accepted_or_refused_beside_the_field_conc
     await expect(page.locator("#create-order")).to_have_attribute("aria-invalid", "true")
     await counter.shot("create-refused-order")
 
+    await page.locator("#create-beneficiary-name").fill("别人的名字")   # the refusal names the person it concerns
+    await page.get_by_role("button", name="提交办理").click()
+    await expect(page.locator("#create-beneficiary-name-error")).to_have_text("姓名与参保登记信息不一致")
+    await expect(page.locator("#create-grantor-name-error")).to_be_empty()
+    await expect(page.locator("#create-order-error")).to_be_empty()
+
 
 async def test_a_command_still_pending_shows_in_progress_then_its_outcome(counter, platform):
     page = counter.page
