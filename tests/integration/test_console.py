@@ -57,10 +57,12 @@ def platform(infra, bus, tmp_path_factory):
                                log_dir / f"{name}.log") for name in ("binding", "settlement", "notify")]
     urls = {}
     for name, env in (("gateway", {}), ("impatient", {"GATEWAY_COMMAND_TIMEOUT_MS": "1"})):
-        port = free_port()
+        port, instance = free_port(), f"console-{uuid.uuid4().hex[:8]}"
+        # A reply topic and an audit projection group of its own: no gateway waits on a group
+        # another module's gateways just left.
         services.append(ServiceProcess("gateway", {**infra.env(), "LOG_LEVEL": "INFO", "GATEWAY_JWT_KEY": KEY,
-                                                   "HTTP_PORT": str(port),
-                                                   "GATEWAY_INSTANCE": f"console-{uuid.uuid4().hex[:8]}", **env},
+                                                   "HTTP_PORT": str(port), "GATEWAY_INSTANCE": instance,
+                                                   "GATEWAY_GROUP_ID": instance, **env},
                                        log_dir / f"{name}.log"))
         urls[name] = f"http://127.0.0.1:{port}"
     try:
