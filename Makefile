@@ -19,9 +19,11 @@ run: $(STAMP)
 
 # The console's browser tests drive Debian's chromium through Playwright (never `playwright install`,
 # which downloads a browser): installed here when missing and running as root; otherwise those
-# tests fail saying how to install it.
+# tests fail saying how to install it. The Chinese font makes the page's screenshots readable.
 browser:
-	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update && apt-get install -y --no-install-recommends chromium)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	    && ! (command -v chromium >/dev/null && dpkg -s fonts-wqy-microhei >/dev/null 2>&1); then \
+	  apt-get update && apt-get install -y --no-install-recommends chromium fonts-wqy-microhei; fi
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest tests -q
