@@ -218,7 +218,7 @@ async def play(opts: Options, producer: AIOKafkaProducer, province: Province, ta
         elif topic == BUREAU_POSTINGS and event_type == "Posting":
             traffic.posted(payload)
         elif topic == NOTIFY_DELIVERIES:
-            tally.delivery(event_type)
+            tally.delivery(event_type, payload)
         elif topic == BUREAU_DEAD_LETTERS:
             tally.bureau_refused += 1  # a bureau event the platform refused: the books disagree
 

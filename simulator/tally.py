@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from shared.money import parse_yuan
+
+
+RECENT_SMS = 5
 
 
 @dataclass
@@ -28,6 +31,9 @@ class Tally:
     sms: Counter = field(default_factory=Counter)      # sent | failed
     bindings: Counter = field(default_factory=Counter)  # created | pending | refused:<reason>
     bureau_refused: int = 0                            # bureau events dead-lettered (should stay 0)
+    # the latest SmsSent, as notify published them (phone already masked): `make run` shows them, so
+    # a binding made through /docs is seen to reach its grantor's phone
+    recent_sms: deque = field(default_factory=lambda: deque(maxlen=RECENT_SMS))
 
     def result(self, event_type: str, payload: dict) -> None:
         """A message on settlement.results."""
@@ -50,10 +56,12 @@ class Tally:
         elif event_type == "FraudSuspected":
             self.fraud_suspected += 1
 
-    def delivery(self, event_type: str) -> None:
+    def delivery(self, event_type: str, payload: dict) -> None:
         """A message on notify.deliveries."""
         if event_type == "SmsSent":
             self.sms["sent"] += 1
+            self.recent_sms.append({k: str(payload.get(k) or "")[:64] for k in
+                                    ("sent_at", "phone", "recipient_role", "template", "binding_id", "charge_id")})
         elif event_type == "SmsFailed":
             self.sms["failed"] += 1
 
@@ -63,4 +71,4 @@ class Tally:
                 "cross_region": self.cross_region, "refunds": self.refunds,
                 "refunds_refused": dict(self.refunds_refused), "fraud_suspected": self.fraud_suspected,
                 "sms": dict(self.sms), "bindings": dict(self.bindings),
-                "bureau_refused": self.bureau_refused}
+                "bureau_refused": self.bureau_refused, "recent_sms": list(self.recent_sms)}

@@ -45,6 +45,7 @@ class Figures:
     bureau_sent: Counter = field(default_factory=Counter)   # the simulator's bureau events, by kind
     bureau_refused: int = 0                                 # ... that the platform dead-lettered
     down: list[str] = field(default_factory=list)           # services that have ended, and how
+    recent_sms: list[dict] = field(default_factory=list)    # the latest SmsSent the simulator read
 
     @property
     def charges(self) -> int:
@@ -94,6 +95,7 @@ def read(texts: dict[str, str | None], status: dict | None) -> Figures:
         sent = status.get("sent", {})
         f.bureau_sent = Counter({k: sent.get(k, 0) for k in ("credit", "local_debit", "snapshot")})
         f.bureau_refused = status.get("bureau_refused", 0)
+        f.recent_sms = [m for m in status.get("recent_sms", []) if isinstance(m, dict)]
         if "charges" not in seen:
             f.settled, f.refused = status.get("settled", 0), Counter(status.get("refused", {}))
             f.from_simulator.add("charges")

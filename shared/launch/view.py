@@ -59,6 +59,8 @@ def live(f: Figures, elapsed: float, header: list[str], note: str) -> Group:
     t.add_row("bindings 绑定", ", ".join(f"{k} {v:,}" for k, v in sorted(f.bindings.items())) or "none")
     t.add_row("bureau events 医保局", _bureau(f))
     t.add_row("consumer lag", _lag(f))
+    for i, sms in enumerate(reversed(f.recent_sms)):
+        t.add_row("latest SMS 最新短信" if i == 0 else "", sms_line(sms))
     if f.down:
         t.add_row(Text("ended", style="bold red"), Text(", ".join(f.down) + " (see its log)", style="red"))
     title = f"Shaanxi family mutual aid · running {elapsed:,.0f} s" + (f" · simulator {f.phase}" if f.phase else "")
@@ -69,12 +71,20 @@ def live(f: Figures, elapsed: float, header: list[str], note: str) -> Group:
                  Text("\n".join(shown), no_wrap=True, overflow="ellipsis"), Text(note, style="dim"))
 
 
+def sms_line(sms: dict) -> str:
+    """One SmsSent: when, to whom (masked), which text, about what."""
+    about = f"binding {sms['binding_id']}" if sms.get("binding_id") else f"charge {sms.get('charge_id', '')}"
+    return (f"{sms.get('sent_at', '')[11:19]} → {sms.get('phone', '')} ({sms.get('recipient_role', '')}) "
+            f"{sms.get('template', '')}, {about}")
+
+
 def line(f: Figures, elapsed: float) -> str:
     """The plain one-line status."""
     paid = " ".join(f"{k} {yuan(f.paid_fen.get(k, 0))}" for k, _ in SOURCES)
     return (f"[{elapsed:5.0f} s] charges {f.charges:,} ({f.per_second:.1f}/s): settled {f.settled:,}, refused "
             f"{sum(f.refused.values()):,} ({_reasons(f.refused, 3)}); paid {paid}; cross-region "
             f"{f.cross_share:.0%}; SMS sent {f.sms.get('sent', 0):,} failed {f.sms.get('failed', 0):,}; lag {_lag(f)}"
+            + (f"; latest SMS {sms_line(f.recent_sms[-1])}" if f.recent_sms else "")
             + (f"; ENDED: {', '.join(f.down)}" if f.down else ""))
 
 

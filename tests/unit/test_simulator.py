@@ -202,3 +202,19 @@ async def test_pace_stops_on_the_event_and_after_the_duration():
         pass
 
     assert await pace(iter(int, 1), 100.0, ignore, duration=0.1) == 10  # due at 0, 10, ..., 90 ms
+
+
+def test_the_tally_keeps_the_latest_sms_as_notify_published_them():
+    from simulator.tally import RECENT_SMS, Tally
+    from shared.launch.view import sms_line
+
+    tally = Tally(regions={})
+    for i in range(RECENT_SMS + 2):
+        tally.delivery("SmsSent", {"sent_at": f"2026-11-26T10:00:0{i}+08:00", "phone": "139****5678",
+                                   "recipient_role": "grantor", "template": "binding_created",
+                                   "binding_id": f"BND-{i}", "ignored": "x"})
+    tally.delivery("SmsFailed", {"phone": "139****0000"})
+    kept = tally.as_dict()["recent_sms"]
+    assert [m["binding_id"] for m in kept] == [f"BND-{i}" for i in range(2, RECENT_SMS + 2)]
+    assert tally.sms == {"sent": RECENT_SMS + 2, "failed": 1}
+    assert sms_line(kept[-1]) == "10:00:06 → 139****5678 (grantor) binding_created, binding BND-6"
