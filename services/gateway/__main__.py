@@ -1,6 +1,7 @@
 """`python -m services.gateway`: serve the HTTP API on HTTP_HOST:HTTP_PORT until SIGINT or SIGTERM."""
 
 import logging
+import signal
 
 import uvicorn
 
@@ -21,5 +22,9 @@ if __name__ == "__main__":
     settings = GatewaySettings()
     app = create_app(settings)
     # access_log off: uvicorn would log raw paths, which hold ID numbers; api/limits.py logs route templates.
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then restores the previous handlers and raises
+    # the signal again; handlers that do nothing make that a clean exit 0, like the other services.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     _Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port, access_log=False,
                            log_config=None, lifespan="on")).run()
