@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from redis.asyncio import Redis
 
 # Small hashes are stored as listpacks: one hash holding a bucket of persons costs far less than a
@@ -19,3 +21,14 @@ def person_bucket(person_id: str) -> int:
     """Birth date and sequence digits (positions 7-17) spread evenly; plain integer arithmetic,
     so a Redis Function computes the same bucket (they fit a Lua double exactly)."""
     return int(person_id[6:17]) % PERSON_BUCKETS
+
+
+async def calling_functions(run: Callable[[], Awaitable[list]], load: Callable[[], Awaitable[None]]) -> list:
+    """`run` a pipeline of FCALLs; when the Function library is gone (a Redis replaced or flushed
+    under us), `load` it and run once more. Safe for every caller because each Function is
+    idempotent: what the first run applied answers the same, or fails its compare, the second time."""
+    replies = await run()
+    if any(isinstance(r, Exception) and "function not found" in str(r).lower() for r in replies):
+        await load()
+        replies = await run()
+    return replies

@@ -32,11 +32,10 @@ from functools import cache
 from pathlib import Path
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from shared.binding_index import Payer, encode_payer, payers_key
 from shared.envelope import CHINA_TZ
-from shared.state import person_bucket
+from shared.state import calling_functions, person_bucket
 from services.binding.domain.model import Binding, Insured, Relation, Scheme, Status
 
 ENDS_KEY = "bnd:ends"
@@ -222,13 +221,9 @@ class BindingStore:
             for call in calls:
                 pipe.fcall("bnd_commit", 0, call)
             return await pipe.execute(raise_on_error=False)
-        replies = await run()
-        if any(isinstance(r, ResponseError) and "function not found" in str(r).lower() for r in replies):
-            # The library is gone (a Redis replaced or flushed under us): load it and redo. Safe:
-            # an applied plan changed its record, so its retry fails the compare and is decided
-            # again, reading what it wrote.
-            await self.load_functions()
-            replies = await run()
+        # an applied plan changed its record: redone after a reload, it fails the compare and is
+        # decided again, reading what it wrote
+        replies = await calling_functions(run, self.load_functions)
         for r in replies:
             if isinstance(r, Exception):
                 raise r

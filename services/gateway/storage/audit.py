@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+
+from shared.state import calling_functions
 
 # What an entry holds, in the order GET /v1/audit shows it (plus `id`, the record's event id).
 FIELDS = ("at", "clerk_id", "region", "action", "command_id", "subject_id", "outcome", "reason_code")
@@ -103,11 +104,7 @@ class AuditStore:
                 pipe.fcall("gw_audit_add", 2, region_key(e.region), clerk_key(e.region, e.clerk_id), e.member(),
                            e.score, cutoff, self._most, self._ttl_ms, region_key(e.region) + ":")
             return await pipe.execute(raise_on_error=False)
-        replies = await run()
-        if any(isinstance(r, ResponseError) and "function not found" in str(r).lower() for r in replies):
-            # The library is gone (a Redis replaced or flushed under us): load it and redo (idempotent).
-            await self.load_functions()
-            replies = await run()
+        replies = await calling_functions(run, self.load_functions)  # an entry added twice is one entry
         for r in replies:
             if isinstance(r, Exception):
                 raise r

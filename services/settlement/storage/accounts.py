@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shared.envelope import CHINA_TZ
-from shared.state import person_bucket
+from shared.state import calling_functions, person_bucket
 from services.settlement.domain.consumption import Spent
 from services.settlement.domain.ids import posting_prefix
 from services.settlement.domain.waterfall import Line
@@ -171,12 +171,8 @@ class SettlementStore:
         if not items:
             return []
         calls = [encode(items[i:i + CALL_ITEMS]) for i in range(0, len(items), CALL_ITEMS)]
-        replies = await self._call(function, calls)
-        if any(isinstance(r, Exception) and "function not found" in str(r).lower() for r in replies):
-            # The library is gone (a Redis replaced or flushed under us): load it again and redo
-            # the batch. Safe, because each charge is idempotent: what was applied answers as a replay.
-            await self.load_functions()
-            replies = await self._call(function, calls)
+        # each charge is idempotent: redone after a reload, what was applied answers as a replay
+        replies = await calling_functions(lambda: self._call(function, calls), self.load_functions)
         answers: list[Applied] = []
         for i, reply in enumerate(replies):
             if isinstance(reply, Exception):
