@@ -19,3 +19,10 @@ def dead_letter_topic(topic: str) -> str:
 # binding queries travel on binding.commands), and the window clerks' audit trail.
 SETTLEMENT_QUERIES = "settlement.queries"
 GATEWAY_AUDIT = "gateway.audit"
+
+# Added with holds, limits, disputes and three-way reconciliation (contract.md, issue 15):
+# the HIS's daily totals and detail (对总账/对明细账), the bureaus' decisions on disputed payments
+# (非本人授权), and the SMS provider's uplink (a grantor's reply), put on Kafka by the gateway.
+HIS_RECONCILIATION = "his.reconciliation"
+BUREAU_DISPUTES = "bureau.disputes"
+SMS_UPLINK = "sms.uplink"
