@@ -23,6 +23,7 @@ from shared.institutions import INSTITUTION_REGISTERED
 from shared.tokens import mint
 from shared.topics import (BINDING_COMMANDS, BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, BUREAU_POSTINGS,
                            NOTIFY_DELIVERIES, SETTLEMENT_RESULTS, dead_letter_topic)
+from simulator.grantors import GrantorActions
 from simulator.pacing import pace
 from simulator.province import Binding, Province
 from simulator.tally import Tally
@@ -63,6 +64,7 @@ async def simulate(opts: Options, province: Province, stop: asyncio.Event) -> Ta
                                 enable_idempotence=False)  # the local Tansu broker has no idempotent producer
     await producer.start()
     binding: asyncio.Task | None = None
+    grantors = GrantorActions()  # what the grantors may act on in the app: their bindings, payments
     writer = asyncio.create_task(_write_status(tally, opts.status_file)) if opts.status_file else None
     try:
         if opts.do_seed:
@@ -70,8 +72,8 @@ async def simulate(opts: Options, province: Province, stop: asyncio.Event) -> Ta
             await register(producer, province)
             await projections_caught_up(opts.bootstrap, timeout=90, stop=stop)
             binding = asyncio.create_task(
-                bind_through_gateway(opts.gateway, opts.jwt_key or "", province.bindings, tally, stop)
-                if opts.gateway else bind_on_kafka(opts.bootstrap, producer, province.bindings, tally, stop))
+                bind_through_gateway(opts.gateway, opts.jwt_key or "", province.bindings, tally, stop, grantors)
+                if opts.gateway else bind_on_kafka(opts.bootstrap, producer, province.bindings, tally, stop, grantors))
             # The play starts once the bindings are answered, or after a while if the API is slow
             # (202s): a beneficiary's charge before the binding is simply paid in cash.
             await asyncio.wait([binding], timeout=None if opts.seed_only else opts.bind_wait)
@@ -82,7 +84,7 @@ async def simulate(opts: Options, province: Province, stop: asyncio.Event) -> Ta
                 say(f"bindings so far: {dict(tally.bindings)}; the rest are made while the play goes on")
         if opts.do_play and not stop.is_set():
             tally.phase = "playing"
-            await play(opts, producer, province, tally, stop)
+            await play(opts, producer, province, tally, stop, grantors)
         tally.phase = "stopped"
         return tally
     finally:
@@ -147,7 +149,8 @@ async def _committed_to(reader: AIOKafkaConsumer, ends: dict[TopicPartition, int
 
 
 async def bind_through_gateway(gateway: str, jwt_key: str, bindings: list[Binding], tally: Tally,
-                               stop: asyncio.Event, concurrency: int = 64) -> None:
+                               stop: asyncio.Event, grantors: GrantorActions | None = None,
+                               concurrency: int = 64) -> None:
     """POST /v1/bindings as each grantor's app would: the grantor's own app token, the form."""
     start = now().date()
     gate = asyncio.Semaphore(concurrency)
@@ -164,21 +167,21 @@ async def bind_through_gateway(gateway: str, jwt_key: str, bindings: list[Bindin
                 return
             if r.status_code in (200, 201):
                 tally.bindings["created"] += 1
+                binding_id = (r.json().get("outcome") or {}).get("binding_id")
+                if grantors is not None and binding_id:
+                    grantors.binding_event("BindingCreated", {"binding_id": binding_id,
+                                                              "grantor_id": b.grantor.person_id})
             elif r.status_code == 202:
                 tally.bindings["pending"] += 1
             else:
-                try:
-                    reason = r.json().get("reason_code") or r.status_code
-                except ValueError:
-                    reason = r.status_code
-                tally.bindings[f"refused:{reason}"] += 1
+                tally.bindings[f"refused:{_reason(r)}"] += 1
 
     async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
         await asyncio.gather(*(create(client, b) for b in bindings))
 
 
 async def bind_on_kafka(bootstrap: str, producer: AIOKafkaProducer, bindings: list[Binding], tally: Tally,
-                        stop: asyncio.Event, timeout: float = 60) -> None:
+                        stop: asyncio.Event, grantors: GrantorActions | None = None, timeout: float = 60) -> None:
     """Without a gateway: the app back end's CreateBinding on binding.commands, outcomes read back."""
     start = now().date()
     commands = {f"SIM-BIND-{os.getpid()}-{i}": b for i, b in enumerate(bindings)}
@@ -190,6 +193,8 @@ async def bind_on_kafka(bootstrap: str, producer: AIOKafkaProducer, bindings: li
             answered.add(cid)
             key = "created" if event_type == "BindingCreated" else f"refused:{payload.get('reason_code', '?')}"
             tally.bindings[key] += 1
+            if grantors is not None:
+                grantors.binding_event(event_type, payload)
 
     async with _Reader(bootstrap, [BINDING_EVENTS], lambda topic, t, p: on_record(t, p)):
         for cid, b in commands.items():
@@ -204,19 +209,35 @@ async def bind_on_kafka(bootstrap: str, producer: AIOKafkaProducer, bindings: li
 
 
 async def play(opts: Options, producer: AIOKafkaProducer, province: Province, tally: Tally,
-               stop: asyncio.Event) -> None:
+               stop: asyncio.Event, grantors: GrantorActions | None = None) -> None:
     # a HIS never reuses a charge id, and a later run's bureau events must be newer than this one's
     tag = f"SIM{int(time.time()):x}".upper()
     traffic = Traffic(province, random.Random(opts.seed), tag, seq_base=int(time.time() * 1000),
                       books_known=opts.do_seed)
+    grantors = grantors or GrantorActions()
 
     def on_record(topic: str, event_type: str, payload: dict) -> None:
         if topic == SETTLEMENT_RESULTS:
             tally.result(event_type, payload)
             if event_type == "ChargeSettled":
                 traffic.settled(payload)
-        elif topic == BUREAU_POSTINGS and event_type == "Posting":
-            traffic.posted(payload)
+                grantors.paid(payload)
+            elif event_type == "RefundSettled":
+                traffic.refund_settled(payload)
+            elif event_type == "ChargeQuoted":
+                traffic.quoted(payload)
+            elif event_type == "InstitutionReconciled":
+                traffic.reconciled(payload)
+        elif topic == BINDING_EVENTS:
+            tally.binding_event(event_type, payload)
+            grantors.binding_event(event_type, payload)
+            if event_type == "DisputeOpened":
+                traffic.dispute_opened(payload, tally.regions.get(payload.get("grantor_id", ""), ""))
+        elif topic == BUREAU_POSTINGS:
+            if event_type == "Posting":
+                traffic.posted(payload)
+            elif event_type == "AccountDriftDetected":
+                tally.drift += 1
         elif topic == NOTIFY_DELIVERIES:
             tally.delivery(event_type, payload)
         elif topic == BUREAU_DEAD_LETTERS:
@@ -230,11 +251,54 @@ async def play(opts: Options, producer: AIOKafkaProducer, province: Province, ta
         tally.sent[out.kind] += 1
         await producer.send(out.topic, seal(out.event_type, out.payload, event_id=out.event_id), key=out.key.encode())
 
-    async with _Reader(opts.bootstrap, [SETTLEMENT_RESULTS, BUREAU_POSTINGS, NOTIFY_DELIVERIES, BUREAU_DEAD_LETTERS], on_record):
+    topics = [SETTLEMENT_RESULTS, BINDING_EVENTS, BUREAU_POSTINGS, NOTIFY_DELIVERIES, BUREAU_DEAD_LETTERS]
+    async with _Reader(opts.bootstrap, topics, on_record):
         say(f"playing at {opts.rate:g} messages/s" + (f" for {opts.duration:g} s" if opts.duration else ""))
-        sent = await pace(messages(), opts.rate, send, duration=opts.duration or None, stop=stop)
+        acting = asyncio.create_task(act_in_app(opts, grantors, tally, stop)) if opts.gateway else None
+        try:
+            sent = await pace(messages(), opts.rate, send, duration=opts.duration or None, stop=stop)
+        finally:
+            if acting:
+                acting.cancel()
+                await asyncio.gather(acting, return_exceptions=True)
         await producer.flush()
-    say(f"sent {sent} messages: {dict(tally.sent)}")
+    say(f"sent {sent} messages: {dict(tally.sent)}; grantors in the app: {dict(tally.grantor_actions)}")
+
+
+async def act_in_app(opts: Options, grantors: GrantorActions, tally: Tally, stop: asyncio.Event,
+                     every: float = 2.0) -> None:
+    """Every couple of seconds a grantor sets a limit, pauses or resumes a binding, or disputes a
+    payment, through the HTTP API with his or her own app token."""
+    rng = random.Random(opts.seed + 1)
+    async with httpx.AsyncClient(base_url=opts.gateway, timeout=30) as client:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), every)
+                return
+            except asyncio.TimeoutError:
+                pass  # the pause between two actions is over
+            call = grantors.next(rng)
+            if call is None:
+                continue
+            token = mint(opts.jwt_key or "", "app", person_id=call.grantor_id, ttl_seconds=300)
+            try:
+                r = await client.request(call.method, call.path, json=call.body,
+                                         headers={"Authorization": f"Bearer {token}"})
+            except httpx.HTTPError as exc:
+                tally.grantor_actions[f"{call.action}:error:{type(exc).__name__}"] += 1
+                continue
+            if r.status_code < 300:
+                tally.grantor_actions[call.action] += 1
+            else:
+                tally.grantor_actions[f"{call.action}:refused:{_reason(r)}"] += 1
+
+
+def _reason(r: httpx.Response) -> str:
+    """A refusal's reason code (problem+json), or its HTTP status."""
+    try:
+        return str(r.json().get("reason_code") or r.status_code)
+    except (ValueError, AttributeError):
+        return str(r.status_code)
 
 
 class _Reader:

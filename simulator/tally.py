@@ -31,6 +31,12 @@ class Tally:
     sms: Counter = field(default_factory=Counter)      # sent | failed
     bindings: Counter = field(default_factory=Counter)  # created | pending | refused:<reason>
     bureau_refused: int = 0                            # bureau events dead-lettered (should stay 0)
+    quotes: Counter = field(default_factory=Counter)   # quoted | released:<reason>
+    reconciled: Counter = field(default_factory=Counter)  # <level>:<result> of InstitutionReconciled
+    disputes: Counter = field(default_factory=Counter)    # opened | upheld | dismissed
+    binding_changes: Counter = field(default_factory=Counter)  # paused | resumed | limit_set
+    grantor_actions: Counter = field(default_factory=Counter)  # the app calls the grantors made
+    drift: int = 0                                     # AccountDriftDetected (should stay 0)
     # the latest SmsSent, as notify published them (phone already masked): `make run` shows them, so
     # a binding made through /docs is seen to reach its grantor's phone
     recent_sms: deque = field(default_factory=lambda: deque(maxlen=RECENT_SMS))
@@ -55,6 +61,22 @@ class Tally:
             self.refunds += 1
         elif event_type == "FraudSuspected":
             self.fraud_suspected += 1
+        elif event_type == "ChargeQuoted":
+            self.quotes["quoted"] += 1
+        elif event_type == "ChargeQuoteReleased":
+            self.quotes[f"released:{payload.get('reason', '?')}"] += 1
+        elif event_type == "InstitutionReconciled":
+            self.reconciled[f"{payload.get('level', '?')}:{payload.get('result', '?')}"] += 1
+
+    def binding_event(self, event_type: str, payload: dict) -> None:
+        """A message on binding.events (the ones the play changes)."""
+        if event_type == "DisputeOpened":
+            self.disputes["opened"] += 1
+        elif event_type == "DisputeResolved":
+            self.disputes[str(payload.get("decision", "?"))] += 1
+        elif event_type in ("BindingPaused", "BindingResumed", "GrantorLimitSet"):
+            self.binding_changes[{"BindingPaused": "paused", "BindingResumed": "resumed",
+                                  "GrantorLimitSet": "limit_set"}[event_type]] += 1
 
     def delivery(self, event_type: str, payload: dict) -> None:
         """A message on notify.deliveries."""
@@ -71,4 +93,7 @@ class Tally:
                 "cross_region": self.cross_region, "refunds": self.refunds,
                 "refunds_refused": dict(self.refunds_refused), "fraud_suspected": self.fraud_suspected,
                 "sms": dict(self.sms), "bindings": dict(self.bindings),
-                "bureau_refused": self.bureau_refused, "recent_sms": list(self.recent_sms)}
+                "bureau_refused": self.bureau_refused, "recent_sms": list(self.recent_sms),
+                "quotes": dict(self.quotes), "reconciled": dict(self.reconciled), "disputes": dict(self.disputes),
+                "binding_changes": dict(self.binding_changes), "grantor_actions": dict(self.grantor_actions),
+                "drift": self.drift}

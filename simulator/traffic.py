@@ -1,5 +1,7 @@
 """What happens in the province, one message at a time: HIS charges and refunds, the occasional
-fraud attempt, and the bureaus' credits, local spending and balance snapshots.
+fraud attempt, and the bureaus' credits, local spending and balance snapshots; pre-settlement
+quotes (预结算) settled or cancelled, the HIS's daily totals and detail (对总账/对明细账), and the
+bureaus' decisions on payments a grantor disputed (非本人授权).
 
 Pure: `Traffic.next(at)` says what to send; nothing here publishes. The generator is
 deterministic for its random stream and what it is told (`settled`, `posted`), so a unit test can
@@ -18,12 +20,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from shared.money import format_yuan, parse_yuan
-from shared.topics import BUREAU_ACCOUNTS, HIS_CHARGES
+from shared.envelope import CHINA_TZ
+from shared.topics import BUREAU_ACCOUNTS, BUREAU_DISPUTES, HIS_CHARGES, HIS_RECONCILIATION
 from simulator.province import Institution, Person, Province
 
 # How often each kind of message is sent, per hundred.
-MIX = {"own": 38, "grantor": 30, "cash": 8, "fraud": 1, "refund": 5, "credit": 8, "local_debit": 6, "snapshot": 4}
+MIX = {"own": 34, "grantor": 24, "cash": 8, "fraud": 1, "refund": 5, "credit": 8, "local_debit": 6, "snapshot": 4,
+       "quote": 5, "quote_settle": 4, "quote_cancel": 1, "his_totals": 1, "dispute_decision": 1}
 CHARGE_KINDS = frozenset({"own", "grantor", "cash", "fraud"})
+# Of the HIS's daily totals, this share leaves one charge out, as a HIS whose books lost one
+# would: the platform answers that the totals differ and asks for the detail (对明细账).
+HIS_SLIP = 0.25
+LEDGER_MAX = 20_000  # charges a simulated HIS keeps for its daily totals (the oldest day goes first)
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,14 @@ class Traffic:
     _settled: deque = field(default_factory=lambda: deque(maxlen=2_000))  # (patient, institution, charge, fen)
     _seq: dict[str, int] = field(default_factory=dict)
     books: dict[str, Book] = field(default_factory=dict)
+    # 预结算: quote requests sent (charge id -> the charge), quotes held (answered ChargeQuoted)
+    _asked: dict = field(default_factory=dict)
+    _quoted: deque = field(default_factory=lambda: deque(maxlen=500))
+    # the HIS's own books of what the platform settled: (institution, day) -> charge id -> amounts
+    _ledger: dict = field(default_factory=dict)
+    _refunds: dict = field(default_factory=dict)   # (institution, day) -> (charge, refund) -> fen
+    _details: deque = field(default_factory=lambda: deque(maxlen=50))  # detail the platform asked for
+    _disputes: deque = field(default_factory=lambda: deque(maxlen=200))  # DisputeOpened to decide
 
     def __post_init__(self) -> None:
         p = self.province
@@ -75,10 +91,44 @@ class Traffic:
     # -- what the platform said back (fed by the I/O side) --------------------------------------
 
     def settled(self, payload: dict) -> None:
-        """A ChargeSettled: the charge may be refunded later."""
+        """A ChargeSettled: the charge may be refunded later, and the HIS books it for the day."""
         fen = parse_yuan(payload["individual_borne"])
         if fen > 0 and "institution_code" in payload:
             self._settled.append((payload["patient_id"], payload["institution_code"], payload["charge_id"], fen))
+        if "institution_code" in payload:
+            by = {"own": 0, "grantor": 0, "cash": 0}
+            for line in payload.get("lines", []):
+                by[line["source"]] = by.get(line["source"], 0) + parse_yuan(line["amount"])
+            self._book(payload)[payload["charge_id"]] = (fen, by["own"], by["grantor"], by["cash"])
+
+    def refund_settled(self, payload: dict) -> None:
+        """A RefundSettled, booked by the HIS on the day the platform settled it."""
+        if "institution_code" in payload:
+            self._book(payload, self._refunds)[(payload["charge_id"], payload["refund_id"])] = \
+                parse_yuan(payload["amount"])
+
+    def _book(self, payload: dict, books: dict | None = None) -> dict:
+        books = self._ledger if books is None else books
+        at = payload.get("settled_at") or payload["charged_at"]
+        day = datetime.fromisoformat(at).astimezone(CHINA_TZ).date().isoformat()
+        if sum(len(b) for b in books.values()) >= LEDGER_MAX:
+            books.pop(min(books, key=lambda k: k[1]))
+        return books.setdefault((payload["institution_code"], day), {})
+
+    def quoted(self, payload: dict) -> None:
+        """A ChargeQuoted: the HIS will settle it (or, now and then, cancel it)."""
+        charge = self._asked.pop(payload.get("charge_id"), None)
+        if charge is not None and payload.get("quote_id"):
+            self._quoted.append((charge, payload["quote_id"]))
+
+    def reconciled(self, payload: dict) -> None:
+        """An InstitutionReconciled: when the platform asks for the detail, the HIS sends it."""
+        if payload.get("detail_requested") and payload.get("level") == "totals":
+            self._details.append((payload["institution_code"], payload["day"]))
+
+    def dispute_opened(self, payload: dict, region: str) -> None:
+        """A DisputeOpened: the grantor's bureau will decide it."""
+        self._disputes.append((payload["dispute_id"], region))
 
     def posted(self, payload: dict) -> None:
         """A Posting on bureau.postings: the bureau applies it to its book, in account_seq order."""
@@ -159,6 +209,78 @@ class Traffic:
             return None
         patient = self.rng.choice(self._beneficiaries)
         return self._charge("fraud", at, patient, code_holder=self._grantors[patient.person_id][0])
+
+    def _quote(self, at: datetime) -> Outgoing | None:
+        """预结算: the HIS asks what a beneficiary's charge would take from whom, and holds it."""
+        if not self._beneficiaries:
+            return None
+        out = self._charge("quote", at, self.rng.choice(self._beneficiaries))
+        if len(self._asked) < 1_000:
+            self._asked[out.payload["charge_id"]] = out.payload
+        return Outgoing(out.kind, out.topic, out.key, "ChargeQuoteRequested", out.payload, out.event_id)
+
+    def _quote_settle(self, at: datetime) -> Outgoing | None:
+        """The patient pays: the charge settles with the quote's id, exactly the held split."""
+        if not self._quoted:
+            return None
+        charge, quote_id = self._quoted.popleft()
+        return self._out("quote_settle", HIS_CHARGES, charge["patient_id"], "ChargeSubmitted",
+                         charge | {"quote_id": quote_id})
+
+    def _quote_cancel(self, at: datetime) -> Outgoing | None:
+        """The patient walks away: the quote is cancelled and every hold of it released."""
+        if not self._quoted:
+            return None
+        charge, quote_id = self._quoted.popleft()
+        return self._out("quote_cancel", HIS_CHARGES, charge["patient_id"], "ChargeQuoteCancelled",
+                         {"institution_code": charge["institution_code"], "charge_id": charge["charge_id"],
+                          "quote_id": quote_id})
+
+    def _his_totals(self, at: datetime) -> Outgoing | None:
+        """对总账 (or, when the platform asked for it, 对明细账) of one institution's day."""
+        if self._details:
+            institution, day = self._details.popleft()
+            return self._detail(institution, day)
+        if not self._ledger:
+            return None
+        institution, day = self.rng.choice(sorted(self._ledger))
+        charges = self._his_view(institution, day)
+        refunds = self._refunds.get((institution, day), {})
+        payload = {"institution_code": institution, "day": day, "charge_count": len(charges),
+                   "individual_borne_total": format_yuan(sum(c[0] for c in charges.values())),
+                   "own_total": format_yuan(sum(c[1] for c in charges.values())),
+                   "family_total": format_yuan(sum(c[2] for c in charges.values())),
+                   "cash_total": format_yuan(sum(c[3] for c in charges.values())),
+                   "refund_count": len(refunds), "refund_total": format_yuan(sum(refunds.values()))}
+        return self._out("his_totals", HIS_RECONCILIATION, institution, "InstitutionDailyTotals", payload)
+
+    def _his_view(self, institution: str, day: str) -> dict:
+        """The HIS's book of the day; now and then it has lost one charge (the newest)."""
+        charges = dict(self._ledger.get((institution, day), {}))
+        if charges and self.rng.random() < HIS_SLIP:
+            charges.pop(next(reversed(charges)))
+        return charges
+
+    def _detail(self, institution: str, day: str) -> Outgoing:
+        charges = self._his_view(institution, day)
+        rows = [{"charge_id": cid, "individual_borne": format_yuan(b), "own": format_yuan(o),
+                 "family": format_yuan(f), "cash": format_yuan(c)} for cid, (b, o, f, c) in charges.items()][:1000]
+        refunds = [{"charge_id": cid, "refund_id": rid, "amount": format_yuan(fen)}
+                   for (cid, rid), fen in self._refunds.get((institution, day), {}).items()][:1000]
+        payload = {"institution_code": institution, "day": day, "part": 1, "parts": 1, "charges": rows,
+                   "refunds": refunds}
+        return self._out("his_totals", HIS_RECONCILIATION, institution, "InstitutionDailyDetail", payload)
+
+    def _dispute_decision(self, at: datetime) -> Outgoing | None:
+        """The grantor's bureau decides a disputed payment: mostly upheld (the money comes back
+        through the institution's refund), sometimes dismissed (the grantor may resume)."""
+        if not self._disputes:
+            return None
+        dispute_id, region = self._disputes.popleft()
+        decision = "upheld" if self.rng.random() < 0.7 else "dismissed"
+        payload = {"dispute_id": dispute_id, "region": region, "decision": decision,
+                   "decided_at": at.isoformat(timespec="seconds")}
+        return self._out("dispute_decision", BUREAU_DISPUTES, dispute_id, "DisputeDecided", payload)
 
     def _refund(self, at: datetime) -> Outgoing | None:
         if not self._settled:

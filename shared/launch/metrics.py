@@ -46,6 +46,12 @@ class Figures:
     bureau_refused: int = 0                                 # ... that the platform dead-lettered
     down: list[str] = field(default_factory=list)           # services that have ended, and how
     recent_sms: list[dict] = field(default_factory=list)    # the latest SmsSent the simulator read
+    # what the simulator saw of holds, limits, disputes and reconciliation (its tally)
+    quotes: Counter = field(default_factory=Counter)        # quoted | released:<reason>
+    reconciled: Counter = field(default_factory=Counter)    # <level>:<result>
+    disputes: Counter = field(default_factory=Counter)      # opened | upheld | dismissed
+    binding_changes: Counter = field(default_factory=Counter)  # paused | resumed | limit_set
+    drift: int = 0                                          # AccountDriftDetected
 
     @property
     def charges(self) -> int:
@@ -96,6 +102,9 @@ def read(texts: dict[str, str | None], status: dict | None) -> Figures:
         f.bureau_sent = Counter({k: sent.get(k, 0) for k in ("credit", "local_debit", "snapshot")})
         f.bureau_refused = status.get("bureau_refused", 0)
         f.recent_sms = [m for m in status.get("recent_sms", []) if isinstance(m, dict)]
+        for name in ("quotes", "reconciled", "disputes", "binding_changes"):
+            setattr(f, name, Counter(status.get(name) or {}))
+        f.drift = status.get("drift", 0)
         if "charges" not in seen:
             f.settled, f.refused = status.get("settled", 0), Counter(status.get("refused", {}))
             f.from_simulator.add("charges")

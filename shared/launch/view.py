@@ -37,6 +37,18 @@ def _bureau(f: Figures) -> str:
             f"{b.get('snapshot', 0):,} sent; {f.bureau_refused:,} refused")
 
 
+def _counts(counter) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in sorted(counter.items())) or "none"
+
+
+def _beyond(f: Figures) -> list[tuple[str, str]]:
+    """Holds, limits, disputes and reconciliation, as the simulator saw them."""
+    return [("quotes 预结算", _counts(f.quotes)),
+            ("limits & pauses 限额/暂停", _counts(f.binding_changes)),
+            ("disputes 非本人授权", _counts(f.disputes)),
+            ("HIS reconciliation 对账", _counts(f.reconciled) + (f"; account drift {f.drift:,}" if f.drift else ""))]
+
+
 def _mark(f: Figures, what: str) -> str:
     return " (simulator's count)" if what in f.from_simulator else ""
 
@@ -58,6 +70,8 @@ def live(f: Figures, elapsed: float, header: list[str], note: str) -> Group:
               + (f", unknown {f.sms['unknown']:,}" if f.sms.get("unknown") else "") + _mark(f, "sms"))
     t.add_row("bindings 绑定", ", ".join(f"{k} {v:,}" for k, v in sorted(f.bindings.items())) or "none")
     t.add_row("bureau events 医保局", _bureau(f))
+    for label, text in _beyond(f):
+        t.add_row(label, text)
     t.add_row("consumer lag", _lag(f))
     for i, sms in enumerate(reversed(f.recent_sms)):
         t.add_row("latest SMS 最新短信" if i == 0 else "", sms_line(sms))
@@ -101,4 +115,4 @@ def summary(f: Figures, elapsed: float) -> list[str]:
         + (f", {f.sms['unknown']:,} outcome unknown" if f.sms.get("unknown") else "") + _mark(f, "sms"),
         "  bindings: " + (", ".join(f"{k} {v:,}" for k, v in sorted(f.bindings.items())) or "none"),
         f"  bureau events: {_bureau(f)}",
-    ]
+    ] + [f"  {label}: {text}" for label, text in _beyond(f)]

@@ -15,10 +15,11 @@ from shared.bureau import AccountMovement, BalanceSnapshot, PersonRegistered
 from shared.envelope import CHINA_TZ
 from shared.identity import is_valid_id_number
 from shared.institutions import InstitutionRegistered
-from shared.money import parse_yuan
+from shared.money import format_yuan, parse_yuan
 from shared.regions import is_in_province
 from services.binding.contract import CreateBinding
 from services.settlement.contract import ChargeRefunded, ChargeSubmitted
+from simulator.grantors import GrantorActions
 from simulator.pacing import pace
 from simulator.province import XIAN, build_province
 from simulator.traffic import Traffic
@@ -218,3 +219,83 @@ def test_the_tally_keeps_the_latest_sms_as_notify_published_them():
     assert [m["binding_id"] for m in kept] == [f"BND-{i}" for i in range(2, RECENT_SMS + 2)]
     assert tally.sms == {"sent": RECENT_SMS + 2, "failed": 1}
     assert sms_line(kept[-1]) == "10:00:06 → 139****5678 (grantor) binding_created, binding BND-6"
+
+
+def test_a_quote_is_settled_with_its_id_and_the_very_body_it_was_quoted_for():
+    t = traffic(mix={"quote": 1, "quote_settle": 1, "quote_cancel": 1})
+    asked = [o for o in play(t, 200) if o.kind == "quote"]
+    assert asked and all(o.event_type == "ChargeQuoteRequested" for o in asked)
+    for i, o in enumerate(asked):
+        ChargeSubmitted.model_validate(o.payload)  # a quote asks about exactly a charge
+        t.quoted({"charge_id": o.payload["charge_id"], "quote_id": f"Q{i}"})
+    later = [o for o in play(t, 400) if o.kind in ("quote_settle", "quote_cancel")]
+    by_id = {o.payload["charge_id"]: o.payload for o in asked}
+    settled = [o for o in later if o.kind == "quote_settle"]
+    cancelled = [o for o in later if o.kind == "quote_cancel"]
+    assert settled and cancelled
+    for o in settled:
+        assert o.event_type == "ChargeSubmitted" and o.payload["quote_id"].startswith("Q")
+        assert {k: v for k, v in o.payload.items() if k != "quote_id"} == by_id[o.payload["charge_id"]]
+    for o in cancelled:
+        assert o.event_type == "ChargeQuoteCancelled"
+        assert set(o.payload) == {"institution_code", "charge_id", "quote_id"}
+    assert len({o.payload["charge_id"] for o in later}) == len(later)  # each quote ends once
+
+
+def _settled(charge: str, inst: str, own: int, grantor: int, cash: int) -> dict:
+    lines = [{"source": s, "amount": format_yuan(a)} for s, a in (("own", own), ("grantor", grantor), ("cash", cash))]
+    return {"charge_id": charge, "institution_code": inst, "patient_id": "x", "settled_at": AT.isoformat(),
+            "individual_borne": format_yuan(own + grantor + cash), "lines": lines}
+
+
+def test_the_his_daily_totals_add_up_what_it_saw_settled_and_the_detail_follows_a_request():
+    t = traffic(mix={"his_totals": 1})
+    for i in range(6):
+        t.settled(_settled(f"C{i}", "H1", 100 * i, 50, 7))
+    t.refund_settled({"charge_id": "C1", "refund_id": "R1", "institution_code": "H1", "amount": "0.50",
+                      "settled_at": AT.isoformat()})
+    totals = [o for o in play(t, 40) if o.event_type == "InstitutionDailyTotals"]
+    assert totals
+    full = [o.payload for o in totals if o.payload["charge_count"] == 6]
+    slipped = [o.payload for o in totals if o.payload["charge_count"] == 5]
+    assert full and slipped and len(full) + len(slipped) == len(totals)
+    assert full[0]["individual_borne_total"] == format_yuan(sum(100 * i + 57 for i in range(6)))
+    assert full[0]["family_total"] == "3.00" and full[0]["refund_count"] == 1 and full[0]["refund_total"] == "0.50"
+    assert full[0]["day"] == AT.date().isoformat()
+    t.reconciled({"institution_code": "H1", "day": AT.date().isoformat(), "level": "totals",
+                  "detail_requested": True})
+    detail = t.next(AT)
+    assert detail.event_type == "InstitutionDailyDetail" and detail.payload["parts"] == 1
+    assert {r["charge_id"] for r in detail.payload["charges"]} <= {f"C{i}" for i in range(6)}
+    assert detail.payload["refunds"] == [{"charge_id": "C1", "refund_id": "R1", "amount": "0.50"}]
+
+
+def test_the_bureau_decides_each_dispute_once_in_the_grantors_region():
+    t = traffic(mix={"dispute_decision": 1})
+    assert not [o for o in play(t, 20) if o.kind == "dispute_decision"]
+    t.dispute_opened({"dispute_id": "D1"}, "610300")
+    t.dispute_opened({"dispute_id": "D2"}, "610100")
+    decided = [o for o in play(t, 50) if o.kind == "dispute_decision"]
+    assert [(o.payload["dispute_id"], o.payload["region"]) for o in decided] == [("D1", "610300"), ("D2", "610100")]
+    assert all(o.topic == "bureau.disputes" and o.payload["decision"] in ("upheld", "dismissed") for o in decided)
+
+
+def test_grantors_act_only_on_their_own_bindings_and_payments_and_never_resume_a_disputed_one():
+    g = GrantorActions()
+    rng = random.Random(3)
+    assert all(g.next(rng) is None for _ in range(20))
+    for i in range(10):
+        g.binding_event("BindingCreated", {"binding_id": f"B{i}", "grantor_id": f"G{i}"})
+    g.paid({"lines": [{"source": "grantor", "person_id": "G1", "reference": "7K2P9QXM", "binding_id": "B1"},
+                      {"source": "cash", "amount": "1.00"}]})
+    calls = [c for c in (g.next(rng) for _ in range(300)) if c]
+    assert {c.action for c in calls} == {"limit", "pause", "dispute"}  # nothing paused yet to resume
+    for c in calls:
+        binding = c.path.split("/")[3] if c.action != "dispute" else "B1"
+        assert c.grantor_id == g.bindings[binding]
+    assert [c.body for c in calls if c.action == "dispute"] == [{"reference": "7K2P9QXM"}]
+    g.binding_event("BindingPaused", {"binding_id": "B2"})
+    g.binding_event("BindingPaused", {"binding_id": "B3"})
+    g.binding_event("DisputeOpened", {"binding_id": "B3"})
+    resumed = {c.path for c in (g.next(rng) for _ in range(300)) if c and c.action == "resume"}
+    assert resumed == {"/v1/bindings/B2/resume"}
