@@ -9,7 +9,10 @@ It starts its own Tansu broker and Valkey (`appendfsync always`), then:
    ratio to the slower raw limit, payment SMS/s with the sink provider);
 4. latency at fixed offered loads, and payment SMS latency at 1,000/s;
 5. the settlement process's RSS at the start and the end (and over a long run, when asked);
-6. what `appendfsync always` costs against `everysec` (servers of their own, services stopped).
+6. what `appendfsync always` costs against `everysec` (servers of their own, services stopped);
+7. what holds and limits cost the settlement path: the full-speed run again with a monthly limit on
+   every binding and live holds (预结算) on grantors' accounts, and charges quoted then settled
+   with their quote's id, each beside the plain run of section 2.
 
 Sizes (env, defaults keep the run near 5 minutes on 2 cores): BENCH_CHARGES=20000,
 BENCH_PEOPLE=20000, BENCH_PEOPLE_PER_BUCKET=40, BENCH_BINDINGS=2000, BENCH_GRANTOR_SHARE=0.5,
@@ -23,6 +26,7 @@ every 100,000).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import tempfile
 import time
@@ -34,6 +38,7 @@ from shared.state import make_redis
 from bench import platform as plat
 from bench import raw
 from bench.population import Population, hospital
+from bench.population import envelope as plat_envelope
 from bench.profile import Profiler
 from bench.report import Report
 from bench.stack import CpuMeter, Service, create_topics, fetch_wait_env, groups_caught_up, producer
@@ -75,6 +80,8 @@ class Bench:
         self.raw_limit: dict[str, float] = {}
         self.rss: list[tuple[str, int]] = []
         self.one_process: float | None = None
+        self.cpu_per_charge: float | None = None     # settlement CPU seconds per charge, section 2
+        self.made: list[tuple[str, str]] = []        # (binding id, grantor id) the bench created
         fetch_env, self.fetch_wait = fetch_wait_env()
         self.service_env = {"LOG_LEVEL": "INFO", "SMS_PROVIDER": "sink", "QUIET_HOURS": "00:00-00:00", **fetch_env}
 
@@ -156,6 +163,7 @@ class Bench:
 
     async def bindings(self) -> None:
         b = await plat.create_bindings(self.bootstrap, self.redis, self.population, 180)
+        self.made = b.made
         n = len(self.population.binding_commands())
         self.report.add("4 bindings", "CreateBinding commands/s (fresh pairs, outcomes read back)", b.per_second,
                         "cmd/s", "≥ 1,000/s", target(b.per_second, 1000, True),
@@ -207,6 +215,7 @@ class Bench:
             if processes == 1:
                 self.one_process = rate
                 used = meter.seconds.get("settlement", 0.0) / len(charges)
+                self.cpu_per_charge = used or None
                 if used:
                     self.report.add("2 platform", "settlement CPU per charge → charges/s on a core of its own",
                                     f"{used * 1e6:,.0f} µs → {1 / used:,.0f}", "charges/s", "≥ 5,000/s",
@@ -240,6 +249,68 @@ class Bench:
             for s in extra:
                 s.stop()
         self.note_rss(f"after {processes} process run")
+
+    async def _measured(self, charges, label: str, keep=None) -> tuple[plat.Run, float, str]:
+        """One full-speed run of `charges` (after notify has caught up): its results, the settlement
+        process's CPU seconds per message, and the CPU shares."""
+        await self.notify_caught_up(label)
+        meter = self.cpu()
+        meter.start()
+        run = await plat.run_charges(self.bootstrap, charges, None, 120 + len(charges) / 200, keep=keep)
+        shares = meter.stop()
+        return run, meter.seconds.get("settlement", 0.0) / max(1, len(charges)), shares
+
+    def _cost_row(self, measure: str, used: float, rate: float, note: str) -> None:
+        base = self.cpu_per_charge
+        ratio = used / base if base and used else None
+        self.report.add("7 holds and limits", measure,
+                        f"{used * 1e6:,.0f} µs, {rate:,.0f} charges/s" + (f" ({ratio - 1:+.0%})" if ratio else ""),
+                        "", "≤ +15% CPU" if ratio else "", target(ratio, 1.15, False) if ratio else None,
+                        note + (f"; plain run: {base * 1e6:,.0f} µs, {self.one_process:,.0f} charges/s"
+                                if base and self.one_process else ""))
+
+    async def holds_and_limits(self) -> None:
+        """The section 2 run again with a monthly limit on every binding and live holds on
+        grantors' accounts (the limit is set high enough never to change a split, so the run does
+        the same payments and only the checks are added), then charges quoted and settled."""
+        n, share = self.size["charges"], self.size["grantor_share"]
+        outcomes = await plat.run_commands(self.bootstrap, self.population.limit_commands(self.made, "100000.00"),
+                                           180)
+        limited = sum(1 for o in outcomes.values() if o == "GrantorLimitSet")
+        held = [(cid, key, plat_envelope("ChargeQuoteRequested", p), True)
+                for cid, key, p in self.population.quotes(min(2_000, max(1, n // 10)), "held")]
+        quoted = await plat.run_charges(self.bootstrap, held, None, 120)
+        live = len(quoted.results) - len(quoted.rejected)
+        await plat.warm_up(self.bootstrap, self.population, "hl")
+        charges = self.population.charges(n, "hl", share)
+        run, used, shares = await self._measured(charges, "the run with limits and holds")
+        self._cost_row("settlement CPU per charge and charges/s, limits on every binding and live holds", used,
+                       len(charges) / run.elapsed(),
+                       f"{limited:,} of {len(self.made):,} bindings limited, {live:,} holds live; {len(charges):,} "
+                       f"charges, {share:.0%} paid by a grantor" + (f"; {plat.summary(run)}" if plat.summary(run) else "")
+                       + f"; CPU: {shares}")
+        quotes = self.population.quotes(max(1, n // 2), "qs")
+        ids: dict[bytes, str] = {}
+
+        def keep(r) -> None:
+            if b'"ChargeQuoted"' in r.value[:200]:
+                ids[r.key] = json.loads(r.value)["payload"]["quote_id"]
+
+        asked = [(cid, key, plat_envelope("ChargeQuoteRequested", p), True) for cid, key, p in quotes]
+        q_run, q_used, _ = await self._measured(asked, "the quotes", keep)
+        settles = [(cid, key, plat_envelope("ChargeSubmitted", p | {"quote_id": ids[cid]}), True)
+                   for cid, key, p in quotes if cid in ids]
+        s_run, s_used, shares = await self._measured(settles, "the settles of quotes")
+        self._cost_row("quote (预结算: the split held), settlement CPU per charge", q_used,
+                       len(asked) / q_run.elapsed(), f"{len(asked):,} ChargeQuoteRequested, {len(ids):,} quoted"
+                       + (f"; {plat.summary(q_run)}" if plat.summary(q_run) else ""))
+        self._cost_row("settle with the quote's id (the held split posted)", s_used, len(settles) / s_run.elapsed(),
+                       f"{len(settles):,} ChargeSubmitted with quote_id"
+                       + (f"; {plat.summary(s_run)}" if plat.summary(s_run) else "") + f"; CPU: {shares}")
+        if self.cpu_per_charge:
+            self.report.note(f"a quoted charge is two messages (quote, then settle): {(q_used + s_used) * 1e6:,.0f} µs "
+                             f"of settlement CPU in all, {(q_used + s_used) / self.cpu_per_charge:.2f}× a charge "
+                             f"settled without a quote; the ±15% target is for each message against a plain charge")
 
     async def latency(self) -> None:
         await plat.warm_up(self.bootstrap, self.population, "lat")
@@ -334,6 +405,7 @@ class Bench:
                 await r.section("5 memory: people", self.people, 300)
                 await r.section("4 bindings", self.bindings, 400)
                 await r.section("2 platform: one process", lambda: self.throughput(1), 400)
+                await r.section("7 holds and limits", self.holds_and_limits, 600)
                 await r.section("2 platform: two processes", lambda: self.throughput(2), 400)
                 await r.section("3 latency", self.latency, 400)
                 if self.size["long_charges"]:

@@ -54,10 +54,10 @@ def _reason(value: bytes) -> str:
 
 
 async def run_charges(bootstrap: str, charges: list[tuple[bytes, bytes, bytes, bool]], rate: float | None,
-                      timeout: float, sms_timeout: float = 0.0) -> Run:
+                      timeout: float, sms_timeout: float = 0.0, keep=None) -> Run:
     """Publish the charges (at full speed, or `rate` per second evenly) and read their results
     back from settlement.results; with `sms_timeout`, also wait for each grantor-paid charge's
-    SmsSent on notify.deliveries."""
+    SmsSent on notify.deliveries. `keep(record)` sees each charge's first result."""
     run = Run()
     wanted = {c[0] for c in charges}
     sms_wanted = {c[0].decode() for c in charges if c[3]} if sms_timeout else set()
@@ -72,6 +72,8 @@ async def run_charges(bootstrap: str, charges: list[tuple[bytes, bytes, bytes, b
                 run.copies += 1
             else:
                 run.results[r.key] = (r.timestamp, seen)
+                if keep:
+                    keep(r)
                 if b'"ChargeRejected"' in r.value[:200]:
                     run.rejected[r.key] = _reason(r.value)
         elif sms_wanted and b'"SmsSent"' in r.value[:200]:
@@ -177,6 +179,7 @@ class Bindings:
     sms: int
     bytes_each: float | None
     bytes_with_sink: float | None
+    made: list[tuple[str, str]] = field(default_factory=list)  # (binding id, grantor id) of each created
 
 
 async def create_bindings(bootstrap: str, redis: Redis, population: Population, timeout: float) -> Bindings:
@@ -186,6 +189,7 @@ async def create_bindings(bootstrap: str, redis: Redis, population: Population, 
     in for the SMS gateway)."""
     commands = population.binding_commands()
     wanted = {cid for cid, _, _ in commands}
+    grantor_of = {cid: json.loads(value)["payload"]["grantor"]["id_number"] for cid, _, value in commands}
     outcomes: dict[str, tuple[str, str, float]] = {}   # command id -> (event type, binding id|reason, read)
     sms: dict[str, int] = {}
 
@@ -230,7 +234,8 @@ async def create_bindings(bootstrap: str, redis: Redis, population: Population, 
             each, with_sink = ((grown - sink) / len(created), grown / len(created)) if created else (None, None)
         except TimeoutError:
             each = with_sink = None
-        return Bindings(rate, len(created), refused, sum(sms.get(b, 0) for b in created), each, with_sink)
+        made = [(b, grantor_of[cid]) for cid, (kind, b, _) in outcomes.items() if kind == "BindingCreated"]
+        return Bindings(rate, len(created), refused, sum(sms.get(b, 0) for b in created), each, with_sink, made)
     finally:
         await out.stop()
         await reader.stop()
@@ -241,3 +246,49 @@ def latency_figures(run: Run) -> dict[str, float]:
     return {"p50": percentile(kafka, 50), "p95": percentile(kafka, 95), "p99": percentile(kafka, 99),
             "read_p50": percentile(read, 50), "read_p99": percentile(read, 99),
             "offered": len(run.sent) / max(1e-6, run.published - run.started)}
+
+
+async def run_commands(bootstrap: str, commands: list[tuple[str, bytes, bytes]], timeout: float) -> dict[str, str]:
+    """Publish binding commands at full speed and read every outcome back: command id -> event type
+    (or `BindingRejected <reason>`)."""
+    wanted = {cid for cid, _, _ in commands}
+    outcomes: dict[str, str] = {}
+
+    def on_record(r, seen: float) -> None:
+        body = json.loads(r.value)
+        p = body.get("payload", {})
+        if p.get("command_id") in wanted and p["command_id"] not in outcomes:
+            outcomes[p["command_id"]] = body["event_type"] + (f" {p['reason_code']}" if "reason_code" in p else "")
+
+    reader = Reader(bootstrap, [t.BINDING_EVENTS], on_record)
+    await reader.start()
+    out = producer(bootstrap)
+    await out.start()
+    try:
+        for _, key, value in commands:
+            await out.send(t.BINDING_COMMANDS, value, key=key)
+        await out.flush()
+        await until(lambda: len(outcomes) == len(wanted), timeout, f"{len(wanted)} command outcomes",
+                    progress=lambda: len(outcomes), stall=30)
+        return outcomes
+    finally:
+        await out.stop()
+        await reader.stop()
+
+
+async def quote_then_settle(bootstrap: str, quotes: list[tuple[bytes, bytes, dict]], timeout: float,
+                            envelope) -> tuple[Run, Run]:
+    """预结算 then 结算 at full speed: every charge's ChargeQuoteRequested, each ChargeQuoted's
+    quote_id read back, then every ChargeSubmitted with its quote_id. The two runs' results."""
+    quote_ids: dict[bytes, str] = {}
+
+    def keep(r) -> None:
+        if b'"ChargeQuoted"' in r.value[:200]:
+            quote_ids[r.key] = json.loads(r.value)["payload"]["quote_id"]
+
+    asked = [(cid, key, envelope("ChargeQuoteRequested", payload), True) for cid, key, payload in quotes]
+    quoted = await run_charges(bootstrap, asked, None, timeout, keep=keep)
+    settles = [(cid, key, envelope("ChargeSubmitted", payload | {"quote_id": quote_ids[cid]}), True)
+               for cid, key, payload in quotes if cid in quote_ids]
+    settled = await run_charges(bootstrap, settles, None, timeout)
+    return quoted, settled

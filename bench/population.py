@@ -112,6 +112,24 @@ class Population:
                 out.append((cid, ben.person_id.encode(), envelope("CreateBinding", form, cid)))
         return out
 
+    def limit_commands(self, bindings: list[tuple[str, str]], monthly_limit: str) -> list[tuple[str, bytes, bytes]]:
+        """(command id, key, SetGrantorLimit) for each (binding id, grantor id): the grantor sets a
+        monthly limit on the binding (共济限额)."""
+        out = []
+        for binding_id, grantor_id in bindings:
+            cid = str(uuid.uuid4())
+            form = {"binding_id": binding_id, "requested_by": grantor_id, "monthly_limit": monthly_limit}
+            out.append((cid, binding_id.encode(), envelope("SetGrantorLimit", form, cid)))
+        return out
+
+    def quotes(self, count: int, tag: str) -> list[tuple[bytes, bytes, dict]]:
+        """(charge id, patient key, ChargeSubmitted payload) of `count` charges of beneficiaries
+        (grantor 1 pays), to be quoted (预结算) and then settled with the quote's id."""
+        out = []
+        for cid, key, value, _ in self.charges(count, tag, 1.0):
+            out.append((cid, key, json.loads(value)["payload"]))
+        return out
+
     def charges(self, count: int, tag: str, grantor_share: float) -> list[tuple[bytes, bytes, bytes, bool]]:
         """(charge id = the result's key, patient key, envelope, paid by a grantor?) for `count`
         ChargeSubmitted.
