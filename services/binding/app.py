@@ -12,16 +12,17 @@ from shared.kafka import ensure_topics, make_broker
 from shared.logs import configure_logging
 from shared.observability import Observability
 from shared.state import make_redis
-from shared.topics import BINDING_COMMANDS, BINDING_EVENTS, BUREAU_ACCOUNTS, dead_letter_topic
+from shared.topics import (BINDING_COMMANDS, BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_DISPUTES, SETTLEMENT_RESULTS,
+                           dead_letter_topic)
 from services.binding.config import BindingSettings
-from services.binding.handlers.subscribers import register
+from services.binding.handlers.subscribers import references_waiter, register
 from services.binding.handlers.sweeps import sweep_payers_every
 from services.binding.metrics import BindingMetrics
 from services.binding.storage.bindings import BindingStore
 from services.binding.usecases import BindingService
 
-TOPICS = [BINDING_COMMANDS, BINDING_EVENTS, BUREAU_ACCOUNTS,
-          dead_letter_topic(BINDING_COMMANDS), dead_letter_topic(BUREAU_ACCOUNTS)]
+TOPICS = [BINDING_COMMANDS, BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_DISPUTES, SETTLEMENT_RESULTS,
+          dead_letter_topic(BINDING_COMMANDS), dead_letter_topic(BUREAU_ACCOUNTS), dead_letter_topic(BUREAU_DISPUTES)]
 
 
 def create_app(settings: BindingSettings | None = None) -> FastStream:
@@ -38,7 +39,8 @@ def create_app(settings: BindingSettings | None = None) -> FastStream:
     store = BindingStore(redis, outcome_ttl_seconds=settings.binding_outcome_ttl_days * 86_400)
     service = BindingService(store, broker, today=lambda: envelope.now().date(), name_key=name_key,
                              payer_grace_days=settings.binding_payer_grace_days,
-                             metrics=BindingMetrics(obs.registry))
+                             metrics=BindingMetrics(obs.registry), references_caught_up=references_waiter(settings),
+                             dispute_window_days=settings.binding_dispute_window_days)
     gate = register(broker, service, settings)
     app = FastStream(broker, logger=log)
     obs.watch(broker, redis=redis, gate=gate)

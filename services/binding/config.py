@@ -26,6 +26,14 @@ class BindingSettings(ServiceSettings):
         7, ge=0, description="Days an ended binding stays in the payer index, so a charge dated while it was in "
         "force (settlement accepts charges up to 7 days old by default) still finds its grantor.")
 
+    binding_dispute_window_days: int = Field(
+        90, ge=1, le=3650, description="How long after a charge its grantor may dispute the payment by its reference "
+        "(DisputePayment; UNKNOWN_REFERENCE after). The reference projection keeps each payment this long.")
+    binding_reference_wait_seconds: float = Field(
+        30.0, gt=0, description="Longest a DisputePayment whose reference is not found waits for the reference "
+        "projection to catch up with settlement.results before it is answered UNKNOWN_REFERENCE; when it cannot "
+        "catch up in time the batch is retried (an answer off a projection that is behind would be wrong).")
+
     binding_batch_size: int = Field(
         500, ge=1, description="Most commands decided in one batch (a few Redis round trips whatever its size).")
     binding_batch_timeout_ms: int = Field(

@@ -3,13 +3,15 @@ and the events it publishes on `binding.events`. Names and fields are fixed; fie
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, Strict, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from shared.identity import IdNumber, Mobile
+from shared.money import Yuan
+from shared.references import REFERENCE_PATTERN
 from shared.regions import RegionCode
 from shared.wire import Day, Text, Time
 from services.binding.domain.reasons import Reason
@@ -20,9 +22,16 @@ CHANGE_PAYMENT_ORDER = "ChangePaymentOrder"
 QUERY_BINDINGS = "QueryBindings"  # added: the role query (我的共济关系), answered on reply_to
 QUERY_COMMAND_OUTCOME = "QueryCommandOutcome"  # added: an earlier command's outcome, answered on reply_to
 QUERY_PERSON = "QueryPerson"  # added: a person's registration (the window's look-up), answered on reply_to
+# added with limits, pause and disputes (issue 15)
+SET_GRANTOR_LIMIT = "SetGrantorLimit"
+PAUSE_BINDING = "PauseBinding"
+RESUME_BINDING = "ResumeBinding"
+DISPUTE_PAYMENT = "DisputePayment"
+QUERY_DISPUTES = "QueryDisputes"  # the grantor's disputes, answered on reply_to
 # Queries change nothing and are answered only on the caller's reply topic.
-QUERY_TYPES = frozenset({QUERY_BINDINGS, QUERY_COMMAND_OUTCOME, QUERY_PERSON})
-COMMAND_TYPES = frozenset({CREATE_BINDING, REVOKE_BINDING, CHANGE_PAYMENT_ORDER}) | QUERY_TYPES
+QUERY_TYPES = frozenset({QUERY_BINDINGS, QUERY_COMMAND_OUTCOME, QUERY_PERSON, QUERY_DISPUTES})
+COMMAND_TYPES = frozenset({CREATE_BINDING, REVOKE_BINDING, CHANGE_PAYMENT_ORDER, SET_GRANTOR_LIMIT, PAUSE_BINDING,
+                           RESUME_BINDING, DISPUTE_PAYMENT}) | QUERY_TYPES
 
 BINDING_CREATED = "BindingCreated"
 BINDING_REVOKED = "BindingRevoked"
@@ -31,6 +40,19 @@ BINDING_REJECTED = "BindingRejected"
 BINDINGS_LISTED = "BindingsListed"
 COMMAND_OUTCOME_UNKNOWN = "CommandOutcomeUnknown"
 PERSON_FOUND = "PersonFound"
+GRANTOR_LIMIT_SET = "GrantorLimitSet"
+BINDING_PAUSED = "BindingPaused"
+BINDING_RESUMED = "BindingResumed"
+DISPUTE_OPENED = "DisputeOpened"
+DISPUTES_LISTED = "DisputesListed"
+DISPUTE_RESOLVED = "DisputeResolved"
+# bureau.disputes (bureau -> binding)
+DISPUTE_DECIDED = "DisputeDecided"
+DISPUTE_DECIDED_TYPES = frozenset({DISPUTE_DECIDED})
+# settlement.results: read for the reference projection; FraudSuspected (kind grantor_dispute)
+# published there, as settlement publishes its identity-mismatch FraudSuspected
+CHARGE_SETTLED = "ChargeSettled"
+FRAUD_SUSPECTED = "FraudSuspected"
 
 
 # Strings stay strings and sizes are bounded (contract.md, version 2): a JSON number where the
@@ -105,6 +127,58 @@ class ChangePaymentOrder(_Strict):
     clerk_id: ClerkId | None = None  # added
 
 
+class SetGrantorLimit(_Strict):
+    """共济限额: the most this binding pays in a calendar month (China time)."""
+
+    binding_id: BindingId
+    requested_by: IdNumber = Field(description="Must be the binding's grantor, else NOT_GRANTOR.")
+    monthly_limit: Yuan | None = Field(description="0.00 to 1000000.00 (0: pays nothing); null lifts the limit. "
+                                                   "Required: send null explicitly to lift it.")
+    clerk_id: ClerkId | None = None
+
+
+class PauseBinding(_Strict):
+    binding_id: BindingId
+    requested_by: IdNumber = Field(description="Must be the binding's grantor, else NOT_GRANTOR.")
+    clerk_id: ClerkId | None = None
+
+
+class ResumeBinding(_Strict):
+    binding_id: BindingId
+    requested_by: IdNumber = Field(description="Must be the binding's grantor, else NOT_GRANTOR.")
+    clerk_id: ClerkId | None = None
+
+
+class DisputePayment(_Strict):
+    """非本人授权: the grantor says a payment from his or her account was not authorised."""
+
+    reference: Annotated[Text, Field(pattern=REFERENCE_PATTERN, description=(
+        "The payment's reference from the payment SMS: 8 of 0-9 A-H J K M N P-T V-Z."))]
+    requested_by: IdNumber = Field(description="The grantor whose account paid.")
+    channel: Literal["app", "window", "sms"]
+    clerk_id: ClerkId | None = Field(None, description="Required when channel is window.")
+
+    @model_validator(mode="after")
+    def _window_names_its_clerk(self) -> DisputePayment:
+        if self.channel == "window" and self.clerk_id is None:
+            raise PydanticCustomError("missing_clerk", "a dispute keyed in at a window names the clerk")
+        return self
+
+
+class QueryDisputes(_Strict):
+    person_id: IdNumber = Field(description="The grantor whose disputes to list.")
+
+
+class DisputeDecided(_Strict):
+    """The bureau's decision on a dispute (bureau.disputes, key dispute_id)."""
+
+    dispute_id: Annotated[Text, Field(min_length=1, max_length=64)]
+    region: RegionCode = Field(description="The deciding bureau's region: must be the grantor's.")
+    decision: Literal["upheld", "dismissed"]
+    decided_at: Time
+    note: Annotated[Text, Field(max_length=200)] | None = None
+
+
 class QueryBindings(_Strict):
     person_id: IdNumber
     role: Literal["grantor", "beneficiary"] | None = None
@@ -136,9 +210,16 @@ COMMAND_MODELS: dict[str, type[BaseModel]] = {
     QUERY_BINDINGS: QueryBindings,
     QUERY_COMMAND_OUTCOME: QueryCommandOutcome,
     QUERY_PERSON: QueryPerson,
+    SET_GRANTOR_LIMIT: SetGrantorLimit,
+    PAUSE_BINDING: PauseBinding,
+    RESUME_BINDING: ResumeBinding,
+    DISPUTE_PAYMENT: DisputePayment,
+    QUERY_DISPUTES: QueryDisputes,
 }
 
-_REASON_BY_ERROR = {"invalid_id_number": Reason.INVALID_ID_NUMBER, "invalid_phone": Reason.INVALID_PHONE}
+# The only amount of a binding command is SetGrantorLimit's monthly_limit.
+_REASON_BY_ERROR = {"invalid_id_number": Reason.INVALID_ID_NUMBER, "invalid_phone": Reason.INVALID_PHONE,
+                    "invalid_amount": Reason.INVALID_LIMIT}
 
 
 def reason_for(error: ValidationError) -> Reason:
@@ -211,6 +292,8 @@ class ListedBinding(BaseModel):
     status: str
     grantor_region: str
     beneficiary_region: str
+    monthly_limit: Yuan | None = Field(None, description="Added: the grantor's monthly limit; absent: none.")
+    paused: bool = Field(False, description="Added: paused by the grantor or by a dispute (pays nothing).")
 
 
 class BindingsListed(BaseModel):
@@ -238,3 +321,88 @@ class PersonFound(BaseModel):
     name_matches: bool | None = Field(
         None, description="Whether the name sent is the registered one; null when no name was sent or the person "
                           "is not registered.")
+
+
+class GrantorLimitSet(BaseModel):
+    command_id: str
+    binding_id: str
+    grantor_id: str
+    beneficiary_id: str
+    monthly_limit: Yuan | None = Field(None, description="The new limit; absent: no limit.")
+    previous_limit: Yuan | None = Field(None, description="The limit before; absent: there was none.")
+
+
+class BindingPaused(BaseModel):
+    command_id: str = Field(description="PauseBinding's event_id, or the DisputePayment's that paused it.")
+    binding_id: str
+    grantor_id: str
+    beneficiary_id: str
+    cause: Literal["grantor", "dispute"]
+    dispute_id: str | None = Field(None, description="With cause dispute: the dispute that paused it.")
+
+
+class BindingResumed(BaseModel):
+    command_id: str
+    binding_id: str
+    grantor_id: str
+    beneficiary_id: str
+
+
+class DisputeOpened(BaseModel):
+    command_id: str
+    dispute_id: str = Field(description="Derived from the grantor and the reference: one dispute per payment.")
+    reference: str
+    binding_id: str
+    grantor_id: str
+    beneficiary_id: str
+    charge_id: str
+    institution_code: str
+    amount: Yuan = Field(description="What the grantor's account paid of the charge.")
+    channel: str
+    opened_at: datetime
+
+
+class ListedDispute(BaseModel):
+    dispute_id: str
+    reference: str
+    binding_id: str
+    beneficiary_id: str = Field(description="Masked.")
+    charge_id: str
+    institution_code: str
+    amount: Yuan
+    status: Literal["open", "upheld", "dismissed"]
+    opened_at: datetime
+    decided_at: datetime | None = None
+
+
+class DisputesListed(BaseModel):
+    command_id: str
+    person_id: str = Field(description="Masked.")
+    disputes: list[ListedDispute] = Field(description="Newest first, at most 100.")
+
+
+class DisputeResolved(BaseModel):
+    dispute_id: str
+    decision: Literal["upheld", "dismissed"]
+    binding_id: str
+    grantor_id: str
+    beneficiary_id: str
+    charge_id: str
+    institution_code: str
+    amount: Yuan
+    decided_at: datetime
+
+
+class DisputeFraudSuspected(BaseModel):
+    """FraudSuspected of kind grantor_dispute, on settlement.results (key charge_id): the grantor
+    says the payment was not authorised. code_holder_id, presented_via and institution_region
+    (an identity mismatch's fields) are absent."""
+
+    charge_id: str
+    patient_id: str = Field(description="The beneficiary the charge was for.")
+    institution_code: str
+    kind: Literal["grantor_dispute"] = "grantor_dispute"
+    dispute_id: str
+    grantor_id: str
+    binding_id: str
+    amount: Yuan

@@ -1,8 +1,12 @@
 """What the binding service counts, for /metrics (shared/observability.py).
 
 - `fma_binding_commands_total{outcome, reason}`: commands answered on binding.events, by outcome
-  `created` (BindingCreated), `revoked` (BindingRevoked), `order_changed` (PaymentOrderChanged)
-  or `rejected` (BindingRejected, `reason` its reason code; "" otherwise).
+  `created` (BindingCreated), `revoked` (BindingRevoked), `order_changed` (PaymentOrderChanged),
+  `limit_set` (GrantorLimitSet), `paused` (BindingPaused), `resumed` (BindingResumed),
+  `dispute_opened` (DisputeOpened) or `rejected` (BindingRejected, `reason` its reason code; ""
+  otherwise).
+- `fma_binding_disputes_decided_total{decision}`: bureau decisions applied (`upheld`, `dismissed`);
+  a redelivered decision counts again.
 
 Counted once a batch's outcomes are published, one increment per label. A command answered again
 with its recorded outcome (a redelivery, a resend) republishes the same event id; each event id
@@ -22,7 +26,9 @@ from shared.observability import Once
 from services.binding import contract as c
 
 OUTCOMES = {c.BINDING_CREATED: "created", c.BINDING_REVOKED: "revoked",
-            c.PAYMENT_ORDER_CHANGED: "order_changed", c.BINDING_REJECTED: "rejected"}
+            c.PAYMENT_ORDER_CHANGED: "order_changed", c.BINDING_REJECTED: "rejected",
+            c.GRANTOR_LIMIT_SET: "limit_set", c.BINDING_PAUSED: "paused", c.BINDING_RESUMED: "resumed",
+            c.DISPUTE_OPENED: "dispute_opened"}
 
 
 def labels_of(outcome: bytes) -> tuple[str, str, str]:
@@ -42,9 +48,16 @@ class BindingMetrics:
         self._commands = PromCounter("fma_binding_commands", "Binding commands answered, by outcome (created, "
                                      "revoked, order_changed, rejected) and reason code.", ["outcome", "reason"],
                                      registry=registry)
+        self._decided = PromCounter("fma_binding_disputes_decided", "Bureau decisions on disputes applied, by "
+                                    "decision (upheld, dismissed).", ["decision"], registry=registry)
         self._once = Once()
-        for kind in ("created", "revoked", "order_changed"):  # present from the start, at 0
-            self._commands.labels(outcome=kind, reason="")
+        for kind in ("created", "revoked", "order_changed", "limit_set", "paused", "resumed", "dispute_opened"):
+            self._commands.labels(outcome=kind, reason="")  # present from the start, at 0
+        for decision in ("upheld", "dismissed"):
+            self._decided.labels(decision=decision)
+
+    def dispute_decided(self, decision: str) -> None:
+        self._decided.labels(decision=decision).inc()
 
     def answered(self, outcomes: Iterable[bytes | None]) -> None:
         """Count the outcomes of a published batch (each event id once)."""

@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import date, timedelta
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
 
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
@@ -26,20 +26,28 @@ from shared import envelope
 from shared.identity import mask_id_number
 from shared.kafka import Outgoing, Received, dead_letter, is_transient, publish_all, publish_replies, reply, reply_to
 from shared.logs import shown
+from shared.money import Fen, parse_yuan
+from shared.references import payment_reference
 from shared.registrations import registrations
-from shared.topics import BINDING_EVENTS
+from shared.topics import BINDING_EVENTS, SETTLEMENT_RESULTS
 from services.binding import contract as c
 from services.binding.domain import rules
-from services.binding.domain.model import Binding, Insured, Scheme
+from services.binding.domain.model import Binding, Dispute, Insured, Payment, Scheme
 from services.binding.domain.reasons import BindingRefused, Reason
 from services.binding.metrics import BindingMetrics
-from services.binding.storage.bindings import BindingStore, Plan, Recorded, Stored, decode_bindings, epoch, moment
+from services.binding.storage.bindings import (BindingStore, Plan, Recorded, Stored, decode_bindings, epoch,
+                                               moment)
 
 log = logging.getLogger("binding")
 _BINDING_NAMESPACE = uuid.UUID("0c5e3a4e-7f61-5d0a-8b53-6100b1d1a9c7")
 # Outcomes rebuilt from their record's payload (everything but command_id).
-_RECORDED_MODELS: dict[str, type[BaseModel]] = {c.BINDING_REVOKED: c.BindingRevoked,
-                                                 c.PAYMENT_ORDER_CHANGED: c.PaymentOrderChanged}
+_RECORDED_MODELS: dict[str, type[BaseModel]] = {
+    c.BINDING_REVOKED: c.BindingRevoked, c.PAYMENT_ORDER_CHANGED: c.PaymentOrderChanged,
+    c.GRANTOR_LIMIT_SET: c.GrantorLimitSet, c.BINDING_PAUSED: c.BindingPaused, c.BINDING_RESUMED: c.BindingResumed,
+    c.DISPUTE_OPENED: c.DisputeOpened}
+# Commands that name the binding they change (its beneficiary is found by bnd:id).
+_BY_BINDING_ID = (c.RevokeBinding, c.ChangePaymentOrder, c.SetGrantorLimit, c.PauseBinding, c.ResumeBinding)
+MAX_LISTED_DISPUTES = 100
 
 
 def binding_id_for(command_id: str) -> str:
@@ -53,11 +61,13 @@ class _Command:
 
     msg: Received
     cmd: envelope.Readable
-    form: c.CreateBinding | c.RevokeBinding | c.ChangePaymentOrder | None
+    form: BaseModel | None
     refused: BindingRefused | None = None  # refused as read: not a well-formed command
     beneficiary_id: str | None = None
     outcome: bytes | None = None
     key: bytes | None = None
+    # published with the outcome, not replied (a dispute's BindingPaused and FraudSuspected)
+    extra: list[Outgoing] = field(default_factory=list)
     planned: bool = False  # its outcome waits on its beneficiary's commit
     defect: Exception | None = None
 
@@ -68,13 +78,19 @@ class _Command:
 
 class BindingService:
     def __init__(self, store: BindingStore, broker: KafkaBroker, today: Callable[[], date], *,
-                 name_key: bytes, payer_grace_days: int, metrics: BindingMetrics | None = None) -> None:
+                 name_key: bytes, payer_grace_days: int, metrics: BindingMetrics | None = None,
+                 references_caught_up: Callable[[], Awaitable[None]] | None = None,
+                 dispute_window_days: int = 90) -> None:
         self._store = store
         self._metrics = metrics or BindingMetrics(CollectorRegistry())
         self._broker = broker
         self._today = today  # China time
         self._name_key = name_key
         self._payer_grace = timedelta(days=payer_grace_days)
+        # Waits until the reference projection has read what settlement.results holds now: an
+        # unknown reference is answered only then (a projection behind is never a final answer).
+        self._references_caught_up = references_caught_up
+        self._dispute_window = dispute_window_days * 86_400
 
     # -- binding.commands -------------------------------------------------------------------
     async def handle_command(self, msg: Received) -> None:
@@ -102,7 +118,8 @@ class BindingService:
                     log.error("defect while answering %s[%d]@%d: %r", command.msg.topic, command.msg.partition,
                               command.msg.offset, command.defect)
                     await dead_letter(self._broker, command.msg, f"unhandled {command.defect.__class__.__name__}")
-            await publish_all(self._broker, [Outgoing(BINDING_EVENTS, x.key, x.outcome) for x in commands])
+            await publish_all(self._broker, [m for x in commands
+                                             for m in [Outgoing(BINDING_EVENTS, x.key, x.outcome), *x.extra]])
             self._metrics.answered(x.outcome for x in commands)
             await publish_replies(self._broker, [r for x in commands for r in reply_to(x.msg, x.key, x.outcome)])
             log.info("%d commands answered", len(commands))
@@ -135,7 +152,8 @@ class BindingService:
         changed meanwhile (to be decided again)."""
         today, at = self._today(), epoch(envelope.now())
         creates = [x for x in commands if isinstance(x.form, c.CreateBinding)]
-        amends = [x for x in commands if isinstance(x.form, (c.RevokeBinding, c.ChangePaymentOrder))]
+        amends = [x for x in commands if isinstance(x.form, _BY_BINDING_ID)]
+        disputes = [x for x in commands if isinstance(x.form, c.DisputePayment)]
         made_here = {binding_id_for(x.command_id): x.form.beneficiary.id_number for x in creates}
         outs, people, owners = await self._store.lookup(
             [x.command_id for x in commands],
@@ -145,6 +163,10 @@ class BindingService:
             x.beneficiary_id = x.form.beneficiary.id_number
         for x in amends:
             x.beneficiary_id = owners.get(x.form.binding_id) or made_here.get(x.form.binding_id)
+        payments, opened = await self._payments([x.form for x in disputes if x.command_id not in outs])
+        for x in disputes:
+            payment = payments.get((x.form.requested_by, x.form.reference))
+            x.beneficiary_id = payment and payment.beneficiary_id
         records = await self._store.bindings_read(list({x.beneficiary_id: None for x in commands
                                                           if x.beneficiary_id and x.command_id not in outs}))
         states = {ben: decode_bindings(ben, raw) for ben, raw in records.items()}
@@ -153,9 +175,10 @@ class BindingService:
             x.planned, x.defect = False, None
             if x.command_id in outs:
                 x.outcome, x.key = self._recorded(x.command_id, outs[x.command_id]), outs[x.command_id].key
+                x.extra = self._published_with(x.command_id, outs[x.command_id])
                 continue
             try:
-                self._decide_one(x, states, plans, people, owners, today, at)
+                self._decide_one(x, states, plans, people, owners, today, at, payments, opened)
             except Exception as exc:
                 if is_transient(exc):
                     raise
@@ -166,8 +189,24 @@ class BindingService:
         lost = {p.beneficiary_id for p, ok in zip(to_commit, applied) if not ok}
         return [x for x in commands if x.planned and x.beneficiary_id in lost]
 
+    async def _payments(self, forms: list[c.DisputePayment],
+                        ) -> tuple[dict[tuple[str, str], Payment], dict[str, Dispute]]:
+        """The payments the disputes name, and the disputes already opened of them. A reference
+        not found is looked for again once the reference projection has caught up with
+        settlement.results: a payment settled a moment ago may not be projected yet."""
+        if not forms:
+            return {}, {}
+        refs = list({(f.requested_by, f.reference): None for f in forms})
+        ids = [rules.dispute_id_for(g, r) for g, r in refs]
+        payments, opened = await self._store.payments_and_disputes(refs, ids)
+        if len(payments) < len(refs) and self._references_caught_up is not None:
+            await self._references_caught_up()
+            payments, opened = await self._store.payments_and_disputes(refs, ids)
+        return payments, opened
+
     def _decide_one(self, x: _Command, states: dict[str, list[Stored]], plans: dict[str | None, Plan],
-                    people: dict[str, Insured], owners: dict[str, str], today: date, at: int) -> None:
+                    people: dict[str, Insured], owners: dict[str, str], today: date, at: int,
+                    payments: dict[tuple[str, str], Payment], opened: dict[str, Dispute]) -> None:
         """Decide one command on its beneficiary's bindings as the batch has left them so far;
         the state and the plan change only once the command is decided."""
         ben = x.beneficiary_id
@@ -179,33 +218,83 @@ class BindingService:
             return self._refuse(x, plan, x.refused, at)
         if isinstance(x.form, c.CreateBinding):
             return self._create(x, x.form, state, plan, people, owners, today, at)
-        binding = next((s for s in state if s.binding.binding_id == x.form.binding_id), None)
+        if isinstance(x.form, c.DisputePayment):
+            return self._dispute(x, x.form, state, plan, payments, opened, at)
+        form = x.form
+        stored = next((s for s in state if s.binding.binding_id == form.binding_id), None)
+        binding = stored and stored.binding
         try:
-            if isinstance(x.form, c.RevokeBinding):
-                changed = [rules.revoke_binding(binding and binding.binding, x.form.requested_by, today)]
+            if isinstance(form, c.RevokeBinding):
+                changed = [rules.revoke_binding(binding, form.requested_by, today)]
+            elif isinstance(form, c.ChangePaymentOrder):
+                changed = rules.change_payment_order(binding, form.payment_order, [s.binding for s in state], today,
+                                                     form.requested_by)
+            elif isinstance(form, c.SetGrantorLimit):
+                changed = [rules.set_grantor_limit(binding, form.requested_by, form.monthly_limit, today)]
+            elif isinstance(form, c.PauseBinding):
+                changed = [rules.pause_binding(binding, form.requested_by, today)]
             else:
-                changed = rules.change_payment_order(binding and binding.binding, x.form.payment_order,
-                                                     [s.binding for s in state], today, x.form.requested_by)
+                changed = [rules.resume_binding(binding, form.requested_by, today)]
         except BindingRefused as refused:
             return self._refuse(x, plan, refused, at)
-        before = {s.binding.binding_id: s.binding for s in state}
-        if isinstance(x.form, c.RevokeBinding):
-            b = changed[0]
-            event_type, event = c.BINDING_REVOKED, c.BindingRevoked(
-                command_id=x.command_id, binding_id=b.binding_id, grantor_id=b.grantor_id,
-                beneficiary_id=b.beneficiary_id, start_date=b.start_date, end_date=b.end_date)
-        else:
-            event_type, event = c.PAYMENT_ORDER_CHANGED, c.PaymentOrderChanged(
-                command_id=x.command_id, binding_id=x.form.binding_id, beneficiary_id=ben,
-                payment_order=changed[0].payment_order, previous_order=binding.binding.payment_order,
-                changes=[c.OrderChange(binding_id=b.binding_id, grantor_id=b.grantor_id, payment_order=b.payment_order,
-                                       previous_order=before[b.binding_id].payment_order) for b in changed])
-        by_id = {b.binding_id: b for b in changed}
-        state[:] = [replace(s, binding=by_id.get(s.binding.binding_id, s.binding)) for s in state]
+        event_type, event = _amended(x.command_id, form, binding, changed, state)
+        _apply(state, changed)
         plan.bindings = state
+        self._record(x, plan, event_type, event, at)
+
+    def _record(self, x: _Command, plan: Plan, event_type: str, event: BaseModel, at: int, **kept) -> None:
+        """Record the outcome with the plan (its payload but command_id, and `kept`) and seal it."""
         data = event.model_dump_json(exclude={"command_id"}, exclude_none=True)
+        if kept:
+            data = json.dumps({**json.loads(data), **kept}, ensure_ascii=False, separators=(",", ":"))
         plan.outcomes.append((x.command_id, Recorded(event_type, at, x.key, data)))
         x.outcome = _seal(x.command_id, event_type, event, at)
+        x.extra = self._published_with(x.command_id, plan.outcomes[-1][1])
+
+    def _dispute(self, x: _Command, form: c.DisputePayment, state: list[Stored], plan: Plan,
+                 payments: dict[tuple[str, str], Payment], opened: dict[str, Dispute], at: int) -> None:
+        """非本人授权: open the dispute, and pause the binding that paid in the same commit."""
+        payment = payments.get((form.requested_by, form.reference))
+        dispute_id = rules.dispute_id_for(form.requested_by, form.reference)
+        binding = payment and rules.paying_binding(payment, [s.binding for s in state])
+        try:
+            dispute, changed = rules.open_dispute(payment, opened.get(dispute_id), binding, form.requested_by,
+                                                  form.channel, at)
+        except BindingRefused as refused:
+            return self._refuse(x, plan, refused, at)
+        opened[dispute_id] = dispute
+        if changed is not None:
+            _apply(state, [changed])
+            plan.bindings = state
+        plan.disputes.append(dispute)
+        log.info("dispute %s opened by grantor %s (%s) of charge %s, binding %s%s", dispute_id,
+                 mask_id_number(dispute.grantor_id), form.channel, shown(dispute.charge_id), dispute.binding_id,
+                 " paused" if dispute.paused_binding else "")
+        event = c.DisputeOpened(
+            command_id=x.command_id, dispute_id=dispute_id, reference=dispute.reference,
+            binding_id=dispute.binding_id, grantor_id=dispute.grantor_id, beneficiary_id=dispute.beneficiary_id,
+            charge_id=dispute.charge_id, institution_code=dispute.institution_code, amount=Fen(dispute.amount),
+            channel=dispute.channel, opened_at=moment(at))
+        self._record(x, plan, c.DISPUTE_OPENED, event, at, paused_binding=dispute.paused_binding)
+
+    def _published_with(self, command_id: str, r: Recorded) -> list[Outgoing]:
+        """What an outcome is published with (never replied): a DisputeOpened with the binding's
+        BindingPaused (when it paused it) on binding.events and FraudSuspected of kind
+        grantor_dispute on settlement.results (key charge_id), rebuilt to the same bytes."""
+        if r.event_type != c.DISPUTE_OPENED:
+            return []
+        recorded = json.loads(r.data)
+        o = c.DisputeOpened.model_validate({**recorded, "command_id": command_id})
+        out = []
+        if recorded.get("paused_binding"):
+            paused = c.BindingPaused(command_id=command_id, binding_id=o.binding_id, grantor_id=o.grantor_id,
+                                     beneficiary_id=o.beneficiary_id, cause="dispute", dispute_id=o.dispute_id)
+            out.append(Outgoing(BINDING_EVENTS, r.key, _seal(command_id, c.BINDING_PAUSED, paused, r.at)))
+        fraud = c.DisputeFraudSuspected(charge_id=o.charge_id, patient_id=o.beneficiary_id,
+                                        institution_code=o.institution_code, dispute_id=o.dispute_id,
+                                        grantor_id=o.grantor_id, binding_id=o.binding_id, amount=Fen(o.amount))
+        out.append(Outgoing(SETTLEMENT_RESULTS, o.charge_id.encode(), _seal(command_id, c.FRAUD_SUSPECTED, fraud, r.at)))
+        return out
 
     def _create(self, x: _Command, form: c.CreateBinding, state: list[Stored], plan: Plan,
                 people: dict[str, Insured], owners: dict[str, str], today: date, at: int) -> None:
@@ -297,7 +386,21 @@ class BindingService:
             return await self._outcome_of(cmd.event_id, query.command_id)
         if isinstance(query, c.QueryPerson):
             return await self._person_found(cmd.event_id, query)
+        if isinstance(query, c.QueryDisputes):
+            return await self._disputes_listed(cmd.event_id, query)
         return await self._bindings_listed(cmd.event_id, query)
+
+    async def _disputes_listed(self, query_id: str, query: c.QueryDisputes) -> bytes:
+        """The grantor's disputes, newest first, the beneficiary's ID masked."""
+        disputes = await self._store.disputes_of(query.person_id, MAX_LISTED_DISPUTES)
+        event = c.DisputesListed(command_id=query_id, person_id=mask_id_number(query.person_id), disputes=[
+            c.ListedDispute(dispute_id=d.dispute_id, reference=d.reference, binding_id=d.binding_id,
+                            beneficiary_id=mask_id_number(d.beneficiary_id), charge_id=d.charge_id,
+                            institution_code=d.institution_code, amount=Fen(d.amount), status=d.status.value,
+                            opened_at=moment(d.opened_at),
+                            decided_at=None if d.decided_at is None else moment(d.decided_at))
+            for d in disputes])
+        return envelope.seal(c.DISPUTES_LISTED, event, event_id=envelope.outcome_id(query_id, c.DISPUTES_LISTED))
 
     async def _outcome_of(self, query_id: str, command_id: str) -> bytes:
         """An earlier command's outcome, found and rebuilt exactly as a redelivery of that command
@@ -348,6 +451,132 @@ class BindingService:
             await self._store.save_insured(people)
 
 
+    # -- bureau.disputes ------------------------------------------------------------------------
+    async def decide_dispute(self, msg: Received) -> None:
+        """A bureau's DisputeDecided: the dispute closed (and no longer counted open on its
+        binding) in its beneficiary's compare-and-set commit, then DisputeResolved on
+        binding.events. Anything that cannot be applied (malformed, unknown dispute, another
+        region than the grantor's, a second different decision) is dead-lettered with why; the
+        same decision again republishes the same DisputeResolved."""
+        readable = envelope.read(msg.value, c.DISPUTE_DECIDED_TYPES)
+        if isinstance(readable, envelope.Unreadable):
+            return await dead_letter(self._broker, msg, readable.error)
+        try:
+            c.CommandEnvelope.model_validate(readable.body)
+            decided = c.DisputeDecided.model_validate(readable.body["payload"])
+        except ValidationError as exc:
+            return await dead_letter(self._broker, msg, f"invalid DisputeDecided: {c.describe(exc)}")
+        try:
+            dispute = await self._close_dispute(decided)
+        except rules.DecisionRefused as refused:
+            return await dead_letter(self._broker, msg, f"DisputeDecided {shown(decided.dispute_id)}: {refused}")
+        event = c.DisputeResolved(dispute_id=dispute.dispute_id, decision=dispute.status.value,
+                                  binding_id=dispute.binding_id, grantor_id=dispute.grantor_id,
+                                  beneficiary_id=dispute.beneficiary_id, charge_id=dispute.charge_id,
+                                  institution_code=dispute.institution_code, amount=Fen(dispute.amount),
+                                  decided_at=moment(dispute.decided_at))
+        await self._broker.publish(
+            envelope.seal(c.DISPUTE_RESOLVED, event, event_id=envelope.outcome_id(dispute.dispute_id, c.DISPUTE_RESOLVED),
+                          occurred_at=moment(dispute.decided_at)),
+            BINDING_EVENTS, key=dispute.beneficiary_id.encode())
+        self._metrics.dispute_decided(dispute.status.value)
+
+    async def _close_dispute(self, decided: c.DisputeDecided) -> Dispute:
+        """The dispute as decided, committed (again until no command changed its beneficiary's
+        bindings in between)."""
+        while True:
+            _, found = await self._store.payments_and_disputes([], [decided.dispute_id])
+            dispute = found.get(decided.dispute_id)
+            ben = dispute.beneficiary_id if dispute else ""
+            raw = (await self._store.bindings_read([ben]))[ben] if ben else b""
+            state = decode_bindings(ben, raw)
+            binding = next((s.binding for s in state if dispute and s.binding.binding_id == dispute.binding_id), None)
+            result = rules.decide_dispute(dispute, decided.region, decided.decision, epoch(decided.decided_at),
+                                          binding)
+            if result is None:
+                return dispute
+            closed, changed = result
+            plan = Plan(ben, expect=raw.decode(), disputes=[closed])
+            if changed is not None:
+                _apply(state, [changed])
+                plan.bindings = state
+            if (await self._store.commit([plan], self._payers_ended_before()))[0]:
+                log.info("dispute %s %s", closed.dispute_id, closed.status.value)
+                return closed
+
+    # -- settlement.results: the reference projection --------------------------------------------
+    async def project_payments(self, batch: list[Received]) -> None:
+        """Keep each grantor line of a ChargeSettled findable by (grantor, reference) until the
+        dispute window after its charge closes. Other events, and lines of other sources, are
+        not this projection's; a record it cannot read is logged and passed over (settlement's
+        own topic: nothing to answer or dead-letter)."""
+        now = epoch(envelope.now())
+        kept = []
+        for msg in batch:
+            try:
+                payments = grantor_payments(msg.value)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.warning("reference projection: %s[%d]@%d not read: %s", msg.topic, msg.partition, msg.offset,
+                            exc.__class__.__name__)
+                continue
+            kept += [(p, until) for p, charged in payments if (until := charged + self._dispute_window) > now]
+        await self._store.save_payments(kept)
+
+
+def grantor_payments(value: bytes) -> list[tuple[Payment, int]]:
+    """The grantor payments of a settlement.results record (none unless ChargeSettled), each with
+    its charge's time (epoch seconds). A line without `reference` or `binding_id` (written before
+    lines carried them) gets its reference computed and its binding found at dispute time."""
+    event = json.loads(value)
+    if not isinstance(event, dict) or event.get("event_type") != c.CHARGE_SETTLED:
+        return []
+    p = event["payload"]
+    charged = datetime.fromisoformat(p["charged_at"])
+    out = []
+    for line in p["lines"]:
+        if line.get("source") != "grantor" or not (amount := parse_yuan(line["amount"])):
+            continue
+        grantor = line["person_id"]
+        reference = line.get("reference") or payment_reference(p["institution_code"], p["charge_id"], grantor)
+        out.append((Payment(grantor, reference, p["patient_id"], line.get("binding_id") or "", p["institution_code"],
+                            p["charge_id"], amount, charged.astimezone(envelope.CHINA_TZ).date(),
+                            line.get("region") or ""), epoch(charged)))
+    return out
+
+
+def _amended(command_id: str, form: BaseModel, before: Binding, changed: list[Binding],
+             state: list[Stored]) -> tuple[str, BaseModel]:
+    """The outcome of a command that changed bindings named by id."""
+    b = changed[0]
+    parties = dict(command_id=command_id, binding_id=b.binding_id, grantor_id=b.grantor_id,
+                   beneficiary_id=b.beneficiary_id)
+    if isinstance(form, c.RevokeBinding):
+        return c.BINDING_REVOKED, c.BindingRevoked(**parties, start_date=b.start_date, end_date=b.end_date)
+    if isinstance(form, c.SetGrantorLimit):
+        return c.GRANTOR_LIMIT_SET, c.GrantorLimitSet(**parties, monthly_limit=_fen(b.monthly_limit),
+                                                      previous_limit=_fen(before.monthly_limit))
+    if isinstance(form, c.PauseBinding):
+        return c.BINDING_PAUSED, c.BindingPaused(**parties, cause="grantor")
+    if isinstance(form, c.ResumeBinding):
+        return c.BINDING_RESUMED, c.BindingResumed(**parties)
+    previous = {s.binding.binding_id: s.binding.payment_order for s in state}
+    return c.PAYMENT_ORDER_CHANGED, c.PaymentOrderChanged(
+        command_id=command_id, binding_id=b.binding_id, beneficiary_id=b.beneficiary_id,
+        payment_order=b.payment_order, previous_order=before.payment_order,
+        changes=[c.OrderChange(binding_id=x.binding_id, grantor_id=x.grantor_id, payment_order=x.payment_order,
+                               previous_order=previous[x.binding_id]) for x in changed])
+
+
+def _fen(amount: int | None) -> Fen | None:
+    return None if amount is None else Fen(amount)
+
+
+def _apply(state: list[Stored], changed: list[Binding]) -> None:
+    """The beneficiary's bindings with `changed` in place of the ones they change."""
+    by_id = {b.binding_id: b for b in changed}
+    state[:] = [replace(s, binding=by_id.get(s.binding.binding_id, s.binding)) for s in state]
+
+
 def _read(msg: Received, cmd: envelope.Readable) -> _Command:
     """A readable command, typed; a missing or ill-typed field makes it a refusal."""
     try:
@@ -382,4 +611,4 @@ def _listed(b: Binding, role: str) -> c.ListedBinding:
     return c.ListedBinding(binding_id=b.binding_id, role=role, counterpart_id=mask_id_number(counterpart),
                            relation=b.relation.value, payment_order=b.payment_order, start_date=b.start_date,
                            end_date=b.end_date, status=b.status.value, grantor_region=b.grantor_region,
-                           beneficiary_region=b.beneficiary_region)
+                           beneficiary_region=b.beneficiary_region, monthly_limit=_fen(b.monthly_limit), paused=b.paused)

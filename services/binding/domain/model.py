@@ -50,6 +50,9 @@ class Binding:
     signature_digest: str
     channel: str
     status: Status = Status.ACTIVE
+    monthly_limit: int | None = None  # fen per calendar month (China time); None: no limit
+    paused: bool = False  # pays nothing while paused (by the grantor, or by a dispute)
+    open_disputes: int = 0  # disputes of its payments not yet decided: it cannot be resumed meanwhile
 
     def is_active_on(self, day: date) -> bool:
         """Still in force on `day` or later: not revoked and not yet ended."""
@@ -75,3 +78,48 @@ class Binding:
 
     def with_order(self, payment_order: int) -> Binding:
         return replace(self, payment_order=payment_order)
+
+
+class DisputeStatus(StrEnum):
+    OPEN = "open"
+    UPHELD = "upheld"  # the bureau found the payment was not the grantor's: refunded through the normal path
+    DISMISSED = "dismissed"  # the payment stands; the grantor may resume the binding
+
+
+@dataclass(frozen=True)
+class Payment:
+    """A grantor's payment of a charge, as the reference projection keeps it (from ChargeSettled)."""
+
+    grantor_id: str
+    reference: str
+    beneficiary_id: str
+    binding_id: str  # "" when the settled line did not say
+    institution_code: str
+    charge_id: str
+    amount: int  # fen
+    charged_on: date
+    grantor_region: str
+
+
+@dataclass(frozen=True)
+class Dispute:
+    """非本人授权: a grantor says a payment from his or her account was not authorised."""
+
+    dispute_id: str
+    grantor_id: str
+    reference: str
+    binding_id: str
+    beneficiary_id: str
+    charge_id: str
+    institution_code: str
+    amount: int  # fen
+    channel: str
+    opened_at: int  # epoch seconds
+    grantor_region: str
+    paused_binding: bool  # opening it paused the binding (it was not paused already)
+    status: DisputeStatus = DisputeStatus.OPEN
+    decided_at: int | None = None  # epoch seconds
+
+    @property
+    def is_open(self) -> bool:
+        return self.status is DisputeStatus.OPEN

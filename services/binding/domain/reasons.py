@@ -26,6 +26,13 @@ class Reason(StrEnum):
     NOT_GRANTOR = "NOT_GRANTOR"
     INVALID_COMMAND = "INVALID_COMMAND"
     PLATFORM_ERROR = "PLATFORM_ERROR"  # added: a defect on our side; the command is dead-lettered too
+    # added with limits, pause and disputes (issue 15)
+    ALREADY_PAUSED = "ALREADY_PAUSED"
+    NOT_PAUSED = "NOT_PAUSED"
+    DISPUTE_OPEN = "DISPUTE_OPEN"
+    UNKNOWN_REFERENCE = "UNKNOWN_REFERENCE"
+    ALREADY_DISPUTED = "ALREADY_DISPUTED"
+    INVALID_LIMIT = "INVALID_LIMIT"
 
 
 MESSAGES: dict[Reason, tuple[str, str]] = {
@@ -48,9 +55,18 @@ MESSAGES: dict[Reason, tuple[str, str]] = {
     Reason.DUPLICATE_BINDING: ("已存在有效的共济关系", "An active binding between these two persons already exists."),
     Reason.BINDING_NOT_FOUND: ("未找到有效的共济关系", "No active binding with this id was found."),
     # Worded for both: revoking (解绑) and, when the caller names who asks, changing the order.
-    Reason.NOT_GRANTOR: ("仅授权人本人可以变更或解除共济关系", "Only the grantor may change or end this binding."),
+    Reason.NOT_GRANTOR: ("仅授权人本人可以变更、暂停或解除共济关系", "Only the grantor may change, pause or end this binding."),
     Reason.INVALID_COMMAND: ("请求缺少字段或字段类型错误", "A field is missing or has the wrong type."),
     Reason.PLATFORM_ERROR: ("平台处理异常，请稍后重试或联系12393", "The platform failed to handle this; retry later or call 12393."),
+    Reason.ALREADY_PAUSED: ("该共济关系已暂停", "This binding is already paused."),
+    Reason.NOT_PAUSED: ("该共济关系未暂停", "This binding is not paused."),
+    Reason.DISPUTE_OPEN: ("该共济关系有尚未处理完毕的非本人授权申诉，暂不能恢复",
+                          "A dispute of a payment from this binding is still open; it cannot be resumed yet."),
+    Reason.UNKNOWN_REFERENCE: ("未查询到该编号对应的共济支付（仅限近90天内由您的账户支付的费用）",
+                               "No mutual-aid payment from your account with this reference in the dispute window "
+                               "(90 days by default)."),
+    Reason.ALREADY_DISPUTED: ("该笔支付已提出过申诉", "This payment has already been disputed."),
+    Reason.INVALID_LIMIT: ("每月共济限额须为0.00至1000000.00元", "The monthly limit must be from 0.00 to 1000000.00 yuan."),
 }
 
 

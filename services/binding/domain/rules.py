@@ -9,15 +9,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from datetime import date
 
 from shared.regions import is_in_province
-from services.binding.domain.model import Binding, Insured, Relation, Scheme
+from services.binding.domain.model import Binding, Dispute, DisputeStatus, Insured, Payment, Relation, Scheme
 from services.binding.domain.reasons import BindingRefused, Reason
 
 MAX_GRANTORS = 2
 PAYMENT_ORDERS = (1, 2)
+MAX_MONTHLY_LIMIT = 100_000_000  # fen: 1,000,000.00 yuan a month
+_DISPUTE_NAMESPACE = uuid.UUID("3d0c61a2-9b54-5f1e-a7c3-15d15b0e7a11")
 _SIGNATURE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
@@ -193,3 +196,104 @@ def check_orders_unshared(changed: list[Binding], siblings: list[Binding], today
         for b in after[i + 1:]:
             if a.payment_order == b.payment_order and a.overlaps_from(today, b):
                 raise BindingRefused(Reason.PAYMENT_ORDER_TAKEN, f"order {a.payment_order}")
+
+
+# -- 共济限额 and pause: the grantor's own say over a binding (issue 15) --------------------------
+
+def _grantors_binding(binding: Binding | None, requested_by: str, today: date) -> Binding:
+    """The binding a grantor command names: not revoked, not ended, and asked for by its grantor."""
+    if binding is None or not binding.is_active_on(today):
+        raise BindingRefused(Reason.BINDING_NOT_FOUND)
+    if requested_by != binding.grantor_id:
+        raise BindingRefused(Reason.NOT_GRANTOR)
+    return binding
+
+
+def set_grantor_limit(binding: Binding | None, requested_by: str, monthly_limit: int | None, today: date) -> Binding:
+    """The most the grantor's account pays for this beneficiary in a calendar month (China time),
+    in fen; None lifts the limit, 0 pays nothing. Settlement applies it inside its debit."""
+    binding = _grantors_binding(binding, requested_by, today)
+    if monthly_limit is not None and not 0 <= monthly_limit <= MAX_MONTHLY_LIMIT:
+        raise BindingRefused(Reason.INVALID_LIMIT, f"{monthly_limit} fen")
+    return replace(binding, monthly_limit=monthly_limit)
+
+
+def pause_binding(binding: Binding | None, requested_by: str, today: date) -> Binding:
+    """A paused binding stays (it is not revoked) but pays nothing until resumed."""
+    binding = _grantors_binding(binding, requested_by, today)
+    if binding.paused:
+        raise BindingRefused(Reason.ALREADY_PAUSED)
+    return replace(binding, paused=True)
+
+
+def resume_binding(binding: Binding | None, requested_by: str, today: date) -> Binding:
+    """Only the grantor resumes, and not while a dispute of one of its payments is undecided
+    (whoever paid without consent could otherwise resume it)."""
+    binding = _grantors_binding(binding, requested_by, today)
+    if binding.open_disputes > 0:
+        raise BindingRefused(Reason.DISPUTE_OPEN)
+    if not binding.paused:
+        raise BindingRefused(Reason.NOT_PAUSED)
+    return replace(binding, paused=False)
+
+
+# -- 非本人授权: disputes ---------------------------------------------------------------------------
+
+def dispute_id_for(grantor_id: str, reference: str) -> str:
+    """Derived from the grantor and the payment's reference: one dispute per payment, however
+    often or by whichever channel it is sent. Reveals neither."""
+    return f"DSP-{uuid.uuid5(_DISPUTE_NAMESPACE, f'{grantor_id}:{reference}').hex[:24]}"
+
+
+def open_dispute(payment: Payment | None, existing: Dispute | None, binding: Binding | None, requested_by: str,
+                 channel: str, at: int) -> tuple[Dispute, Binding | None]:
+    """Open a dispute of `payment` (found by the grantor and the reference; None: no such payment
+    in the dispute window). The binding that paid is paused at once unless already paused or
+    revoked, and counts the dispute as open. Returns the dispute and the binding as changed (None
+    when the binding is not among the beneficiary's)."""
+    if payment is None or payment.grantor_id != requested_by:
+        raise BindingRefused(Reason.UNKNOWN_REFERENCE)
+    if existing is not None:
+        raise BindingRefused(Reason.ALREADY_DISPUTED, existing.status.value)
+    pauses = binding is not None and not binding.paused and not binding.is_revoked
+    changed = None if binding is None else replace(binding, paused=binding.paused or pauses,
+                                                   open_disputes=binding.open_disputes + 1)
+    dispute = Dispute(
+        dispute_id=dispute_id_for(payment.grantor_id, payment.reference), grantor_id=payment.grantor_id,
+        reference=payment.reference, binding_id=binding.binding_id if binding else payment.binding_id,
+        beneficiary_id=payment.beneficiary_id, charge_id=payment.charge_id,
+        institution_code=payment.institution_code, amount=payment.amount, channel=channel, opened_at=at,
+        grantor_region=binding.grantor_region if binding else payment.grantor_region, paused_binding=pauses)
+    return dispute, changed
+
+
+def paying_binding(payment: Payment, bindings: list[Binding]) -> Binding | None:
+    """The binding that paid: the one the settled line names, else (a line from before lines
+    named it) the grantor's binding with this beneficiary that covered the charge's day."""
+    if payment.binding_id:
+        return next((b for b in bindings if b.binding_id == payment.binding_id), None)
+    return next((b for b in bindings if b.grantor_id == payment.grantor_id and b.covers(payment.charged_on)), None)
+
+
+class DecisionRefused(Exception):
+    """A bureau's DisputeDecided that cannot be applied: dead-lettered with this reason."""
+
+
+def decide_dispute(dispute: Dispute | None, region: str, decision: str, decided_at: int,
+                   binding: Binding | None) -> tuple[Dispute, Binding | None] | None:
+    """Apply the bureau's decision. The binding stays paused either way (upheld: the bureau orders
+    the refund through the normal path; dismissed: the grantor may resume); it no longer counts
+    the dispute as open. None: this very decision was applied already (a redelivery)."""
+    if dispute is None:
+        raise DecisionRefused("unknown dispute")
+    if region != dispute.grantor_region:
+        raise DecisionRefused(f"region {region} is not the grantor's region {dispute.grantor_region}")
+    status = DisputeStatus(decision)
+    if status is DisputeStatus.OPEN:
+        raise DecisionRefused("a decision is upheld or dismissed")
+    if not dispute.is_open:
+        if dispute.status is status:
+            return None
+        raise DecisionRefused(f"already decided {dispute.status.value}")
+    changed = None if binding is None else replace(binding, open_disputes=max(0, binding.open_disputes - 1))
+    return replace(dispute, status=status, decided_at=decided_at), changed

@@ -19,6 +19,8 @@
 --   grantors          {bnd:gr:{bucket}, grantor_id} pairs to list the beneficiary under
 --   ids               {bnd:id:{bucket}, binding_id} pairs: binding id -> beneficiary, permanent
 --   outs              {bnd:out:{command_id}, record, ttl seconds} recorded outcomes
+--   sets, members     {key, value} disputes written (SET, no expiry) and {set key, member} to add
+--                     (bnd:dsp:{dispute_id} and bnd:dspg:{grantor}), with the bindings they change
 local function commit(keys, args)
   local p = cjson.decode(args[1])
   if p.ben_key then
@@ -48,6 +50,12 @@ local function commit(keys, args)
       for _, i in ipairs(p.ids) do
         redis.call('HSET', i[1], i[2], p.ben)
       end
+    end
+    for _, kv in ipairs(p.sets or {}) do
+      redis.call('SET', kv[1], kv[2])
+    end
+    for _, m in ipairs(p.members or {}) do
+      redis.call('SADD', m[1], m[2])
     end
   end
   for _, o in ipairs(p.outs) do

@@ -5,9 +5,10 @@ millions of people and bindings each byte here is megabytes:
 - `bnd:person:{bucket}`   hash person_id -> one integer: name digest (32 bits) * 10^7 + region * 10
                           + scheme (1 employee, 2 resident); listpack stores it in 9 bytes
 - `bnd:ben:{beneficiary}` string: the beneficiary's bindings, every status, one line each
-                          (`_encode_binding`); the rules' input, and the permanent tombstone of
-                          each binding id (a line is never removed); compared whole when a batch
-                          commits (compare-and-set)
+                          (`_encode_binding`: with the monthly limit, the paused flag and the count
+                          of open disputes last, each empty when none); the rules' input, and the
+                          permanent tombstone of each binding id (a line is never removed);
+                          compared whole when a batch commits (compare-and-set)
 - `bnd:gr:{bucket}`       hash grantor_id -> "beneficiary,beneficiary": whose bindings to read for
                           the grantor's role query
 - `bnd:id:{bucket}`       hash binding_id -> beneficiary_id, permanent (bucket: the id's first 4
@@ -19,6 +20,18 @@ millions of people and bindings each byte here is megabytes:
                           TTL BINDING_OUTCOME_TTL_DAYS). A BindingCreated is rebuilt from its
                           binding's line instead (order at creation and the time it was made),
                           so a created binding leaves no outcome record at all.
+- `bnd:ref:{grantor}:{reference}` a grantor's payment by its reference (I-2), projected from
+                          settlement.results' ChargeSettled grantor lines (consumer group
+                          `binding.references`): "beneficiary|binding_id|institution|charge_id|
+                          amount_fen|charged YYYYMMDD|grantor_region", expiring
+                          BINDING_DISPUTE_WINDOW_DAYS after the charge (EXAT): what DisputePayment finds
+- `bnd:dsp:{dispute_id}`  a dispute, permanent (`_encode_dispute`): "status|grantor|reference|
+                          binding_id|beneficiary|charge_id|institution|amount_fen|channel|
+                          opened_at|decided_at|grantor_region|paused_binding"; written only in the
+                          compare-and-set commit of its beneficiary's bindings (opening it pauses
+                          the binding and counts it open on the binding's line; deciding it
+                          uncounts it), so a dispute and its binding never disagree
+- `bnd:dspg:{grantor}`    set of the grantor's dispute ids, for QueryDisputes
 Changes are applied only through the `binding` Function library (bindings.lua).
 """
 
@@ -33,10 +46,11 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from shared.binding_index import Payer, encode_payer, payers_key
+from shared.binding_index import PAUSED, Payer, encode_payer, payers_key
 from shared.envelope import CHINA_TZ
 from shared.state import calling_functions, person_bucket
-from services.binding.domain.model import Binding, Insured, Relation, Scheme, Status
+from services.binding.domain.model import (Binding, Dispute, DisputeStatus, Insured, Payment, Relation, Scheme,
+                                           Status)
 
 ENDS_KEY = "bnd:ends"
 _SCHEME_DIGITS = {Scheme.EMPLOYEE: 1, Scheme.RESIDENT: 2}
@@ -85,19 +99,28 @@ def _encode_binding(s: Stored) -> str:
     signature = b.signature_digest.removeprefix(_SIGNATURE_PREFIX)
     return "|".join((b.binding_id, b.grantor_id, _RELATIONS[b.relation], str(b.payment_order),
                      f"{b.start_date:%Y%m%d}", f"{b.end_date:%Y%m%d}", b.grantor_region, b.beneficiary_region,
-                     signature, _CHANNELS[b.channel], _STATUSES[b.status], str(s.created_order), str(s.created_at)))
+                     signature, _CHANNELS[b.channel], _STATUSES[b.status], str(s.created_order), str(s.created_at),
+                     _optional(b.monthly_limit), PAUSED if b.paused else "", _optional(b.open_disputes or None)))
+
+
+def _optional(n: int | None) -> str:
+    return "" if n is None else str(n)
 
 
 def _decode_binding(beneficiary_id: str, line: str) -> Stored:
     (binding_id, grantor_id, relation, order, start, end, grantor_region, beneficiary_region, signature,
-     channel, status, created_order, created_at) = line.split("|")
+     channel, status, created_order, created_at, *added) = line.split("|")
+    # a line written before limits and pause has 13 fields: no limit, not paused, no dispute
+    limit, paused, disputes = (added + ["", "", ""])[:3]
     binding = Binding(
         binding_id=binding_id, grantor_id=grantor_id, beneficiary_id=beneficiary_id,
         relation=next(r for r, code in _RELATIONS.items() if code == relation), payment_order=int(order),
         start_date=_day(start), end_date=_day(end), grantor_region=grantor_region,
         beneficiary_region=beneficiary_region, signature_digest=_SIGNATURE_PREFIX + signature if signature else "",
         channel=next(c for c, code in _CHANNELS.items() if code == channel),
-        status=next(s for s, code in _STATUSES.items() if code == status))
+        status=next(s for s, code in _STATUSES.items() if code == status),
+        monthly_limit=int(limit) if limit else None, paused=paused == PAUSED,
+        open_disputes=int(disputes) if disputes else 0)
     return Stored(binding, int(created_order), int(created_at))
 
 
@@ -146,6 +169,47 @@ def _decode_outcome(raw: bytes) -> Recorded:
     return Recorded(event_type, int(at), key.encode() or None, data)
 
 
+def ref_key(grantor_id: str, reference: str) -> str:
+    return f"bnd:ref:{grantor_id}:{reference}"
+
+
+def encode_payment(p: Payment) -> str:
+    return "|".join((p.beneficiary_id, p.binding_id, p.institution_code, p.charge_id, str(p.amount),
+                     f"{p.charged_on:%Y%m%d}", p.grantor_region))
+
+
+def decode_payment(grantor_id: str, reference: str, raw: bytes) -> Payment:
+    beneficiary, binding_id, institution, charge_id, amount, day, region = raw.decode().split("|")
+    return Payment(grantor_id, reference, beneficiary, binding_id, institution, charge_id, int(amount), _day(day),
+                   region)
+
+
+def dispute_key(dispute_id: str) -> str:
+    return f"bnd:dsp:{dispute_id}"
+
+
+def disputes_of_key(grantor_id: str) -> str:
+    return f"bnd:dspg:{grantor_id}"
+
+
+_DISPUTE_STATUSES = {DisputeStatus.OPEN: "o", DisputeStatus.UPHELD: "u", DisputeStatus.DISMISSED: "d"}
+
+
+def encode_dispute(d: Dispute) -> str:
+    return "|".join((_DISPUTE_STATUSES[d.status], d.grantor_id, d.reference, d.binding_id, d.beneficiary_id,
+                     d.charge_id, d.institution_code, str(d.amount), d.channel, str(d.opened_at),
+                     _optional(d.decided_at), d.grantor_region, "1" if d.paused_binding else ""))
+
+
+def decode_dispute(dispute_id: str, raw: bytes) -> Dispute:
+    (status, grantor, reference, binding_id, beneficiary, charge_id, institution, amount, channel, opened_at,
+     decided_at, region, paused) = raw.decode().split("|")
+    return Dispute(dispute_id, grantor, reference, binding_id, beneficiary, charge_id, institution, int(amount),
+                   channel, int(opened_at), region, paused == "1",
+                   next(s for s, code in _DISPUTE_STATUSES.items() if code == status),
+                   int(decided_at) if decided_at else None)
+
+
 def epoch(at: datetime) -> int:
     return int(at.timestamp())
 
@@ -167,6 +231,7 @@ class Plan:
     new_grantors: list[str] = field(default_factory=list)
     new_ids: list[str] = field(default_factory=list)
     outcomes: list[tuple[str, Recorded]] = field(default_factory=list)
+    disputes: list[Dispute] = field(default_factory=list)  # opened or decided by these commands
 
 
 class BindingStore:
@@ -243,12 +308,49 @@ class BindingStore:
             plan |= {
                 "record": encode_bindings(p.bindings), "pay_key": payers_key(ben),
                 "payers": [x for b in payers for x in (b.binding_id, encode_payer(Payer(
-                    b.binding_id, b.grantor_id, b.payment_order, b.start_date, b.end_date, b.grantor_region)))],
+                    b.binding_id, b.grantor_id, b.payment_order, b.start_date, b.end_date, b.grantor_region,
+                    b.monthly_limit, b.paused)))],
                 "ends_score": min((f"{b.end_date:%Y%m%d}" for b in payers), default="0"),
                 "grantors": [[_grantor_key(g), g] for g in p.new_grantors],
                 "ids": [[id_key(bid), bid] for bid in p.new_ids],
             }
+        if p.disputes:
+            plan |= {"sets": [[dispute_key(d.dispute_id), encode_dispute(d)] for d in p.disputes],
+                     "members": [[disputes_of_key(d.grantor_id), d.dispute_id] for d in p.disputes]}
         return plan
+
+    # -- payments by reference and disputes ---------------------------------------------------
+    async def save_payments(self, payments: list[tuple[Payment, int]]) -> None:
+        """The reference projection: each payment until its expiry (epoch seconds), one round
+        trip. Writing one again (a redelivery) writes the same value with the same expiry."""
+        if not payments:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for p, expires_at in payments:
+            pipe.set(ref_key(p.grantor_id, p.reference), encode_payment(p), exat=expires_at)
+        await pipe.execute()
+
+    async def payments_and_disputes(self, refs: list[tuple[str, str]], dispute_ids: list[str],
+                                    ) -> tuple[dict[tuple[str, str], Payment], dict[str, Dispute]]:
+        """One round trip: the payments known by (grantor, reference), and the disputes by id."""
+        pipe = self._redis.pipeline(transaction=False)
+        for grantor, reference in refs:
+            pipe.get(ref_key(grantor, reference))
+        for dispute_id in dispute_ids:
+            pipe.get(dispute_key(dispute_id))
+        replies = iter(await pipe.execute())
+        payments = {(g, r): decode_payment(g, r, raw) for g, r in refs if (raw := next(replies))}
+        disputes = {d: decode_dispute(d, raw) for d in dispute_ids if (raw := next(replies))}
+        return payments, disputes
+
+    async def disputes_of(self, grantor_id: str, most: int) -> list[Dispute]:
+        """The grantor's disputes, newest first, at most `most`."""
+        ids = sorted(m.decode() for m in await self._redis.smembers(disputes_of_key(grantor_id)))
+        if not ids:
+            return []
+        found = [decode_dispute(i, raw) for i, raw in zip(ids, await self._redis.mget([dispute_key(i) for i in ids]))
+                 if raw]
+        return sorted(found, key=lambda d: (-d.opened_at, d.dispute_id))[:most]
 
     # -- the role query and the sweep --------------------------------------------------------
     async def bindings_of_beneficiary(self, beneficiary_id: str) -> list[Binding]:
