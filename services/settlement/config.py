@@ -18,6 +18,19 @@ class SettlementSettings(ServiceSettings):
         7, ge=1, description="Oldest charged_at/refunded_at accepted, in days before the platform's clock "
                              "(contract version 2); older is refused INVALID_CHARGE.")
 
+    settlement_quote_hold_minutes: int = Field(
+        15, ge=1, le=24 * 60, description="How long a quote (预结算) holds its split before it expires.")
+    settlement_quote_hold_seconds: int | None = Field(
+        None, ge=1, le=24 * 3600, description="When set, the hold in seconds instead (tests, drills).")
+    settlement_quote_sweep_seconds: float = Field(
+        5.0, gt=0, le=3600, description="How often expired quotes are released and announced.")
+
+    @property
+    def quote_hold_ms(self) -> int:
+        if self.settlement_quote_hold_seconds is not None:
+            return self.settlement_quote_hold_seconds * 1000
+        return self.settlement_quote_hold_minutes * 60_000
+
     @model_validator(mode="after")
     def _records_outlive_the_charges(self) -> "SettlementSettings":
         self.check_records_outlive_retention(settlement_record_ttl_days=self.settlement_record_ttl_days,

@@ -20,7 +20,11 @@ from services.settlement.domain.reasons import Reason
 
 CHARGE_SUBMITTED = "ChargeSubmitted"
 CHARGE_REFUNDED = "ChargeRefunded"
-CHARGE_TYPES = frozenset({CHARGE_SUBMITTED, CHARGE_REFUNDED})
+CHARGE_QUOTE_REQUESTED = "ChargeQuoteRequested"  # added (issue 15): 预结算, a quote with a hold
+CHARGE_QUOTE_CANCELLED = "ChargeQuoteCancelled"  # added (issue 15): release a quote's hold
+CHARGE_TYPES = frozenset({CHARGE_SUBMITTED, CHARGE_REFUNDED, CHARGE_QUOTE_REQUESTED, CHARGE_QUOTE_CANCELLED})
+CHARGE_QUOTED = "ChargeQuoted"
+CHARGE_QUOTE_RELEASED = "ChargeQuoteReleased"
 CHARGE_SETTLED = "ChargeSettled"
 CHARGE_REJECTED = "ChargeRejected"
 REFUND_SETTLED = "RefundSettled"
@@ -49,7 +53,7 @@ class _In(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-class ChargeSubmitted(_In):
+class _Charge(_In):
     charge_id: ChargeId
     institution_code: InstitutionCode
     institution_region: RegionCode
@@ -62,6 +66,28 @@ class ChargeSubmitted(_In):
     fund_paid: Yuan
     individual_borne: Yuan
     charged_at: Time
+
+    def digest(self) -> str:
+        """The charge's fingerprint, without the quote it names: a quote and its charge share it."""
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"quote_id"}), sort_keys=True,
+                               separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+class ChargeSubmitted(_Charge):
+    quote_id: ChargeId | None = Field(None, description=(
+        "Added (issue 15): the ChargeQuoted this charge settles; it posts exactly the held split. Without it, "
+        "a live quote of the same charge is posted as well."))
+
+
+class ChargeQuoteRequested(_Charge):
+    """预结算: exactly ChargeSubmitted's fields; answered ChargeQuoted (the split, held)."""
+
+
+class ChargeQuoteCancelled(_In):
+    institution_code: InstitutionCode
+    charge_id: ChargeId
+    quote_id: ChargeId
 
 
 class ChargeRefunded(_In):
@@ -82,7 +108,18 @@ class _ChargeRefundedMessage(Envelope):
     payload: ChargeRefunded
 
 
-ChargeMessage = _ChargeSubmittedMessage | _ChargeRefundedMessage
+class _ChargeQuoteRequestedMessage(Envelope):
+    event_type: Literal["ChargeQuoteRequested"]
+    payload: ChargeQuoteRequested
+
+
+class _ChargeQuoteCancelledMessage(Envelope):
+    event_type: Literal["ChargeQuoteCancelled"]
+    payload: ChargeQuoteCancelled
+
+
+ChargeMessage = (_ChargeSubmittedMessage | _ChargeRefundedMessage | _ChargeQuoteRequestedMessage
+                 | _ChargeQuoteCancelledMessage)
 # A his.charges message read and validated in one pass, straight from its bytes (pydantic-core):
 # the envelope and the payload its event_type names. Anything it refuses is read again step by
 # step (shared.envelope.read, then each model), which tells a dead letter from a refusal and
@@ -108,6 +145,10 @@ class SettledLine(BaseModel):
     payment_order: int | None = None
     amount: Yuan
     balance_after: Yuan | None = None
+    binding_id: str | None = Field(None, description="Added (issue 15), grantor lines: the binding that paid.")
+    reference: str | None = Field(None, description=(
+        "Added (issue 15), grantor lines: the payment's reference (8 characters, shared/references.py), the one "
+        "the grantor's SMS carries and a dispute names."))
 
 
 class ChargeSettled(BaseModel):
@@ -143,13 +184,45 @@ class ChargeRejected(BaseModel):
         "that carried no usable charge_id."))
 
 
+class ChargeQuoted(BaseModel):
+    """预结算 (issue 15): the whole split of a ChargeQuoteRequested, held as one unit until held_until."""
+
+    quote_id: str = Field(description="Derived from (institution_code, charge_id): one quote per charge.")
+    charge_id: str
+    institution_code: str
+    patient_id: str
+    individual_borne: Yuan
+    lines: list[SettledLine] = Field(description=(
+        "As ChargeSettled's lines; balance_after is what is left to spend once this quote holds its amount."))
+    quoted_at: str
+    held_until: str
+
+
+class ChargeQuoteReleased(BaseModel):
+    """Every hold of a quote's split released together (issue 15)."""
+
+    quote_id: str
+    charge_id: str
+    institution_code: str
+    reason: Literal["cancelled", "expired", "binding_paused", "binding_revoked"]
+    lines: list[SettledLine] = Field(description="The split that was held, as ChargeQuoted told it.")
+    released_at: str
+
+
 class FraudSuspected(BaseModel):
     charge_id: str
     patient_id: str
-    code_holder_id: str
+    code_holder_id: str | None = Field(None, description="Null for a grantor's dispute.")
     institution_code: str
-    institution_region: str
-    presented_via: str
+    institution_region: str | None = Field(None, description="Null for a grantor's dispute.")
+    presented_via: str | None = Field(None, description="Null for a grantor's dispute.")
+    kind: Literal["identity_mismatch", "grantor_dispute"] = Field("identity_mismatch", description=(
+        "Added (issue 15): identity_mismatch (settlement: another person's code) or grantor_dispute (binding: "
+        "the grantor says the payment was not authorised, 非本人授权)."))
+    dispute_id: str | None = Field(None, description="grantor_dispute only.")
+    grantor_id: str | None = Field(None, description="grantor_dispute only.")
+    binding_id: str | None = Field(None, description="grantor_dispute only.")
+    amount: Yuan | None = Field(None, description="grantor_dispute only: what the grantor's account paid.")
 
 
 class Posting(BaseModel):
@@ -189,6 +262,12 @@ class BeneficiarySpending(BaseModel):
     payments: list[Payment]
     total_paid: Yuan
     total_refunded: Yuan
+    binding_id: str | None = Field(None, description="Added (issue 15): the binding by which the grantor pays.")
+    monthly_limit: Yuan | None = Field(None, description="Added (issue 15): the binding's monthly limit; null = none.")
+    used_this_month: Yuan | None = Field(None, description=(
+        "Added (issue 15): paid (and held by live quotes) this calendar month, China time."))
+    left_this_month: Yuan | None = Field(None, description="Added (issue 15): what the limit leaves; null = no limit.")
+    paused: bool = Field(False, description="Added (issue 15): the grantor paused the binding (it pays nothing).")
 
 
 class ConsumptionListed(BaseModel):
@@ -216,6 +295,8 @@ class AccountFound(BaseModel):
     balance: Yuan | None = Field(None, description=(
         "The platform's balance of the personal account (the bureau's last balance adjusted by the platform's "
         "later postings; may be negative); null for a resident (no personal account) or an unknown person."))
+    held: Yuan | None = Field(None, description=(
+        "Added (issue 15): what live quotes (预结算) hold of the balance; a charge may spend balance - held."))
 
 
 class ReconciliationDifference(BaseModel):

@@ -16,6 +16,7 @@ from functools import lru_cache
 from shared import envelope, topics
 from shared.kafka import Outgoing
 from shared.money import format_yuan
+from shared.references import payment_reference
 from services.settlement import contract as c
 from services.settlement.domain import ids
 from services.settlement.domain.waterfall import Line
@@ -26,7 +27,7 @@ def _time(at: str) -> datetime:
     return datetime.fromisoformat(at)
 
 
-def _line(line: Line) -> dict:
+def _line(line: Line, institution_code: str, charge_id: str) -> dict:
     out: dict = {"source": line.source}
     if line.person_id is not None:
         out["person_id"] = line.person_id
@@ -37,13 +38,18 @@ def _line(line: Line) -> dict:
     out["amount"] = format_yuan(line.amount)
     if line.balance_after is not None:
         out["balance_after"] = format_yuan(line.balance_after)
+    if line.binding_id is not None:
+        out["binding_id"] = line.binding_id
+    if line.source == "grantor" and line.person_id is not None:
+        out["reference"] = payment_reference(institution_code, charge_id, line.person_id)
     return out
 
 
 def charge_settled(institution_code: str, charge_id: str, patient_id: str, borne: int, charged_at: str,
                    lines: list[Line], at: str) -> bytes:
     payload = {"charge_id": charge_id, "patient_id": patient_id, "individual_borne": format_yuan(borne),
-               "lines": [_line(x) for x in lines], "settled_at": at, "institution_code": institution_code,
+               "lines": [_line(x, institution_code, charge_id) for x in lines], "settled_at": at,
+               "institution_code": institution_code,
                "charged_at": charged_at}
     return envelope.seal(c.CHARGE_SETTLED, payload, occurred_at=_time(at),
                          event_id=ids.event_id(c.CHARGE_SETTLED, institution_code, charge_id, None))
@@ -52,10 +58,31 @@ def charge_settled(institution_code: str, charge_id: str, patient_id: str, borne
 def refund_settled(institution_code: str, charge_id: str, refund_id: str, patient_id: str, amount: int,
                    lines: list[Line], at: str) -> bytes:
     payload = {"charge_id": charge_id, "refund_id": refund_id, "institution_code": institution_code,
-               "patient_id": patient_id, "amount": format_yuan(amount), "lines": [_line(x) for x in lines],
+               "patient_id": patient_id, "amount": format_yuan(amount),
+               "lines": [_line(x, institution_code, charge_id) for x in lines],
                "settled_at": at}
     return envelope.seal(c.REFUND_SETTLED, payload, occurred_at=_time(at),
                          event_id=ids.event_id(c.REFUND_SETTLED, institution_code, charge_id, refund_id))
+
+
+def charge_quoted(quote_id: str, institution_code: str, charge_id: str, patient_id: str, borne: int,
+                  lines: list[Line], quoted_at: str, held_until: str) -> bytes:
+    payload = {"quote_id": quote_id, "charge_id": charge_id, "institution_code": institution_code,
+               "patient_id": patient_id, "individual_borne": format_yuan(borne),
+               "lines": [_line(x, institution_code, charge_id) for x in lines], "quoted_at": quoted_at,
+               "held_until": held_until}
+    return envelope.seal(c.CHARGE_QUOTED, payload, occurred_at=_time(quoted_at),
+                         event_id=ids.event_id(c.CHARGE_QUOTED, quote_id))
+
+
+def quote_released(quote_id: str, institution_code: str, charge_id: str, reason: str, lines: list[Line],
+                   released_at: str) -> Outgoing:
+    """ChargeQuoteReleased: a quote is released once, so its event id is the quote's."""
+    payload = {"quote_id": quote_id, "charge_id": charge_id, "institution_code": institution_code, "reason": reason,
+               "lines": [_line(x, institution_code, charge_id) for x in lines], "released_at": released_at}
+    value = envelope.seal(c.CHARGE_QUOTE_RELEASED, payload, occurred_at=_time(released_at),
+                          event_id=ids.event_id(c.CHARGE_QUOTE_RELEASED, quote_id))
+    return Outgoing(topics.SETTLEMENT_RESULTS, charge_id.encode(), value)
 
 
 def postings(lines: list[Line], direction: str, institution_code: str, charge_id: str, refund_id: str | None,

@@ -21,6 +21,7 @@ from services.settlement.domain.waterfall import Account, Line, refund_plan, spl
 from services.settlement.storage.accounts import ChargeToSettle, Movement, RefundToApply, SettlementStore
 from shared.devstack import LocalRedis, free_port
 from shared.identity import make_id_number
+from shared.state import person_bucket
 
 pytestmark = pytest.mark.integration
 
@@ -84,9 +85,15 @@ def refund(charge_id: str, amount: int, refund_id: str | None = None, digest: st
 
 
 async def bind(client: Redis, patient: str, grantor: str, order: int, region: str,
-               start: int = 20260101, end: int = 20261231) -> str:
-    binding_id = str(uuid.uuid4())
-    await client.hset("bnd:pay:" + patient, binding_id, f"{grantor}|{order}|{start}|{end}|{region}")
+               start: int = 20260101, end: int = 20261231, limit: int | None = None, paused: bool = False,
+               binding_id: str | None = None) -> str:
+    """A payer index entry as the binding service writes it (I-1: with limit and pause when given,
+    else the old 5-field value)."""
+    binding_id = binding_id or str(uuid.uuid4())
+    value = f"{grantor}|{order}|{start}|{end}|{region}"
+    if limit is not None or paused:
+        value += f"|{'' if limit is None else limit}|{'p' if paused else ''}"
+    await client.hset("bnd:pay:" + patient, binding_id, value)
     return binding_id
 
 
@@ -471,6 +478,10 @@ class Grantor:
     balance: int
     region: str
     in_force: bool      # the binding covers the charge's day
+    limit: int | None = None  # the binding's monthly limit (fen), None = no limit
+    used: int = 0       # already used this month
+    paused: bool = False
+    held: int = 0       # held on the account by another quote
 
 
 @st.composite
@@ -482,12 +493,22 @@ def cases(draw):
     orders = draw(st.permutations([1, 2]))[: draw(st.integers(0, 2))]
     grantors = [Grantor(order, draw(st.sampled_from(["employee", "employee", "resident", "unregistered"])),
                         draw(st.one_of(st.integers(-1_000, 1_000_000), big)), draw(st.sampled_from(PROVINCES)),
-                        draw(st.booleans())) for order in orders]
+                        draw(st.booleans()), draw(st.one_of(st.none(), st.integers(0, 1_000_000))),
+                        draw(st.integers(0, 500_000)), draw(st.booleans()), draw(st.integers(0, 500_000)))
+                for order in orders]
     total = max(own or 0, 0) + sum(max(g.balance, 0) for g in grantors)
     borne = draw(st.one_of(st.integers(0, total + 10), st.just(total), big))
     resend = draw(st.booleans())
     refunds = draw(st.lists(st.one_of(st.integers(0, 1_000), st.integers(0, borne + 1), st.just(borne)), max_size=4))
-    return own, grantors, borne, resend, refunds
+    quoted = draw(st.booleans())
+    return own, grantors, borne, resend, refunds, quoted
+
+
+async def set_held(client: Redis, person: str, held: int) -> None:
+    """An account entry with `held` fen held by some other quote (7th field)."""
+    key = f"stl:acct:{person_bucket(person)}"
+    fields = (await client.hget(key, person)).decode().split("|")[:6]
+    await client.hset(key, person, "|".join([*fields, str(held)]))
 
 
 def test_the_functions_settle_and_refund_exactly_as_the_pure_waterfall(valkey, store):
@@ -495,7 +516,7 @@ def test_the_functions_settle_and_refund_exactly_as_the_pure_waterfall(valkey, s
     client = Redis.from_url(valkey.url)
     local = make_store(client)
 
-    async def one(own, grantors, borne, resend, refund_amounts):
+    async def one(own, grantors, borne, resend, refund_amounts, quoted):
         await client.flushdb()
         await local.register_institutions([(HOSPITAL, XIAN, "hospital")])
         patient = new_person()
@@ -510,10 +531,17 @@ def test_the_functions_settle_and_refund_exactly_as_the_pure_waterfall(valkey, s
             else:
                 expected_balance[person] = None
             start, end = (20260101, 20261231) if g.in_force else (DAY + 1, DAY + 30)
-            await bind(client, patient, person, g.order, g.region, start=start, end=end)
+            binding = await bind(client, patient, person, g.order, g.region, start=start, end=end,
+                                 limit=g.limit, paused=g.paused)
+            if g.used:
+                await client.hset(f"stl:used:{binding}", str(DAY // 100), g.used)
             if g.kind == "employee" and g.in_force:
-                payers.append(Account(person, g.region, g.balance, g.order))
+                payers.append(Account(person, g.region, g.balance, g.order, held=g.held, paused=g.paused,
+                                      limit_left=None if g.limit is None else g.limit - g.used, binding_id=binding))
         await local.register(people)
+        for g, a in zip([g for g in grantors if g.kind == "employee" and g.in_force], payers):
+            if g.held:
+                await set_held(client, a.person_id, g.held)
         seq = dict.fromkeys(expected_balance, 0)
 
         def numbered(lines):
@@ -526,8 +554,14 @@ def test_the_functions_settle_and_refund_exactly_as_the_pure_waterfall(valkey, s
             return out
 
         paid = charge(patient, borne)
-        [applied] = await local.settle([paid])
-        expected = numbered(split(borne, None if own is None else Account(patient, XIAN, own), payers))
+        own_account = None if own is None else Account(patient, XIAN, own)
+        if quoted:
+            # 预结算 first: the quote holds exactly the split, its lines telling what is left to spend;
+            # settling it then posts exactly the held split.
+            [held] = await local.settle([replace(paid, op="Q", quote_id="Q1")], now_ms=1)
+            assert (held.status, held.lines) == ("QUOTED", split(borne, own_account, payers, held=True))
+        [applied] = await local.settle([paid], now_ms=2)
+        expected = numbered(split(borne, own_account, payers))
         assert applied.status == "SETTLED"
         assert applied.lines == expected
         for line in expected[:-1]:
@@ -556,6 +590,10 @@ def test_the_functions_settle_and_refund_exactly_as_the_pure_waterfall(valkey, s
                     back[i] += give
             assert done.status == "REFUNDED"
             assert done.lines == numbered(lines)
+        for g, a in zip([g for g in grantors if g.kind == "employee" and g.in_force], payers):
+            # what the binding paid less what came back, in the month of the charge
+            net = sum(l.amount - b for l, b in zip(expected, back) if l.binding_id == a.binding_id)
+            assert await local.used(a.binding_id, str(DAY // 100)) == g.used + net
         for person, balance in expected_balance.items():
             assert await local.balance(person) == balance
             if balance is not None:

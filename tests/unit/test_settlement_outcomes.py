@@ -16,6 +16,7 @@ from services.settlement.domain import ids
 from services.settlement.domain.waterfall import Line
 from shared import envelope
 from shared.money import Fen
+from shared.references import payment_reference
 
 AT = "2026-06-01T10:00:00+08:00"
 fen = st.integers(0, 10**12)
@@ -23,21 +24,25 @@ lines = st.lists(st.one_of(
     st.builds(Line, st.just("own"), fen, st.just("610102196001020079"), st.just("610100"), st.none(), fen,
               st.integers(1, 10**6)),
     st.builds(Line, st.just("grantor"), fen, st.just("610102196001020087"), st.just("610300"),
-              st.sampled_from([1, 2]), fen, st.integers(1, 10**6)),
+              st.sampled_from([1, 2]), fen, st.integers(1, 10**6), st.sampled_from([None, "B-1"])),
     st.builds(Line, st.just("cash"), fen)), max_size=4)
 
 
-def _settled_line(line: Line) -> c.SettledLine:
+def _settled_line(line: Line, charge_id: str = "C-1") -> c.SettledLine:
+    """Grantor lines carry the binding that paid and the payment's reference (issue 15, I-3)."""
     return c.SettledLine(source=line.source, person_id=line.person_id, region=line.region,
                          payment_order=line.payment_order, amount=Fen(line.amount),
-                         balance_after=None if line.balance_after is None else Fen(line.balance_after))
+                         balance_after=None if line.balance_after is None else Fen(line.balance_after),
+                         binding_id=line.binding_id,
+                         reference=payment_reference("H1", charge_id, line.person_id)
+                         if line.source == "grantor" else None)
 
 
 @settings(database=None, deadline=None, max_examples=200)
 @given(lines, fen, st.sampled_from(["C-1", "ç.收-9"]))
 def test_a_settled_charge_is_the_models_bytes(account_lines, borne, charge_id):
     model = c.ChargeSettled(charge_id=charge_id, patient_id="610102196001020079", individual_borne=Fen(borne),
-                            lines=[_settled_line(x) for x in account_lines], settled_at=AT,
+                            lines=[_settled_line(x, charge_id) for x in account_lines], settled_at=AT,
                             institution_code="H1", charged_at="2026-06-01T09:59:00+08:00")
     expected = envelope.seal(c.CHARGE_SETTLED, model, occurred_at=datetime.fromisoformat(AT),
                              event_id=str(uuid.uuid5(ids._NAMESPACE, json.dumps(

@@ -43,3 +43,8 @@ def event_id(*parts: str | int | None) -> str:
     h[8] = (h[8] & 0x3F) | 0x80
     x = h.hex()
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+def quote_id(institution_code: str, charge_id: str) -> str:
+    """A charge's quote (预结算): one per charge, the same on every request."""
+    return event_id("ChargeQuoted", institution_code, charge_id)

@@ -19,6 +19,11 @@ class Reason(StrEnum):
     INVALID_CHARGE = "INVALID_CHARGE"
     UNKNOWN_INSTITUTION = "UNKNOWN_INSTITUTION"  # contract version 2
     PLATFORM_ERROR = "PLATFORM_ERROR"  # added: a defect of the platform; the message is also dead-lettered
+    QUOTE_UNKNOWN = "QUOTE_UNKNOWN"  # issue 15: quotes (预结算)
+    QUOTE_EXPIRED = "QUOTE_EXPIRED"
+    QUOTE_RELEASED = "QUOTE_RELEASED"
+    QUOTE_MISMATCH = "QUOTE_MISMATCH"
+    ALREADY_SETTLED = "ALREADY_SETTLED"
 
 
 # Refusals read off a projection (who is registered, which institutions are designated): one that
@@ -42,6 +47,13 @@ MESSAGES: dict[Reason, tuple[str, str]] = {
                                  "The institution is not designated, or not in the region the charge names."),
     Reason.PLATFORM_ERROR: ("平台处理异常，请稍后重试或联系运维",
                             "The platform could not process this message; operators have been alerted."),
+    Reason.QUOTE_UNKNOWN: ("未找到该预结算", "No quote with this quote_id for this charge."),
+    Reason.QUOTE_EXPIRED: ("预结算已过期，冻结金额已释放，请重新预结算",
+                           "The quote expired and its holds were released; ask for a new quote."),
+    Reason.QUOTE_RELEASED: ("预结算已撤销或因共济关系暂停/解除而释放",
+                            "The quote was cancelled, or released because a binding of it was paused or revoked."),
+    Reason.QUOTE_MISMATCH: ("结算内容与预结算不一致", "The charge differs from the quote it names."),
+    Reason.ALREADY_SETTLED: ("该结算单已结算", "The charge is already settled: it can no longer be quoted or cancelled."),
 }
 
 

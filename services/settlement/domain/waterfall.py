@@ -2,6 +2,11 @@
 
 The settlement Function (storage/settlement.lua) applies exactly these rules atomically in
 Redis; tests check the two agree.
+
+Issue 15: an account pays from what is available (balance less what live quotes hold); a
+grantor's binding may be paused (it pays nothing, the waterfall goes on) or limited to what is
+left of its monthly limit. A quote (预结算) is the same split, held instead of posted: its lines
+tell what is left to spend (`held=True`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,14 @@ class Account:
     region: str
     balance: int
     payment_order: int | None = None
+    held: int = 0  # held by live quotes: not available to this charge
+    limit_left: int | None = None  # what the binding's monthly limit leaves this month; None = no limit
+    paused: bool = False  # a paused binding pays nothing
+    binding_id: str | None = None
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
 
 
 @dataclass(frozen=True)
@@ -33,22 +46,32 @@ class Line:
     # The posting's place in its account's sequence (contract version 2): given by the Function
     # that applies the line, never by the pure plan.
     account_seq: int | None = None
+    binding_id: str | None = None  # grantor lines: the binding that paid
 
 
-def split(borne: int, own: Account | None, grantors: list[Account]) -> list[Line]:
-    """Pay `borne` fen: the patient's own account up to its balance, then each grantor in payment
-    order up to that balance, the rest in cash. Accounts that pay nothing get no line; the cash
-    line is always there, so the HIS reads what to collect at the counter."""
+def split(borne: int, own: Account | None, grantors: list[Account], held: bool = False) -> list[Line]:
+    """Pay `borne` fen: the patient's own account up to what is available, then each grantor in
+    payment order up to what is available and what its monthly limit leaves (a paused binding
+    pays nothing), the rest in cash. Accounts that pay nothing get no line; the cash line is
+    always there, so the HIS reads what to collect at the counter.
+
+    balance_after is the balance after the debit; for a quote (`held`), what is left to spend
+    once the quote holds its amount."""
     if borne < 0:
         raise ValueError("the individually borne amount cannot be negative")
     lines: list[Line] = []
     remaining = borne
     payers = ([("own", own)] if own else []) + [("grantor", g) for g in sorted(grantors, key=_order)]
     for source, account in payers:
-        take = min(max(account.balance, 0), remaining)
+        if account.paused:
+            continue
+        take = min(max(account.available, 0), remaining)
+        if account.limit_left is not None:
+            take = min(take, max(account.limit_left, 0))
         if take > 0:
+            after = (account.available if held else account.balance) - take
             lines.append(Line(source, take, account.person_id, account.region, account.payment_order,
-                              account.balance - take))
+                              after, binding_id=account.binding_id))
             remaining -= take
     lines.append(Line("cash", remaining))
     return lines

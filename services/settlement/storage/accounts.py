@@ -1,8 +1,9 @@
 """The settlement service's Redis state, changed only through the Functions in settlement.lua.
 
 Keys this service owns (README, "Redis keys"):
-- `stl:acct:{bucket}`      hash person_id -> "balance|bureau_seq|region|scheme|account_seq|watermark"
-                           (projection of bureau.accounts, debited and credited by settlement itself)
+- `stl:acct:{bucket}`      hash person_id -> "balance|bureau_seq|region|scheme|account_seq|watermark|held"
+                           (projection of bureau.accounts, debited and credited by settlement itself;
+                           held = fen held by live quotes, not available to other charges)
 - `stl:pp:{person}`        list of "account_seq|signed fen": the platform's postings to the account
                            after the last snapshot's watermark (trimmed by each BalanceSnapshot)
 - `stl:inst`               hash institution code -> "region|kind" (projection of bureau.institutions)
@@ -12,6 +13,18 @@ Keys this service owns (README, "Redis keys"):
 - `stl:spent:{grantor}`    hash "{institution}:{charge_id}" -> "day|beneficiary|paid|refunded|at" (消费查询)
 - `stl:posted:{region}:{day}` hash posting_id -> "direction|amount|person" (对账)
 - `stl:rpt:{region}:{day}:{report_id}` hash part -> the part of a bureau's daily report (对账 in parts)
+- `stl:used:{binding_id}`  hash YYYYMM -> fen a binding paid or holds in that calendar month (China time,
+                           the charge's day), against its monthly limit; refunds give back in that month
+- `stl:quote:{institution}:{charge_id}` hash: the charge's quote (预结算): quote_id, digest, lines (with
+                           binding ids), patient, borne, month, at, until (epoch ms), state
+                           held|settled|released, reason, released_at (kept as long as a charge record)
+- `stl:quote:due`          zset "{institution}:{charge_id}" by until (epoch ms): held quotes to expire
+- `stl:bq:{binding_id}`    set of "{institution}:{charge_id}": the held quotes a binding pays in
+                           (released when the binding is paused or revoked)
+- `stl:quote:outbox`       list of cjson [quote_id, "{institution}:{charge_id}", reason, lines, released_at]:
+                           releases to announce as ChargeQuoteReleased, removed once published
+The charge record (`stl:charge:...`) also keeps `month` (YYYYMM of the limits used) and each line's
+binding id (8th field of a line).
 It reads `bnd:pay:{beneficiary}`, owned by the binding service (shared/binding_index.py).
 Institution codes hold no ':', so `{institution}:{...}` keys and fields never collide.
 """
@@ -50,6 +63,8 @@ class ChargeToSettle:
     day: int  # YYYYMMDD of the charge, China time
     settled_at: str  # the platform's clock
     charged_at: str = ""  # as the HIS sent it, for the outcome
+    quote_id: str = ""  # the quote the charge names ('' when none; a live quote is posted either way)
+    op: str = "S"  # S settle (ChargeSubmitted), Q quote (ChargeQuoteRequested), C cancel (ChargeQuoteCancelled)
 
 
 @dataclass(frozen=True)
@@ -92,6 +107,7 @@ class Applied:
     reason: str = ""
     replay: bool = False
     patient_id: str = ""
+    until_ms: int = 0  # QUOTED: held until (epoch ms)
 
 
 @dataclass(frozen=True)
@@ -101,14 +117,28 @@ class Account:
     balance: int
     region: str
     scheme: str  # employee | resident
+    held: int = 0  # held by live quotes
+
+
+@dataclass(frozen=True)
+class Release:
+    """A quote released by the sweep or a binding's pause/revocation, waiting in the outbox."""
+
+    raw: bytes  # the outbox item, to remove it once published
+    quote_id: str
+    institution_code: str
+    charge_id: str
+    reason: str
+    lines: list[Line]
+    released_at: str
 
 
 def _decode_lines(encoded: str) -> list[Line]:
     lines = []
     for part in filter(None, encoded.split(";")):
-        source, person, region, order, amount, after, seq = (part.split(",") + [""])[:7]
+        source, person, region, order, amount, after, seq, binding = (part.split(",") + ["", ""])[:8]
         lines.append(Line(source, int(amount), person or None, region or None, int(order) if order else None,
-                          int(after) if after else None, int(seq) if seq else None))
+                          int(after) if after else None, int(seq) if seq else None, binding or None))
     return lines
 
 
@@ -118,6 +148,10 @@ def _applied(reply: list[str | bool]) -> Applied:
     if status in ("SETTLED", "REFUNDED"):
         return Applied(status, _decode_lines(reply[1]), reply[2], replay=reply[3] == "1",
                        patient_id=(reply[4] or "") if len(reply) > 4 else "")
+    if status == "QUOTED":
+        return Applied(status, _decode_lines(reply[1]), reply[2], replay=reply[4] == "1", until_ms=int(reply[3]))
+    if status == "RELEASED":
+        return Applied(status, _decode_lines(reply[1]), reply[2], reason=reply[3], replay=reply[4] == "1")
     if status == "REJECTED":
         return Applied(status, [], reason=reply[1])
     if status == "ERROR":
@@ -137,6 +171,7 @@ def _failed(error: Exception, count: int) -> list[Applied]:
 # so a large batch goes as a few calls in one pipeline (still one round trip) and other clients
 # of the same Redis wait at most one call.
 CALL_ITEMS = 250
+OUTBOX = "stl:quote:outbox"
 
 
 def _spent_field(institution_code: str, charge_id: str) -> str:
@@ -145,7 +180,7 @@ def _spent_field(institution_code: str, charge_id: str) -> str:
 
 class SettlementStore:
     def __init__(self, redis: Redis, provinces: list[str], rejection_ttl: int, record_ttl: int,
-                 report_ttl: int = 7 * 86_400) -> None:
+                 report_ttl: int = 7 * 86_400, quote_hold_ms: int = 15 * 60_000) -> None:
         self._redis = redis
         self._provinces = ",".join(provinces)
         self._rejection_ttl = rejection_ttl
@@ -153,16 +188,20 @@ class SettlementStore:
         self._report_ttl = report_ttl
         # What every item of a batch call shares (settlement.lua, settle_batch / refund_batch).
         self._settle_common = [self._provinces, str(rejection_ttl), str(record_ttl)]
+        self._quote_hold_ms = str(quote_hold_ms)
+        self._now_ms = "0"  # the platform's clock of the batch being encoded (settle)
         self._refund_common = [str(rejection_ttl), str(record_ttl)]
 
     async def load_functions(self) -> None:
         """Once at start-up; REPLACE so a new release's library takes over."""
         await self._redis.function_load(LIBRARY(), replace=True)
 
-    async def settle(self, charges: list[ChargeToSettle]) -> list[Applied]:
+    async def settle(self, charges: list[ChargeToSettle], now_ms: int = 0) -> list[Applied]:
         """One round trip for the whole batch, one Function call per CALL_ITEMS charges; each
-        charge is applied under its own pcall (settlement.lua, settle_batch)."""
-        return await self._run("settle_batch", self._settle_args, charges)
+        charge (or quote request, or cancellation) is applied under its own pcall (settlement.lua,
+        settle_batch). `now_ms`, the platform's clock, decides whether a quote has expired."""
+        common = [*self._settle_common, str(now_ms), self._quote_hold_ms]
+        return await self._run("settle_batch", lambda items: self._settle_args(items, common), charges)
 
     async def refund(self, refunds: list[RefundToApply]) -> list[Applied]:
         return await self._run("refund_batch", self._refund_args, refunds)
@@ -192,11 +231,75 @@ class SettlementStore:
             pipe.fcall(function, 0, arg)
         return await pipe.execute(raise_on_error=False)
 
-    def _settle_args(self, charges: list[ChargeToSettle]) -> bytes:
-        return _dumps([self._settle_common, [
+    def _settle_args(self, charges: list[ChargeToSettle], common: list[str]) -> bytes:
+        return _dumps([common, [
             [c.institution_code, c.charge_id, c.event_id, c.digest, c.borne, c.patient_id, c.day, c.settled_at,
              _china_day(c.settled_at), c.institution_region, posting_prefix(c.institution_code, c.charge_id)]
+            if c.op == "S" and not c.quote_id else
+            [c.institution_code, c.charge_id, c.event_id, c.digest, c.borne, c.patient_id, c.day, c.settled_at,
+             _china_day(c.settled_at), c.institution_region, posting_prefix(c.institution_code, c.charge_id),
+             c.quote_id, c.op]
             for c in charges]])
+
+    # -- quotes (预结算) ------------------------------------------------------------------------
+    async def release_due(self, now_ms: int, at: str, most: int = 500) -> int:
+        """Release, whole, every quote held until `now_ms` or earlier; each release is queued in the
+        outbox. Answers how many were due."""
+        return await self._call_one("release_due", str(now_ms), at, str(most))
+
+    async def release_binding(self, binding_id: str, beneficiary_id: str, reason: str, at: str) -> int:
+        """Release every quote the binding holds for (unless the payer index shows it in force and
+        not paused); each release is queued in the outbox."""
+        return await self._call_one("release_binding", binding_id, beneficiary_id, reason, at)
+
+    async def _call_one(self, function: str, *args: str) -> int:
+        async def run() -> list:
+            try:
+                return [await self._redis.fcall(function, 0, *args)]
+            except ResponseError as e:
+                return [e]
+        [reply] = await calling_functions(run, self.load_functions)
+        if isinstance(reply, Exception):
+            raise reply
+        return int(reply)
+
+    async def outbox(self, most: int = 500) -> list[Release]:
+        """The oldest releases not yet announced."""
+        out = []
+        for raw in await self._redis.lrange(OUTBOX, 0, most - 1):
+            quote_id, member, reason, lines, at = orjson.loads(raw)
+            institution, charge_id = member.split(":", 1)
+            out.append(Release(raw, quote_id, institution, charge_id, reason, _decode_lines(lines), at))
+        return out
+
+    async def announced(self, releases: list[Release]) -> None:
+        """Remove published releases from the outbox (each item is unique: a quote is released once)."""
+        if releases:
+            pipe = self._redis.pipeline(transaction=False)
+            for r in releases:
+                pipe.lrem(OUTBOX, 1, r.raw)
+            await pipe.execute()
+
+    async def quote_state(self, institution_code: str, charge_id: str) -> dict[str, str]:
+        """For tests and operators: the quote record."""
+        raw = await self._redis.hgetall(f"stl:quote:{institution_code}:{charge_id}")
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def used(self, binding_id: str, month: str) -> int:
+        """What the binding paid or holds in `month` (YYYYMM) against its monthly limit."""
+        return int(await self._redis.hget(f"stl:used:{binding_id}", month) or 0)
+
+    async def used_many(self, binding_ids: list[str], month: str) -> dict[str, int]:
+        if not binding_ids:
+            return {}
+        pipe = self._redis.pipeline(transaction=False)
+        for b in binding_ids:
+            pipe.hget(f"stl:used:{b}", month)
+        return {b: int(v or 0) for b, v in zip(binding_ids, await pipe.execute())}
+
+    async def payers(self, beneficiary_id: str) -> dict[str, str]:
+        """The payer index entries of a beneficiary (binding_id -> I-1 value), as the Function reads them."""
+        return {k.decode(): v.decode() for k, v in (await self._redis.hgetall(f"bnd:pay:{beneficiary_id}")).items()}
 
     def _refund_args(self, refunds: list[RefundToApply]) -> bytes:
         return _dumps([self._refund_common, [
@@ -266,8 +369,10 @@ class SettlementStore:
         raw = await self._redis.hget(f"stl:acct:{person_bucket(person_id)}", person_id)
         if not raw:
             return None
-        balance, _, region, scheme = raw.decode().split("|")[:4]
-        return Account(int(balance), region, "employee" if scheme == "e" else "resident")
+        fields = raw.decode().split("|")
+        balance, _, region, scheme = fields[:4]
+        held = int(fields[6]) if len(fields) > 6 and fields[6] else 0
+        return Account(int(balance), region, "employee" if scheme == "e" else "resident", held)
 
     async def balance(self, person_id: str) -> int | None:
         """For tests and operators: the cached balance in fen."""
