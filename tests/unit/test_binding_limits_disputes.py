@@ -251,3 +251,35 @@ def test_a_decision_is_read_strictly(change):
     c.DisputeDecided.model_validate(good)
     with pytest.raises(ValidationError):
         c.DisputeDecided.model_validate(good | change)
+
+
+# -- the reference projection's reading of settlement.results ----------------------------------------
+
+def settled(lines, event_type="ChargeSettled") -> bytes:
+    from shared.envelope import seal
+    return seal(event_type, {"charge_id": "C1", "patient_id": BENEFICIARY, "individual_borne": "50.00",
+                             "lines": lines, "settled_at": "2026-06-01T10:00:01+08:00",
+                             "institution_code": "H610100-1", "charged_at": "2026-06-01T01:30:00+08:00"})
+
+
+def test_each_grantor_line_of_a_charge_settled_is_a_payment_by_its_reference():
+    from services.binding.usecases import grantor_payments
+    from shared.references import payment_reference
+    lines = [{"source": "own", "person_id": BENEFICIARY, "amount": "10.00", "balance_after": "0.00"},
+             {"source": "grantor", "person_id": GRANTOR, "region": "610100", "payment_order": 1, "amount": "30.00",
+              "balance_after": "0.00", "binding_id": "BND-0001", "reference": "7K2P9QXM"},
+             {"source": "grantor", "person_id": OTHER, "region": "610100", "payment_order": 2, "amount": "10.00",
+              "balance_after": "5.00"},                          # a line from before lines named binding and reference
+             {"source": "grantor", "person_id": OTHER, "region": "610100", "payment_order": 2, "amount": "0.00"},
+             {"source": "cash", "amount": "0.00"}]
+    [(first, at), (second, _)] = grantor_payments(settled(lines))
+    assert first == payment()
+    assert (second.grantor_id, second.binding_id, second.amount, second.reference) == (
+        OTHER, "", 1_000, payment_reference("H610100-1", "C1", OTHER))
+    assert at == 1_780_248_600 and first.charged_on == date(2026, 6, 1)   # the charge's day in China time
+
+
+def test_other_settlement_results_are_not_payments():
+    from services.binding.usecases import grantor_payments
+    assert grantor_payments(settled([], "RefundSettled")) == []
+    assert grantor_payments(b'{"event_type": "FraudSuspected", "payload": {}}') == []
