@@ -11,54 +11,18 @@ import uuid
 import pytest
 
 from shared import envelope, topics as t
-from shared.binding_index import decode_payer
-from shared.envelope import outcome_id, seal
+from shared.envelope import outcome_id
 from shared.references import payment_reference
 from services.binding.domain.rules import dispute_id_for
 from tests.integration.test_binding_limits_pause import Grantors
-from tests.support import body, charge_submitted, command, institution_registered, payload_of, running
+from tests.integration.test_money_in_flight import HOSPITAL, REGION, Family, services  # noqa: F401 (fixture)
+from tests.support import body, command, payload_of
 
 pytestmark = pytest.mark.integration
 
-REGION = "610100"
-HOSPITAL = "H610100-DSP"
 
-
-@pytest.fixture(scope="module")
-def services(infra, tmp_path_factory):
-    with running(("binding", "settlement"), {**infra.env(), "LOG_LEVEL": "INFO"},
-                 tmp_path_factory.mktemp("disputes")) as services:
-        yield services
-
-
-class Bureau(Grantors):
-    """Grantors, a hospital's HIS and the regional bureau."""
-
-    prefixes = ("stl:acct", "bnd:person")
-
-    async def hospital(self) -> None:
-        await self.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered",
-                                                        institution_registered(HOSPITAL, REGION)), key=HOSPITAL)
-        async with asyncio.timeout(30):
-            while (await self.redis.hget("stl:inst", HOSPITAL) or b"").split(b"|")[0] != REGION.encode():
-                await asyncio.sleep(0.02)
-
-    async def charge(self, patient: dict, borne_fen: int) -> tuple[dict, dict]:
-        charge = charge_submitted(patient, HOSPITAL, REGION, borne_fen, fund_fen=10_000)
-        await self.bus.send(t.HIS_CHARGES, command("ChargeSubmitted", charge), key=patient["person_id"])
-        return charge, await self.result(charge["charge_id"], "ChargeSettled")
-
-    async def refund(self, charge: dict, amount: str, refund_id: str = "R1") -> None:
-        refund = {"charge_id": charge["charge_id"], "institution_code": HOSPITAL, "refund_id": refund_id,
-                  "amount": amount, "refunded_at": envelope.now().isoformat(timespec="seconds")}
-        await self.bus.send(t.HIS_CHARGES, command("ChargeRefunded", refund), key=charge["patient_id"])
-
-    async def result(self, charge_id: str, event_type: str, refund_id: str | None = None) -> dict:
-        [r] = await self.bus.watchers[t.SETTLEMENT_RESULTS].wait_for(
-            lambda r: payload_of(r).get("charge_id") == charge_id and payload_of(r).get("refund_id") == refund_id
-            and body(r)["event_type"] in (event_type, "ChargeRejected"), timeout=60)
-        assert body(r)["event_type"] == event_type, body(r)
-        return body(r)
+class Bureau(Family, Grantors):
+    """Grantors, a hospital's HIS (test_money_in_flight's) and the regional bureau."""
 
     async def dispute(self, grantor: dict, reference: str, channel: str = "app", event_id: str | None = None,
                       **extra) -> dict:
@@ -97,7 +61,7 @@ async def bureau(bus, clean_redis, services):
 async def paid_by_grantor(bureau: Bureau, balance: str = "100.00", borne_fen: int = 3_000):
     """A resident father whose son's account paid a charge: (son, father, binding id, charge, reference)."""
     son, father = await bureau.person(balance=balance), await bureau.person(scheme="resident")
-    binding_id = await bureau.bind(son, father)
+    binding_id = await bureau.bind(son, father, 1)
     charge, settled = await bureau.charge(father, borne_fen)
     [line] = [x for x in settled["payload"]["lines"] if x["source"] == "grantor"]
     reference = payment_reference(HOSPITAL, charge["charge_id"], son["person_id"])
@@ -239,8 +203,7 @@ async def test_a_dispute_arriving_while_a_refund_is_in_flight(bureau):
     """The refund credits the grantor fully, the dispute opens all the same and pauses the
     binding, and a later charge is not paid by that grantor."""
     son, father, binding_id, charge, reference = await paid_by_grantor(bureau, balance="100.00", borne_fen=3_000)
-    opened, _ = await asyncio.gather(bureau.dispute(son, reference), bureau.refund(charge, "30.00"))
-    refunded = await bureau.result(charge["charge_id"], "RefundSettled", "R1")
+    opened, refunded = await asyncio.gather(bureau.dispute(son, reference), bureau.refund(charge, "30.00"))
     assert [(x["source"], x["person_id"], x["amount"], x["balance_after"]) for x in refunded["payload"]["lines"]] == [
         ("grantor", son["person_id"], "30.00", "100.00")]
     assert opened["event_type"] == "DisputeOpened" and opened["payload"]["amount"] == "30.00"
