@@ -13,8 +13,8 @@ from shared.kafka import ensure_topics, make_broker
 from shared.logs import configure_logging
 from shared.observability import Observability
 from shared.state import make_redis
-from shared.topics import (BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, NOTIFY_DELIVERIES, SETTLEMENT_RESULTS,
-                           dead_letter_topic)
+from shared.topics import (BINDING_COMMANDS, BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, NOTIFY_DELIVERIES,
+                           SETTLEMENT_RESULTS, SMS_UPLINK, dead_letter_topic)
 from services.notify.config import NotifySettings
 from services.notify.domain.quiet import parse_quiet_hours
 from services.notify.handlers.subscribers import register
@@ -25,8 +25,10 @@ from services.notify.providers.sink import SinkProvider
 from services.notify.storage.deliveries import DeliveryStore
 from services.notify.usecases import NotifyService
 
-TOPICS = [SETTLEMENT_RESULTS, BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, NOTIFY_DELIVERIES,
-          *(dead_letter_topic(t) for t in (SETTLEMENT_RESULTS, BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS))]
+# sms.uplink in, DisputePayment out on binding.commands (issue 15).
+TOPICS = [SETTLEMENT_RESULTS, BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, NOTIFY_DELIVERIES, SMS_UPLINK,
+          BINDING_COMMANDS, *(dead_letter_topic(t) for t in (SETTLEMENT_RESULTS, BINDING_EVENTS, BUREAU_ACCOUNTS,
+                                                              BUREAU_INSTITUTIONS, SMS_UPLINK))]
 log = logging.getLogger("notify")
 
 
@@ -78,6 +80,9 @@ def create_app(settings: NotifySettings | None = None) -> FastStream:
     @app.on_startup
     async def prepare() -> None:
         await store.load_functions()
+        indexed = await store.index_phones_once()  # before the consumers: nothing else writes it yet
+        if indexed:
+            log.info("phone index built from %d contacts projected before it", indexed)
         await ensure_topics(settings, TOPICS)
         gate.close()
 

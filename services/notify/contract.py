@@ -1,7 +1,7 @@
-"""The notify service's messages: what it reads off `settlement.results` and `binding.events`,
-read strictly (strings stay strings, ids are real ID numbers), and what it publishes on
-`notify.deliveries` (contract.md). Never a full name, ID number or phone in what it publishes:
-the phone is masked (138****5678)."""
+"""The notify service's messages: what it reads off `settlement.results`, `binding.events` and
+`sms.uplink`, read strictly (strings stay strings, ids are real ID numbers), and what it publishes
+on `notify.deliveries` and (a grantor's SMS reply) `binding.commands` (contract.md). Never a full
+name, ID number or phone in what it publishes: the phone is masked (138****5678)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,21 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
-from shared.identity import IdNumber
+from shared.identity import IdNumber, Mobile
 from shared.money import Yuan
+from shared.references import REFERENCE_PATTERN
 from shared.wire import Day, Text, Time
 
 SMS_SENT = "SmsSent"
 SMS_FAILED = "SmsFailed"
 SETTLEMENT_TYPES = frozenset({"ChargeSettled", "ChargeRejected", "RefundSettled", "FraudSuspected"})
-BINDING_TYPES = frozenset({"BindingCreated", "BindingRevoked", "PaymentOrderChanged", "BindingRejected"})
+BINDING_PAUSED, BINDING_RESUMED, GRANTOR_LIMIT_SET = "BindingPaused", "BindingResumed", "GrantorLimitSet"
+DISPUTE_OPENED, DISPUTE_RESOLVED = "DisputeOpened", "DisputeResolved"
+BINDING_TYPES = frozenset({"BindingCreated", "BindingRevoked", "PaymentOrderChanged", "BindingRejected",
+                           BINDING_PAUSED, BINDING_RESUMED, GRANTOR_LIMIT_SET, DISPUTE_OPENED, DISPUTE_RESOLVED})
+SMS_REPLY_RECEIVED = "SmsReplyReceived"
+UPLINK_TYPES = frozenset({SMS_REPLY_RECEIVED})
+DISPUTE_PAYMENT = "DisputePayment"
 
 # SmsFailed reasons (added to the contract's field `reason`; `detail` says more).
 NO_PHONE = "no_phone"                    # the recipient has no phone, or was never registered in time
@@ -39,6 +46,10 @@ class SettledLine(_In):
     person_id: IdNumber | None = None
     amount: Yuan
     balance_after: Yuan | None = None
+    # The payment's short reference (grantor lines, issue 15). Only shown when it has the
+    # reference's shape; otherwise notify derives it (domain/notices.py): an odd one costs the SMS
+    # nothing, as an odd institution code costs it only the institution's name.
+    reference: Text | None = Field(None, max_length=16)
 
     @model_validator(mode="after")
     def _a_grantor_line_names_the_account(self) -> SettledLine:
@@ -97,11 +108,65 @@ class PaymentOrderChangedIn(_In):
     changes: list[OrderChangeIn] = Field(max_length=4)
 
 
-# The events that call for an SMS; the others (rejections, fraud reports) are only acknowledged.
+class _BindingChange(_In):
+    binding_id: Id
+    grantor_id: IdNumber
+    beneficiary_id: IdNumber
+
+
+class BindingPausedIn(_BindingChange):
+    cause: Literal["grantor", "dispute"]
+    dispute_id: Id | None = None
+
+
+class BindingResumedIn(_BindingChange):
+    pass
+
+
+class GrantorLimitSetIn(_BindingChange):
+    monthly_limit: Yuan | None = None   # null: no limit any more
+    previous_limit: Yuan | None = None
+
+
+Reference = Annotated[str, Strict(), Field(pattern=REFERENCE_PATTERN)]
+
+
+class DisputeOpenedIn(_BindingChange):
+    dispute_id: Id
+    reference: Reference
+    charge_id: Id
+    institution_code: Text = Field(max_length=64)
+    amount: Yuan
+
+
+class DisputeResolvedIn(_BindingChange):
+    dispute_id: Id
+    decision: Literal["upheld", "dismissed"]
+    charge_id: Id
+    institution_code: Text = Field(max_length=64)
+    amount: Yuan
+
+
+# The events that call for an SMS; the others (fraud reports, rejections) are only acknowledged,
+# except a rejection of a dispute notify asked for an SMS reply (usecases.NotifyService._refused).
 READ: dict[str, type[BaseModel]] = {
     "ChargeSettled": ChargeSettledIn, "RefundSettled": RefundSettledIn, "BindingCreated": BindingCreatedIn,
     "BindingRevoked": BindingRevokedIn, "PaymentOrderChanged": PaymentOrderChangedIn,
+    BINDING_PAUSED: BindingPausedIn, BINDING_RESUMED: BindingResumedIn, GRANTOR_LIMIT_SET: GrantorLimitSetIn,
+    DISPUTE_OPENED: DisputeOpenedIn, DISPUTE_RESOLVED: DisputeResolvedIn,
 }
+
+
+class SmsReplyReceived(BaseModel):
+    """A grantor's SMS reply, put on `sms.uplink` by the gateway from the provider's callback (key
+    message_id). Read strictly: every field a JSON string, bounded."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    message_id: Annotated[Text, Field(min_length=1, max_length=64, description="The provider's id of the reply.")]
+    phone: Mobile
+    text: Annotated[Text, Field(max_length=160)]
+    received_at: Time
 
 
 # -- published -------------------------------------------------------------------------------------
@@ -117,6 +182,15 @@ class _Delivery(BaseModel):
     segments: int
     provider: str
     sent_at: str
+
+
+class DisputePayment(BaseModel):
+    """What notify asks of the binding service on `binding.commands` for a reply it understood
+    (key: the reference; event id derived from the reply's message_id and the person)."""
+
+    reference: str = Field(description="The payment's 8-character reference, as read from the reply.")
+    requested_by: str = Field(description="The person whose registered phone sent the reply.")
+    channel: Literal["sms"] = "sms"
 
 
 class SmsSent(_Delivery):

@@ -4,6 +4,12 @@
   `sent` (SmsSent), `unknown` (SmsFailed `outcome_unknown`: the gateway may have delivered it, so
   it is never sent again), `failed` (every other SmsFailed: no phone, gateway refused or away).
 
+- `fma_sms_uplink_total{outcome=...}`: SMS replies read off sms.uplink: `dispute_asked` (a reference
+  read from a registered phone: DisputePayment published), `not_understood` (a registered phone,
+  no reference: told how to reply, at most once a day), `opted_out` (an unsubscribe: not
+  answered), `unknown_phone` (no person registered with it: nothing), `unreadable` (not an
+  SmsReplyReceived one can read: dead-lettered). A redelivered reply is counted again.
+
 A message has one recorded outcome (storage/notify.lua); it is counted when this process records
 it, once per wave of sends, never when a recorded outcome is only published again. A message that
 calls for no SMS (a beneficiary without a phone) has no outcome and is not counted.
@@ -21,6 +27,7 @@ from prometheus_client import Counter as PromCounter
 from services.notify import contract as c
 
 OUTCOMES = ("sent", "failed", "unknown")
+UPLINK_OUTCOMES = ("dispute_asked", "not_understood", "opted_out", "unknown_phone", "unreadable")
 
 
 def sms_outcome(outcome: dict[str, Any]) -> str:
@@ -40,6 +47,13 @@ class NotifyMetrics:
                                 "have delivered it; never sent again).", ["outcome"], registry=registry)
         for outcome in OUTCOMES:  # present from the start, at 0
             self._sms.labels(outcome=outcome)
+        self._uplink = PromCounter("fma_sms_uplink", "SMS replies read off sms.uplink, by what they called for.",
+                                   ["outcome"], registry=registry)
+        for outcome in UPLINK_OUTCOMES:
+            self._uplink.labels(outcome=outcome)
+
+    def uplink(self, outcome: str) -> None:
+        self._uplink.labels(outcome=outcome).inc()
 
     def recorded(self, outcomes: Iterable[dict[str, Any]]) -> None:
         for outcome, n in tally(outcomes).items():

@@ -10,7 +10,10 @@ Messages go through in batches, a step at a time for all of them: claims in one 
 contacts and institution names in one each, the SMS to the provider at once (at most
 NOTIFY_SEND_CONCURRENCY a wave, each wave claimed just before it is sent, so a claim's lease still
 covers one send), outcomes recorded in one round trip and published with one wait for the acks.
-A defect on one message is that message's (its input is dead-lettered); the others go on."""
+A defect on one message is that message's (its input is dead-lettered); the others go on.
+
+The SMS uplink (sms.uplink, issue 15) is read here too: a grantor's reply with a payment's
+reference becomes DisputePayment on binding.commands; see `on_sms_replies`."""
 
 from __future__ import annotations
 
@@ -32,17 +35,21 @@ from shared.identity import mask_name, mask_phone
 from shared.institutions import INSTITUTION_EVENT_TYPES, InstitutionRegistered
 from shared.kafka import Outage, Received, dead_letter, publish_all
 from shared.kafka import Outgoing as Publication
+from shared.logs import shown
+from shared.references import read_reference
 from shared.registrations import registrations
 from services.notify import contract as c
 from services.notify.domain import notices as n
 from services.notify.domain.quiet import QuietHours
-from services.notify.domain.templates import institution_shown, is_urgent, render, segments, template_params
+from services.notify.domain.templates import (institution_shown, is_urgent, placeholders, render, segments,
+                                              template_params)
 from services.notify.metrics import NotifyMetrics
 from services.notify.providers.base import Outgoing, ProviderError, Receipt, SmsProvider
 from services.notify.storage.deliveries import ClaimAsk, DeliveryStore, decode_outcome, encode_outcome
 
 log = logging.getLogger("notify")
 _MESSAGE_NAMESPACE = uuid.UUID("5d1b7f0e-93a4-5c1e-a2f0-6100a0005000")
+_COMMAND_NAMESPACE = uuid.UUID("5d1b7f0e-93a4-5c1e-a2f0-6100a0005001")
 ENDING_WITHIN_DAYS = 7
 
 
@@ -50,6 +57,29 @@ def message_id_for(notice: n.Notice) -> str:
     """One message per source event, recipient and template: the dedupe key, across restarts."""
     return str(uuid.uuid5(_MESSAGE_NAMESPACE, f"{notice.source_event_id}/{notice.role}/{notice.person_id}/"
                                               f"{notice.template}"))
+
+
+def help_message_id(person_id: str, day: str) -> str:
+    """The how-to-reply SMS a person gets on a day: one, however many replies are not understood."""
+    return str(uuid.uuid5(_MESSAGE_NAMESPACE, f"sms-help/{person_id}/{day}"))
+
+
+# The ids of the commands notify asks for SMS replies start with this: a rejection of one of them
+# is told to the grantor (`_refused`); every other rejection is passed by without a look-up.
+SMS_COMMAND_PREFIX = "sms-"
+
+
+def dispute_command_id(message_id: str, person_id: str) -> str:
+    return SMS_COMMAND_PREFIX + str(uuid.uuid5(_COMMAND_NAMESPACE, f"{message_id}/{person_id}"))
+
+
+def dispute_command(reply: c.SmsReplyReceived, person_id: str, reference: str) -> Publication:
+    """DisputePayment for a reply, keyed by the reference (I-4): its id and bytes derived from the
+    reply's message_id (and the person), so a redelivered reply is the same command."""
+    command = c.DisputePayment(reference=reference, requested_by=person_id)
+    event_id = dispute_command_id(reply.message_id, person_id)
+    return Publication(topics.BINDING_COMMANDS, reference.encode(),
+                       envelope.seal(c.DISPUTE_PAYMENT, command, event_id=event_id, occurred_at=reply.received_at))
 
 
 def source_day(occurred_at: Any) -> str | None:
@@ -168,15 +198,98 @@ class NotifyService:
         for i, exc in (await self._deliver(messages)).items():
             await self._defect(batch[i], exc)
 
+    async def on_sms_replies(self, batch: list[Received]) -> None:
+        """A grantor's SMS replies (sms.uplink): a reply from a registered phone with a payment's
+        reference becomes DisputePayment on binding.commands, for each person registered with that
+        phone (a reference is unique per grantor: binding finds it for at most one of them and
+        refuses the others UNKNOWN_REFERENCE). A reply not understood gets a registered person an
+        SMS on how to reply; one from an unknown phone gets nothing. Each counted, logged masked.
+        Everything is published before this returns, so before the offsets are committed."""
+        replies: list[tuple[int, c.SmsReplyReceived]] = []
+        for i, msg in enumerate(batch):
+            try:
+                reply = await self._retry(lambda: self._reply(msg))
+            except Exception as exc:  # noqa: BLE001 - one message's defect must not hold up the others
+                await self._defect(msg, exc)
+                continue
+            if reply is None:
+                self._metrics.uplink("unreadable")
+            else:
+                replies.append((i, reply))
+        if not replies:
+            return
+        people = await self._retry(lambda: self._store.people_by_phone([r.phone for _, r in replies]))
+        commands: list[Publication] = []
+        asks: list[tuple[str, str, str]] = []
+        helps: list[_Message] = []
+        for i, reply in replies:
+            try:
+                outcome = self._understand(i, reply, people.get(reply.phone, []), commands, asks, helps)
+            except Exception as exc:  # noqa: BLE001 - one message's defect must not hold up the others
+                await self._defect(batch[i], exc)
+                continue
+            self._metrics.uplink(outcome)
+        if commands:
+            # Remembered before they are published: binding's refusal can never come first.
+            await self._retry(lambda: self._store.remember_asks(asks))
+            await self._retry(lambda: publish_all(self._broker, commands))
+        for i, exc in (await self._deliver(helps)).items():
+            await self._defect(batch[i], exc)
+
+    async def _reply(self, msg: Received) -> c.SmsReplyReceived | None:
+        """The reply a record holds; one that cannot be read is dead-lettered with its bytes."""
+        readable = envelope.read(msg.value, c.UPLINK_TYPES)
+        if isinstance(readable, envelope.Unreadable):
+            await dead_letter(self._broker, msg, readable.error)
+            return None
+        try:
+            return c.SmsReplyReceived.model_validate(readable.body.get("payload"))
+        except ValidationError as exc:
+            await dead_letter(self._broker, msg, f"invalid {c.SMS_REPLY_RECEIVED}: {_where(exc)}")
+            return None
+
+    def _understand(self, i: int, reply: c.SmsReplyReceived, people: list[str], commands: list[Publication],
+                    asks: list[tuple[str, str, str]], helps: list[_Message]) -> str:
+        """What a reply calls for, appended to `commands` (and `asks`) or `helps`; returns the
+        metric's outcome."""
+        # The provider's id, bounded and escaped; the phone masked; the text never (it is the sender's).
+        reply_id, phone = shown(reply.message_id), mask_phone(reply.phone)
+        if not people:
+            log.info("SMS reply %s from %s: no person registered with this phone; ignored", reply_id, phone)
+            return "unknown_phone"
+        reference = read_reference(reply.text)
+        if reference is None:
+            if n.is_opt_out(reply.text):
+                log.info("SMS reply %s from %s: an unsubscribe; not answered", reply_id, phone)
+                return "opted_out"
+            log.info("SMS reply %s from %s not understood (%d characters); told how to reply", reply_id, phone,
+                     len(reply.text))
+            day = reply.received_at.astimezone(CHINA_TZ).strftime("%Y%m%d")
+            # One help a person a day, however many replies are not understood (nothing is
+            # published again for a second one: it is the same message).
+            helps += [_Message(help_message_id(person, day), n.reply_help(person, reply.message_id, day), i,
+                               republish=False) for person in people[:1]]
+            return "not_understood"
+        for person in people:
+            commands.append(dispute_command(reply, person, reference))
+        if len(people) == 1:
+            # A refusal is told only where one person has the phone: where several share it,
+            # binding refuses all but the payer, and those refusals would only confuse the phone.
+            asks.append((dispute_command_id(reply.message_id, people[0]), people[0], reference))
+        log.info("SMS reply %s from %s: dispute of payment %s asked", reply_id, phone, reference)
+        return "dispute_asked"
+
     async def _notices(self, msg: Received, known: frozenset[str], notices_of) -> list[n.Notice]:
         """The SMS a record calls for; one that cannot be read is dead-lettered and calls for none."""
         readable = envelope.read(msg.value, known)
         if isinstance(readable, envelope.Unreadable):
             await dead_letter(self._broker, msg, readable.error)
             return []
+        if readable.event_type == "BindingRejected":
+            return await self._refused(readable)
         model = c.READ.get(readable.event_type)
         if model is None:
-            return []  # rejections and fraud reports call for no SMS
+            return []  # fraud reports call for no SMS
         try:
             payload = model.model_validate(readable.body.get("payload")).model_dump(mode="json", exclude_none=True)
         except ValidationError as exc:
@@ -184,6 +297,20 @@ class NotifyService:
             return []
         day = source_day(readable.body.get("occurred_at"))
         return [replace(notice, day=day) for notice in notices_of(readable.event_id, readable.event_type, payload)]
+
+    async def _refused(self, readable: envelope.Readable) -> list[n.Notice]:
+        """Binding refused a dispute notify asked for an SMS reply: the grantor hears why. Every
+        other rejection (the app's and the windows' commands are answered to them) calls for none."""
+        payload = readable.body.get("payload")
+        command_id = payload.get("command_id") if isinstance(payload, dict) else None
+        if not (isinstance(command_id, str) and command_id.startswith(SMS_COMMAND_PREFIX)):
+            return []
+        asked = await self._store.ask(command_id)
+        if asked is None:
+            return []
+        reason = payload.get("reason_code")
+        notice = n.dispute_refused(readable.event_id, *asked, reason if isinstance(reason, str) else "")
+        return [replace(notice, day=source_day(readable.body.get("occurred_at")))]
 
     async def _defect(self, msg: Received, exc: BaseException) -> None:
         """A platform defect while answering: the record goes to the DLQ for the operators (a
@@ -355,7 +482,7 @@ class NotifyService:
                 log.debug("message %s (%s) waits for a registration", m.message_id, notice.template)
                 return _Hold(min(_ms(now) + self._retry_ms, deadline), deadline)
         values = {**notice.values, **{slot: contacts.get(pid, ("", "*"))[1] for slot, pid in notice.name_of.items()}}
-        if notice.template == "payment":
+        if "institution" in placeholders(notice.template):
             values["institution"] = institution_shown(registered.get(notice.institution_code or ""))
         sms = render(notice.template, values)
         known, phone = notice.person_id in contacts, contacts.get(notice.person_id, ("", ""))[0]

@@ -22,6 +22,7 @@ import pytest
 from shared import topics as t
 from shared.envelope import CHINA_TZ, seal
 from shared.kafka import Received, make_broker
+from shared.references import payment_reference
 from shared.settings import ServiceSettings
 from services.notify.domain.quiet import parse_quiet_hours
 from services.notify.providers.http_gateway import HttpSmsGateway
@@ -388,8 +389,9 @@ async def test_the_payment_sms_names_the_registered_institution_with_every_value
     assert first["TemplateCode"] == second["TemplateCode"] == "SMS_900001"
     params = json.loads(first["TemplateParam"])
     masked = patient["name"][0] + "*" + patient["name"][-1]
+    reference = payment_reference("H61010001", json.loads(known.value)["payload"]["charge_id"], grantor["person_id"])
     assert params == {"time": clock.now.strftime("%Y-%m-%d %H:%M"), "beneficiary": masked,
-                      "institution": "西安市第一医院", "amount": "12.50", "balance": "87.50"}
+                      "institution": "西安市第一医院", "amount": "12.50", "balance": "87.50", "reference": reference}
     assert json.loads(second["TemplateParam"])["institution"] == "定点医药机构"
     assert "假医院" not in json.dumps(gateway.requests, ensure_ascii=False)
 

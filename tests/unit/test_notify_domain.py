@@ -18,7 +18,7 @@ CST = timezone(timedelta(hours=8))
 # The longest value each placeholder can take in production.
 WORST = {"time": "2026-12-31 23:59", "beneficiary": "欧**明", "grantor": "欧**明", "institution": "H" * 20,
          "amount": "99999999.99", "balance": "99999999.99", "relation": "母亲", "order": "2", "previous": "1",
-         "start": "2026-12-31", "end": "2027-12-31"}
+         "start": "2026-12-31", "end": "2027-12-31", "reference": "7K2P9QXM", "limit": "1000000.00"}
 
 
 @pytest.mark.parametrize("name", sorted(catalogue()["templates"]))
@@ -32,9 +32,10 @@ def test_segments_follow_the_70_and_67_character_rule():
     assert [segments("字" * n) for n in (70, 71, 134, 135)] == [1, 2, 2, 3]
 
 
-def test_payment_and_refund_are_urgent_and_binding_news_waits():
+def test_money_moved_and_answers_to_the_grantors_own_reply_are_urgent_and_binding_news_waits():
     urgent = {name for name, t in catalogue()["templates"].items() if t["urgent"]}
-    assert urgent == {"payment", "refund"}
+    assert urgent == {"payment", "payment_unreferenced", "refund", "dispute_opened", "sms_reply_help",
+                      "dispute_refused", "dispute_refused_unknown", "dispute_refused_already"}
 
 
 @pytest.mark.parametrize("clock,quiet", [("22:00", True), ("23:59", True), ("03:00", True), ("06:59", True),

@@ -1,12 +1,20 @@
-"""Which SMS each event calls for, and to whom: pure functions from an event to notices."""
+"""Which SMS each event calls for, and to whom: pure functions from an event to notices.
+
+Issue 15: every payment SMS carries the payment's short reference (shared/references.py), which
+the grantor replies with ("BF7K2P9QXM") to dispute it; the grantor hears of each step of a
+binding's pause, resume, limit and dispute. The beneficiary hears of a pause and of a resume too,
+in neutral words (never the cause: a dispute is the grantor's business with the bureau), because
+a pause changes what the beneficiary pays at the counter."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from shared.envelope import CHINA_TZ
 from shared.money import format_yuan, parse_yuan
+from shared.references import REFERENCE_PATTERN, payment_reference
 
 RELATION_ZH = {"father": "父亲", "mother": "母亲", "spouse": "配偶", "child": "子女"}
 
@@ -39,15 +47,32 @@ def for_settlement(event_id: str, event_type: str, payload: dict) -> list[Notice
             continue
         values = {"amount": line["amount"], "balance": line["balance_after"]}
         if event_type == "ChargeSettled":
-            template = "payment"
+            reference = reference_of(line, payload)
+            template = "payment" if reference else "payment_unreferenced"
+            if reference:
+                values["reference"] = reference
             values["time"] = _local_time(payload.get("charged_at") or payload["settled_at"])
             beneficiary = payload["patient_id"]
         else:
             template, beneficiary = "refund", payload.get("patient_id", "")
         notices.append(Notice(template, line["person_id"], "grantor", values, event_id, event_type,
                               charge_id=payload["charge_id"], name_of={"beneficiary": beneficiary},
-                              institution_code=payload.get("institution_code") if template == "payment" else None))
+                              institution_code=payload.get("institution_code") if template != "refund" else None))
     return notices
+
+
+_REFERENCE = re.compile(REFERENCE_PATTERN)
+
+
+def reference_of(line: dict, payload: dict) -> str | None:
+    """The reference a payment SMS shows: the line's own (settlement gives it, I-3), else derived
+    the same way settlement derives it; None when the institution is not known (nothing to
+    derive it from: the SMS then asks the grantor to call instead of reply)."""
+    given = line.get("reference")
+    if isinstance(given, str) and _REFERENCE.fullmatch(given):
+        return given
+    institution = payload.get("institution_code")
+    return payment_reference(institution, payload["charge_id"], line["person_id"]) if institution else None
 
 
 def for_binding(event_id: str, event_type: str, payload: dict) -> list[Notice]:
@@ -76,7 +101,69 @@ def for_binding(event_id: str, event_type: str, payload: dict) -> list[Notice]:
             notices.append(Notice("payment_order_changed_beneficiary", beneficiary, "beneficiary",
                                   {"order": "1"}, name_of={"grantor": first["grantor_id"]}, **common))
         return notices
+    if event_type in _BINDING_NEWS:
+        return _binding_news(event_type, payload, common, names)
     return []
+
+
+_BINDING_NEWS = frozenset({"BindingPaused", "BindingResumed", "GrantorLimitSet", "DisputeOpened", "DisputeResolved"})
+
+
+def _binding_news(event_type: str, payload: dict, common: dict, names: dict) -> list[Notice]:
+    """A binding's pause, resume, limit and dispute (issue 15)."""
+    grantor, beneficiary = payload["grantor_id"], payload["beneficiary_id"]
+    about = {"beneficiary": beneficiary}
+    if event_type == "BindingPaused":
+        # A pause for a dispute is told to the grantor by DisputeOpened, published with it: one SMS
+        # for one reply, not two. The beneficiary is told either way, without the cause.
+        told = [] if payload["cause"] == "dispute" else [
+            Notice("binding_paused_grantor", grantor, "grantor", {}, name_of=about, **common)]
+        return told + [Notice("binding_paused_beneficiary", beneficiary, "beneficiary", {},
+                              name_of={"grantor": grantor}, **common)]
+    if event_type == "BindingResumed":
+        return [Notice("binding_resumed_grantor", grantor, "grantor", {}, name_of=about, **common),
+                Notice("binding_resumed_beneficiary", beneficiary, "beneficiary", {}, name_of={"grantor": grantor},
+                       **common)]
+    if event_type == "GrantorLimitSet":
+        limit = payload.get("monthly_limit")
+        if limit is None:
+            return [Notice("grantor_limit_cleared", grantor, "grantor", {}, name_of=about, **common)]
+        return [Notice("grantor_limit_set", grantor, "grantor", {"limit": limit}, name_of=about, **common)]
+    charge = dict(charge_id=payload["charge_id"])
+    if event_type == "DisputeOpened":
+        values = {"amount": payload["amount"], "reference": payload["reference"]}
+        return [Notice("dispute_opened", grantor, "grantor", values, name_of=about,
+                       institution_code=payload["institution_code"], **charge, **common)]
+    # DisputeResolved carries no reference: it is the payment's, derived as the payment SMS's was.
+    values = {"amount": payload["amount"],
+              "reference": payment_reference(payload["institution_code"], payload["charge_id"], grantor)}
+    template = "dispute_upheld" if payload["decision"] == "upheld" else "dispute_dismissed"
+    return [Notice(template, grantor, "grantor", values, name_of=about, **charge, **common)]
+
+
+def reply_help(person_id: str, reply_id: str, received_day: str) -> Notice:
+    """How to reply, to a registered person whose SMS reply (provider id `reply_id`) was not
+    understood. Its source names the reply, never the person (SmsSent carries it)."""
+    return Notice("sms_reply_help", person_id, "grantor", {}, f"sms-reply:{reply_id}", "SmsReplyReceived",
+                  day=received_day)
+
+
+_REFUSED = {"UNKNOWN_REFERENCE": "dispute_refused_unknown", "ALREADY_DISPUTED": "dispute_refused_already"}
+
+
+def dispute_refused(event_id: str, person_id: str, reference: str, reason_code: str) -> Notice:
+    """Binding refused a dispute a grantor's SMS reply asked for: the grantor hears why (no such
+    payment of his or hers, already disputed, or, for any other reason, to call 12393)."""
+    return Notice(_REFUSED.get(reason_code, "dispute_refused"), person_id, "grantor", {"reference": reference},
+                  event_id, "BindingRejected")
+
+
+OPT_OUT = frozenset({"TD", "T", "N", "退订", "取消", "0000"})
+
+
+def is_opt_out(text: str) -> bool:
+    """An unsubscribe reply (the providers' TD convention): never answered with another SMS."""
+    return text.strip().upper() in OPT_OUT
 
 
 def ending_soon(binding_id: str, grantor_id: str, beneficiary_id: str, end_date: str) -> Notice:

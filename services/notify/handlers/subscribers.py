@@ -11,7 +11,7 @@ from faststream.kafka.annotations import KafkaMessage
 
 from shared.catchup import ProjectionGate
 from shared.kafka import Outage, consumer_options, received
-from shared.topics import BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, SETTLEMENT_RESULTS
+from shared.topics import BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, SETTLEMENT_RESULTS, SMS_UPLINK
 from services.notify.config import NotifySettings
 from services.notify.usecases import NotifyService
 
@@ -39,6 +39,13 @@ def register(broker: KafkaBroker, service: NotifyService, settings: NotifySettin
     async def on_binding_events(msg: KafkaMessage) -> None:
         await gate.caught_up()
         await service.on_binding_events([received(r) for r in msg.raw_message])
+
+    # A reply is resolved to a person through the contacts: it waits for them as the answers do.
+    @broker.subscriber(SMS_UPLINK, **consumer_options(settings, group, SMS_UPLINK, listener=gate.listener(),
+                                                      **batched))
+    async def on_sms_replies(msg: KafkaMessage) -> None:
+        await gate.caught_up()
+        await service.on_sms_replies([received(r) for r in msg.raw_message])
 
     @broker.subscriber(BINDING_EVENTS, **consumer_options(settings, projection, BINDING_EVENTS, **batched))
     async def on_binding_projection(msg: KafkaMessage) -> None:

@@ -4,6 +4,17 @@ Keys this service owns (README, "Redis keys"):
 - `ntf:person:{bucket}`   hash person_id -> 5 bytes of phone (big-endian integer, 0: none) followed by
                           the masked name in UTF-8 (projection of PersonRegistered; a few dozen
                           bytes a person, the listpack of the shared 65,536 person buckets)
+- `ntf:phone:{bucket}`    hash phone -> the person ids registered with that phone, comma-separated
+                          (at most PHONES_PER_NUMBER, the latest kept): the reverse index of the
+                          contacts, written where they are projected, read by the SMS uplink
+                          (bucket: the phone as an integer mod 65,536). Only a hint: every id it
+                          gives is checked against `ntf:person`, so an entry a phone change left
+                          behind never answers
+- `ntf:phone:indexed`     string: the reverse index was built from the contacts projected before it
+                          existed (once, at start-up)
+- `ntf:ask:{command_id}`  string "person_id|reference": a DisputePayment notify published for an SMS
+                          reply, kept ASK_TTL_SECONDS (7 days) so that binding's refusal of it
+                          (BindingRejected) can be told to the grantor who replied
 - `ntf:inst`              hash institution code -> registered name (projection of InstitutionRegistered)
 - `ntf:ends:{YYYYMMDD}:{k}` hash binding_id -> "grantor|beneficiary": the bindings in force that end
                           that day (k: one of 32 buckets by binding id, so each stays a listpack),
@@ -50,10 +61,18 @@ END_BUCKETS = 32
 DONE_BUCKETS = 256  # never change: a record is found only in the bucket it was written to
 _PHONE_BYTES = 5
 _KEEP_ENDED_DAYS = 8  # an end day's bindings stay a week past it (the check looks 7 days ahead)
+PHONE_BUCKETS = 65_536
+PHONES_PER_NUMBER = 4  # a family may register one phone for several people; more is not a family
+PHONES_INDEXED = "ntf:phone:indexed"
+ASK_TTL_SECONDS = 7 * 86_400  # a refusal comes within seconds; a week covers any outage of binding
 
 
 def _person_key(person_id: str) -> str:
     return f"ntf:person:{person_bucket(person_id)}"
+
+
+def _phone_key(phone: str) -> str:
+    return f"ntf:phone:{int(phone) % PHONE_BUCKETS}"
 
 
 def _msg_key(message_id: str) -> str:
@@ -193,10 +212,74 @@ class DeliveryStore:
 
     # -- projections ----------------------------------------------------------------------------
     async def save_contacts(self, people: list[tuple[str, str | None, str]]) -> None:
+        """The contacts, and the phone index beside them: a person's new phone added, the old one
+        (a phone changed) taken out. A person's registrations are on one partition, so no other
+        consumer changes that person's contact between the look and the write."""
+        latest = {person_id: (phone or "", masked_name) for person_id, phone, masked_name in people}
+        before = await self.contacts(list(latest))
+        ops: list[tuple[str, str, str]] = []
         pipe = self._redis.pipeline(transaction=False)
-        for person_id, phone, masked_name in people:
+        for person_id, (phone, masked_name) in latest.items():
             pipe.hset(_person_key(person_id), person_id, encode_contact(phone, masked_name))
+            old = before.get(person_id, ("",))[0]
+            if old and old != phone:
+                ops.append(("del", old, person_id))
+            if phone:
+                ops.append(("add", phone, person_id))
+        self._index_phones(pipe, ops)
         await pipe.execute()
+
+    @staticmethod
+    def _index_phones(pipe, ops: list[tuple[str, str, str]]) -> None:
+        if ops:
+            pipe.fcall("phones", len(ops), *(_phone_key(phone) for _, phone, _ in ops), PHONES_PER_NUMBER,
+                       *(arg for op in ops for arg in op))
+
+    async def index_phones_once(self, chunk: int = 500) -> int:
+        """Build the phone index from contacts projected before it existed; once (a marker says
+        so), before the consumers start. Returns how many contacts were indexed."""
+        if await self._redis.exists(PHONES_INDEXED):
+            return 0
+        indexed = 0
+        async for key in self._redis.scan_iter(match="ntf:person:*", count=1000):
+            ops = [("add", phone, person_id.decode()) for person_id, raw in (await self._redis.hgetall(key)).items()
+                   if (phone := decode_contact(raw)[0])]
+            for first in range(0, len(ops), chunk):
+                pipe = self._redis.pipeline(transaction=False)
+                self._index_phones(pipe, ops[first:first + chunk])
+                await pipe.execute()
+            indexed += len(ops)
+        await self._redis.set(PHONES_INDEXED, str(indexed))
+        return indexed
+
+    async def remember_asks(self, asks: list[tuple[str, str, str]]) -> None:
+        """(command_id, person_id, reference) of the disputes asked for SMS replies."""
+        if not asks:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for command_id, person_id, reference in asks:
+            pipe.set(f"ntf:ask:{command_id}", f"{person_id}|{reference}", ex=ASK_TTL_SECONDS)
+        await pipe.execute()
+
+    async def ask(self, command_id: str) -> tuple[str, str] | None:
+        """(person_id, reference) of a dispute notify asked for, if it did (in the last week)."""
+        raw = await self._redis.get(f"ntf:ask:{command_id}")
+        if not raw:
+            return None
+        person_id, reference = raw.decode().split("|")
+        return person_id, reference
+
+    async def people_by_phone(self, phones: list[str]) -> dict[str, list[str]]:
+        """phone -> the ids of the people whose contact has that phone now (none: unknown)."""
+        distinct = sorted(set(phones))
+        if not distinct:
+            return {}
+        pipe = self._redis.pipeline(transaction=False)
+        for phone in distinct:
+            pipe.hget(_phone_key(phone), phone)
+        candidates = {phone: raw.decode().split(",") for phone, raw in zip(distinct, await pipe.execute()) if raw}
+        current = await self.contacts(sorted({pid for ids in candidates.values() for pid in ids}))
+        return {phone: [pid for pid in ids if current.get(pid, ("",))[0] == phone] for phone, ids in candidates.items()}
 
     async def contacts(self, person_ids: list[str]) -> dict[str, tuple[str, str]]:
         """person_id -> (phone or '', masked name) for those known; one command for them all."""

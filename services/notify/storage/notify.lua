@@ -126,6 +126,29 @@ local function contacts(keys, args)
   return found
 end
 
+-- phones(max, then triplets op, phone, person_id): KEYS = each triplet's ntf:phone:{bucket}. The
+-- reverse index of the contacts, phone -> the person ids registered with it, comma-separated
+-- (a parent and a child may share one), at most `max` of them, the latest kept. `add` puts the
+-- person last, `del` takes the person out (a phone changed). Read-modify-write of one field:
+-- atomic here, whatever else writes the same phone.
+local function phones(keys, args)
+  local max = tonumber(args[1])
+  for i = 1, #keys do
+    local op, phone, person = args[3 * i - 1], args[3 * i], args[3 * i + 1]
+    local ids = {}
+    for id in string.gmatch(redis.call('HGET', keys[i], phone) or '', '[^,]+') do
+      if id ~= person then ids[#ids + 1] = id end
+    end
+    if op == 'add' then
+      ids[#ids + 1] = person
+      while #ids > max do table.remove(ids, 1) end
+    end
+    if #ids == 0 then redis.call('HDEL', keys[i], phone) else redis.call('HSET', keys[i], phone, table.concat(ids, ',')) end
+  end
+  return #keys
+end
+
+redis.register_function('phones', phones)
 redis.register_function('claim', claim)
 redis.register_function('claim_all', claim_all)
 redis.register_function('record_all', record_all)
