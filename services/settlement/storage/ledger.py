@@ -1,0 +1,162 @@
+"""Redis state of 对账 with the HIS and of the drift check (the settlement service).
+
+Keys (README, "Redis keys"):
+- `stl:ild:{institution}:{YYYYMMDD}` hash: the platform's ledger of the institution-day, a projection of
+                           settlement.results written only through ledger.lua (`settlement_ledger`)
+- `stl:ihr:{institution}:{YYYYMMDD}:{report_id}` hash part -> one part of an InstitutionDailyDetail
+- `stl:irc:{event_id}`     an InstitutionReconciled answer's messages as published (a redelivery answers
+                           them again)
+- `stl:drift:{person}`     hash bureau_seq -> "platform|in_flight|snapshot" fen of a BalanceSnapshot that
+                           found the cache drifted (settlement.lua, bureau_movement), to announce it again
+                           when the snapshot is redelivered
+It reads `stl:inst` (designated institutions, storage/accounts.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib.resources import files
+
+import orjson
+from redis.asyncio import Redis
+
+from shared.state import calling_functions
+from services.settlement.domain.his_reconciliation import Book, ChargeAmounts, Totals
+from services.settlement.storage.accounts import Movement
+
+LIBRARY = files("services.settlement.storage").joinpath("ledger.lua").read_text
+_TOTALS = (b"t:charges", b"t:borne", b"t:own", b"t:family", b"t:cash", b"t:refunds", b"t:refunded")
+
+
+@dataclass(frozen=True)
+class LedgerItem:
+    """One ChargeSettled (refund_id None, amounts) or RefundSettled (refund_id, refunded) to project."""
+
+    institution_code: str
+    day: str  # YYYYMMDD, China date of settled_at
+    charge_id: str
+    refund_id: str | None = None
+    amounts: ChargeAmounts | None = None
+    refunded: int = 0
+
+    def encoded(self) -> list:
+        key = f"stl:ild:{self.institution_code}:{self.day}"
+        if self.refund_id is not None:
+            return [key, f"r:{self.charge_id}:{self.refund_id}", str(self.refunded), "r", self.refunded]
+        a = self.amounts
+        assert a is not None
+        return [key, f"c:{self.charge_id}", f"{a.borne}|{a.own}|{a.family}|{a.cash}", "c", a.borne, a.own, a.family,
+                a.cash]
+
+
+@dataclass(frozen=True)
+class MovementApplied:
+    """bureau_movement's answer; for a snapshot that found the cache drifted (or its redelivery),
+    what the platform held before and what its postings after the watermark explain."""
+
+    outcome: str
+    balance: int
+    platform_balance: int | None = None
+    in_flight: int | None = None
+
+
+class LedgerStore:
+    def __init__(self, redis: Redis, ledger_ttl: int, report_ttl: int) -> None:
+        self._redis = redis
+        self._ledger_ttl = ledger_ttl
+        self._report_ttl = report_ttl
+
+    async def load_functions(self) -> None:
+        """Once at start-up; REPLACE so a new release's library takes over."""
+        await self._redis.function_load(LIBRARY(), replace=True)
+
+    async def record(self, items: list[LedgerItem]) -> tuple[int, int]:
+        """Project a batch of outcomes in one call: (new, conflicting)."""
+        if not items:
+            return 0, 0
+        arg = orjson.dumps([i.encoded() for i in items])
+
+        async def run() -> list:
+            try:
+                return [await self._redis.fcall("ledger_record", 0, self._ledger_ttl, arg)]
+            except Exception as exc:  # noqa: BLE001 - handed to calling_functions, re-raised below
+                return [exc]
+
+        [reply] = await calling_functions(run, self.load_functions)
+        if isinstance(reply, Exception):
+            raise reply
+        return int(reply[0]), int(reply[1])
+
+    async def totals(self, institution_code: str, day: str) -> Totals:
+        values = await self._redis.hmget(f"stl:ild:{institution_code}:{day}", _TOTALS)
+        return Totals(*(int(v or 0) for v in values))
+
+    async def book(self, institution_code: str, day: str) -> Book:
+        charges: dict[str, ChargeAmounts] = {}
+        refunds: dict[tuple[str, str], int] = {}
+        for field, value in (await self._redis.hgetall(f"stl:ild:{institution_code}:{day}")).items():
+            kind, _, rest = field.decode().partition(":")
+            if kind == "c":
+                charges[rest] = ChargeAmounts(*map(int, value.split(b"|")))
+            elif kind == "r":
+                charge_id, refund_id = rest.split(":")
+                refunds[charge_id, refund_id] = int(value)
+        return Book(charges, refunds)
+
+    async def is_designated(self, institution_code: str) -> bool:
+        return bool(await self._redis.hexists("stl:inst", institution_code))
+
+    async def detail_part(self, institution_code: str, day: str, report_id: str, part: int, parts: int,
+                          body: dict) -> list[dict] | None:
+        """Keep one part of a detail; every part once all `parts` are in, else None. Raises
+        PartsInconsistent when the parts kept disagree on how many there are."""
+        stored = await keep_part(self._redis, f"stl:ihr:{institution_code}:{day}:{report_id}", self._report_ttl,
+                                 part, {"parts": parts, **body})
+        if any(p["parts"] != parts for p in stored.values()):
+            raise PartsInconsistent(sorted({p["parts"] for p in stored.values()}))
+        if set(stored) != set(range(1, parts + 1)):
+            return None
+        return [stored[i] for i in range(1, parts + 1)]
+
+    async def answered(self, event_id: str, values: list[bytes]) -> list[bytes]:
+        """Record an answer's messages unless an answer is recorded for this event id; the recorded
+        one is returned."""
+        encoded = orjson.dumps([v.decode() for v in values])
+        earlier = await self._redis.set(f"stl:irc:{event_id}", encoded, nx=True, get=True, ex=self._report_ttl)
+        return values if earlier is None else _messages(earlier)
+
+    async def recorded(self, event_id: str) -> list[bytes] | None:
+        raw = await self._redis.get(f"stl:irc:{event_id}")
+        return None if raw is None else _messages(raw)
+
+
+def _messages(raw: bytes) -> list[bytes]:
+    return [v.encode() for v in orjson.loads(raw)]
+
+
+class PartsInconsistent(ValueError):
+    pass
+
+
+async def keep_part(redis: Redis, key: str, ttl: int, part: int, body: dict) -> dict[int, dict]:
+    """Keep one part of a report sent in parts (hash `key`, field part); every part kept so far.
+    One transaction, so of two last parts arriving together one sees them all."""
+    pipe = redis.pipeline(transaction=True)
+    pipe.hset(key, str(part), json.dumps(body, separators=(",", ":")))
+    pipe.expire(key, ttl)
+    pipe.hgetall(key)
+    return {int(k): json.loads(v) for k, v in (await pipe.execute())[-1].items()}
+
+
+async def bureau_movements(redis: Redis, moves: list[Movement]) -> list[MovementApplied]:
+    """Apply bureau events through settlement.lua's bureau_movement, one pipeline; the snapshot's
+    drift figures come back with it (the same atomic step that applies it)."""
+    pipe = redis.pipeline(transaction=False)
+    for m in moves:
+        pipe.fcall("bureau_movement", 0, m.person_id, m.kind, m.amount, m.bureau_seq, m.region, m.applied_through)
+    out = []
+    for r in await pipe.execute():
+        drift = (int(r[2]), int(r[3])) if len(r) > 3 else (None, None)
+        out.append(MovementApplied(r[0].decode(), int(r[1]), *drift))
+    return out
