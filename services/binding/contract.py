@@ -360,6 +360,7 @@ class DisputeOpened(BaseModel):
     amount: Yuan = Field(description="What the grantor's account paid of the charge.")
     channel: str
     opened_at: datetime
+    grantor_region: str = Field(description="The grantor's region: its bureau decides (DisputeDecided).")
 
 
 class ListedDispute(BaseModel):

@@ -274,7 +274,7 @@ class BindingService:
             command_id=x.command_id, dispute_id=dispute_id, reference=dispute.reference,
             binding_id=dispute.binding_id, grantor_id=dispute.grantor_id, beneficiary_id=dispute.beneficiary_id,
             charge_id=dispute.charge_id, institution_code=dispute.institution_code, amount=Fen(dispute.amount),
-            channel=dispute.channel, opened_at=moment(at))
+            channel=dispute.channel, opened_at=moment(at), grantor_region=dispute.grantor_region)
         self._record(x, plan, c.DISPUTE_OPENED, event, at, paused_binding=dispute.paused_binding)
 
     def _published_with(self, command_id: str, r: Recorded) -> list[Outgoing]:

@@ -82,7 +82,7 @@ async def test_a_grantor_disputes_a_settled_payment_and_the_binding_pauses_at_on
     assert {k: v for k, v in p.items() if k not in ("command_id", "opened_at")} == {
         "dispute_id": dispute_id, "reference": reference, "binding_id": binding_id, "grantor_id": son["person_id"],
         "beneficiary_id": father["person_id"], "charge_id": charge["charge_id"], "institution_code": HOSPITAL,
-        "amount": "30.00", "channel": "sms"}
+        "amount": "30.00", "channel": "sms", "grantor_region": REGION}
     assert await bureau.paused(father, binding_id)
 
     command_id = p["command_id"]
