@@ -30,7 +30,8 @@ from pydantic import ValidationError
 from shared import envelope, topics
 from shared.envelope import CHINA_TZ
 from shared.institutions import INSTITUTION_CODE_PATTERN
-from shared.kafka import Outage, Outgoing, Received, dead_letter, publish_all, publish_replies, reply_to
+from shared.kafka import (Outage, Outgoing, Received, answer_or_dead_letter, dead_letter, publish_all, publish_replies,
+                          reply_to)
 from shared.logs import shown
 from shared.money import Fen, parse_yuan
 from services.settlement import his_contract as h
@@ -98,6 +99,18 @@ def drift_detected(move: Movement, applied: MovementApplied) -> tuple[Outgoing, 
     return Outgoing(topics.BUREAU_POSTINGS, move.region.encode(), value), drift
 
 
+class _Once:
+    """An awaitable asked at most once (the ledger's catch-up, for one batch of reports)."""
+
+    def __init__(self, work: Callable[[], Awaitable[bool]]) -> None:
+        self._work, self._result = work, None
+
+    async def __call__(self) -> bool:
+        if self._result is None:
+            self._result = await self._work()
+        return self._result
+
+
 class Refused(Exception):
     def __init__(self, reason: h.ReconciliationReason, detail: str = "") -> None:
         super().__init__(reason.value)
@@ -111,6 +124,7 @@ class Ledger:
         self._store, self._broker, self._caught_up = store, broker, caught_up
         self._keep_days, self._metrics, self._clock = keep_days, metrics, clock
         self._outage = Outage("settlement ledger")
+        self._reports = Outage(topics.HIS_RECONCILIATION)
 
     # -- settlement.results -> stl:ild --------------------------------------------------------
     async def project(self, batch: list[Received]) -> None:
@@ -128,7 +142,16 @@ class Ledger:
                       "(the first kept)", conflicts)
 
     # -- his.reconciliation -------------------------------------------------------------------
-    async def reconcile(self, msg: Received) -> None:
+    async def reconcile(self, batch: list[Received]) -> None:
+        """Answer a batch of reports, each on its own (a defect costs one message: dead-lettered, and
+        answered PLATFORM_ERROR). The ledger's catch-up is awaited once for the batch, when a report
+        first needs it: its target is where settlement.results ended after every report here arrived."""
+        ledger_read = _Once(self._caught_up)
+        for msg in batch:
+            await answer_or_dead_letter(self._broker, msg, lambda m: self._reconcile(m, ledger_read), self._reports,
+                                        on_defect=self.reconcile_defect)
+
+    async def _reconcile(self, msg: Received, ledger_read: Callable[[], Awaitable[bool]]) -> None:
         readable = envelope.read(msg.value, h.RECONCILIATION_TYPES)
         if isinstance(readable, envelope.Unreadable):
             await dead_letter(self._broker, msg, readable.error)
@@ -144,9 +167,9 @@ class Ledger:
                 raise Refused(h.ReconciliationReason.INVALID_RECONCILIATION, describe(exc)) from None
             await self._check(model)
             if isinstance(model, h.InstitutionDailyTotals):
-                values = await self._on_totals(readable.event_id, model)
+                values = await self._on_totals(readable.event_id, model, ledger_read)
             else:
-                values = await self._on_detail(readable.event_id, model)
+                values = await self._on_detail(readable.event_id, model, ledger_read)
         except Refused as refused:
             values = [self._rejected(readable.event_id, payload, refused)]
         if values:
@@ -173,11 +196,12 @@ class Ledger:
         if model.day > today or model.day < today - timedelta(days=self._keep_days):
             raise Refused(h.ReconciliationReason.DAY_NOT_KEPT, f"days kept: {self._keep_days}")
 
-    async def _on_totals(self, source_id: str, t: h.InstitutionDailyTotals) -> list[bytes]:
+    async def _on_totals(self, source_id: str, t: h.InstitutionDailyTotals,
+                         ledger_read: Callable[[], Awaitable[bool]]) -> list[bytes]:
         answer_id = event_id(h.INSTITUTION_RECONCILED, t.institution_code, t.day.isoformat(), "totals", source_id)
         if recorded := await self._store.recorded(answer_id):
             return recorded
-        final = await self._caught_up()
+        final = await ledger_read()
         ours = await self._store.totals(t.institution_code, t.day.strftime("%Y%m%d"))
         theirs = rec.Totals(t.charge_count, t.individual_borne_total, t.own_total, t.family_total, t.cash_total,
                             t.refund_count, t.refund_total)
@@ -187,7 +211,8 @@ class Ledger:
             platform_totals=_totals_out(ours), institution_totals=_totals_out(theirs), detail_requested=ours != theirs,
             **self._when(t.day, final)))
 
-    async def _on_detail(self, source_id: str, d: h.InstitutionDailyDetail) -> list[bytes] | None:
+    async def _on_detail(self, source_id: str, d: h.InstitutionDailyDetail,
+                         ledger_read: Callable[[], Awaitable[bool]]) -> list[bytes] | None:
         day = d.day.strftime("%Y%m%d")
         try:
             parts = await self._store.detail_part(d.institution_code, day, d.report_id, d.part, d.parts, {
@@ -209,7 +234,7 @@ class Ledger:
                 ((r[0], r[1], r[2]) for p in parts for r in p["refunds"]))
         except rec.DuplicateRow as dup:
             raise Refused(h.ReconciliationReason.DUPLICATE_ROW, str(dup)) from None
-        final = await self._caught_up()
+        final = await ledger_read()
         ours = await self._store.book(d.institution_code, day)
         differences = rec.compare(ours, theirs)
         listed = [h.InstitutionDifference(kind=x.kind, charge_id=x.charge_id, refund_id=x.refund_id,

@@ -2,6 +2,7 @@
 every charge and refund they disagree on listed with its ids, nothing else; and the models the HIS
 sends, strict and bounded."""
 
+import json
 from datetime import date
 
 import pytest
@@ -10,7 +11,12 @@ from pydantic import ValidationError
 
 from services.settlement.domain.his_reconciliation import (Book, ChargeAmounts, DuplicateRow, Totals, book_of,
                                                           charge_amounts, compare, totals)
+from services.settlement import outcomes
+from services.settlement.domain.waterfall import Line
 from services.settlement.his_contract import MAX_ROWS_PER_PART, InstitutionDailyDetail, InstitutionDailyTotals
+from services.settlement.ledger import drift_detected, ledger_item
+from services.settlement.storage.accounts import Movement
+from services.settlement.storage.ledger import MovementApplied
 
 
 def amounts(borne: int, own: int = 0, family: int = 0) -> ChargeAmounts:
@@ -126,3 +132,31 @@ def test_a_detail_part_is_bounded():
                   {"part": "1"}, {"report_id": "a:b"}):
         with pytest.raises(ValidationError):
             InstitutionDailyDetail.model_validate(base | wrong)
+
+
+# -- the ledger's reading of the platform's own outcomes, and the drift of a snapshot -----------
+
+def test_the_ledger_reads_a_settled_charge_and_a_refund_as_the_settlement_service_writes_them():
+    at = "2026-05-22T23:59:59+08:00"  # China date of settled_at, whatever the clock's zone: 20260522
+    lines = [Line("own", 5_000, "610102195001011234", "610100", None, 0, 1),
+             Line("grantor", 3_000, "610102195001015678", "610100", 1, 0, 2), Line("cash", 2_000)]
+    settled = ledger_item(outcomes.charge_settled("H1", "C1", "610102195001011234", 10_000, at, lines, at))
+    assert (settled.institution_code, settled.day, settled.charge_id, settled.amounts) == (
+        "H1", "20260522", "C1", ChargeAmounts(10_000, 5_000, 3_000, 2_000))
+    refund = ledger_item(outcomes.refund_settled("H1", "C1", "R1", "610102195001011234", 700, lines[1:],
+                                                 "2026-05-22T16:00:00+00:00"))
+    assert (refund.day, refund.refund_id, refund.refunded) == ("20260523", "R1", 700)
+
+
+def test_a_snapshot_drifts_only_by_what_the_postings_in_flight_do_not_explain():
+    snapshot = Movement("610102195001011234", "snapshot", 11_000, 2, "610100")
+    assert drift_detected(snapshot, MovementApplied("APPLIED", 8_000, 8_000, -3_000)) is None  # explained
+    assert drift_detected(Movement("610102195001011234", "credit", 100, 3, "610100"),
+                          MovementApplied("APPLIED", 8_100)) is None
+    out, fen = drift_detected(snapshot, MovementApplied("APPLIED", 8_000, 7_000, -3_000))
+    assert (out.topic, out.key, fen) == ("bureau.postings", b"610100", -1_000)
+    assert json.loads(out.value)["payload"] == {
+        "person_id": "610102195001011234", "region": "610100", "bureau_seq": 2, "snapshot_balance": "110.00",
+        "in_flight": "-30.00", "platform_balance": "70.00", "drift": "-10.00"}
+    again, _ = drift_detected(snapshot, MovementApplied("STALE", 8_000, 7_000, -3_000))
+    assert json.loads(again.value)["event_id"] == json.loads(out.value)["event_id"]

@@ -4,8 +4,8 @@ settlement.results, and his.reconciliation.
 - settlement.results in batches, in the group `<SETTLEMENT_GROUP_ID>.ledger`, offsets committed
   once the batch is in Redis (NACK_ON_ERROR, `consumer_options`): a redelivered batch changes
   nothing (ledger.lua).
-- his.reconciliation one message at a time (a day's report is rare and may wait for the ledger),
-  offsets committed after the answer is published.
+- his.reconciliation in batches (one wait for the ledger a batch), offsets committed after every
+  answer of the batch is published.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from shared.catchup import ProjectionGate
-from shared.kafka import Outage, answer_or_dead_letter, consumer_options, received
+from shared.kafka import consumer_options, received
 from shared.topics import HIS_RECONCILIATION, SETTLEMENT_RESULTS
 from services.settlement.config import SettlementSettings
 from services.settlement.ledger import LEDGER_WAIT_SECONDS, Ledger
@@ -47,7 +47,6 @@ def ledger_caught_up(settings: SettlementSettings, timeout: float = LEDGER_WAIT_
 
 def register_ledger(broker: KafkaBroker, ledger: Ledger, settings: SettlementSettings) -> None:
     group = settings.settlement_group_id
-    reports = Outage(HIS_RECONCILIATION)
 
     @broker.subscriber(SETTLEMENT_RESULTS, **consumer_options(
             settings, group, SETTLEMENT_RESULTS, group_id=ledger_group(settings), batch=True,
@@ -55,7 +54,7 @@ def register_ledger(broker: KafkaBroker, ledger: Ledger, settings: SettlementSet
     async def on_results(msg: KafkaMessage) -> None:
         await ledger.project([received(r) for r in msg.raw_message])
 
-    @broker.subscriber(HIS_RECONCILIATION, **consumer_options(settings, group, HIS_RECONCILIATION))
+    @broker.subscriber(HIS_RECONCILIATION, **consumer_options(settings, group, HIS_RECONCILIATION, batch=True,
+                                                              max_records=100, batch_timeout_ms=20))
     async def on_reconciliation(msg: KafkaMessage) -> None:
-        await answer_or_dead_letter(broker, received(msg.raw_message), ledger.reconcile, reports,
-                                    on_defect=ledger.reconcile_defect)
+        await ledger.reconcile([received(r) for r in msg.raw_message])
