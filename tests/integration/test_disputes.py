@@ -210,3 +210,29 @@ async def test_a_dispute_arriving_while_a_refund_is_in_flight(bureau):
     assert await bureau.paused(father, binding_id)
     _, later = await bureau.charge(father, 2_000)
     assert [(x["source"], x["amount"]) for x in later["payload"]["lines"]] == [("cash", "20.00")]
+
+
+async def test_a_dispute_racing_the_grantors_resume_always_leaves_the_binding_paused(bureau):
+    """Whichever is decided first: resumed then paused again by the dispute, or refused DISPUTE_OPEN."""
+    son, father, binding_id, _, reference = await paid_by_grantor(bureau)
+    ask = {"binding_id": binding_id, "requested_by": son["person_id"]}
+    assert (await bureau.send("PauseBinding", ask, binding_id))["event_type"] == "BindingPaused"
+    opened, resumed = await asyncio.gather(bureau.dispute(son, reference), bureau.send("ResumeBinding", ask,
+                                                                                       binding_id))
+    assert opened["event_type"] == "DisputeOpened"
+    assert kind(resumed) in {("BindingResumed", None), ("BindingRejected", "DISPUTE_OPEN")}
+    assert await bureau.paused(father, binding_id)
+    if resumed["event_type"] == "BindingResumed":                 # the dispute paused it again
+        [again] = await bureau.bus.watchers[t.BINDING_EVENTS].wait_for(
+            lambda r: body(r)["event_type"] == "BindingPaused"
+            and payload_of(r)["command_id"] == opened["payload"]["command_id"])
+        assert payload_of(again)["cause"] == "dispute"
+
+
+async def test_two_disputes_of_one_payment_at_once_open_one(bureau):
+    son, father, binding_id, _, reference = await paid_by_grantor(bureau)
+    answers = await asyncio.gather(bureau.dispute(son, reference, channel="app"),
+                                   bureau.dispute(son, reference, channel="sms"))
+    assert sorted(kind(a) for a in answers) == [("BindingRejected", "ALREADY_DISPUTED"), ("DisputeOpened", None)]
+    listed = await bureau.send("QueryDisputes", {"person_id": son["person_id"]}, son["person_id"], reply=True)
+    assert len(listed["payload"]["disputes"]) == 1
