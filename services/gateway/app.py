@@ -14,7 +14,7 @@ from shared.kafka import ensure_topics, make_broker
 from shared.logs import configure_logging
 from shared.observability import Observability
 from shared.state import make_redis
-from shared.topics import BINDING_COMMANDS, GATEWAY_AUDIT, SETTLEMENT_QUERIES
+from shared.topics import BINDING_COMMANDS, GATEWAY_AUDIT, SETTLEMENT_QUERIES, SMS_UPLINK
 from services.gateway import console
 from services.gateway.api import problems
 from services.gateway.api.auth import Authenticate
@@ -30,7 +30,8 @@ from services.gateway.usecases import AuditProjection, GatewayService
 DESCRIPTION = """The platform's HTTP API for the app's back end and the service windows
 (跨统筹区职工医保个人账户家庭共济). Bearer JWTs: role `app` (the person in `sub` only) or
 `window` / `supervisor` (a clerk, who may act for anyone; every action is audited on
-`gateway.audit` and listed by GET /v1/audit). Errors are `application/problem+json` (RFC 9457)
+`gateway.audit` and listed by GET /v1/audit). The SMS provider's uplink (POST /v1/sms/inbound) is signed
+with a key of its own instead (HMAC-SHA256, header `X-Signature`). Errors are `application/problem+json` (RFC 9457)
 with the contract's `reason_code` and its Chinese and English messages."""
 
 
@@ -62,7 +63,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastStreamAPI:
     gate = register_audit(broker, AuditProjection(audit), settings)
     service = GatewayService(Requests(broker, pending, settings.reply_topic), broker,
                              command_timeout=settings.gateway_command_timeout_ms / 1000,
-                             query_timeout=settings.gateway_query_timeout_ms / 1000, audit=audit, gate=gate)
+                             query_timeout=settings.gateway_query_timeout_ms / 1000, audit=audit, gate=gate,
+                             uplink_key=settings.uplink_key)
 
     api = http_api(settings, service, GatewayMetrics(obs.registry))
     # /healthz, /readyz (broker and Redis answer, reply and audit consumers assigned, the audit
@@ -73,7 +75,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastStreamAPI:
     async def connect(_: object) -> None:
         await redis.ping()
         await audit.load_functions()
-        await ensure_topics(settings, [GATEWAY_AUDIT, BINDING_COMMANDS, SETTLEMENT_QUERIES])
+        await ensure_topics(settings, [GATEWAY_AUDIT, BINDING_COMMANDS, SETTLEMENT_QUERIES, SMS_UPLINK])
         # A reply is of use for seconds: its topic keeps a day, not the platform's retention.
         await ensure_topics(settings.model_copy(update={"kafka_retention_days": 1}), [settings.reply_topic])
         await broker.start()

@@ -1,7 +1,8 @@
 """The gateway's AsyncAPI document: `python -m services.gateway.asyncapi`.
 
-The gateway owns one message, WindowActionAudited on gateway.audit (which it also reads back,
-in its own consumer group, into the audit projection behind GET /v1/audit). The commands and queries it
+The gateway owns two messages: WindowActionAudited on gateway.audit (which it also reads back,
+in its own consumer group, into the audit projection behind GET /v1/audit), and SmsReplyReceived
+on sms.uplink (a grantor's SMS reply, from the provider's callback POST /v1/sms/inbound, read by notify). The commands and queries it
 sends, and the answers it reads on its reply topic, are the binding and settlement services'
 messages: its channels name them by event type, and the platform document (shared/asyncapi.py,
 `platform_document`) resolves them to those services' definitions, so each message is defined
@@ -13,23 +14,28 @@ from services.gateway import contract as c
 
 # Whose they are: binding.commands and reply answers (binding), settlement.queries and its answers (settlement).
 _SENT = {
-    topics.BINDING_COMMANDS: ("beneficiary ID number (CreateBinding); binding id (RevokeBinding, ChangePaymentOrder); "
-                              "person ID number (QueryBindings, QueryPerson); command id (QueryCommandOutcome)",
-                              [c.CREATE_BINDING, c.REVOKE_BINDING, c.CHANGE_PAYMENT_ORDER, c.QUERY_BINDINGS,
-                               c.QUERY_COMMAND_OUTCOME, c.QUERY_PERSON]),
+    topics.BINDING_COMMANDS: ("beneficiary ID number (CreateBinding); binding id (RevokeBinding, ChangePaymentOrder, "
+                              "SetGrantorLimit, PauseBinding, ResumeBinding); payment reference (DisputePayment); "
+                              "person ID number (QueryBindings, QueryPerson, QueryDisputes); command id "
+                              "(QueryCommandOutcome)",
+                              [c.CREATE_BINDING, c.REVOKE_BINDING, c.CHANGE_PAYMENT_ORDER, c.SET_GRANTOR_LIMIT,
+                               c.PAUSE_BINDING, c.RESUME_BINDING, c.DISPUTE_PAYMENT, c.QUERY_BINDINGS,
+                               c.QUERY_COMMAND_OUTCOME, c.QUERY_PERSON, c.QUERY_DISPUTES]),
     topics.SETTLEMENT_QUERIES: ("grantor ID number (QueryConsumption); person ID number (QueryAccount)",
                                 [c.QUERY_CONSUMPTION, c.QUERY_ACCOUNT]),
 }
 _RECEIVED = {"reply_to": ("as the request: reply.gateway.<GATEWAY_INSTANCE>",
                           [*sorted(c.OUTCOME_TYPES), c.BINDINGS_LISTED, c.COMMAND_OUTCOME_UNKNOWN, c.PERSON_FOUND,
-                           c.CONSUMPTION_LISTED, c.ACCOUNT_FOUND, c.CHARGE_REJECTED])}
+                           c.DISPUTES_LISTED, c.CONSUMPTION_LISTED, c.ACCOUNT_FOUND, c.CHARGE_REJECTED])}
 
 
 def gateway_document() -> dict:
     doc = document("HTTP gateway (家庭共济 API)", "Turns the HTTP API's requests into binding commands and queries "
                    "over Kafka request/reply, and audits every window clerk's action.", {
                        topics.GATEWAY_AUDIT: {"key": "clerk id", "action": "send", "messages": {
-                           c.WINDOW_ACTION_AUDITED: c.WindowActionAudited}}})
+                           c.WINDOW_ACTION_AUDITED: c.WindowActionAudited}},
+                       topics.SMS_UPLINK: {"key": "the provider's message id", "action": "send", "messages": {
+                           c.SMS_REPLY_RECEIVED: c.SmsReplyReceived}}})
     # ... and read back into the audit projection (GET /v1/audit).
     doc["operations"][f"receive:{topics.GATEWAY_AUDIT}"] = {
         "action": "receive", "channel": {"$ref": f"#/channels/{topics.GATEWAY_AUDIT}"},

@@ -15,6 +15,7 @@ from shared.tokens import MIN_KEY_BYTES
 # [A-Za-z0-9._-], so the instance name keeps to that alphabet and leaves room for `gateway.`.
 _INSTANCE_ALPHABET = re.compile(r"[^A-Za-z0-9._-]")
 MAX_INSTANCE_LENGTH = 100 - len("gateway.")
+MIN_UPLINK_KEY_BYTES = 16
 
 
 def default_instance() -> str:
@@ -46,6 +47,11 @@ class GatewaySettings(ServiceSettings):
     gateway_audit_max_per_region: int = Field(
         100_000, ge=1, description="Most audit entries kept per region for GET /v1/audit (the newest).")
 
+    gateway_sms_uplink_key: SecretStr | None = Field(
+        None, description="Key of the SMS provider's uplink callback (POST /v1/sms/inbound): the provider signs "
+        "each body with HMAC-SHA256 under it (hex, header X-Signature). Unset (the default): the endpoint "
+        f"answers 404. At least {MIN_UPLINK_KEY_BYTES} bytes.")
+
     @model_validator(mode="after")
     def _audit_outlives_the_topic(self) -> "GatewaySettings":
         self.check_records_outlive_retention(gateway_audit_ttl_days=self.gateway_audit_ttl_days)
@@ -57,6 +63,18 @@ class GatewaySettings(ServiceSettings):
         if len(key.get_secret_value().encode()) < MIN_KEY_BYTES:
             raise ValueError(f"GATEWAY_JWT_KEY must be at least {MIN_KEY_BYTES} bytes")
         return key
+
+    @field_validator("gateway_sms_uplink_key")
+    @classmethod
+    def _uplink_key_long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value().encode()) < MIN_UPLINK_KEY_BYTES:
+            raise ValueError(f"GATEWAY_SMS_UPLINK_KEY must be at least {MIN_UPLINK_KEY_BYTES} bytes")
+        return key
+
+    @property
+    def uplink_key(self) -> bytes | None:
+        """The uplink key's bytes, or None when the uplink is off."""
+        return self.gateway_sms_uplink_key.get_secret_value().encode() if self.gateway_sms_uplink_key else None
 
     @property
     def reply_topic(self) -> str:

@@ -11,11 +11,15 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, Strict, StrictBool,
+                      WithJsonSchema)
+from pydantic_core import PydanticCustomError
 
 from shared.identity import IdNumber, Mobile
+from shared.money import InvalidAmount, format_yuan, parse_yuan
 from shared.regions import RegionCode
-from shared.wire import Day, Text
+from shared.references import read_reference
+from shared.wire import Day, Text, Time
 
 # Event types on the wire (contract.md; QueryCommandOutcome and CommandOutcomeUnknown added with the API).
 CREATE_BINDING = "CreateBinding"
@@ -33,10 +37,61 @@ CONSUMPTION_LISTED = "ConsumptionListed"
 COMMAND_OUTCOME_UNKNOWN = "CommandOutcomeUnknown"
 BINDING_REJECTED = "BindingRejected"
 CHARGE_REJECTED = "ChargeRejected"
-OUTCOME_TYPES = frozenset({"BindingCreated", "BindingRevoked", "PaymentOrderChanged", BINDING_REJECTED})
+# Added with limits, pause and disputes (issue 15; the binding service's I-4 commands).
+SET_GRANTOR_LIMIT = "SetGrantorLimit"
+PAUSE_BINDING = "PauseBinding"
+RESUME_BINDING = "ResumeBinding"
+DISPUTE_PAYMENT = "DisputePayment"
+QUERY_DISPUTES = "QueryDisputes"  # binding.commands, answered DisputesListed
+DISPUTES_LISTED = "DisputesListed"
+GRANTOR_LIMIT_SET = "GrantorLimitSet"
+BINDING_PAUSED = "BindingPaused"
+BINDING_RESUMED = "BindingResumed"
+DISPUTE_OPENED = "DisputeOpened"
+OUTCOME_TYPES = frozenset({"BindingCreated", "BindingRevoked", "PaymentOrderChanged", GRANTOR_LIMIT_SET,
+                           BINDING_PAUSED, BINDING_RESUMED, DISPUTE_OPENED, BINDING_REJECTED})
+# The outcome each command is answered with (else BindingRejected).
+OUTCOME_OF = {CREATE_BINDING: "BindingCreated", REVOKE_BINDING: "BindingRevoked",
+              CHANGE_PAYMENT_ORDER: "PaymentOrderChanged", SET_GRANTOR_LIMIT: GRANTOR_LIMIT_SET,
+              PAUSE_BINDING: BINDING_PAUSED, RESUME_BINDING: BINDING_RESUMED, DISPUTE_PAYMENT: DISPUTE_OPENED}
 WINDOW_ACTION_AUDITED = "WindowActionAudited"
+SMS_REPLY_RECEIVED = "SmsReplyReceived"  # sms.uplink, the provider's uplink callback (I-6)
 
 PaymentOrder = Annotated[int, Strict(), Field(ge=1, le=2, description="顺位: 1 or 2.")]
+MAX_MONTHLY_LIMIT_FEN = 100_000_000  # 1,000,000.00 yuan a month (I-4)
+
+
+def _limit_fen(value: Any) -> int:
+    """A monthly limit: a yuan string from 0.00 to 1000000.00 (0: the binding pays nothing). Any
+    other value (a JSON number, a third decimal, above the bound) is INVALID_LIMIT."""
+    try:
+        fen = parse_yuan(value)
+    except InvalidAmount:
+        fen = -1
+    if not 0 <= fen <= MAX_MONTHLY_LIMIT_FEN:
+        raise PydanticCustomError("invalid_limit", "a monthly limit is a yuan string from 0.00 to 1000000.00")
+    return fen
+
+
+MonthlyLimit = Annotated[int, BeforeValidator(_limit_fen), PlainSerializer(format_yuan, return_type=str),
+                         WithJsonSchema({"type": "string", "pattern": r"^(0|[1-9][0-9]{0,6})(\.[0-9]{1,2})?$",
+                                         "examples": ["500.00"],
+                                         "description": "Yuan a calendar month (China time), 0.00 to 1000000.00."})]
+
+
+def _reference(value: Any) -> str:
+    """A payment reference as printed in the payment SMS (I-2), read leniently: case, spaces, O for 0,
+    I/L for 1 and a leading BF (the SMS reply form) are forgiven."""
+    read = read_reference(value) if isinstance(value, str) and len(value) <= 32 else None
+    if read is None:
+        raise PydanticCustomError("invalid_reference", "not a payment reference (8 characters, e.g. 7K2P9QXM)")
+    return read
+
+
+Reference = Annotated[str, BeforeValidator(_reference),
+                      WithJsonSchema({"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{8}$",
+                                      "examples": ["7K2P9QXM"],
+                                      "description": "The payment's reference, as the payment SMS prints it."})]
 BindingId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 CommandId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
@@ -98,6 +153,65 @@ class PaymentOrderRequest(_Form):
                           "optional.")
 
 
+_GRANTOR_ASKS = ("Who asks (the binding's grantor). An app token: omitted or its own person; a window: "
+                 "required.")
+
+
+class LimitRequest(_Form):
+    """共济限额: how much the binding may pay a calendar month (China time); null clears the limit."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra={"examples": [
+        {"monthly_limit": "500.00"}, {"monthly_limit": None},
+        {"monthly_limit": "0.00", "requested_by": "610102198503150018"}]})
+
+    monthly_limit: MonthlyLimit | None = Field(description="Yuan a month, 0.00 (pays nothing) to 1000000.00; "
+                                                           "null: no limit.")
+    requested_by: IdNumber | None = Field(None, description=_GRANTOR_ASKS)
+
+
+class GrantorRequest(_Form):
+    """Pause or resume a binding: only who asks (the grantor)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra={"examples": [
+        {}, {"requested_by": "610102198503150018"}]})
+
+    requested_by: IdNumber | None = Field(None, description=_GRANTOR_ASKS)
+
+
+class DisputeRequest(_Form):
+    """非本人授权: the grantor disputes a payment from his or her account by the SMS's reference."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra={"examples": [
+        {"reference": "7K2P9QXM"}, {"reference": "BF 7K2P9QXM", "grantor_id": "610102198503150018"}]})
+
+    reference: Reference
+    grantor_id: IdNumber | None = Field(None, description="The grantor whose account paid. An app token: omitted "
+                                                          "or its own person; a window: required.")
+
+
+class SmsInbound(BaseModel):
+    """The SMS provider's uplink callback: one reply a grantor sent to the platform's number."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "message_id": "up-20261120-000123", "phone": "13812345678", "text": "BF 7K2P9QXM",
+        "received_at": "2026-11-20T10:20:00+08:00"}]})
+
+    message_id: Annotated[Text, Field(min_length=1, max_length=64, description="The provider's id of the reply "
+                                                                                "(a resent callback keeps it).")]
+    phone: Mobile = Field(description="The sender's mobile number.")
+    text: Annotated[Text, Field(max_length=160, description="What the sender wrote.")]
+    received_at: Time
+
+
+class SmsReplyReceived(BaseModel):
+    """A grantor's SMS reply, as the provider called it in (on sms.uplink, key message_id; I-6)."""
+
+    message_id: str = Field(description="The provider's id of the reply, at most 64 characters.")
+    phone: str = Field(description="The sender's mainland mobile number (notify resolves it to a person).")
+    text: str = Field(description="The reply's text, at most 160 characters (e.g. BF 7K2P9QXM).")
+    received_at: datetime
+
+
 class LookupRequest(_Form):
     """查询参保人: the ID number, and the name printed on the ID card to verify (never stored,
     logged or echoed: the binding service compares its keyed digest)."""
@@ -117,12 +231,24 @@ class CommandOutcome(BaseModel):
         "outcome": {"command_id": "2f0d6c1e-8b7a-4c55-9a51-0d2c9b1e7f10", "binding_id": "BND-4f6c0a7e9d1b2c3a4e5f6a7b",
                     "grantor_id": "610***********0018", "beneficiary_id": "610***********0031",
                     "relation": "father", "payment_order": 1, "start_date": "2026-12-01", "end_date": "2027-11-30",
-                    "grantor_region": "610100", "beneficiary_region": "610300", "channel": "app"}}]})
+                    "grantor_region": "610100", "beneficiary_region": "610300", "channel": "app"}}, {
+        "command_id": "7c1d2e3f-0a1b-4c5d-8e9f-a0b1c2d3e4f5", "status": "limit_set", "event_type": "GrantorLimitSet",
+        "outcome": {"command_id": "7c1d2e3f-0a1b-4c5d-8e9f-a0b1c2d3e4f5", "binding_id": "BND-4f6c0a7e9d1b2c3a4e5f6a7b",
+                    "grantor_id": "610***********0018", "beneficiary_id": "610***********0031",
+                    "monthly_limit": "500.00", "previous_limit": "800.00"}}, {
+        "command_id": "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9", "status": "dispute_opened", "event_type": "DisputeOpened",
+        "outcome": {"command_id": "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9", "dispute_id": "DSP-9c1e0b7a5d3f2e4c6a8b0d1e",
+                    "reference": "7K2P9QXM", "binding_id": "BND-4f6c0a7e9d1b2c3a4e5f6a7b",
+                    "grantor_id": "610***********0018", "beneficiary_id": "610***********0031",
+                    "charge_id": "C20261120001", "institution_code": "H61030001", "amount": "45.60",
+                    "channel": "app", "opened_at": "2026-11-20T10:20:01+08:00"}}]})
 
     command_id: str
-    status: Literal["created", "revoked", "payment_order_changed", "rejected"]
+    status: Literal["created", "revoked", "payment_order_changed", "limit_set", "paused", "resumed",
+                    "dispute_opened", "rejected"]
     event_type: str = Field(description="The event binding.events carried: BindingCreated, BindingRevoked, "
-                                        "PaymentOrderChanged or BindingRejected.")
+                                        "PaymentOrderChanged, GrantorLimitSet, BindingPaused, BindingResumed, "
+                                        "DisputeOpened or BindingRejected.")
     outcome: dict[str, Any] = Field(description="That event's payload, ID numbers masked.")
 
 
@@ -148,6 +274,8 @@ class ListedBinding(BaseModel):
     status: str
     grantor_region: str
     beneficiary_region: str
+    monthly_limit: str | None = Field(None, description="共济限额: yuan a calendar month; null: no limit.")
+    paused: bool = Field(False, description="Paused by the grantor, or by a dispute: pays nothing until resumed.")
 
 
 class BindingsView(BaseModel):
@@ -156,7 +284,8 @@ class BindingsView(BaseModel):
             "binding_id": "BND-4f6c0a7e9d1b2c3a4e5f6a7b", "role": "grantor", "role_zh": "授权者",
             "counterpart_id": "610***********0031", "relation": "father", "payment_order": 1,
             "start_date": "2026-12-01", "end_date": "2027-11-30", "status": "active",
-            "grantor_region": "610100", "beneficiary_region": "610300"}]}]})
+            "grantor_region": "610100", "beneficiary_region": "610300", "monthly_limit": "500.00",
+            "paused": False}]}]})
 
     person_id: str = Field(description="Masked.")
     bindings: list[ListedBinding]
@@ -176,6 +305,12 @@ class BeneficiaryTotals(BaseModel):
     payments: int
     total_paid: str
     total_refunded: str
+    binding_id: str | None = Field(None, description="The binding that pays for this beneficiary.")
+    monthly_limit: str | None = Field(None, description="共济限额: yuan a calendar month (China time); null: none.")
+    used_this_month: str | None = Field(None, description="Yuan paid this month, held amounts included, "
+                                                          "refunds given back.")
+    left_this_month: str | None = Field(None, description="Yuan the limit still allows this month; null: no limit.")
+    paused: bool | None = Field(None, description="Whether the binding is paused (pays nothing).")
 
 
 class ConsumptionView(BaseModel):
@@ -183,7 +318,9 @@ class ConsumptionView(BaseModel):
         "grantor_id": "610***********0018", "from": "2026-11-01", "to": "2026-11-30",
         "total_paid": "128.50", "total_refunded": "0.00",
         "beneficiaries": [{"beneficiary_id": "610***********0031", "payments": 1, "total_paid": "128.50",
-                           "total_refunded": "0.00"}],
+                           "total_refunded": "0.00", "binding_id": "BND-4f6c0a7e9d1b2c3a4e5f6a7b",
+                           "monthly_limit": "500.00", "used_this_month": "128.50", "left_this_month": "371.50",
+                           "paused": False}],
         "page": 1, "page_size": 50, "total_items": 1, "total_pages": 1,
         "items": [{"beneficiary_id": "610***********0031", "charge_id": "C20261120001",
                    "institution_code": "H61030001", "settled_at": "2026-11-20T10:15:00+08:00",
@@ -200,6 +337,41 @@ class ConsumptionView(BaseModel):
     total_items: int
     total_pages: int
     items: list[PaymentRow]
+
+
+class Dispute(BaseModel):
+    dispute_id: str
+    reference: str
+    binding_id: str
+    beneficiary_id: str = Field(description="Masked.")
+    charge_id: str
+    institution_code: str
+    amount: str = Field(description="Yuan the disputed payment took from the grantor's account.")
+    status: Literal["open", "upheld", "dismissed"] = Field(description="open until the bureau decides; upheld: "
+                                                                       "refunded through the institution; "
+                                                                       "dismissed: the grantor may resume.")
+    opened_at: datetime
+    decided_at: datetime | None = None
+
+
+class DisputesView(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "person_id": "610***********0018", "disputes": [{
+            "dispute_id": "DSP-9c1e0b7a5d3f2e4c6a8b0d1e", "reference": "7K2P9QXM",
+            "binding_id": "BND-4f6c0a7e9d1b2c3a4e5f6a7b", "beneficiary_id": "610***********0031",
+            "charge_id": "C20261120001", "institution_code": "H61030001", "amount": "128.50", "status": "open",
+            "opened_at": "2026-11-20T10:20:01+08:00", "decided_at": None}]}]})
+
+    person_id: str = Field(description="The grantor, masked.")
+    disputes: list[Dispute] = Field(description="The grantor's disputes, as the binding service lists them.")
+
+
+class SmsAccepted(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"message_id": "up-20261120-000123",
+                                                               "status": "accepted"}]})
+
+    message_id: str
+    status: Literal["accepted"] = "accepted"
 
 
 class MeView(BaseModel):
@@ -235,8 +407,9 @@ class AuditEntry(BaseModel):
     at: datetime
     clerk_id: str
     region: str
-    action: str = Field(description="create_binding, revoke_binding, change_payment_order, lookup, list_bindings, "
-                                    "query_consumption or query_command.")
+    action: str = Field(description="create_binding, revoke_binding, change_payment_order, set_limit, "
+                                    "pause_binding, resume_binding, dispute_payment, lookup, list_bindings, "
+                                    "list_disputes, query_consumption or query_command.")
     command_id: str = Field(description="The command's id, or the query's.")
     subject_id: str = Field(description="The person acted for, masked ('' when unknown).")
     outcome: str = Field(description="A command: accepted, refused or pending (no outcome within the wait); a "
@@ -285,13 +458,15 @@ class WindowActionAudited(BaseModel):
 
     clerk_id: str
     region: str = Field(description="The clerk's bureau region.")
-    action: Literal["create_binding", "revoke_binding", "change_payment_order", "list_bindings",
-                    "query_consumption", "query_command", "lookup"]
+    action: Literal["create_binding", "revoke_binding", "change_payment_order", "set_limit", "pause_binding",
+                    "resume_binding", "dispute_payment", "list_bindings", "list_disputes", "query_consumption",
+                    "query_command", "lookup"]
     command_id: str = Field(description="The command's id, or the query's.")
     subject_id: str = Field(description="The person acted for, masked ('' when the gateway cannot tell).")
     binding_id: str | None = None
-    outcome: str = Field(description="created, revoked, payment_order_changed, rejected, pending (no outcome "
-                                     "within the wait), answered (a query or a look-up), forbidden or failed.")
+    outcome: str = Field(description="created, revoked, payment_order_changed, limit_set, paused, resumed, "
+                                     "dispute_opened, rejected, pending (no outcome within the wait), answered (a query "
+                                     "or a look-up), forbidden or failed.")
     reason_code: str | None = None
     at: datetime = Field(description="When the clerk acted. A command audited `pending` is audited again once "
                                      "decided, with the same command_id and time: that record supersedes it.")

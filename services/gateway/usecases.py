@@ -5,7 +5,9 @@ made it. The gateway owns no business state: every rule is the binding or settle
 Commands are keyed as the binding service routes them: a CreateBinding by its beneficiary's ID
 number (contract.md); a RevokeBinding or ChangePaymentOrder names only a binding id, which the
 binding service resolves to the beneficiary itself (its owner index), so the gateway keys them
-by the binding id: every command on one binding stays on one partition, in the order sent.
+by the binding id: every command on one binding stays on one partition, in the order sent. So
+are SetGrantorLimit, PauseBinding and ResumeBinding; a DisputePayment names only the payment's
+reference, and is keyed by it (I-4).
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ from shared.envelope import CHINA_TZ
 from shared.identity import mask_id_number
 from shared.logs import shown
 from shared.tokens import Principal
-from shared.topics import BINDING_COMMANDS, GATEWAY_AUDIT, SETTLEMENT_QUERIES
+from shared.topics import BINDING_COMMANDS, GATEWAY_AUDIT, SETTLEMENT_QUERIES, SMS_UPLINK
 from services.gateway import contract as c
-from services.gateway.domain import access
+from services.gateway.domain import access, uplink
 from services.gateway.domain.views import STATUS_BY_EVENT, audit_entry_view, lookup_view
 from services.gateway.replies import Requests
 from services.gateway.storage.audit import AuditStore, Entry
@@ -84,12 +86,26 @@ class PersonUnknown(Exception):
     """A look-up of a person no bureau registered: answered 404 UNKNOWN_PERSON."""
 
 
+class UplinkClosed(Exception):
+    """No GATEWAY_SMS_UPLINK_KEY is configured: the uplink endpoint does not exist (404)."""
+
+
+class UplinkTooLarge(Exception):
+    """An uplink callback's body over 4 KiB: answered 413."""
+
+
+class UplinkUnsigned(Exception):
+    """An uplink callback whose X-Signature is missing or wrong: answered 401."""
+
+
 class GatewayService:
     def __init__(self, requests: Requests, broker: KafkaBroker, *, command_timeout: float,
-                 query_timeout: float, audit: AuditStore | None = None, gate: ProjectionGate | None = None) -> None:
+                 query_timeout: float, audit: AuditStore | None = None, gate: ProjectionGate | None = None,
+                 uplink_key: bytes | None = None) -> None:
         self._requests, self._broker = requests, broker
         self._command_timeout, self._query_timeout = command_timeout, query_timeout
         self._audit, self._gate = audit, gate
+        self._uplink_key = uplink_key
         self._following: set[asyncio.Task] = set()  # window commands past the wait (_follow)
 
     # -- commands ----------------------------------------------------------------------------------
@@ -100,10 +116,35 @@ class GatewayService:
                                    key=form.beneficiary.id_number, subject=form.grantor.id_number)
 
     async def revoke_binding(self, who: Principal, binding_id: str, form: c.RevocationRequest) -> Decided | Pending:
-        requester = access.revocation_requester(who, form.requested_by)
-        payload = {"binding_id": binding_id, "requested_by": requester, **access.channel_of(who)}
-        return await self._command(who, "revoke_binding", c.REVOKE_BINDING, payload, key=binding_id,
-                                   subject=requester, binding_id=binding_id)
+        return await self._grantor_command(who, "revoke_binding", c.REVOKE_BINDING, binding_id, form.requested_by)
+
+    async def set_limit(self, who: Principal, binding_id: str, form: c.LimitRequest) -> Decided | Pending:
+        """共济限额: SetGrantorLimit (I-4), the limit as a yuan string or null (no limit)."""
+        limit = form.model_dump(mode="json", include={"monthly_limit"})
+        return await self._grantor_command(who, "set_limit", c.SET_GRANTOR_LIMIT, binding_id, form.requested_by,
+                                           limit)
+
+    async def pause_binding(self, who: Principal, binding_id: str, form: c.GrantorRequest) -> Decided | Pending:
+        return await self._grantor_command(who, "pause_binding", c.PAUSE_BINDING, binding_id, form.requested_by)
+
+    async def resume_binding(self, who: Principal, binding_id: str, form: c.GrantorRequest) -> Decided | Pending:
+        return await self._grantor_command(who, "resume_binding", c.RESUME_BINDING, binding_id, form.requested_by)
+
+    async def _grantor_command(self, who: Principal, action: str, event_type: str, binding_id: str,
+                               asked: str | None, fields: dict[str, Any] | None = None) -> Decided | Pending:
+        """A command only the binding's grantor may give, naming the binding (keyed by its id)."""
+        requester = access.grantor_requester(who, asked)
+        payload = {"binding_id": binding_id, **(fields or {}), "requested_by": requester, **access.channel_of(who)}
+        return await self._command(who, action, event_type, payload, key=binding_id, subject=requester,
+                                   binding_id=binding_id)
+
+    async def dispute_payment(self, who: Principal, form: c.DisputeRequest) -> Decided | Pending:
+        """非本人授权: DisputePayment (I-4) by the payment SMS's reference, keyed by the reference;
+        the binding service finds the payment among the grantor's own."""
+        grantor = access.grantor_requester(who, form.grantor_id, field="grantor_id")
+        payload = {"reference": form.reference, "requested_by": grantor, **access.channel_of(who)}
+        return await self._command(who, "dispute_payment", c.DISPUTE_PAYMENT, payload, key=form.reference,
+                                   subject=grantor)
 
     async def change_payment_order(self, who: Principal, binding_id: str,
                                    form: c.PaymentOrderRequest) -> Decided | Pending:
@@ -120,7 +161,9 @@ class GatewayService:
         answer = await self._requests.ask(BINDING_COMMANDS, key, event_type, payload, event_id=command_id,
                                           timeout_seconds=self._command_timeout)
         result: Decided | Pending = Pending(command_id)
-        if answer is not None and answer.get("event_type") in c.OUTCOME_TYPES:
+        # The command's own outcome, or its refusal. Anything else first (a BindingPaused a dispute
+        # also causes) leaves the command pending: its recorded outcome can be asked for.
+        if answer is not None and answer.get("event_type") in (c.OUTCOME_OF[event_type], c.BINDING_REJECTED):
             result = Decided(answer["event_type"], answer["payload"])
         log.info("%s %s: %s", event_type, shown(command_id), result.status)
         if who.at_window:
@@ -163,12 +206,37 @@ class GatewayService:
                 return await self._audit_command(who, action, command_id, subject, binding_id, decided, at)
         log.info("%s %s still has no outcome; its audit entry stays pending", action, shown(command_id))
 
+    # -- the SMS provider's uplink (I-6) ---------------------------------------------------------------
+    async def sms_reply(self, body: bytes, given_signature: str | None) -> c.SmsReplyReceived:
+        """A grantor's SMS reply, called in by the provider: checked to be the provider's (the
+        HMAC of the raw bytes, before anything reads them), read strictly, and put on sms.uplink
+        (key: message_id) for notify, which knows who the phone is. Raises pydantic's
+        ValidationError for a signed body that is not a reply. The phone and the text are never logged."""
+        if self._uplink_key is None:
+            raise UplinkClosed()
+        if len(body) > uplink.MAX_BODY_BYTES:
+            raise UplinkTooLarge()
+        if not uplink.signed(self._uplink_key, body, given_signature):
+            raise UplinkUnsigned()
+        inbound = c.SmsInbound.model_validate_json(body)
+        reply = c.SmsReplyReceived(**inbound.model_dump())
+        await self._broker.publish(envelope.seal(c.SMS_REPLY_RECEIVED, reply, event_id=uplink.event_id(
+            reply.message_id)), SMS_UPLINK, key=reply.message_id.encode())
+        log.info("SMS reply %s put on %s", shown(reply.message_id), SMS_UPLINK)
+        return reply
+
     # -- queries -----------------------------------------------------------------------------------
     async def bindings_of(self, who: Principal, person_id: str, role: str | None) -> dict[str, Any]:
         access.check_may_see(who, person_id)
         payload: dict[str, Any] = {"person_id": person_id} | ({"role": role} if role else {})
         return await self._query(who, "list_bindings", BINDING_COMMANDS, person_id, c.QUERY_BINDINGS, payload,
                                  c.BINDINGS_LISTED, subject=person_id)
+
+    async def disputes_of(self, who: Principal, person_id: str) -> dict[str, Any]:
+        """A grantor's disputes (QueryDisputes, I-4); an app token only its own person's."""
+        access.check_may_see(who, person_id)
+        return await self._query(who, "list_disputes", BINDING_COMMANDS, person_id, c.QUERY_DISPUTES,
+                                 {"person_id": person_id}, c.DISPUTES_LISTED, subject=person_id)
 
     async def consumption_of(self, who: Principal, grantor_id: str, date_from: date, date_to: date) -> dict[str, Any]:
         access.check_may_see(who, grantor_id)

@@ -19,6 +19,7 @@ from shared import topics as t
 from shared.devstack import free_port
 from shared.envelope import seal
 from shared.identity import mask_id_number
+from shared.references import payment_reference
 from shared.tokens import mint
 from tests.support import (ROOT, ServiceProcess, body, charge_submitted, china_today, command, eventually,
                            institution_registered, payload_of, person_registered, wait_registered)
@@ -133,6 +134,22 @@ class Counter:
         r = await self.http.post("/v1/bindings", json=form, headers=auth(WINDOW))
         assert r.status_code == 201, r.json()
         return r.json()["outcome"]["binding_id"]
+
+    async def hospital(self) -> None:
+        """The test's hospital, registered by its bureau (settlement knows it)."""
+        await self.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered",
+                                                        institution_registered(HOSPITAL, REGION, "宝鸡测试医院")),
+                            key=HOSPITAL)
+        await eventually(lambda: self.redis.hget("stl:inst", HOSPITAL), 30, "the hospital registered")
+
+    async def settle(self, patient: dict, fen: int) -> dict:
+        """A charge of the patient's at the test's hospital, settled; returns the ChargeSubmitted."""
+        charge = charge_submitted(patient, HOSPITAL, REGION, fen)
+        await self.bus.send(t.HIS_CHARGES, command("ChargeSubmitted", charge), key=patient["person_id"])
+        [settled] = await self.bus.watchers[t.SETTLEMENT_RESULTS].wait_for(
+            lambda r: payload_of(r).get("charge_id") == charge["charge_id"])
+        assert body(settled)["event_type"] == "ChargeSettled", payload_of(settled)
+        return charge
 
     def row(self, binding_id: str):
         return self.page.locator(f'#lookup-bindings tr[data-binding-id="{binding_id}"]')
@@ -414,19 +431,16 @@ async def test_revoke_is_confirmed_for_the_grantor_and_the_binding_shows_revoked
 
 async def test_a_grantors_consumption_shows_totals_by_beneficiary_and_prints(counter):
     page = counter.page
-    await counter.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered",
-                                                       institution_registered(HOSPITAL, REGION, "宝鸡测试医院")),
-                           key=HOSPITAL)
-    await eventually(lambda: counter.redis.hget("stl:inst", HOSPITAL), 30, "the hospital registered")
+    await counter.hospital()
     son = await counter.person(balance="500.00")
     father = await counter.person(region=REGION, scheme="resident")
-    await counter.bind(son, father)
+    binding = await counter.bind(son, father)
+    r = await counter.http.put(f"/v1/bindings/{binding}/limit", json={"monthly_limit": "100.00",
+                                                                       "requested_by": son["person_id"]},
+                               headers=auth(WINDOW))
+    assert r.status_code == 200, r.json()
     for fen in (1230, 4560):
-        charge = charge_submitted(father, HOSPITAL, REGION, fen)
-        await counter.bus.send(t.HIS_CHARGES, command("ChargeSubmitted", charge), key=father["person_id"])
-        [settled] = await counter.bus.watchers[t.SETTLEMENT_RESULTS].wait_for(
-            lambda r, cid=charge["charge_id"]: payload_of(r).get("charge_id") == cid)
-        assert body(settled)["event_type"] == "ChargeSettled", payload_of(settled)
+        await counter.settle(father, fen)
 
     await page.add_init_script("window.print = () => { document.body.dataset.printed = 'yes'; };")
     await counter.open(WINDOW)
@@ -448,6 +462,11 @@ async def test_a_grantors_consumption_shows_totals_by_beneficiary_and_prints(cou
     await expect(totals).to_contain_text(mask_id_number(father["person_id"]))
     await expect(totals.locator("td").nth(1)).to_have_text("2")
     await expect(totals.locator("td").nth(2)).to_have_text("57.90")
+    # This month: the limit, what it used and what it has left, and whether the binding is paused.
+    await expect(totals.locator("td").nth(4)).to_have_text("100.00")
+    await expect(totals.locator("td").nth(5)).to_have_text("57.90")
+    await expect(totals.locator("td").nth(6)).to_have_text("42.10")
+    await expect(totals.locator("td").nth(7)).to_have_text("有效")
     await expect(page.locator("#consumption-items tbody tr")).to_have_count(2)
     await counter.shot("consumption")
 
@@ -509,3 +528,124 @@ async def test_a_token_that_expires_mid_session_returns_the_clerk_to_sign_in(cou
     await expect(page.locator("#signin-token-error")).to_contain_text("登录已过期")
     await expect(page.locator("nav")).to_be_hidden()
     assert await page.evaluate("sessionStorage.length") == 0
+
+
+async def test_the_grantor_looked_up_limits_pauses_and_resumes_a_binding_each_confirmed(counter):
+    page = counter.page
+    son = await counter.person()
+    father = await counter.person(region=REGION, scheme="resident")
+    binding = await counter.bind(son, father)
+    await counter.open(WINDOW)
+    await counter.look_up(son, name=son["name"])
+    row = counter.row(binding)
+    await expect(row.locator("td").nth(6)).to_have_text("不限")
+
+    await row.get_by_role("button", name="限额").click()
+    dialog = page.locator("#limit-dialog")
+    await expect(dialog).to_contain_text(binding)
+    await expect(page.locator("#limit-amount")).to_be_focused()
+    await page.keyboard.type("12.345")            # the keyboard alone: Enter confirms
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#limit-amount-error")).to_contain_text("最多两位小数")
+    await page.locator("#limit-amount").fill("500")
+    await counter.shot("limit-set")
+    await page.keyboard.press("Enter")
+    await expect(dialog).to_be_hidden()
+    await expect(row.locator("td").nth(6)).to_have_text("500.00 元")
+    await expect(page.locator("#status")).to_contain_text("每月限额已设为 500.00 元")
+    [sent] = await counter.bus.watchers[t.BINDING_COMMANDS].wait_for(
+        lambda r: body(r)["event_type"] == "SetGrantorLimit" and payload_of(r).get("binding_id") == binding)
+    assert payload_of(sent) | {"command_id": None} == {
+        "binding_id": binding, "monthly_limit": "500.00", "requested_by": son["person_id"], "channel": "window",
+        "clerk_id": "clerk-bj-0001", "command_id": None}
+
+    await row.get_by_role("button", name="暂停").click()
+    pause = page.locator("#pause-dialog")
+    await expect(pause).to_contain_text("暂停后，授权者的个人账户不再为使用者支付")
+    await expect(page.locator("#pause-cancel")).to_be_focused()   # the safe choice has the focus
+    await page.keyboard.press("Escape")
+    await expect(pause).to_be_hidden()
+    await expect(row).to_contain_text("有效")
+    await row.get_by_role("button", name="暂停").click()
+    await counter.shot("pause-confirm")
+    await page.get_by_role("button", name="确认暂停").click()
+    await expect(pause).to_be_hidden()
+    await expect(row.locator("td").nth(5)).to_have_text("已暂停")
+    await expect(page.locator("#status")).to_contain_text(f"绑定 {binding} 已暂停")
+    await counter.shot("paused")
+
+    await row.get_by_role("button", name="恢复").click()
+    await expect(pause).to_contain_text("恢复后")
+    await page.get_by_role("button", name="确认恢复").click()
+    await expect(row.locator("td").nth(5)).to_have_text("有效")
+    await row.get_by_role("button", name="限额").click()
+    await page.get_by_role("button", name="取消限额（不限）").click()
+    await expect(dialog).to_be_hidden()
+    await expect(row.locator("td").nth(6)).to_have_text("不限")
+
+    # From the beneficiary's side only the grantor's own decisions are missing.
+    await counter.look_up(father)
+    await expect(counter.row(binding).get_by_role("button", name="暂停")).to_have_count(0)
+    await expect(counter.row(binding).get_by_role("button", name="限额")).to_have_count(0)
+
+    await counter.tab("操作记录")
+    rows = page.locator("#audit-list tbody tr")
+    await expect(rows.filter(has_text="设置限额")).to_have_count(2)
+    await expect(rows.filter(has_text="暂停共济")).to_have_count(1)
+    await expect(rows.filter(has_text="恢复共济")).to_have_count(1)
+
+
+async def test_a_dispute_by_the_sms_reference_pauses_the_binding_and_is_listed_with_the_grantors(counter):
+    page = counter.page
+    await counter.hospital()
+    son = await counter.person(balance="200.00")
+    father = await counter.person(region=REGION, scheme="resident")
+    binding = await counter.bind(son, father)
+    charge = await counter.settle(father, 2345)
+    reference = payment_reference(HOSPITAL, charge["charge_id"], son["person_id"])
+
+    await counter.open(WINDOW)
+    await counter.look_up(son, name=son["name"])
+    await page.get_by_role("button", name="此人的非本人授权争议").click()
+    await expect(page.get_by_role("heading", name="非本人授权争议")).to_be_visible()
+    await expect(page.locator("#dispute-grantor")).to_have_value(son["person_id"])
+    await expect(page.locator("#disputes-none")).to_be_visible()
+
+    await page.locator("#dispute-reference").fill("7K2P")                       # caught on the page
+    await page.locator("#dispute-reference").press("Enter")
+    await expect(page.locator("#dispute-reference-error")).to_contain_text("8位字母数字")
+    unknown = payment_reference(HOSPITAL, "C-never-charged", son["person_id"])
+    await page.locator("#dispute-reference").fill(unknown)                      # refused by the platform
+    await page.locator("#dispute-reference").press("Enter")
+    await expect(page.locator("#dispute-reference-error")).not_to_be_empty()
+    await expect(page.locator("#dispute-reference")).to_have_attribute("aria-invalid", "true")
+    await counter.shot("dispute-unknown-reference")
+
+    await page.locator("#dispute-reference").fill(f"bf {reference.lower()}")   # as the SMS reply form
+    await page.get_by_role("button", name="提交争议并暂停").click()
+    result = page.locator("#dispute-result")
+    await expect(result).to_contain_text("争议已受理")
+    await expect(result).to_contain_text(f"绑定 {binding} 已暂停")
+    await expect(result).to_contain_text("23.45")
+    listed = page.locator("#disputes-list tbody tr")
+    await expect(listed).to_have_count(1)
+    await expect(listed).to_contain_text(reference)
+    await expect(listed).to_contain_text("核查中")
+    await expect(listed).to_contain_text(mask_id_number(father["person_id"]))
+    await counter.shot("dispute-opened")
+    [sent] = await counter.bus.watchers[t.BINDING_COMMANDS].wait_for(
+        lambda r: body(r)["event_type"] == "DisputePayment" and payload_of(r).get("reference") == reference)
+    assert (payload_of(sent)["requested_by"], payload_of(sent)["channel"]) == (son["person_id"], "window")
+
+    await page.get_by_role("button", name="English").click()
+    await expect(page.get_by_role("heading", name="Payments disputed as not authorised")).to_be_visible()
+    await expect(listed).to_contain_text("being checked")
+    await counter.shot("dispute-opened-english")
+    await page.get_by_role("button", name="中文").click()
+
+    await counter.look_up(son, name=son["name"])
+    await expect(counter.row(binding).locator("td").nth(5)).to_have_text("已暂停")
+    await counter.row(binding).get_by_role("button", name="恢复").click()
+    await page.get_by_role("button", name="确认恢复").click()
+    await expect(page.locator("#pause-error")).not_to_be_empty()             # DISPUTE_OPEN, in the platform's words
+    await expect(page.locator("#pause-dialog")).to_be_visible()

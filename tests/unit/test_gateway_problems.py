@@ -12,6 +12,8 @@ from services.gateway.domain.problems import own_refusal, plain, reason_for_erro
     ("OUTSIDE_PROVINCE", 422), ("SELF_BINDING", 422), ("RELATION_NOT_ALLOWED", 422),
     ("GRANTOR_NOT_EMPLOYEE", 422), ("INVALID_DATES", 422), ("NOTICE_NOT_ACCEPTED", 422),
     ("SIGNATURE_MISSING", 422), ("INVALID_COMMAND", 422), ("A_CODE_ADDED_LATER", 422),
+    ("ALREADY_PAUSED", 409), ("NOT_PAUSED", 409), ("DISPUTE_OPEN", 409), ("ALREADY_DISPUTED", 409),
+    ("UNKNOWN_REFERENCE", 404), ("INVALID_LIMIT", 422),
 ])
 def test_each_reason_code_has_its_status(reason, status):
     assert status_for(reason) == status
@@ -45,6 +47,7 @@ def test_the_gateways_own_refusal_says_where_and_keeps_the_contracts_messages():
     (["invalid_id_number", "invalid_phone"], "INVALID_COMMAND"),
     (["missing"], "INVALID_COMMAND"),
     (["int_type", "invalid_id_number"], "INVALID_COMMAND"),
+    (["invalid_limit"], "INVALID_LIMIT"),
 ])
 def test_a_validation_failure_gets_a_specific_reason_only_when_every_error_is_of_that_kind(errors, reason):
     assert reason_for_errors(errors) == reason

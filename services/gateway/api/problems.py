@@ -16,7 +16,9 @@ from aiokafka.errors import KafkaError
 from services.gateway.domain.access import Forbidden, RequesterMissing
 from services.gateway.domain.problems import Problem, own_refusal, plain, reason_for_errors
 from services.gateway.replies import UnreadableReply
-from services.gateway.usecases import NotAnswered, OutcomeUnknown, PersonUnknown, RefusedUpstream
+from services.gateway.domain.uplink import MAX_BODY_BYTES as UPLINK_MAX_BYTES
+from services.gateway.usecases import (NotAnswered, OutcomeUnknown, PersonUnknown, RefusedUpstream, UplinkClosed,
+                                       UplinkTooLarge, UplinkUnsigned)
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -63,6 +65,11 @@ def install(app: FastAPI) -> None:
         OutcomeUnknown: lambda e: plain(404, "Not Found", "No outcome is recorded for this command: it is "
                                                           "unknown, or not decided yet (retry shortly)."),
         PersonUnknown: lambda e: own_refusal("UNKNOWN_PERSON", status=404),
+        UplinkClosed: lambda e: plain(404, "Not Found", "Not Found"),
+        UplinkTooLarge: lambda e: plain(413, "Content Too Large", f"An uplink body holds at most {UPLINK_MAX_BYTES} "
+                                                                  "bytes."),
+        UplinkUnsigned: lambda e: plain(401, "Unauthorized", "X-Signature is not the body's HMAC-SHA256 under the "
+                                                             "uplink key."),
         KafkaError: lambda e: plain(503, "Service Unavailable", "The platform's broker cannot be reached; retry."),
     }
     for kind, to_problem in answers.items():

@@ -6,8 +6,10 @@ from dataclasses import replace
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from shared import envelope
 from shared.identity import IdNumber
@@ -17,15 +19,16 @@ from services.gateway.api.auth import principal
 from services.gateway.api.problems import PROBLEM_JSON, ProblemRaised, problem_response
 from services.gateway.domain import paging
 from services.gateway.domain.problems import own_refusal, refusal
-from services.gateway.domain.views import bindings_view, me_view, outcome_view
+from services.gateway.domain.views import bindings_view, disputes_view, me_view, outcome_view
 from services.gateway.usecases import Decided, GatewayService, Pending
 
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     words = {400: "Malformed request", 401: "Missing, invalid or expired token",
              403: "The token may not reach this person or binding (or NOT_GRANTOR)",
-             404: "Not found (BINDING_NOT_FOUND, UNKNOWN_PERSON, or no outcome recorded)",
-             409: "Conflicts with an existing binding (DUPLICATE_BINDING, TOO_MANY_GRANTORS, PAYMENT_ORDER_TAKEN)",
+             404: "Not found (BINDING_NOT_FOUND, UNKNOWN_REFERENCE, UNKNOWN_PERSON, or no outcome recorded)",
+             409: "Conflicts with an existing binding or its state (DUPLICATE_BINDING, TOO_MANY_GRANTORS, "
+                  "PAYMENT_ORDER_TAKEN, ALREADY_PAUSED, NOT_PAUSED, DISPUTE_OPEN, ALREADY_DISPUTED)",
              413: "Body over 64 KiB", 422: "Refused: invalid request or a binding rule (reason_code)",
              500: "A defect (PLATFORM_ERROR from the binding service, or the gateway's own)",
              502: "A service refused or garbled the gateway's request", 503: "Kafka unreachable",
@@ -36,6 +39,7 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 _COMMAND_ERRORS = _problems(401, 403, 404, 409, 413, 422, 500, 503)
 _QUERY_ERRORS = _problems(401, 403, 422, 502, 503, 504)
+_PENDING = {202: {"model": c.CommandAccepted, "description": "Still pending"}}
 PersonId = Annotated[IdNumber, Path(description="18-character resident ID number.",
                                     examples=["610102198503150018"])]
 BindingIdPath = Annotated[c.BindingId, Path(description="The binding's id (BindingCreated.binding_id).",
@@ -72,6 +76,67 @@ def make_router(service: GatewayService) -> APIRouter:
         """Moving to the order the beneficiary's other grantor holds swaps the two. An app token
         asks as its own person, who must be the binding's grantor."""
         return _command_answer(await service.change_payment_order(who, binding_id, form))
+
+    @router.put("/bindings/{binding_id}/limit", response_model=c.CommandOutcome, tags=["bindings"],
+                summary="Set or clear a binding's monthly limit (设置共济限额)",
+                responses={**_PENDING, **_COMMAND_ERRORS})
+    async def set_limit(binding_id: BindingIdPath, form: c.LimitRequest, who: Who) -> Response:
+        """How much the grantor's account may pay for this beneficiary in a calendar month (China
+        time), checked in the same step that debits; `null` clears it, `"0.00"` lets it pay
+        nothing. 200 with the GrantorLimitSet outcome (the limit and the one it replaced);
+        INVALID_LIMIT (422) outside 0.00 to 1000000.00; NOT_GRANTOR (403) for anyone but the grantor."""
+        return _command_answer(await service.set_limit(who, binding_id, form))
+
+    @router.post("/bindings/{binding_id}/pause", response_model=c.CommandOutcome, tags=["bindings"],
+                 summary="Pause a binding (暂停共济)", responses={**_PENDING, **_COMMAND_ERRORS})
+    async def pause_binding(binding_id: BindingIdPath, form: c.GrantorRequest, who: Who) -> Response:
+        """The binding pays nothing until resumed (the waterfall goes on to the next grantor or
+        cash); it is not revoked. ALREADY_PAUSED (409) when it is paused."""
+        return _command_answer(await service.pause_binding(who, binding_id, form))
+
+    @router.post("/bindings/{binding_id}/resume", response_model=c.CommandOutcome, tags=["bindings"],
+                 summary="Resume a paused binding (恢复共济)", responses={**_PENDING, **_COMMAND_ERRORS})
+    async def resume_binding(binding_id: BindingIdPath, form: c.GrantorRequest, who: Who) -> Response:
+        """NOT_PAUSED (409) when it is not paused; DISPUTE_OPEN (409) while a dispute of one of
+        its payments awaits the bureau's decision."""
+        return _command_answer(await service.resume_binding(who, binding_id, form))
+
+    @router.post("/disputes", status_code=201, response_model=c.CommandOutcome, tags=["disputes"],
+                 summary="Dispute a payment: not authorised by me (非本人授权)",
+                 responses={**_PENDING, **_COMMAND_ERRORS})
+    async def dispute_payment(form: c.DisputeRequest, who: Who) -> Response:
+        """The grantor names a payment by the reference its SMS printed. The binding that paid
+        is paused at once and the bureau is told (FraudSuspected); the dispute is then decided
+        by the bureau (GET /v1/persons/{person_id}/disputes). An app token disputes as its own
+        person; a window names the grantor in `grantor_id`. 201 with DisputeOpened;
+        UNKNOWN_REFERENCE (404) for no such payment from this grantor in the last 90 days;
+        ALREADY_DISPUTED (409)."""
+        return _command_answer(await service.dispute_payment(who, form), created=True)
+
+    @router.get("/persons/{person_id}/disputes", response_model=c.DisputesView, tags=["disputes"],
+                summary="A grantor's disputes (非本人授权争议)", responses=_QUERY_ERRORS)
+    async def disputes_of(person_id: PersonId, who: Who) -> Any:
+        """Each dispute the person opened as grantor, open or decided (upheld: the payment is
+        refunded through the institution; dismissed: the grantor may resume the binding)."""
+        return disputes_view(await service.disputes_of(who, person_id))
+
+    @router.post("/sms/inbound", status_code=202, response_model=c.SmsAccepted, tags=["sms"],
+                 summary="The SMS provider's uplink callback (上行短信)",
+                 responses={**_problems(401, 404, 413, 422, 503)},
+                 openapi_extra={"security": [], "requestBody": {"required": True, "content": {
+                     "application/json": {"schema": c.SmsInbound.model_json_schema()}}}})
+    async def sms_inbound(request: Request, x_signature: Annotated[str | None, Header(
+            alias="X-Signature", description="Hex HMAC-SHA256 of the raw body under GATEWAY_SMS_UPLINK_KEY.")
+                          ] = None) -> Any:
+        """A grantor's reply to a platform SMS (e.g. "BF 7K2P9QXM" disputes that payment), as
+        the provider calls it in: no bearer token, the body (at most 4 KiB) signed instead.
+        Put on sms.uplink for notify; 202 once the broker has it. 401 for a missing or wrong
+        signature; 404 while GATEWAY_SMS_UPLINK_KEY is not set."""
+        try:
+            reply = await service.sms_reply(await request.body(), x_signature)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
+        return JSONResponse({"message_id": reply.message_id, "status": "accepted"}, status_code=202)
 
     @router.get("/persons/{person_id}/bindings", response_model=c.BindingsView, tags=["queries"],
                 summary="A person's bindings, as grantor (授权者) and as beneficiary (使用者)",

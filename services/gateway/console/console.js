@@ -1,5 +1,5 @@
-// The service-window console (经办窗口): a clerk binds, unbinds and looks up consumption for
-// people at the counter. Plain ES module, no framework, no build step; it speaks only to the
+// The service-window console (经办窗口): a clerk binds, unbinds, limits, pauses and resumes
+// bindings, files a grantor's "not me" dispute and looks up consumption for people at the counter. Plain ES module, no framework, no build step; it speaks only to the
 // gateway's /v1 API with the clerk's bearer token (kept in sessionStorage, never in the URL).
 // Every value from the API is written with textContent (never as HTML), ID numbers are shown
 // masked as the API returns them, and nothing about a person is written to the browser console.
@@ -8,7 +8,7 @@ import { REASONS, REGIONS, TEXTS } from "./texts.js";
 
 const TOKEN_KEY = "fma.console.token";
 const LANG_KEY = "fma.console.lang";
-const SCREENS = ["lookup", "create", "consumption", "audit"];
+const SCREENS = ["lookup", "create", "consumption", "disputes", "audit"];
 const AUDIT_PAGE_SIZE = 50;
 const AUDIT_REFRESH_MS = 5000;     // the audit projection lags the action by a moment
 const POLL_MS = 1000, POLL_TRIES = 60;
@@ -27,6 +27,7 @@ const state = {
   lookup: null,        // {id, name, person, bindings}
   create: { digest: null, digestNote: null, pending: null, result: null },
   consumption: null,   // {person, view}
+  disputes: { grantor: null, listed: null, opened: null },
   audit: { page: 1, data: null },
   dialog: null,        // the binding a dialog acts on, and what it needs
 };
@@ -223,6 +224,7 @@ function signOut(why) {
   sessionStorage.removeItem(TOKEN_KEY);
   // Nothing about the people served stays on the page for the next clerk.
   state.lookup = state.consumption = null;
+  state.disputes = { grantor: null, listed: null, opened: null };
   state.audit = { page: 1, data: null };
   state.create = { digest: null, digestNote: null, pending: null, result: null };
   state.errors = {};
@@ -297,9 +299,12 @@ function bindingStatus(b) {
   if (b.status !== "active") return b.status === "revoked" ? "revoked" : b.status;
   const today = chinaDay();
   if (b.end_date < today) return "ended";
+  if (b.paused) return "paused";
   if (b.start_date > today) return "future";
   return "active";
 }
+
+const yuanOrNone = (amount) => (amount == null ? t("b.no_limit") : t("p.yuan", { amount }));
 
 function facts(dl, rows) {
   dl.replaceChildren();
@@ -350,6 +355,7 @@ function renderLookup() {
     [t("p.balance"), balance, verified ? "" : "muted"],
   ]);
   $("lookup-consumption").hidden = !(verified && L.bindings.some((b) => b.role === "grantor"));
+  $("lookup-disputes").hidden = !L.bindings.some((b) => b.role === "grantor");
   const table = $("lookup-bindings");
   const body = table.querySelector("tbody");
   body.replaceChildren();
@@ -363,11 +369,17 @@ function renderLookup() {
     cell(tr, String(b.payment_order), "num");
     cell(tr, t("b.date_range", { start: b.start_date, end: b.end_date }));
     cell(tr, TEXTS.zh[`b.${status}`] ? t(`b.${status}`) : status, `status-${status}`);
+    cell(tr, yuanOrNone(b.monthly_limit), "num limit");
     cell(tr, b.binding_id, "mono small");
     const actions = cell(tr, "", "actions");
-    if (status === "active" || status === "future") {
-      actions.append(button(t("b.change_order"), () => openOrder(b), "secondary"),
-                     button(t("b.revoke"), () => openRevoke(b), "danger"));
+    if (["active", "future", "paused"].includes(status)) {
+      actions.append(button(t("b.change_order"), () => openOrder(b), "secondary"));
+      if (b.role === "grantor") {   // the grantor's own decisions: the person looked up is the grantor
+        actions.append(button(t("b.set_limit"), () => openLimit(b), "secondary"),
+                       b.paused ? button(t("b.resume"), () => openPause(b, "resume"), "secondary")
+                                : button(t("b.pause"), () => openPause(b, "pause"), "secondary"));
+      }
+      actions.append(button(t("b.revoke"), () => openRevoke(b), "danger"));
     }
     body.append(tr);
   }
@@ -423,6 +435,81 @@ async function confirmRevoke() {
   $("revoke-dialog").close();
   state.dialog = null;
   announce(M("revoke.done", { id: b.binding_id }));
+  await refreshBindings();
+}
+
+// -- 8. a monthly limit, and 9. pause or resume (the grantor looked up; confirmed in a dialog) -----------
+const LIMIT = /^(0|[1-9]\d{0,6})(\.\d{1,2})?$/;
+
+function openLimit(b) {
+  state.dialog = { kind: "limit", binding: b };
+  $("limit-form").reset();
+  $("limit-amount").value = b.monthly_limit ?? "";
+  showErrors("limit", []);
+  renderLimit();
+  $("limit-dialog").showModal();
+  $("limit-amount").focus();
+}
+
+function renderLimit() {
+  const d = state.dialog;
+  if (!d || d.kind !== "limit") return;
+  facts($("limit-facts"), [...bindingFacts(d.binding).rows, [t("limit.current"), yuanOrNone(d.binding.monthly_limit)]]);
+  $("limit-clear").disabled = d.binding.monthly_limit == null;
+}
+
+async function confirmLimit(clear = false) {
+  const b = state.dialog.binding;
+  const amount = $("limit-amount").value.trim();
+  if (!clear && (!LIMIT.test(amount) || Number(amount) > 1000000)) {
+    return showErrors("limit", [{ slot: "limit-amount", message: M(amount ? "v.limit" : "v.required") }]);
+  }
+  const limit = clear ? null : amount;
+  await grantorCommand("limit", "PUT", `/v1/bindings/${encodeURIComponent(b.binding_id)}/limit`,
+                       { monthly_limit: limit }, (res) => {
+    const set = res.data.outcome?.monthly_limit ?? limit;
+    return set == null ? M("limit.cleared", { id: b.binding_id })
+                       : M("limit.done", { id: b.binding_id, limit: t("p.yuan", { amount: set }) });
+  }, { INVALID_LIMIT: "limit-amount" });
+}
+
+function openPause(b, kind) {
+  state.dialog = { kind, binding: b };
+  showErrors("pause", []);
+  renderPause();
+  $("pause-dialog").showModal();
+  $("pause-cancel").focus();          // the safe choice has the focus
+}
+
+function renderPause() {
+  const d = state.dialog;
+  if (!d || !["pause", "resume"].includes(d.kind)) return;
+  $("pause-h").textContent = t(`${d.kind}.title`);
+  $("pause-warning").textContent = t(`${d.kind}.warning`);
+  const confirm = $("pause-confirm");
+  confirm.textContent = t(`${d.kind}.confirm`);
+  confirm.className = d.kind === "pause" ? "danger" : "";
+  facts($("pause-facts"), [...bindingFacts(d.binding).rows, [t("b.limit"), yuanOrNone(d.binding.monthly_limit)]]);
+}
+
+async function confirmPause() {
+  const { kind, binding: b } = state.dialog;
+  await grantorCommand("pause", "POST", `/v1/bindings/${encodeURIComponent(b.binding_id)}/${kind}`, {},
+                       () => M(`${kind}.done`, { id: b.binding_id }));
+}
+
+/** A command the grantor looked up gives on one of his or her bindings, from a dialog. */
+async function grantorCommand(form, method, path, body, done, slots = {}) {
+  busy(`${form}-form`, true);
+  const res = await decided(await api(method, path, { ...body, requested_by: state.lookup.id }));
+  busy(`${form}-form`, false);
+  if (!res.ok) {
+    const slot = slots[res.data?.reason_code] || form;
+    return showErrors(form, [{ slot, message: problemOf(res) }]);
+  }
+  $(`${form}-dialog`).close();
+  state.dialog = null;
+  announce(done(res));
   await refreshBindings();
 }
 
@@ -749,6 +836,11 @@ function renderConsumption() {
     cell(tr, String(b.payments), "num");
     cell(tr, b.total_paid, "num");
     cell(tr, b.total_refunded, "num");
+    const told = "used_this_month" in b;   // a settlement that tells the month's limit (I-7)
+    cell(tr, told ? b.monthly_limit ?? t("b.no_limit") : "—", "num");
+    cell(tr, b.used_this_month ?? "—", "num");
+    cell(tr, told ? b.left_this_month ?? t("b.no_limit") : "—", "num");
+    cell(tr, b.paused ? t("b.paused") : b.paused === false ? t("b.active") : "—", b.paused ? "status-paused" : "");
     totals.append(tr);
   }
   const items = $("consumption-items").querySelector("tbody");
@@ -776,6 +868,109 @@ function consumptionOfLookedUp() {
   $("consumption-name").value = state.lookup.name;
   location.hash = "#consumption";
   loadConsumption();
+}
+
+// -- 7. "not me" disputes -------------------------------------------------------------------------------
+const REFERENCE = /^(BF)?[0-9A-HJKMNP-TV-Z]{8}$/;
+
+/** The reference as the SMS printed it, read as the platform reads it (O is 0; I and L are 1). */
+function normalReference(value) {
+  return value.toUpperCase().replace(/[\s\-]+/g, "").replace(/O/g, "0").replace(/[IL]/g, "1");
+}
+
+function disputeGrantor() {
+  const id = normalId($("dispute-grantor").value);
+  return validId(id) ? id : null;
+}
+
+async function submitDispute() {
+  const grantor = disputeGrantor();
+  const reference = normalReference($("dispute-reference").value);
+  const errors = [];
+  if (!grantor) errors.push({ slot: "dispute-grantor", message: M($("dispute-grantor").value.trim() ? "v.id" : "v.required") });
+  if (!REFERENCE.test(reference)) {
+    errors.push({ slot: "dispute-reference", message: M(reference ? "v.reference" : "v.required") });
+  }
+  state.disputes.opened = null;
+  renderDisputes();
+  if (errors.length) return showErrors("disputes", errors);
+  showErrors("disputes", []);
+  busy("dispute-form", true);
+  try {
+    const res = await decided(await api("POST", "/v1/disputes", { reference, grantor_id: grantor }));
+    if (!res.ok) {
+      const code = res.data?.reason_code;
+      const slot = code === "NOT_GRANTOR" ? "dispute-grantor"
+        : ["UNKNOWN_REFERENCE", "ALREADY_DISPUTED", "INVALID_COMMAND"].includes(code) ? "dispute-reference" : "dispute";
+      return showErrors("disputes", [{ slot, message: problemOf(res) }]);
+    }
+    if (res.status === 202) return announce(M("create.pending_timeout", { command: res.data.command_id }));
+    state.disputes.opened = res.data.outcome;
+    $("dispute-reference").value = "";
+    await listDisputes(grantor);
+    $("dispute-result").focus();
+  } finally {
+    busy("dispute-form", false);
+  }
+}
+
+async function listDisputes(grantor = disputeGrantor()) {
+  if (!grantor) {
+    return showErrors("disputes", [{ slot: "dispute-grantor", message: M($("dispute-grantor").value.trim() ? "v.id" : "v.required") }]);
+  }
+  if (!state.disputes.opened) showErrors("disputes", []);
+  const res = await api("GET", `/v1/persons/${encodeURIComponent(grantor)}/disputes`);
+  if (!res.ok) return showErrors("disputes", [{ slot: "dispute", message: problemOf(res) }]);
+  state.disputes.grantor = res.data.person_id;
+  state.disputes.listed = res.data.disputes;
+  renderDisputes();
+}
+
+function renderDisputes() {
+  const D = state.disputes;
+  const box = $("dispute-result");
+  box.replaceChildren();
+  const o = D.opened;
+  if (o) {
+    const h = document.createElement("h3");
+    h.textContent = t("disputes.done");
+    const id = document.createElement("p");
+    id.textContent = t("disputes.done_id", { id: o.dispute_id });
+    const line = document.createElement("p");
+    line.textContent = t("disputes.done_line", { reference: o.reference, amount: o.amount, institution: o.institution_code,
+                                                 charge: o.charge_id, beneficiary: o.beneficiary_id, binding: o.binding_id });
+    box.append(h, id, line);
+  }
+  box.hidden = !o;
+  $("disputes-result").hidden = !D.listed;
+  if (!D.listed) return;
+  $("disputes-of").textContent = t("disputes.of", { grantor: D.grantor });
+  const body = $("disputes-list").querySelector("tbody");
+  body.replaceChildren();
+  for (const d of D.listed) {
+    const tr = document.createElement("tr");
+    tr.dataset.dispute = d.dispute_id;
+    cell(tr, chinaTime(d.opened_at));
+    cell(tr, d.reference, "mono");
+    cell(tr, d.amount, "num");
+    cell(tr, d.beneficiary_id, "mono");
+    cell(tr, d.institution_code);
+    cell(tr, d.charge_id, "mono small");
+    cell(tr, d.binding_id, "mono small");
+    cell(tr, TEXTS.zh[`ds.${d.status}`] ? t(`ds.${d.status}`) : d.status, `dispute-${d.status}`);
+    cell(tr, d.decided_at ? chinaTime(d.decided_at) : "");
+    body.append(tr);
+  }
+  $("disputes-list").hidden = !D.listed.length;
+  $("disputes-none").hidden = D.listed.length > 0;
+}
+
+/** From a look-up of a grantor: his or her disputes, and the form ready for a new one. */
+function disputesOfLookedUp() {
+  $("dispute-grantor").value = state.lookup.id;
+  location.hash = "#disputes";
+  listDisputes(state.lookup.id);
+  $("dispute-reference").focus();
 }
 
 // -- 6. audit -----------------------------------------------------------------------------------------
@@ -870,6 +1065,9 @@ function renderAll() {
   renderAudit();
   renderRevoke();
   renderOrder();
+  renderLimit();
+  renderPause();
+  renderDisputes();
   for (const form of Object.keys(state.errors)) paintErrors(form);
   $("status").textContent = say(state.status);
 }
@@ -903,6 +1101,14 @@ function start() {
   onSubmit("audit-form", () => loadAudit(1));
   onSubmit("revoke-form", confirmRevoke);
   onSubmit("order-form", confirmOrder);
+  onSubmit("limit-form", () => confirmLimit(false));
+  onSubmit("pause-form", confirmPause);
+  onSubmit("dispute-form", submitDispute);
+  $("limit-clear").addEventListener("click", () => confirmLimit(true));
+  $("limit-cancel").addEventListener("click", () => $("limit-dialog").close());
+  $("pause-cancel").addEventListener("click", () => $("pause-dialog").close());
+  $("dispute-list").addEventListener("click", () => listDisputes());
+  $("lookup-disputes").addEventListener("click", disputesOfLookedUp);
   $("lang").addEventListener("click", () => setLanguage(state.lang === "en" ? "zh" : "en"));
   $("sign-out").addEventListener("click", () => signOut(M("signin.signed_out")));
   $("create-scan").addEventListener("change", digestScan);

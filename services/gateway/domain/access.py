@@ -37,16 +37,20 @@ def check_may_grant(principal: Principal, grantor_id: str) -> None:
         raise Forbidden("an app token may create a binding only as its grantor")
 
 
-def revocation_requester(principal: Principal, asked: str | None) -> str:
-    """Who asks to end a binding: the app's person (the binding service then refuses NOT_GRANTOR
-    unless that is the grantor); at a window, the person the clerk names."""
+def grantor_requester(principal: Principal, asked: str | None, field: str = "requested_by") -> str:
+    """Who asks, as a binding's grantor, to end it, limit it, pause or resume it, or to dispute a
+    payment: the app's person (the binding service then refuses NOT_GRANTOR unless that is the
+    grantor); at a window, the person the clerk names in `field`."""
     if principal.role == "app":
         if asked is not None and asked != principal.person_id:
             raise Forbidden("an app token may act only for its own person")
         return principal.person_id  # type: ignore[return-value]
     if asked is None:
-        raise RequesterMissing("a window revocation names requested_by")
+        raise RequesterMissing(f"a window command names {field} (the grantor)")
     return asked
+
+
+revocation_requester = grantor_requester
 
 
 def order_requester(principal: Principal, asked: str | None) -> str | None:

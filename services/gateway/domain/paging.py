@@ -56,9 +56,15 @@ def page_of(rows: list[dict[str, Any]], page: int, page_size: int) -> Page:
     return Page(page, page_size, len(rows), rows[start:start + page_size])
 
 
+# What settlement tells of each beneficiary's binding this month (I-7): passed through as given.
+MONTH_FIELDS = ("binding_id", "monthly_limit", "used_this_month", "left_this_month", "paused")
+
+
 def totals(listed: dict[str, Any]) -> dict[str, Any]:
-    """The range's totals and each beneficiary's, as the settlement service summed them."""
+    """The range's totals and each beneficiary's, as the settlement service summed them, with
+    the binding's limit, what it used and has left this month, and whether it is paused."""
     return {"total_paid": listed.get("total_paid", "0.00"), "total_refunded": listed.get("total_refunded", "0.00"),
             "beneficiaries": [{"beneficiary_id": b["beneficiary_id"], "payments": len(b.get("payments", [])),
-                               "total_paid": b.get("total_paid"), "total_refunded": b.get("total_refunded")}
+                               "total_paid": b.get("total_paid"), "total_refunded": b.get("total_refunded"),
+                               **{k: b[k] for k in MONTH_FIELDS if k in b}}
                               for b in listed.get("beneficiaries", [])]}

@@ -6,9 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# BindingRejected reason codes (contract.md) that say the request collides with what exists.
-CONFLICTS = frozenset({"DUPLICATE_BINDING", "TOO_MANY_GRANTORS", "PAYMENT_ORDER_TAKEN"})
-_STATUS = {"BINDING_NOT_FOUND": 404, "NOT_GRANTOR": 403,
+# BindingRejected reason codes (contract.md) that say the request collides with what exists, or
+# with the binding's state (paused already, not paused, a dispute open, the payment disputed already).
+CONFLICTS = frozenset({"DUPLICATE_BINDING", "TOO_MANY_GRANTORS", "PAYMENT_ORDER_TAKEN", "ALREADY_PAUSED",
+                       "NOT_PAUSED", "DISPUTE_OPEN", "ALREADY_DISPUTED"})
+_STATUS = {"BINDING_NOT_FOUND": 404, "UNKNOWN_REFERENCE": 404, "NOT_GRANTOR": 403,
            # A defect on the platform's side, not a fault of the request: retrying may help.
            "PLATFORM_ERROR": 500}
 _TITLES = {409: "Conflicts with an existing binding", 404: "Not found", 403: "Forbidden",
@@ -21,8 +23,10 @@ OWN_MESSAGES = {
     "INVALID_PHONE": ("手机号码格式不正确", "The mobile phone number is not a valid mainland number."),
     "INVALID_DATES": ("起止日期无效", "The start and end dates are invalid."),
     "UNKNOWN_PERSON": ("未查询到参保信息", "No insurance registration was found for this person."),
+    "INVALID_LIMIT": ("每月共济限额须为0.00至1000000.00元", "The monthly limit must be from 0.00 to 1000000.00 yuan."),
 }
-_OWN_REASON_BY_ERROR = {"invalid_id_number": "INVALID_ID_NUMBER", "invalid_phone": "INVALID_PHONE"}
+_OWN_REASON_BY_ERROR = {"invalid_id_number": "INVALID_ID_NUMBER", "invalid_phone": "INVALID_PHONE",
+                        "invalid_limit": "INVALID_LIMIT"}
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class Problem:
 
 
 def status_for(reason_code: str) -> int:
-    """409 for conflicts, 404 for an unknown binding, 403 for someone not the grantor, 500 for
+    """409 for conflicts, 404 for an unknown binding or reference, 403 for someone not the grantor, 500 for
     the platform's own defect, 422 for every other refusal of the request's content."""
     return 409 if reason_code in CONFLICTS else _STATUS.get(reason_code, 422)
 

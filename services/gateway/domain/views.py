@@ -12,7 +12,9 @@ from services.gateway.domain.access import ROLE_ZH
 
 # The outcome of a command, by the event type that carried it.
 STATUS_BY_EVENT = {"BindingCreated": "created", "BindingRevoked": "revoked",
-                   "PaymentOrderChanged": "payment_order_changed", "BindingRejected": "rejected"}
+                   "PaymentOrderChanged": "payment_order_changed", "GrantorLimitSet": "limit_set",
+                   "BindingPaused": "paused", "BindingResumed": "resumed", "DisputeOpened": "dispute_opened",
+                   "BindingRejected": "rejected"}
 
 
 def masked(value: Any) -> Any:
@@ -33,7 +35,8 @@ def outcome_view(event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def bindings_view(listed: dict[str, Any]) -> dict[str, Any]:
-    """A BindingsListed payload for the API: each binding's role also as 授权者 / 使用者."""
+    """A BindingsListed payload for the API: each binding's role also as 授权者 / 使用者 (its
+    monthly limit and pause, I-4, as the binding service lists them)."""
     return {"person_id": listed.get("person_id"),
             "bindings": [{**b, "role_zh": ROLE_ZH.get(b.get("role"), "")} for b in listed.get("bindings", [])]}
 
@@ -66,6 +69,7 @@ def lookup_view(person: dict[str, Any], account: dict[str, Any] | None) -> dict[
 
 # A command's audited outcome as the audit list shows it; queries keep theirs (answered, ...).
 AUDIT_OUTCOMES = {"created": "accepted", "revoked": "accepted", "payment_order_changed": "accepted",
+                  "limit_set": "accepted", "paused": "accepted", "resumed": "accepted", "dispute_opened": "accepted",
                   "rejected": "refused", "pending": "pending"}
 
 
@@ -73,3 +77,8 @@ def audit_entry_view(entry: dict[str, Any]) -> dict[str, Any]:
     """One audit entry for GET /v1/audit: a command's outcome as accepted, refused or pending."""
     outcome = entry.get("outcome")
     return {**entry, "outcome": AUDIT_OUTCOMES.get(outcome, outcome)}
+
+
+def disputes_view(listed: dict[str, Any]) -> dict[str, Any]:
+    """A DisputesListed payload for the API, every ID number masked (the binding service masks its own)."""
+    return masked({"person_id": listed.get("person_id"), "disputes": listed.get("disputes", [])})
