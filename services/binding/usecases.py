@@ -7,6 +7,11 @@ its commands' outcomes, applied only if its bindings are unchanged since they we
 (compare-and-set). The few beneficiaries that lost a race are read and decided again. Every
 rule stays in domain/rules.py; commands for one beneficiary are decided in order, each on the
 bindings the ones before it left.
+
+Disputes (非本人授权) take part in the same compare-and-set: opening one pauses the binding that
+paid and records the dispute in its beneficiary's commit; a bureau's decision closes it the same
+way. The payment a dispute names is found in a projection of settlement.results kept here
+(`project_payments`), and an unknown reference is answered only once that projection has caught up.
 """
 
 from __future__ import annotations
