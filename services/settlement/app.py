@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 
@@ -12,15 +13,21 @@ from shared.logs import configure_logging
 from shared.observability import Observability
 from shared.regions import all_regions
 from shared.state import make_redis
-from shared.topics import (BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, BUREAU_POSTINGS, HIS_CHARGES, SETTLEMENT_RESULTS,
-                           dead_letter_topic)
+from shared.topics import (BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, BUREAU_POSTINGS, HIS_CHARGES,
+                           SETTLEMENT_RESULTS, dead_letter_topic)
+from shared.topics import HIS_RECONCILIATION
 from services.settlement.config import SettlementSettings
 from services.settlement.handlers.subscribers import SETTLEMENT_QUERIES, register
+from services.settlement.handlers.ledger import ledger_caught_up, register_ledger
+from services.settlement.ledger import Ledger
+from services.settlement.metrics import ReconciliationMetrics
+from services.settlement.storage.ledger import LedgerStore
 from services.settlement.metrics import SettlementMetrics
 from services.settlement.storage.accounts import SettlementStore
 from services.settlement.usecases import SettlementService
 
-CONSUMED = [HIS_CHARGES, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, SETTLEMENT_QUERIES]
+CONSUMED = [HIS_CHARGES, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, SETTLEMENT_QUERIES, BINDING_EVENTS]
+CONSUMED += [HIS_RECONCILIATION]  # 对账 with the HIS (ledger.py); settlement.results is its own output: no DLQ
 TOPICS = [SETTLEMENT_RESULTS, BUREAU_POSTINGS, *CONSUMED, *(dead_letter_topic(t) for t in CONSUMED)]
 
 
@@ -33,10 +40,17 @@ def create_app(settings: SettlementSettings | None = None) -> FastStream:
     store = SettlementStore(redis, [r.code for r in all_regions()],
                             rejection_ttl=settings.settlement_rejection_ttl_days * 86_400,
                             record_ttl=settings.settlement_record_ttl_days * 86_400,
-                            report_ttl=settings.settlement_rejection_ttl_days * 86_400)
+                            report_ttl=settings.settlement_rejection_ttl_days * 86_400,
+                            quote_hold_ms=settings.quote_hold_ms)
     service = SettlementService(store, broker, max_age=timedelta(days=settings.settlement_max_charge_age_days),
                                 metrics=SettlementMetrics(obs.registry))
     gate = register(broker, service, settings)
+    # 对账 with the HIS: the ledger lives as long as a settled charge's record, its reports as refusals.
+    ledger_store = LedgerStore(redis, ledger_ttl=settings.settlement_record_ttl_days * 86_400,
+                               report_ttl=settings.settlement_rejection_ttl_days * 86_400)
+    register_ledger(broker, Ledger(ledger_store, broker, ledger_caught_up(settings),
+                                   keep_days=settings.settlement_record_ttl_days,
+                                   metrics=ReconciliationMetrics(obs.registry)), settings)
     app = FastStream(broker, logger=logging.getLogger("settlement"))
     obs.watch(broker, redis=redis, gate=gate)
     obs.serve_during(app, settings.http_host, settings.http_port)
@@ -44,16 +58,24 @@ def create_app(settings: SettlementSettings | None = None) -> FastStream:
     @app.on_startup
     async def prepare() -> None:
         await store.load_functions()
+        await ledger_store.load_functions()
         await ensure_topics(settings, TOPICS)
         gate.close()
 
+    sweeper: list[asyncio.Task] = []
+
     @app.after_startup
     async def announce() -> None:
+        # 预结算: expired quotes released and every release announced (outbox), in this process
+        sweeper.append(asyncio.create_task(service.run_sweeper(settings.settlement_quote_sweep_seconds)))
         await gate.caught_up()
         logging.getLogger("settlement").info("service ready: settlement")
 
     @app.after_shutdown
     async def close() -> None:
+        for task in sweeper:
+            task.cancel()
+        await asyncio.gather(*sweeper, return_exceptions=True)
         await gate.stop()
         await redis.aclose()
 

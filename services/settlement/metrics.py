@@ -13,6 +13,11 @@ per record on the hot path, nothing for an outcome that was not published.
 - `fma_cross_region_payments_total`: settled charges that a grantor's account in another pooling
   region than the institution's paid a part of (跨统筹区共济). Its ratio to
   `fma_charges_total{outcome="settled"}` is the cross-region share.
+- `fma_account_drift_total`, `fma_account_drift_fen_total` (对账 per account, issue 15): BalanceSnapshots
+  that found the platform's balance off by more than its postings after the snapshot's watermark
+  explain, and the fen they were off by (absolute), counted when the snapshot is first applied.
+- `fma_institution_reconciliations_total{level, result}` and `..._refused_total{reason}`: 对账 with
+  the HIS (`ReconciliationMetrics`, below).
 
 Each decision is counted once: a charge or refund answered again from its record (a redelivery,
 a resend) is a replay and is not counted; a refusal is counted once per refusal event id in a
@@ -95,6 +100,11 @@ class SettlementMetrics:
         self._cross = PromCounter("fma_cross_region_payments", "Settled charges a grantor's account in another "
                                   "pooling region than the institution's paid a part of.", registry=registry)
         self._once = Once()
+        # 对账 per account (issue 15): a BalanceSnapshot found the cache off by more than the
+        # platform's postings after its watermark explain (usecases.py, _bureau_batch).
+        self._drift = PromCounter("fma_account_drift", "BalanceSnapshots that found the platform's balance off by "
+                                  "more than its postings in flight explain.", registry=registry)
+        self._drift_fen = PromCounter("fma_account_drift_fen", "Fen of those drifts (absolute).", registry=registry)
         # Present from the start, so a rate over them has a first sample of 0.
         self._charges.labels(outcome="settled", reason="")
         self._refunds.labels(outcome="refunded", reason="")
@@ -115,6 +125,11 @@ class SettlementMetrics:
         if t.cross_region:
             self._cross.inc(t.cross_region)
 
+    def drifted(self, fen: int) -> None:
+        """A snapshot applied for the first time found the cache off by `fen` (signed)."""
+        self._drift.inc()
+        self._drift_fen.inc(abs(fen))
+
     def _first_time(self, noted: list[Noted]) -> list[Noted]:
         """Refusals not counted before in this process (once each, even twice in one batch)."""
         fresh = set(self._once.fresh(n.event_id for n in noted if isinstance(n, Refused)))
@@ -126,3 +141,24 @@ class SettlementMetrics:
                 fresh.discard(n.event_id)
             kept.append(n)
         return kept
+
+
+class ReconciliationMetrics:
+    """对账 with the HIS (ledger.py): answers by level and result, refusals by reason.
+
+    - `fma_institution_reconciliations_total{level="totals"|"detail", result="balanced"|"differs"}`:
+      final answers, each counted once (a redelivery answered from its record is not).
+    - `fma_institution_reconciliations_refused_total{reason}`.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._answers = PromCounter("fma_institution_reconciliations", "Final answers to the HIS's daily totals "
+                                    "and detail, by level and result.", ["level", "result"], registry=registry)
+        self._refused = PromCounter("fma_institution_reconciliations_refused", "Reconciliation messages refused, "
+                                    "by reason code.", ["reason"], registry=registry)
+
+    def reconciled(self, level: str, result: str) -> None:
+        self._answers.labels(level=level, result=result).inc()
+
+    def refused(self, reason: str) -> None:
+        self._refused.labels(reason=reason).inc()

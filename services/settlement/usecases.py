@@ -11,6 +11,7 @@ is the most a defect can cost: it is answered PLATFORM_ERROR and dead-lettered f
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from datetime import datetime, timedelta
 
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
+import orjson
 from pydantic import ValidationError
 
 from shared import envelope, topics
@@ -38,6 +40,8 @@ from services.settlement.domain.consumption import by_beneficiary
 from services.settlement.domain.reasons import ChargeRefused, Reason
 from services.settlement.domain.reconciliation import Entry, net, reconcile
 from services.settlement.metrics import REFUNDED, Noted, Refused, Settled, SettlementMetrics
+from services.settlement.ledger import drift_detected
+from services.settlement.storage.ledger import bureau_movements
 from services.settlement.storage.accounts import (Applied, ChargeToSettle, Movement, RefundToApply,
                                                   SettlementStore)
 
@@ -46,6 +50,11 @@ _MOVEMENT_KIND = {ACCOUNT_CREDITED: "credit", ACCOUNT_DEBITED_LOCALLY: "debit", 
 # contract.md: a charge may be dated at most 10 minutes ahead of the platform's clock.
 MAX_AHEAD = timedelta(minutes=10)
 _INSTITUTION = re.compile(INSTITUTION_CODE_PATTERN)
+# A charge's Function call that answers these may have released a quote (queued in the outbox).
+_RELEASING = frozenset({Reason.QUOTE_EXPIRED.value, Reason.QUOTE_RELEASED.value})
+_EVENT_OF_OP = {"S": c.CHARGE_SUBMITTED, "Q": c.CHARGE_QUOTE_REQUESTED, "C": c.CHARGE_QUOTE_CANCELLED}
+# binding.events that release the holds of a binding (I-4), and the reason a release then gives.
+_RELEASES_HOLDS = {"BindingPaused": "binding_paused", "BindingRevoked": "binding_revoked"}
 _REFUSED_MOVEMENT = {
     "UNREGISTERED": "no PersonRegistered for this person",
     "FOREIGN_REGION": "the person is registered in another region than the event's",
@@ -87,7 +96,9 @@ class SettlementService:
         self._max_age = max_age
         self._clock = clock
         self._outages = {t: Outage(f"settlement {t}") for t in (
-            topics.HIS_CHARGES, topics.BUREAU_ACCOUNTS, topics.BUREAU_INSTITUTIONS)}
+            topics.HIS_CHARGES, topics.BUREAU_ACCOUNTS, topics.BUREAU_INSTITUTIONS, topics.BINDING_EVENTS)}
+        self._announcing = asyncio.Lock()  # one drain of the quote outbox at a time in this process
+        self._released = asyncio.Event()  # a charge released a quote: wake the sweeper to announce it
 
     async def _each(self, topic: str, batch: list[Received], work: Callable[[list[Received]], Awaitable[Answers]],
                     on_defect: Callable[[Received, Exception], Answers]) -> None:
@@ -137,9 +148,11 @@ class SettlementService:
                 charges.append((msg, todo))
             elif isinstance(todo, RefundToApply):
                 refunds.append((msg, todo))
-        settled = await self._store.settle([t for _, t in charges])
+        settled = await self._store.settle([t for _, t in charges], now_ms=int(now.timestamp() * 1000))
         refunded = await self._store.refund([t for _, t in refunds])
         for (msg, todo), applied in [*zip(charges, settled), *zip(refunds, refunded)]:
+            if applied.reason in _RELEASING:
+                self._released.set()
             try:
                 if applied.status == "ERROR":
                     raise RuntimeError(f"settlement Function failed: {applied.reason}")
@@ -159,6 +172,8 @@ class SettlementService:
             message = c.CHARGE_MESSAGE.validate_json(msg.value)
             if message.event_type == c.CHARGE_SUBMITTED:
                 return self._admit_charge(message.event_id, message.payload, now)
+            if message.event_type != c.CHARGE_REFUNDED:
+                return self._admit_quote(message.event_id, message.event_type, message.payload, now)
             refund = message.payload
             self._check_time(refund.refunded_at, now, "refunded_at")
         except (ValidationError, ChargeRefused):
@@ -176,6 +191,11 @@ class SettlementService:
             if readable.event_type == c.CHARGE_SUBMITTED:
                 charge = c.ChargeSubmitted.model_validate(readable.body["payload"])
                 return self._admit_charge(readable.event_id, charge, now)
+            if readable.event_type in (c.CHARGE_QUOTE_REQUESTED, c.CHARGE_QUOTE_CANCELLED):
+                model = c.ChargeQuoteRequested if readable.event_type == c.CHARGE_QUOTE_REQUESTED \
+                    else c.ChargeQuoteCancelled
+                return self._admit_quote(readable.event_id, readable.event_type,
+                                         model.model_validate(readable.body["payload"]), now)
             refund = c.ChargeRefunded.model_validate(readable.body["payload"])
             self._check_time(refund.refunded_at, now, "refunded_at")
             return RefundToApply(readable.event_id, refund.institution_code, refund.charge_id, refund.refund_id,
@@ -188,7 +208,17 @@ class SettlementService:
                 answers.outcomes.append(self._fraud(readable))
         return None
 
-    def _admit_charge(self, event_id: str, charge: c.ChargeSubmitted, now: datetime) -> ChargeToSettle:
+    def _admit_quote(self, event_id: str, event_type: str, body: c.ChargeQuoteRequested | c.ChargeQuoteCancelled,
+                     now: datetime) -> ChargeToSettle:
+        """A quote request is admitted as a charge is (and quoted in the same Function call as the
+        batch's charges, in order); a cancellation needs only the quote's charge."""
+        if event_type == c.CHARGE_QUOTE_REQUESTED:
+            return self._admit_charge(event_id, body, now, op="Q")
+        return ChargeToSettle(event_id, body.institution_code, "", body.charge_id, "", 0, "", 0,
+                              now.isoformat(timespec="seconds"), quote_id=body.quote_id, op="C")
+
+    def _admit_charge(self, event_id: str, charge: c.ChargeSubmitted | c.ChargeQuoteRequested, now: datetime,
+                      op: str = "S") -> ChargeToSettle:
         if charge.fund_paid + charge.individual_borne != charge.total:
             raise ChargeRefused(Reason.AMOUNTS_INCONSISTENT)
         if charge.code_holder_id != charge.patient_id:
@@ -197,10 +227,12 @@ class SettlementService:
             raise ChargeRefused(Reason.IDENTITY_MISMATCH)
         self._check_time(charge.charged_at, now, "charged_at")
         day = charge.charged_at.astimezone(envelope.CHINA_TZ).date()
+        quote_id = ids.quote_id(charge.institution_code, charge.charge_id) if op == "Q" else \
+            getattr(charge, "quote_id", None) or ""
         return ChargeToSettle(event_id, charge.institution_code, charge.institution_region, charge.charge_id,
                               charge.digest(), charge.individual_borne, charge.patient_id,
-                              int(day.strftime("%Y%m%d")), now.isoformat(timespec="seconds"),
-                              charge.charged_at.isoformat(timespec="seconds"))
+                              day.year * 10_000 + day.month * 100 + day.day, now.isoformat(timespec="seconds"),
+                              charge.charged_at.isoformat(timespec="seconds"), quote_id, op)
 
     def _check_time(self, at: datetime, now: datetime, name: str) -> None:
         if at > now + MAX_AHEAD:
@@ -210,9 +242,11 @@ class SettlementService:
 
     def _outcome(self, msg: Received, todo: ChargeToSettle | RefundToApply, applied: Applied) -> Answers:
         refund_id = todo.refund_id if isinstance(todo, RefundToApply) else None
+        if applied.status in ("QUOTED", "RELEASED"):
+            return self._quote_outcome(msg, todo, applied)
         if applied.status not in ("SETTLED", "REFUNDED"):
             reason = Reason.DUPLICATE_CHARGE_CONFLICT if applied.status == "CONFLICT" else Reason(applied.reason)
-            event_type = c.CHARGE_REFUNDED if refund_id else c.CHARGE_SUBMITTED
+            event_type = c.CHARGE_REFUNDED if refund_id else _EVENT_OF_OP[todo.op]
             return self._rejected(msg, envelope.Readable(todo.event_id, event_type, {}), ChargeRefused(reason),
                                   charge_id=todo.charge_id, refund_id=refund_id,
                                   institution_code=todo.institution_code)
@@ -233,6 +267,21 @@ class SettlementService:
             answers.noted.append(REFUNDED if refund_id else Settled(todo.institution_region, applied.lines))
         answers.answer(msg, topics.SETTLEMENT_RESULTS, todo.charge_id.encode(), value)
         answers.outcomes += outcomes.postings(applied.lines, direction, inst, todo.charge_id, refund_id, patient, at)
+        return answers
+
+    def _quote_outcome(self, msg: Received, todo: ChargeToSettle, applied: Applied) -> Answers:
+        """ChargeQuoted (the split, held) or ChargeQuoteReleased (a cancellation) on settlement.results."""
+        answers = Answers()
+        if applied.status == "QUOTED":
+            until = datetime.fromtimestamp(applied.until_ms / 1000, envelope.CHINA_TZ).isoformat(timespec="seconds")
+            value = outcomes.charge_quoted(todo.quote_id, todo.institution_code, todo.charge_id, todo.patient_id,
+                                           todo.borne, applied.lines, applied.at, until)
+            if not applied.replay:
+                log.info("charge %s quoted, held until %s", shown(todo.charge_id), until)
+        else:
+            value = outcomes.quote_released(todo.quote_id, todo.institution_code, todo.charge_id, applied.reason,
+                                            applied.lines, applied.at).value
+        answers.answer(msg, topics.SETTLEMENT_RESULTS, todo.charge_id.encode(), value)
         return answers
 
     def _rejected(self, msg: Received, readable: envelope.Readable, refused: ChargeRefused,
@@ -323,12 +372,20 @@ class SettlementService:
         if people:
             await self._store.register(people)
         if moves:
-            for (msg, move), (outcome, balance) in zip(moves, await self._store.bureau_movements([m for _, m in moves])):
-                if outcome in _REFUSED_MOVEMENT:
-                    answers.dead.append((msg, f"refused {move.kind}: {_REFUSED_MOVEMENT[outcome]}"))
-                elif outcome == "NEGATIVE":
+            # storage/ledger.py: the same Function call, with a snapshot's drift figures (对账 per account)
+            applied = await bureau_movements(self._store._redis, [m for _, m in moves])
+            for (msg, move), done in zip(moves, applied):
+                if done.outcome in _REFUSED_MOVEMENT:
+                    answers.dead.append((msg, f"refused {move.kind}: {_REFUSED_MOVEMENT[done.outcome]}"))
+                elif done.outcome == "NEGATIVE":
                     log.warning("account of %s is below zero (%s) after a bureau %s: it pays nothing until "
-                                "it is positive again", mask_id_number(move.person_id), Fen(balance), move.kind)
+                                "it is positive again", mask_id_number(move.person_id), Fen(done.balance), move.kind)
+                if drifted := drift_detected(move, done):
+                    answers.outcomes.append(drifted[0])
+                    if done.outcome != "STALE":  # a redelivery announces it again; it was counted once
+                        self._metrics.drifted(drifted[1])
+                        log.warning("account of %s drifted by %s (snapshot bureau_seq %d)",
+                                    mask_id_number(move.person_id), Fen(drifted[1]), move.bureau_seq)
         for msg, event_id, report in reports:
             try:
                 if out := await self._reconcile(event_id, report):
@@ -371,6 +428,69 @@ class SettlementService:
             c.RECONCILIATION_REPORT, report.region, day, report.report_id, *(p["event_id"] for p in parts)))
         return Outgoing(topics.BUREAU_POSTINGS, report.region.encode(), value)
 
+    # -- quotes (预结算): expiry and announcements --------------------------------------------
+    async def sweep_quotes(self) -> int:
+        """Release every quote due by the platform's clock (whole, in one Function call), then
+        announce every release waiting in the outbox. Answers how many quotes were due."""
+        now = self._clock()
+        due = await self._store.release_due(int(now.timestamp() * 1000), now.isoformat(timespec="seconds"))
+        await self.announce_releases()
+        return due
+
+    async def announce_releases(self) -> int:
+        """Publish ChargeQuoteReleased for the outbox's releases (awaiting the broker's acks), then
+        remove them: a crash in between announces them again, with the same event ids."""
+        async with self._announcing:
+            total = 0
+            while releases := await self._store.outbox():
+                await publish_all(self._broker, [
+                    outcomes.quote_released(r.quote_id, r.institution_code, r.charge_id, r.reason, r.lines,
+                                            r.released_at) for r in releases])
+                await self._store.announced(releases)
+                total += len(releases)
+                log.info("announced %d released quotes", len(releases))
+            return total
+
+    async def run_sweeper(self, interval: float) -> None:
+        """The settlement process's sweep task: every `interval` seconds, or at once when a charge
+        released a quote; an error is logged and the next round tries again."""
+        while True:
+            try:
+                await asyncio.wait_for(self._released.wait(), interval)
+            except TimeoutError:
+                pass
+            self._released.clear()
+            try:
+                await self.sweep_quotes()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("quote sweep failed; trying again in %.1fs", interval)
+
+    # -- binding.events -----------------------------------------------------------------------
+    async def follow_bindings(self, batch: list[Received]) -> None:
+        """A binding paused or revoked releases every quote it holds for (I-7)."""
+        await self._each(topics.BINDING_EVENTS, batch, self._binding_batch, _dead)
+        await self.announce_releases()
+
+    async def _binding_batch(self, batch: list[Received]) -> Answers:
+        at = self._clock().isoformat(timespec="seconds")
+        for msg in batch:
+            try:
+                body = orjson.loads(msg.value)
+                reason = _RELEASES_HOLDS.get(body.get("event_type")) if isinstance(body, dict) else None
+                payload = body.get("payload") if reason else None
+                binding_id, beneficiary = (payload.get("binding_id"), payload.get("beneficiary_id")) \
+                    if isinstance(payload, dict) else (None, None)
+            except orjson.JSONDecodeError:
+                continue  # not ours to judge: the binding service's own readers dead-letter it
+            if not (isinstance(binding_id, str) and isinstance(beneficiary, str)
+                    and 0 < len(binding_id) <= 64 and 0 < len(beneficiary) <= 32):
+                continue
+            if released := await self._store.release_binding(binding_id, beneficiary, reason, at):
+                log.info("binding %s %s: %d held quotes released", shown(binding_id), reason, released)
+        return Answers()
+
     # -- settlement.queries -------------------------------------------------------------------
     async def answer_query(self, msg: Received) -> None:
         """家庭共济消费查询 (every payment from a grantor's account, per beneficiary, with totals)
@@ -398,13 +518,15 @@ class SettlementService:
         return await (self._account(readable.event_id, q) if account else self._consumption(readable, q))
 
     async def _consumption(self, readable: envelope.Readable, q: c.QueryConsumption) -> bytes:
+        rows_by = by_beneficiary(await self._store.spending(q.grantor_id), q.date_from, q.date_to)
+        limits = await self._limits(q.grantor_id, list(rows_by))
         groups = [c.BeneficiarySpending(
             beneficiary_id=mask_id_number(beneficiary),
             payments=[c.Payment(charge_id=r.charge_id, institution_code=r.institution_code,
                                 settled_at=r.settled_at, paid=Fen(r.paid), refunded=Fen(r.refunded)) for r in rows],
-            total_paid=Fen(sum(r.paid for r in rows)), total_refunded=Fen(sum(r.refunded for r in rows)))
-            for beneficiary, rows in by_beneficiary(await self._store.spending(q.grantor_id),
-                                                    q.date_from, q.date_to).items()]
+            total_paid=Fen(sum(r.paid for r in rows)), total_refunded=Fen(sum(r.refunded for r in rows)),
+            **limits.get(beneficiary, {}))
+            for beneficiary, rows in rows_by.items()]
         event = c.ConsumptionListed(command_id=readable.event_id, grantor_id=mask_id_number(q.grantor_id),
                                     date_from=q.date_from, date_to=q.date_to, beneficiaries=groups,
                                     total_paid=Fen(sum(g.total_paid for g in groups)),
@@ -412,13 +534,32 @@ class SettlementService:
         return envelope.seal(c.CONSUMPTION_LISTED, event,
                              event_id=ids.event_id(c.CONSUMPTION_LISTED, readable.event_id))
 
+    async def _limits(self, grantor_id: str, beneficiaries: list[str]) -> dict[str, dict]:
+        """Per beneficiary, the grantor's binding as the payer index holds it (I-1): its monthly
+        limit, what is used (paid or held) this calendar month (China time) and left, paused."""
+        found: dict[str, tuple[str, int | None, bool]] = {}
+        for beneficiary in beneficiaries:
+            for binding_id, value in (await self._store.payers(beneficiary)).items():
+                f = value.split("|")
+                if f[0] == grantor_id:
+                    limit = int(f[5]) if len(f) > 5 and f[5] else None
+                    found[beneficiary] = (binding_id, limit, len(f) > 6 and f[6] == "p")
+        month = self._clock().astimezone(envelope.CHINA_TZ).strftime("%Y%m")
+        used = await self._store.used_many([b for b, _, _ in found.values()], month)
+        return {beneficiary: {
+            "binding_id": binding_id, "paused": paused, "used_this_month": Fen(used[binding_id]),
+            "monthly_limit": None if limit is None else Fen(limit),
+            "left_this_month": None if limit is None else Fen(max(limit - used[binding_id], 0))}
+            for beneficiary, (binding_id, limit, paused) in found.items()}
+
     async def _account(self, query_id: str, q: c.QueryAccount) -> bytes:
         """The account as the next charge would find it: the balance the settle Function pays from."""
         account = await self._store.account(q.person_id)
         event = c.AccountFound(
             command_id=query_id, person_id=mask_id_number(q.person_id), registered=account is not None,
             region=account and account.region, scheme=account and account.scheme,
-            balance=Fen(account.balance) if account and account.scheme == "employee" else None)
+            balance=Fen(account.balance) if account and account.scheme == "employee" else None,
+            held=Fen(account.held) if account and account.scheme == "employee" else None)
         return envelope.seal(c.ACCOUNT_FOUND, event, event_id=ids.event_id(c.ACCOUNT_FOUND, query_id))
 
 

@@ -62,8 +62,8 @@ class Books(RuleBasedStateMachine):
         people = [*self.patients, self.grantor]
         self.books = {p: Book(o, o) for p, o in zip(people, opening)}
         self.run(self.store.register([(p, XIAN, "e", o) for p, o in zip(people, opening)]))
-        for patient in self.patients:
-            self.run(bind(self.client, patient, self.grantor, 1, XIAN))
+        self.bindings = {patient: self.run(bind(self.client, patient, self.grantor, 1, XIAN))
+                         for patient in self.patients}
         self.settled: list[Settled] = []
 
     def _apply_platform(self, person: str, signed: int) -> int:
@@ -78,7 +78,8 @@ class Books(RuleBasedStateMachine):
         todo = charge(patient, borne)
         [applied] = self.run(self.store.settle([todo]))
         plan = split(borne, Account(patient, XIAN, self.books[patient].true),
-                     [Account(self.grantor, XIAN, self.books[self.grantor].true, 1)])
+                     [Account(self.grantor, XIAN, self.books[self.grantor].true, 1,
+                              binding_id=self.bindings[patient])])
         expected = [line if line.source == "cash" else
                     replace(line, account_seq=self._apply_platform(line.person_id, -line.amount)) for line in plan]
         assert (applied.status, applied.lines) == ("SETTLED", expected)

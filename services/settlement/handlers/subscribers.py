@@ -12,7 +12,7 @@ from faststream.kafka.annotations import KafkaMessage
 
 from shared.catchup import ProjectionGate
 from shared.kafka import Outage, answer_or_dead_letter, consumer_options, received
-from shared.topics import BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, HIS_CHARGES
+from shared.topics import BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, HIS_CHARGES
 from services.settlement.config import SettlementSettings
 from services.settlement.usecases import SettlementService
 
@@ -41,6 +41,12 @@ def register(broker: KafkaBroker, service: SettlementService, settings: Settleme
     @broker.subscriber(BUREAU_INSTITUTIONS, **consumer_options(settings, group, BUREAU_INSTITUTIONS, **batched))
     async def on_institutions(msg: KafkaMessage) -> None:
         await service.follow_institutions([received(r) for r in msg.raw_message])
+
+    # Its own group (settlement's on binding.events): releases the holds of bindings paused or
+    # revoked (issue 15, I-7).
+    @broker.subscriber(BINDING_EVENTS, **consumer_options(settings, group, BINDING_EVENTS, **batched))
+    async def on_binding_events(msg: KafkaMessage) -> None:
+        await service.follow_bindings([received(r) for r in msg.raw_message])
 
     @broker.subscriber(SETTLEMENT_QUERIES, **consumer_options(settings, group, SETTLEMENT_QUERIES,
                                                               listener=gate.listener()))

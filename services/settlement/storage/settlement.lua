@@ -4,15 +4,24 @@
 -- (FUNCTION LOAD REPLACE); Functions persist across a Redis restart, unlike EVAL scripts.
 --
 -- Account entry, in hash stl:acct:{bucket}, field person_id:
---   "balance|bureau_seq|region|scheme|account_seq|watermark"
+--   "balance|bureau_seq|region|scheme|account_seq|watermark|held"
 -- balance in fen (may be below zero: never clamped); scheme e = employee with an account,
 -- r = resident without one; account_seq = the last platform posting's place in this account's
--- sequence; watermark = the postings_applied_through of the last BalanceSnapshot applied.
+-- sequence; watermark = the postings_applied_through of the last BalanceSnapshot applied;
+-- held = fen held by live quotes (预结算), not available to other charges (6-field entries: 0).
 -- stl:pp:{person} (list, oldest first): "account_seq|signed fen" of the platform's postings after
 -- the watermark, what a snapshot's balance does not include yet; trimmed by each snapshot.
 -- stl:inst (hash): institution code -> "region|kind", projection of bureau.institutions.
 -- Payer index (written by the binding service, shared/binding_index.py), hash bnd:pay:{patient}:
--- field binding_id, value "grantor|order|startYYYYMMDD|endYYYYMMDD|region".
+-- field binding_id, value "grantor|order|startYYYYMMDD|endYYYYMMDD|region|monthly_limit_fen|paused"
+-- (limit empty = none; paused 'p' = pays nothing; the old 5-field value: no limit, not paused).
+-- stl:used:{binding} (hash YYYYMM -> fen): what the binding paid or holds in each calendar month
+-- (China time, the charge's day), against its monthly limit; refunds give back in that month.
+-- Quotes (预结算), one per charge: stl:quote:{institution}:{charge} (hash: quote_id, digest,
+-- lines, patient, borne, month, at, until (epoch ms), state held|settled|released, reason,
+-- released_at); stl:quote:due (zset "{institution}:{charge}" by until); stl:bq:{binding} (set of
+-- "{institution}:{charge}" the binding holds for); stl:quote:outbox (list of cjson releases to
+-- announce as ChargeQuoteReleased, removed once published).
 --
 -- Keys are derived inside the Functions (accounts, payer index, institutions), so all keys must
 -- live on one Redis primary (no cluster), as deployed.
@@ -37,12 +46,12 @@ local function read_account(person_id)
   if not raw then return nil end
   local f = split(raw, '|')
   return {balance = tonumber(f[1]), seq = tonumber(f[2]), region = f[3], scheme = f[4],
-    aseq = tonumber(f[5] or '0'), wm = tonumber(f[6] or '0')}
+    aseq = tonumber(f[5] or '0'), wm = tonumber(f[6] or '0'), held = tonumber(f[7] or '0')}
 end
 
 local function write_account(person_id, a)
   redis.call('HSET', bucket_key(person_id), person_id,
-    string.format('%d|%d|%s|%s|%d|%d', a.balance, a.seq, a.region, a.scheme, a.aseq, a.wm))
+    string.format('%d|%d|%s|%s|%d|%d|%d', a.balance, a.seq, a.region, a.scheme, a.aseq, a.wm, a.held or 0))
 end
 
 -- A platform debit (negative) or credit (positive) on an account: the next account_seq, and
@@ -60,7 +69,7 @@ local function encode_lines(lines)
   for _, l in ipairs(lines) do
     table.insert(parts, table.concat({l.source, l.person or '', l.region or '', l.order or '',
       string.format('%d', l.amount), l.after and string.format('%d', l.after) or '',
-      l.aseq and string.format('%d', l.aseq) or ''}, ','))
+      l.aseq and string.format('%d', l.aseq) or '', l.binding or ''}, ','))
   end
   return table.concat(parts, ';')
 end
@@ -69,7 +78,8 @@ local function decode_lines(s)
   local lines = {}
   for _, part in ipairs(split(s, ';')) do
     local f = split(part .. ',', ',')
-    table.insert(lines, {source = f[1], person = f[2], region = f[3], order = f[4], amount = tonumber(f[5])})
+    table.insert(lines, {source = f[1], person = f[2], region = f[3], order = f[4], amount = tonumber(f[5]),
+      binding = f[8] ~= '' and f[8] or nil})
   end
   return lines
 end
@@ -91,67 +101,116 @@ local function reject(rej_key, code, ttl)
   return {'REJECTED', code}
 end
 
--- KEYS: charge record stl:charge:{institution}:{charge}, rejection record stl:rej:{institution}:{event}
--- ARGV: spent field ({institution}:{charge}), digest, borne, patient_id, day, settled_at,
---       province codes, rejection ttl, record ttl, posting day (YYYYMMDD of settled_at),
---       institution code, institution region, posting id prefix
-local function settle(keys, args)
-  local charge_key, rej_key = keys[1], keys[2]
-  local spent_field, digest, borne, patient = args[1], args[2], tonumber(args[3]), args[4]
-  local day, settled_at, province, ttl, record_ttl = tonumber(args[5]), args[6], args[7], args[8], args[9]
-  local post_day, institution, institution_region, prefix = args[10], args[11], args[12], args[13]
-
-  local recorded = redis.call('HMGET', charge_key, 'digest', 'lines', 'at')
-  if recorded[1] then
-    if recorded[1] ~= digest then return {'CONFLICT'} end
-    return {'SETTLED', recorded[2], recorded[3], '1'}
-  end
-  local refused = redis.call('GET', rej_key)
-  if refused then return {'REJECTED', refused} end
-
-  -- Refusals read off a projection are not recorded: a resend after the registration lands settles.
-  local designated = redis.call('HGET', 'stl:inst', institution)
-  if not designated or split(designated, '|')[1] ~= institution_region then
-    return {'REJECTED', 'UNKNOWN_INSTITUTION'}
-  end
-  local me = read_account(patient)
-  if not me then return {'REJECTED', 'UNKNOWN_PATIENT'} end
-  if not string.find(',' .. province .. ',', ',' .. me.region .. ',', 1, true) then
-    return reject(rej_key, 'OUTSIDE_PROVINCE', ttl)
-  end
-
-  -- Bindings in force on the charge's day, in payment order.
+-- Bindings in force on the charge's day, in payment order, with their monthly limit (fen, or nil
+-- for none) and whether they are paused (I-1 layout; the old 5-field value: no limit, not paused).
+local function payers_of(patient, day)
   local payers = {}
   local index = redis.call('HGETALL', 'bnd:pay:' .. patient)
   for i = 1, #index, 2 do
     local f = split(index[i + 1], '|')
     if tonumber(f[3]) <= day and day <= tonumber(f[4]) then
-      table.insert(payers, {person = f[1], order = tonumber(f[2]), region = f[5]})
+      table.insert(payers, {binding = index[i], person = f[1], order = tonumber(f[2]), region = f[5],
+        limit = (f[6] and f[6] ~= '') and tonumber(f[6]) or nil, paused = f[7] == 'p'})
     end
   end
   table.sort(payers, function(a, b) return a.order < b.order end)
+  return payers
+end
 
+-- The waterfall (domain/waterfall.py, split): each account pays from what is available (balance
+-- less held), a grantor also no more than its binding's monthly limit leaves; a paused binding
+-- pays nothing. Posted at once, or held for a quote (`holding`: the lines' `after` is then what is
+-- left to spend). What a grantor pays or holds counts against its limit in the charge's month
+-- (stl:used, one HINCRBY a grantor line; one HGET more when the binding has a limit).
+local function waterfall(patient, me, borne, day, month, holding)
   local lines, remaining = {}, borne
-  local function pay(source, person, account, order)
-    -- A balance at or below zero (the bureau's own spending may drive it there) pays nothing.
-    if not account or account.scheme ~= 'e' or remaining == 0 or account.balance <= 0 then return end
-    local take = math.min(account.balance, remaining)
+  local function pay(source, person, account, p)
+    -- An available balance at or below zero (the bureau's own spending may drive it there) pays nothing.
+    if not account or account.scheme ~= 'e' or remaining == 0 then return end
+    local take = math.min(account.balance - account.held, remaining)
+    if take <= 0 then return end
+    if p and p.limit then
+      local left = p.limit - tonumber(redis.call('HGET', 'stl:used:' .. p.binding, month) or '0')
+      if left <= 0 then return end
+      take = math.min(take, left)
+    end
     remaining = remaining - take
-    local aseq = post(person, account, -take)
-    table.insert(lines, {source = source, person = person, region = account.region,
-      order = order, amount = take, after = account.balance, aseq = aseq})
+    local line = {source = source, person = person, region = account.region, order = p and p.order,
+      amount = take, binding = p and p.binding}
+    if holding then
+      account.held = account.held + take
+      write_account(person, account)
+      line.after = account.balance - account.held
+    else
+      line.aseq = post(person, account, -take)
+      line.after = account.balance
+    end
+    if p then redis.call('HINCRBY', 'stl:used:' .. p.binding, month, take) end
+    table.insert(lines, line)
   end
   pay('own', patient, me, nil)
-  for _, p in ipairs(payers) do
-    pay('grantor', p.person, read_account(p.person), p.order)
+  for _, p in ipairs(payers_of(patient, day)) do
+    if not p.paused and remaining > 0 then pay('grantor', p.person, read_account(p.person), p) end
   end
   table.insert(lines, {source = 'cash', amount = remaining})
+  return lines
+end
 
+-- The checks a charge and a quote share, read off projections (not recorded but OUTSIDE_PROVINCE).
+-- Answers the patient's account, or a reply.
+local function admit(rej_key, institution, institution_region, patient, province, ttl)
+  local designated = redis.call('HGET', 'stl:inst', institution)
+  if not designated or split(designated, '|')[1] ~= institution_region then
+    return nil, {'REJECTED', 'UNKNOWN_INSTITUTION'}
+  end
+  local me = read_account(patient)
+  if not me then return nil, {'REJECTED', 'UNKNOWN_PATIENT'} end
+  if not string.find(',' .. province .. ',', ',' .. me.region .. ',', 1, true) then
+    return nil, reject(rej_key, 'OUTSIDE_PROVINCE', ttl)
+  end
+  return me
+end
+
+local OUTBOX = 'stl:quote:outbox'
+local DUE = 'stl:quote:due'
+
+-- Release a held quote as one unit: every account's hold, every binding's limit use, the
+-- indexes; `announce` queues a ChargeQuoteReleased in the outbox (the sweeper publishes it, then
+-- removes it, so a crash in between cannot lose it). Answers the quote's {quote_id, lines} or nil
+-- when it was not held.
+local function release(qkey, member, reason, at, announce)
+  local q = redis.call('HMGET', qkey, 'quote_id', 'lines', 'month', 'state')
+  if q[4] ~= 'held' then return nil end
+  for _, l in ipairs(decode_lines(q[2])) do
+    if l.source ~= 'cash' then
+      local a = read_account(l.person)
+      if a then
+        a.held = a.held - l.amount
+        write_account(l.person, a)
+      end
+      if l.binding then
+        redis.call('HINCRBY', 'stl:used:' .. l.binding, q[3], -l.amount)
+        redis.call('SREM', 'stl:bq:' .. l.binding, member)
+      end
+    end
+  end
+  redis.call('ZREM', DUE, member)
+  redis.call('HSET', qkey, 'state', 'released', 'reason', reason, 'released_at', at)
+  if announce then
+    redis.call('RPUSH', OUTBOX, cjson.encode({q[1], member, reason, q[2], at}))
+  end
+  return q
+end
+
+-- What a settled charge leaves: its record (idempotency, refunds: lines with binding ids, and the
+-- month its grantors' limits were used in), the consumption rows, the 对账 postings.
+local function record_charge(charge_key, lines, digest, settled_at, patient, borne, month, spent_field, day,
+                             prefix, post_day, record_ttl)
   local encoded = encode_lines(lines)
   local refunded = {}
   for i = 1, #lines do refunded[i] = '0' end
   redis.call('HSET', charge_key, 'digest', digest, 'lines', encoded, 'at', settled_at,
-    'patient', patient, 'borne', borne, 'refunded', table.concat(refunded, ','))
+    'patient', patient, 'borne', borne, 'refunded', table.concat(refunded, ','), 'month', month)
   redis.call('EXPIRE', charge_key, record_ttl)
   for _, l in ipairs(lines) do
     if l.source == 'grantor' then
@@ -161,7 +220,176 @@ local function settle(keys, args)
     end
   end
   record_postings(lines, prefix, 'debit', post_day, record_ttl)
+  return encoded
+end
+
+-- Post exactly the held split, whatever happened to the balances since (a balance may go below
+-- zero: never clamped), unless a binding of it is gone or paused: then the whole quote is released.
+local function settle_held(qkey, member, charge_key, digest, settled_at, patient, borne, spent_field, day,
+                           prefix, post_day, record_ttl)
+  local q = redis.call('HMGET', qkey, 'lines', 'month')
+  local held = decode_lines(q[1])
+  local index = redis.call('HGETALL', 'bnd:pay:' .. patient)
+  local bindings = {}
+  for i = 1, #index, 2 do bindings[index[i]] = split(index[i + 1], '|')[7] == 'p' and 'p' or '' end
+  for _, l in ipairs(held) do
+    if l.binding and bindings[l.binding] ~= '' then
+      release(qkey, member, bindings[l.binding] and 'binding_paused' or 'binding_revoked', settled_at, true)
+      return {'REJECTED', 'QUOTE_RELEASED'}
+    end
+  end
+  local lines = {}
+  for _, l in ipairs(held) do
+    if l.source == 'cash' then
+      table.insert(lines, {source = 'cash', amount = l.amount})
+    else
+      local a = read_account(l.person)
+      a.held = a.held - l.amount
+      local aseq = post(l.person, a, -l.amount)
+      table.insert(lines, {source = l.source, person = l.person, region = l.region, order = l.order,
+        amount = l.amount, after = a.balance, aseq = aseq, binding = l.binding})
+      if l.binding then redis.call('SREM', 'stl:bq:' .. l.binding, member) end
+    end
+  end
+  redis.call('ZREM', DUE, member)
+  redis.call('HSET', qkey, 'state', 'settled')
+  local encoded = record_charge(charge_key, lines, digest, settled_at, patient, borne, q[2], spent_field, day,
+    prefix, post_day, record_ttl)
   return {'SETTLED', encoded, settled_at, '0'}
+end
+
+-- KEYS: charge record stl:charge:{institution}:{charge}, rejection record stl:rej:{institution}:{event}
+-- ARGV: spent field ({institution}:{charge}), digest, borne, patient_id, day, settled_at,
+--       province codes, rejection ttl, record ttl, posting day (YYYYMMDD of settled_at),
+--       institution code, institution region, posting id prefix, quote_id named ('' if none),
+--       the platform's clock (epoch ms)
+-- A live quote of the charge (named or not) posts its held split; a quote that expired by the
+-- platform's clock is released first, whole (QUOTE_EXPIRED when the charge named it).
+local function settle(keys, args)
+  local charge_key, rej_key = keys[1], keys[2]
+  local spent_field, digest, borne, patient = args[1], args[2], tonumber(args[3]), args[4]
+  local day, settled_at, province, ttl, record_ttl = tonumber(args[5]), args[6], args[7], args[8], args[9]
+  local post_day, institution, institution_region, prefix = args[10], args[11], args[12], args[13]
+  local quote_id, now_ms = args[14] or '', tonumber(args[15] or '0')
+
+  local recorded = redis.call('HMGET', charge_key, 'digest', 'lines', 'at')
+  if recorded[1] then
+    if recorded[1] ~= digest then return {'CONFLICT'} end
+    return {'SETTLED', recorded[2], recorded[3], '1'}
+  end
+  local refused = redis.call('GET', rej_key)
+  if refused then return {'REJECTED', refused} end
+
+  local qkey = 'stl:quote:' .. spent_field
+  local q = redis.call('HMGET', qkey, 'quote_id', 'digest', 'state', 'until', 'reason')
+  if q[1] then
+    if quote_id ~= '' and quote_id ~= q[1] then return {'REJECTED', 'QUOTE_UNKNOWN'} end
+    if q[3] == 'held' then
+      if q[2] ~= digest then return {'REJECTED', 'QUOTE_MISMATCH'} end
+      if tonumber(q[4]) > now_ms then
+        return settle_held(qkey, spent_field, charge_key, digest, settled_at, patient, borne, spent_field, day,
+          prefix, post_day, record_ttl)
+      end
+      release(qkey, spent_field, 'expired', settled_at, true)
+      if quote_id ~= '' then return {'REJECTED', 'QUOTE_EXPIRED'} end
+    elseif quote_id ~= '' then
+      return {'REJECTED', q[5] == 'expired' and 'QUOTE_EXPIRED' or 'QUOTE_RELEASED'}
+    end
+  elseif quote_id ~= '' then
+    return {'REJECTED', 'QUOTE_UNKNOWN'}
+  end
+
+  -- Refusals read off a projection are not recorded: a resend after the registration lands settles.
+  local me, refusal = admit(rej_key, institution, institution_region, patient, province, ttl)
+  if not me then return refusal end
+  local month = string.format('%d', math.floor(day / 100))
+  local lines = waterfall(patient, me, borne, day, month, false)
+  local encoded = record_charge(charge_key, lines, digest, settled_at, patient, borne, month, spent_field, day,
+    prefix, post_day, record_ttl)
+  return {'SETTLED', encoded, settled_at, '0'}
+end
+
+-- 预结算: the whole split held as one unit (accounts' held, the bindings' limits) until the
+-- platform's clock passes `until`. One quote per charge; the same request again answers the same
+-- quote. ARGV: as settle, with the quote_id to give it, the clock (epoch ms), the hold (ms).
+local function quote(keys, args)
+  local charge_key, rej_key = keys[1], keys[2]
+  local spent_field, digest, borne, patient = args[1], args[2], tonumber(args[3]), args[4]
+  local day, at, province, ttl, record_ttl = tonumber(args[5]), args[6], args[7], args[8], args[9]
+  local institution, institution_region = args[11], args[12]
+  local quote_id, now_ms, hold_ms = args[14], tonumber(args[15]), tonumber(args[16])
+
+  if redis.call('EXISTS', charge_key) == 1 then return {'REJECTED', 'ALREADY_SETTLED'} end
+  local qkey = 'stl:quote:' .. spent_field
+  local q = redis.call('HMGET', qkey, 'quote_id', 'digest', 'state', 'lines', 'at', 'until', 'reason')
+  if q[1] then
+    if q[2] ~= digest then return {'REJECTED', 'QUOTE_MISMATCH'} end
+    if q[3] == 'held' then
+      if tonumber(q[6]) > now_ms then return {'QUOTED', q[4], q[5], q[6], '1'} end
+      release(qkey, spent_field, 'expired', at, true)
+      return {'REJECTED', 'QUOTE_EXPIRED'}
+    end
+    return {'REJECTED', q[7] == 'expired' and 'QUOTE_EXPIRED' or 'QUOTE_RELEASED'}
+  end
+  local refused = redis.call('GET', rej_key)
+  if refused then return {'REJECTED', refused} end
+  local me, refusal = admit(rej_key, institution, institution_region, patient, province, ttl)
+  if not me then return refusal end
+
+  local month = string.format('%d', math.floor(day / 100))
+  local lines = waterfall(patient, me, borne, day, month, true)
+  local encoded = encode_lines(lines)
+  local till = string.format('%d', now_ms + hold_ms)
+  redis.call('HSET', qkey, 'quote_id', quote_id, 'digest', digest, 'lines', encoded, 'patient', patient,
+    'borne', borne, 'month', month, 'at', at, 'until', till, 'state', 'held')
+  redis.call('EXPIRE', qkey, record_ttl)
+  redis.call('ZADD', DUE, till, spent_field)
+  for _, l in ipairs(lines) do
+    if l.binding then redis.call('SADD', 'stl:bq:' .. l.binding, spent_field) end
+  end
+  return {'QUOTED', encoded, at, till, '0'}
+end
+
+-- ChargeQuoteCancelled: the whole quote released (idempotent: a released quote answers how it
+-- was released). ARGV: spent field, quote_id, at (the platform's clock), clock (epoch ms)
+local function cancel_quote(keys, args)
+  local spent_field, quote_id, at, now_ms = args[1], args[2], args[3], tonumber(args[4])
+  local qkey = 'stl:quote:' .. spent_field
+  local q = redis.call('HMGET', qkey, 'quote_id', 'state', 'reason', 'lines', 'released_at', 'until')
+  if not q[1] or q[1] ~= quote_id then return {'REJECTED', 'QUOTE_UNKNOWN'} end
+  if q[2] == 'settled' then return {'REJECTED', 'ALREADY_SETTLED'} end
+  if q[2] == 'released' then return {'RELEASED', q[4], q[5], q[3], '1'} end
+  local reason = tonumber(q[6]) > now_ms and 'cancelled' or 'expired'
+  release(qkey, spent_field, reason, at, false)
+  return {'RELEASED', q[4], at, reason, '0'}
+end
+
+-- The sweep: every quote due by the platform's clock released, whole, and announced through the
+-- outbox. ARGV: clock (epoch ms), at (ISO), most quotes. Answers how many were released.
+local function release_due(keys, args)
+  local due = redis.call('ZRANGEBYSCORE', DUE, '-inf', args[1], 'LIMIT', 0, tonumber(args[3]))
+  for _, member in ipairs(due) do
+    if not release('stl:quote:' .. member, member, 'expired', args[2], true) then
+      redis.call('ZREM', DUE, member)
+    end
+  end
+  return #due
+end
+
+-- A binding paused or revoked (binding.events): every quote it holds for is released, whole,
+-- unless the payer index shows it in force and not paused again (a late event after a resume).
+-- ARGV: binding_id, beneficiary_id, reason (binding_paused | binding_revoked), at (ISO)
+local function release_binding(keys, args)
+  local binding, beneficiary, reason, at = args[1], args[2], args[3], args[4]
+  local entry = redis.call('HGET', 'bnd:pay:' .. beneficiary, binding)
+  if entry and split(entry, '|')[7] ~= 'p' then return 0 end
+  local members = redis.call('SMEMBERS', 'stl:bq:' .. binding)
+  local n = 0
+  for _, member in ipairs(members) do
+    if release('stl:quote:' .. member, member, reason, at, true) then n = n + 1 end
+  end
+  redis.call('DEL', 'stl:bq:' .. binding)
+  return n
 end
 
 -- KEYS: charge record, rejection record (as settle)
@@ -181,7 +409,7 @@ local function refund(keys, args)
   end
   local refused = redis.call('GET', rej_key)
   if refused then return {'REJECTED', refused} end
-  local record = redis.call('HMGET', charge_key, 'lines', 'refunded', 'patient')
+  local record = redis.call('HMGET', charge_key, 'lines', 'refunded', 'patient', 'month')
   if not record[1] then return reject(rej_key, 'UNKNOWN_CHARGE', ttl) end
 
   local paid = decode_lines(record[1])
@@ -200,7 +428,8 @@ local function refund(keys, args)
       remaining = remaining - give
       back[i] = string.format('%d', tonumber(back[i]) + give)
       table.insert(lines, 1, {source = l.source, person = l.person ~= '' and l.person or nil,
-        region = l.region ~= '' and l.region or nil, order = l.order ~= '' and l.order or nil, amount = give})
+        region = l.region ~= '' and l.region or nil, order = l.order ~= '' and l.order or nil, amount = give,
+        binding = l.binding})
     end
   end
   for _, line in ipairs(lines) do
@@ -208,6 +437,10 @@ local function refund(keys, args)
       local account = read_account(line.person)
       line.aseq = post(line.person, account, line.amount)
       line.after = account.balance
+    end
+    if line.binding and record[4] then
+      -- the limit comes back in the month of the original payment
+      redis.call('HINCRBY', 'stl:used:' .. line.binding, record[4], -line.amount)
     end
     if line.source == 'grantor' then
       local spent_key = 'stl:spent:' .. line.person
@@ -238,16 +471,26 @@ local function failure(e)
   return {'ERROR', string.sub(tostring(e), 1, 200)}
 end
 
--- common: [province codes, rejection ttl, record ttl]
+-- common: [province codes, rejection ttl, record ttl, the platform's clock (epoch ms), quote hold (ms)]
 -- item: [institution, charge_id, event_id, digest, borne, patient_id, day, settled_at,
---        posting day, institution region, posting id prefix]
+--        posting day, institution region, posting id prefix(, quote_id, op)]
+-- op: absent or 'S' settle (ChargeSubmitted), 'Q' quote (ChargeQuoteRequested), 'C' cancel a quote
+-- (ChargeQuoteCancelled): one call keeps the order of a batch's charges and quotes.
 local function settle_batch(keys, args)
   local batch = cjson.decode(args[1])
   local province, ttl, record_ttl = batch[1][1], batch[1][2], batch[1][3]
+  local now_ms, hold_ms = batch[1][4] or '0', batch[1][5] or '0'
   local out = {}
   for i, x in ipairs(batch[2]) do
-    local ok, reply = pcall(settle, {'stl:charge:' .. x[1] .. ':' .. x[2], 'stl:rej:' .. x[1] .. ':' .. x[3]},
-      {x[1] .. ':' .. x[2], x[4], x[5], x[6], x[7], x[8], province, ttl, record_ttl, x[9], x[1], x[10], x[11]})
+    local op, ok, reply = x[13] or 'S'
+    if op == 'C' then
+      ok, reply = pcall(cancel_quote, {}, {x[1] .. ':' .. x[2], x[12], x[8], now_ms})
+    else
+      ok, reply = pcall(op == 'Q' and quote or settle,
+        {'stl:charge:' .. x[1] .. ':' .. x[2], 'stl:rej:' .. x[1] .. ':' .. x[3]},
+        {x[1] .. ':' .. x[2], x[4], x[5], x[6], x[7], x[8], province, ttl, record_ttl, x[9], x[1], x[10], x[11],
+         x[12] or '', now_ms, hold_ms})
+    end
     out[i] = ok and reply or failure(reply)
   end
   return cjson.encode(out)
@@ -290,13 +533,26 @@ end
 --       postings_applied_through (snapshots)
 -- Answers {outcome, balance}: APPLIED, NEGATIVE (applied; the balance is below zero), STALE
 -- (seq already seen), or a refusal: UNREGISTERED, FOREIGN_REGION, WATERMARK_BEHIND,
--- WATERMARK_AHEAD.
+-- WATERMARK_AHEAD. An applied snapshot answers {outcome, balance, platform, in_flight}: the
+-- cache's balance before it and the platform's postings after its watermark (signed fen); the
+-- cache drifted when platform ~= snapshot + in_flight (对账 per account). A drifted snapshot is
+-- kept in stl:drift:{person} (field bureau_seq, "platform|in_flight|snapshot", DRIFT_TTL) so that
+-- its redelivery (STALE) answers the same figures and the drift is announced again, not lost.
 local function bureau_movement(keys, args)
+  local DRIFT_TTL = 30 * 86400
   local person, kind, amount, seq, region = args[1], args[2], tonumber(args[3]), tonumber(args[4]), args[5]
   local a = read_account(person)
   if not a then return {'UNREGISTERED', 0} end
   if a.region ~= region then return {'FOREIGN_REGION', a.balance} end
-  if seq <= a.seq then return {'STALE', a.balance} end
+  if seq <= a.seq then
+    local drifted = kind == 'snapshot' and redis.call('HGET', 'stl:drift:' .. person, seq)
+    if drifted then
+      local f = split(drifted, '|')
+      return {'STALE', a.balance, tonumber(f[1]), tonumber(f[2])}
+    end
+    return {'STALE', a.balance}
+  end
+  local platform, in_flight
   if kind == 'credit' then
     a.balance = a.balance + amount
   elseif kind == 'debit' then
@@ -317,12 +573,19 @@ local function bureau_movement(keys, args)
     if included == #pending then redis.call('DEL', key) elseif included > 0 then
       redis.call('LTRIM', key, included, -1)
     end
+    platform, in_flight = a.balance, after
+    if platform ~= amount + after then
+      redis.call('HSET', 'stl:drift:' .. person, seq, string.format('%d|%d|%d', platform, after, amount))
+      redis.call('EXPIRE', 'stl:drift:' .. person, DRIFT_TTL)
+    end
     a.balance = amount + after
     a.wm = through
   end
   a.seq = seq
   write_account(person, a)
-  return {a.balance < 0 and 'NEGATIVE' or 'APPLIED', a.balance}
+  local outcome = a.balance < 0 and 'NEGATIVE' or 'APPLIED'
+  if platform then return {outcome, a.balance, platform, in_flight} end
+  return {outcome, a.balance}
 end
 
 -- ARGV: institution code, region, kind (a registration replaces the previous one)
@@ -338,3 +601,5 @@ redis.register_function('refund_batch', refund_batch)
 redis.register_function('register_person', register_person)
 redis.register_function('bureau_movement', bureau_movement)
 redis.register_function('register_institution', register_institution)
+redis.register_function('release_due', release_due)
+redis.register_function('release_binding', release_binding)
