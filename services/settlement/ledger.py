@@ -35,7 +35,7 @@ from shared.kafka import (Outage, Outgoing, Received, answer_or_dead_letter, dea
 from shared.logs import shown
 from shared.money import Fen, parse_yuan
 from services.settlement import his_contract as h
-from services.settlement.contract import CHARGE_SETTLED, REFUND_SETTLED, describe
+from services.settlement.contract import CHARGE_ID_PATTERN, CHARGE_SETTLED, REFUND_SETTLED, describe
 from services.settlement.domain import his_reconciliation as rec
 from services.settlement.domain.ids import event_id
 from services.settlement.metrics import ReconciliationMetrics
@@ -46,6 +46,7 @@ log = logging.getLogger("settlement")
 # How long an answer waits for the ledger to catch up before it goes out marked `final: false`.
 LEDGER_WAIT_SECONDS = 30.0
 _INSTITUTION = re.compile(INSTITUTION_CODE_PATTERN)
+_ID = re.compile(CHARGE_ID_PATTERN)
 
 
 @lru_cache(maxsize=256)
@@ -60,6 +61,11 @@ def ledger_item(value: bytes) -> LedgerItem | None:
     if event_type not in (CHARGE_SETTLED, REFUND_SETTLED):
         return None
     p = body["payload"]
+    # Only the settlement service writes these, but the ledger's keys and fields are built of them:
+    # an id outside the contract's alphabet is never let in.
+    if not (_INSTITUTION.fullmatch(p["institution_code"]) and _ID.fullmatch(p["charge_id"])
+            and (event_type == CHARGE_SETTLED or _ID.fullmatch(p["refund_id"]))):
+        raise ValueError("an id outside the contract's alphabet")
     day = _china_day(p["settled_at"])
     if event_type == REFUND_SETTLED:
         return LedgerItem(p["institution_code"], day, p["charge_id"], p["refund_id"], refunded=parse_yuan(p["amount"]))
