@@ -5,17 +5,26 @@ written into the payer index directly (shared/binding_index.py), as the binding 
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 import uuid
 from datetime import timedelta
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import rule, run_state_machine_as_test
+from redis.asyncio import Redis
 
 from shared import topics as t
 from shared.binding_index import Payer, encode_payer, payers_key
 from shared.devstack import free_port
 from shared.envelope import now, seal
 from shared.state import person_bucket
+from services.settlement.storage.accounts import Movement
+from services.settlement.storage.ledger import bureau_movements
+from tests.integration import test_settlement_books as books
+from tests.integration.test_settlement_functions import XIAN, make_store, valkey  # noqa: F401 - valkey: a fixture
 from tests.support import body, china_today, command, eventually, new_person_id, payload_of, running
 
 pytestmark = pytest.mark.integration
@@ -294,3 +303,52 @@ async def test_a_snapshot_the_postings_in_flight_do_not_explain_is_announced_as_
     assert _metric(services, "fma_account_drift_total") == drifts + 1
     raw = await hospital.redis.hget(f"stl:acct:{person_bucket(person['person_id'])}", person["person_id"])
     assert int(raw.split(b"|")[0]) == 8_000   # the bureau's book stands: 110.00 less the debit in flight
+
+
+# -- drift against the model of both books (test_settlement_books) --------------------------------
+
+class DriftOfTheBooks(books.Books):
+    """The books' state machine, with snapshots read through the drift figures: a snapshot of the
+    bureau's true book never drifts, whatever the platform has in flight; one off by `delta` drifts
+    by exactly -delta, and the bureau's book stands (the cache follows it)."""
+
+    def _snapshot(self, person: str, balance: int):
+        book = self.books[person]
+        book.bureau_seq += 1
+        book.last_event = Movement(person, "snapshot", balance, book.bureau_seq, XIAN, book.bureau_applied)
+        [applied] = self.run(bureau_movements(self.client, [book.last_event]))
+        return applied
+
+    @rule(who=st.integers(0, 2))
+    def bureau_sends_a_snapshot(self, who):
+        person = [*self.patients, self.grantor][who]
+        book = self.books[person]
+        applied = self._snapshot(person, book.bureau)
+        in_flight = sum(book.postings[book.bureau_applied:])
+        assert (applied.platform_balance, applied.in_flight) == (book.true, in_flight)
+        assert applied.platform_balance - (book.bureau + applied.in_flight) == 0  # no drift
+
+    @rule(who=st.integers(0, 2), delta=st.integers(-10**6, 10**6).filter(bool))
+    def bureau_sends_a_snapshot_that_is_off(self, who, delta):
+        person = [*self.patients, self.grantor][who]
+        book = self.books[person]
+        applied = self._snapshot(person, book.bureau + delta)
+        assert applied.platform_balance - (book.bureau + delta + applied.in_flight) == -delta
+        book.bureau += delta  # the bureau's book stands
+        book.true += delta
+
+
+def test_a_snapshot_drifts_exactly_by_what_the_postings_in_flight_do_not_explain(valkey):  # noqa: F811
+    loop = asyncio.new_event_loop()  # private: the session loop belongs to pytest-asyncio
+    client = Redis.from_url(valkey.url)
+    store = make_store(client)
+    loop.run_until_complete(store.load_functions())
+    DriftOfTheBooks.run, DriftOfTheBooks.store, DriftOfTheBooks.client = (
+        staticmethod(loop.run_until_complete), store, client)
+    try:
+        run_state_machine_as_test(DriftOfTheBooks, settings=settings(
+            max_examples=60, stateful_step_count=40, deadline=None, database=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]))
+    finally:
+        loop.run_until_complete(client.aclose())
+        loop.close()
