@@ -142,7 +142,7 @@ class Ledger:
             except Exception as exc:  # noqa: BLE001 - our own output; a defect upstream, not a reason to stall
                 log.error("ledger: unreadable outcome %s[%d]@%d skipped: %s", msg.topic, msg.partition, msg.offset,
                           exc.__class__.__name__)
-        fresh, conflicts = await self._outage.retrying(lambda: self._store.record(items))
+        _, conflicts = await self._outage.retrying(lambda: self._store.record(items))
         if conflicts:
             log.error("ledger: %d outcomes named a charge or refund already in the ledger with other amounts "
                       "(the first kept)", conflicts)
