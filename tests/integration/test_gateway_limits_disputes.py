@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import random
 import uuid
 
 import httpx
@@ -19,7 +20,7 @@ from shared.identity import mask_id_number
 from shared.references import payment_reference
 from tests.integration.test_gateway import WINDOW, Family, app_token, auth, gateway_process, is_problem
 from tests.support import (ServiceProcess, body, charge_submitted, command, eventually, institution_registered,
-                           payload_of)
+                           payload_of, person_registered, wait_registered)
 
 pytestmark = pytest.mark.integration
 
@@ -29,10 +30,11 @@ HOSPITAL, HOSPITAL_REGION = "H610300-GWD", "610300"
 
 @pytest.fixture(scope="module")
 def platform(infra, bus, tmp_path_factory):
-    """Binding and settlement; a gateway with the SMS uplink key and one without it."""
+    """Binding, settlement and notify (which reads sms.uplink); a gateway with the SMS uplink key
+    and one without it."""
     log_dir = tmp_path_factory.mktemp("gateway-limits")
     services = [ServiceProcess(name, {**infra.env(), "LOG_LEVEL": "INFO", "HTTP_PORT": str(free_port())},
-                               log_dir / f"{name}.log") for name in ("binding", "settlement")]
+                               log_dir / f"{name}.log") for name in ("binding", "settlement", "notify")]
     gateway, url = gateway_process(infra, log_dir, GATEWAY_SMS_UPLINK_KEY=UPLINK_KEY)
     unkeyed, unkeyed_url = gateway_process(infra, log_dir)
     try:
@@ -247,6 +249,36 @@ async def test_the_sms_providers_signed_reply_is_put_on_sms_uplink(family):
     assert {body(m)["event_id"] for m in records} == {body(records[0])["event_id"]}   # one event, twice
     assert body(records[0])["event_type"] == "SmsReplyReceived"
     assert payload_of(records[0]) == json.loads(raw)
+
+
+async def test_a_grantors_sms_reply_through_the_uplink_disputes_the_payment_it_names(family):
+    """The whole path of "回复BF{reference}": the provider's callback, notify (phone -> grantor),
+    the binding service (the dispute opened, the binding paused)."""
+    await hospital(family)
+    # A phone of his own: notify reads a reply as its one registered person's.
+    son = person_registered(balance="100.00", phone=f"139{random.randrange(10**8):08d}")
+    await family.bus.send(t.BUREAU_ACCOUNTS, seal("PersonRegistered", son), key=son["person_id"])
+    await wait_registered(family.redis, [son["person_id"]], timeout=30)
+    father = await family.person(region=HOSPITAL_REGION, scheme="resident")
+    created = await family.bind(app_token(son), son, father)
+    assert created.status_code == 201, created.json()
+    binding = created.json()["outcome"]["binding_id"]
+    charge = await settle(family, father, 999)
+    reference = payment_reference(HOSPITAL, charge["charge_id"], son["person_id"])
+    # Notify has told the grantor of the payment: it knows his phone.
+    await family.bus.watchers[t.NOTIFY_DELIVERIES].wait_for(
+        lambda m: payload_of(m).get("charge_id") == charge["charge_id"]
+        and payload_of(m).get("recipient_role") == "grantor")
+    raw = sms_reply(phone=son["phone"], text=f"BF{reference}")
+    r = await family.http.post("/v1/sms/inbound", content=raw, headers=signed(raw))
+    assert r.status_code == 202, r.json()
+    [opened] = await family.bus.watchers[t.BINDING_EVENTS].wait_for(
+        lambda m: body(m)["event_type"] == "DisputeOpened" and payload_of(m).get("reference") == reference)
+    assert (payload_of(opened)["binding_id"], payload_of(opened)["channel"]) == (binding, "sms")
+    assert (await listed(family, son, binding))["paused"] is True
+    [dispute] = (await family.http.get(f"/v1/persons/{son['person_id']}/disputes",
+                                       headers=auth(app_token(son)))).json()["disputes"]
+    assert (dispute["reference"], dispute["status"]) == (reference, "open")
 
 
 async def test_an_uplink_call_badly_signed_too_large_or_malformed_is_refused_and_nothing_is_published(family):
