@@ -36,6 +36,21 @@ def document(title: str, description: str, channels: dict[str, dict[str, Any]]) 
     return doc
 
 
+def name_messages(doc: dict[str, Any], channels: dict[tuple[str, str], tuple[str, list[str]]]) -> dict[str, Any]:
+    """Channels whose messages another service owns: (action, topic) -> (what the key is, event
+    types), each message named by its event type only. The platform document resolves the names
+    to the owning service's definitions, so each message is defined once, by its owner."""
+    for (action, topic), (key, event_types) in channels.items():
+        refs = {name: {"$ref": f"#/components/messages/{name}"} for name in event_types}
+        channel = doc["channels"].setdefault(topic, {"address": topic, "description": f"Kafka key: {key}.",
+                                                     "messages": {}})
+        channel["messages"].update(refs)
+        doc["operations"][f"{action}:{topic}"] = {
+            "action": action, "channel": {"$ref": f"#/channels/{topic}"},
+            "messages": [{"$ref": f"#/channels/{topic}/messages/{name}"} for name in refs]}
+    return doc
+
+
 def _message(event_type: str, model: type[BaseModel], key: str, doc: dict[str, Any]) -> dict[str, Any]:
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
     doc["components"]["schemas"].update(schema.pop("$defs", {}))

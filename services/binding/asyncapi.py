@@ -1,12 +1,8 @@
 """The binding service's AsyncAPI document: `python -m services.binding.asyncapi`."""
 
 from shared import bureau, topics
-from shared.asyncapi import document, dump
+from shared.asyncapi import document, dump, name_messages
 from services.binding import contract as c
-# One event type, one schema: the binding service publishes FraudSuspected (kind grantor_dispute)
-# on settlement.results with the fields of settlement's model (c.DisputeFraudSuspected is that
-# model's grantor_dispute case), so the platform document shows the one model.
-from services.settlement.contract import FraudSuspected
 
 _OUTCOMES = {c.BINDING_CREATED: c.BindingCreated, c.BINDING_REVOKED: c.BindingRevoked,
              c.PAYMENT_ORDER_CHANGED: c.PaymentOrderChanged, c.GRANTOR_LIMIT_SET: c.GrantorLimitSet,
@@ -15,7 +11,7 @@ _OUTCOMES = {c.BINDING_CREATED: c.BindingCreated, c.BINDING_REVOKED: c.BindingRe
 
 
 def binding_document() -> dict:
-    return document("Binding service (家庭共济绑定)", "Creates, revokes and reorders family mutual-aid bindings; the "
+    doc = document("Binding service (家庭共济绑定)", "Creates, revokes and reorders family mutual-aid bindings; the "
                     "grantor's monthly limits, pause and resume; disputes of payments (非本人授权).", {
         topics.BINDING_COMMANDS: {"key": "beneficiary ID number (CreateBinding), binding id (commands naming "
                                          "one), or the payment reference (DisputePayment)",
@@ -39,11 +35,12 @@ def binding_document() -> dict:
             bureau.PERSON_REGISTERED: bureau.PersonRegistered}},
         topics.BUREAU_DISPUTES: {"key": "dispute id", "action": "receive", "messages": {
             c.DISPUTE_DECIDED: c.DisputeDecided}},
-        # FraudSuspected of kind grantor_dispute, when a dispute opens. (ChargeSettled is read
-        # here too, for the reference projection; settlement's document describes it.)
-        topics.SETTLEMENT_RESULTS: {"key": "charge id", "action": "send", "messages": {
-            c.FRAUD_SUSPECTED: FraudSuspected}},
     })
+    # FraudSuspected of kind grantor_dispute when a dispute opens, and ChargeSettled read for the
+    # reference projection: settlement's messages (c.DisputeFraudSuspected is the grantor_dispute
+    # case of settlement's FraudSuspected), named here and defined once, by settlement's document.
+    return name_messages(doc, {("send", topics.SETTLEMENT_RESULTS): ("charge id", [c.FRAUD_SUSPECTED]),
+                               ("receive", topics.SETTLEMENT_RESULTS): ("charge id", ["ChargeSettled"])})
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ platform document (shared/asyncapi.py, `platform_document`) resolves them to the
 the service that owns each (settlement, binding, the gateway), so each message is defined once."""
 
 from shared import bureau, institutions, topics
-from shared.asyncapi import document, dump
+from shared.asyncapi import document, dump, name_messages
 from services.notify import contract as c
 
 # Whose they are: settlement.results (settlement), binding.events and binding.commands (binding),
@@ -30,13 +30,7 @@ def notify_document() -> dict:
         topics.BUREAU_INSTITUTIONS: {"key": "institution code", "action": "receive", "messages": {
             institutions.INSTITUTION_REGISTERED: institutions.InstitutionRegistered}},
     })
-    for (action, topic), (key, event_types) in _BY_NAME.items():
-        refs = {name: {"$ref": f"#/components/messages/{name}"} for name in event_types}
-        doc["channels"][topic] = {"address": topic, "description": f"Kafka key: {key}.", "messages": refs}
-        doc["operations"][f"{action}:{topic}"] = {
-            "action": action, "channel": {"$ref": f"#/channels/{topic}"},
-            "messages": [{"$ref": f"#/channels/{topic}/messages/{name}"} for name in refs]}
-    return doc
+    return name_messages(doc, _BY_NAME)
 
 
 if __name__ == "__main__":
