@@ -17,6 +17,10 @@ from shared.wire import Day, Text, Time
 SMS_SENT = "SmsSent"
 SMS_FAILED = "SmsFailed"
 SETTLEMENT_TYPES = frozenset({"ChargeSettled", "ChargeRejected", "RefundSettled", "FraudSuspected"})
+# Also on settlement.results, and nothing to tell anyone by SMS: quotes and their releases
+# (预结算) and the answers to a HIS's reconciliation (对账). Read and passed over, never dead-lettered.
+SETTLEMENT_SILENT_TYPES = frozenset({"ChargeQuoted", "ChargeQuoteReleased", "InstitutionReconciled",
+                                     "InstitutionReconciliationRejected"})
 BINDING_PAUSED, BINDING_RESUMED, GRANTOR_LIMIT_SET = "BindingPaused", "BindingResumed", "GrantorLimitSet"
 DISPUTE_OPENED, DISPUTE_RESOLVED = "DisputeOpened", "DisputeResolved"
 BINDING_TYPES = frozenset({"BindingCreated", "BindingRevoked", "PaymentOrderChanged", "BindingRejected",

@@ -182,7 +182,7 @@ class NotifyService:
 
     # -- inputs: one boundary per message ----------------------------------------------------------
     async def on_settlement_results(self, batch: list[Received]) -> None:
-        await self._answer_all(batch, c.SETTLEMENT_TYPES, n.for_settlement)
+        await self._answer_all(batch, c.SETTLEMENT_TYPES | c.SETTLEMENT_SILENT_TYPES, n.for_settlement)
 
     async def on_binding_events(self, batch: list[Received]) -> None:
         await self._answer_all(batch, c.BINDING_TYPES, n.for_binding)

@@ -360,7 +360,7 @@ async def assert_fates(platform: Platform, sent: list[Sent], ordinary_answered: 
         if r.value in platform.published:
             return False
         if r.topic == t.BUREAU_POSTINGS:
-            return _json(r).get("event_type") not in ("Posting", "ReconciliationReport")
+            return _json(r).get("event_type") not in ("Posting", "ReconciliationReport", "AccountDriftDetected")
         return (r.topic in (t.BINDING_EVENTS, t.SETTLEMENT_RESULTS) and r.topic != sent[0].topic
                 and _json(r).get("event_type") not in EVENT_TYPES[r.topic])
     wrong_types = [(r.topic, _json(r).get("event_type")) for r in platform.watcher.records if foreign(r)]

@@ -414,6 +414,25 @@ async def test_a_malformed_event_is_dead_lettered_and_the_rest_of_its_batch_is_a
     assert rig.seen(bad) == [] and len(gateway.to(grantor["phone"])) == 1
 
 
+async def test_quotes_and_reconciliation_answers_are_passed_over_and_an_unknown_event_is_dead_lettered(
+        rig, gateway, bus):
+    """settlement.results also carries quotes (预结算) and answers to a HIS's reconciliation:
+    nothing to tell anyone, and nothing wrong; an event type nobody publishes is dead-lettered."""
+    clock = at(10)
+    notify = rig.instance(clock)
+    silent = [rig.received(t.SETTLEMENT_RESULTS, seal(kind, {"charge_id": "C1", "institution_code": "H61010001"},
+                                                      event_id=str(uuid.uuid4())))
+              for kind in ("ChargeQuoted", "ChargeQuoteReleased", "InstitutionReconciled",
+                           "InstitutionReconciliationRejected")]
+    unknown = rig.received(t.SETTLEMENT_RESULTS, seal("ChargeTeleported", {"charge_id": "C1"},
+                                                      event_id=str(uuid.uuid4())))
+    await notify.on_settlement_results([*silent, unknown])
+    letters = bus.watchers[t.dead_letter_topic(t.SETTLEMENT_RESULTS)]
+    await letters.wait_for(lambda r: r.value == unknown.value, timeout=30)
+    assert not letters.matching(lambda r: r.value in {m.value for m in silent})
+    assert gateway.requests == []
+
+
 class DefectiveGateway(HttpSmsGateway):
     """An adapter with a bug that only one phone number triggers."""
 
