@@ -17,7 +17,7 @@ import pytest
 
 from shared import topics as t
 from shared.devstack import free_port
-from shared.envelope import seal
+from shared.envelope import now, seal
 from shared.identity import mask_id_number
 from shared.references import payment_reference
 from shared.tokens import mint
@@ -649,3 +649,23 @@ async def test_a_dispute_by_the_sms_reference_pauses_the_binding_and_is_listed_w
     await page.get_by_role("button", name="确认恢复").click()
     await expect(page.locator("#pause-error")).not_to_be_empty()             # DISPUTE_OPEN, in the platform's words
     await expect(page.locator("#pause-dialog")).to_be_visible()
+    await page.keyboard.press("Escape")
+
+    # The grantor's bureau dismisses the dispute: the list says so, and the binding can be resumed.
+    [opened] = await counter.bus.watchers[t.BINDING_EVENTS].wait_for(
+        lambda r: body(r)["event_type"] == "DisputeOpened" and payload_of(r).get("reference") == reference)
+    dispute_id = payload_of(opened)["dispute_id"]
+    decided = {"dispute_id": dispute_id, "region": son["region"], "decision": "dismissed",
+               "decided_at": now().isoformat(timespec="seconds")}
+    await counter.bus.send(t.BUREAU_DISPUTES, seal("DisputeDecided", decided), key=dispute_id)
+    await counter.bus.watchers[t.BINDING_EVENTS].wait_for(
+        lambda r: body(r)["event_type"] == "DisputeResolved" and payload_of(r).get("dispute_id") == dispute_id)
+    await page.get_by_role("button", name="此人的非本人授权争议").click()
+    await expect(listed).to_contain_text("驳回（可恢复）")
+    await expect(page.locator("#dispute-result")).to_be_hidden()   # the receipt was for the earlier visit
+    await counter.shot("dispute-dismissed")
+    await counter.look_up(son, name=son["name"])
+    await counter.row(binding).get_by_role("button", name="恢复").click()
+    await page.get_by_role("button", name="确认恢复").click()
+    await expect(page.locator("#pause-dialog")).to_be_hidden()
+    await expect(counter.row(binding).locator("td").nth(5)).to_have_text("有效")

@@ -122,7 +122,7 @@ def make_router(service: GatewayService) -> APIRouter:
 
     @router.post("/sms/inbound", status_code=202, response_model=c.SmsAccepted, tags=["sms"],
                  summary="The SMS provider's uplink callback (上行短信)",
-                 responses={**_problems(401, 404, 413, 422, 503)},
+                 responses=_problems(401, 404, 413, 422, 503),
                  openapi_extra={"security": [], "requestBody": {"required": True, "content": {
                      "application/json": {"schema": c.SmsInbound.model_json_schema()}}}})
     async def sms_inbound(request: Request, x_signature: Annotated[str | None, Header(

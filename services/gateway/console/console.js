@@ -967,6 +967,7 @@ function renderDisputes() {
 
 /** From a look-up of a grantor: his or her disputes, and the form ready for a new one. */
 function disputesOfLookedUp() {
+  state.disputes.opened = null;          // an earlier dispute's receipt is not this person's
   $("dispute-grantor").value = state.lookup.id;
   location.hash = "#disputes";
   listDisputes(state.lookup.id);
@@ -1107,7 +1108,10 @@ function start() {
   $("limit-clear").addEventListener("click", () => confirmLimit(true));
   $("limit-cancel").addEventListener("click", () => $("limit-dialog").close());
   $("pause-cancel").addEventListener("click", () => $("pause-dialog").close());
-  $("dispute-list").addEventListener("click", () => listDisputes());
+  $("dispute-list").addEventListener("click", () => {
+    state.disputes.opened = null;
+    listDisputes();
+  });
   $("lookup-disputes").addEventListener("click", disputesOfLookedUp);
   $("lang").addEventListener("click", () => setLanguage(state.lang === "en" ? "zh" : "en"));
   $("sign-out").addEventListener("click", () => signOut(M("signin.signed_out")));
