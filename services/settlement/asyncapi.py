@@ -1,14 +1,21 @@
 """The settlement service's AsyncAPI document: `python -m services.settlement.asyncapi`."""
 
 from shared import bureau, institutions, topics
-from shared.asyncapi import document, dump
+from shared.asyncapi import document, dump, name_messages
 from services.settlement import contract as c
 from services.settlement import his_contract as h
 from services.settlement.handlers.subscribers import SETTLEMENT_QUERIES
 
 
+# Other services' messages settlement reads, named by event type (shared/asyncapi.py resolves them
+# to their owner's definitions): a binding paused or revoked releases its holds (issue 15).
+_BY_NAME = {
+    ("receive", topics.BINDING_EVENTS): ("beneficiary ID number", ["BindingPaused", "BindingRevoked"]),
+}
+
+
 def settlement_document() -> dict:
-    return document("Settlement service (展码结算)", "Settles charges across own, grantors' accounts and cash.", {
+    return name_messages(document("Settlement service (展码结算)", "Settles charges across own, grantors' accounts and cash.", {
         topics.HIS_CHARGES: {"key": "patient ID number", "action": "receive", "messages": {
             c.CHARGE_SUBMITTED: c.ChargeSubmitted, c.CHARGE_REFUNDED: c.ChargeRefunded,
             c.CHARGE_QUOTE_REQUESTED: c.ChargeQuoteRequested, c.CHARGE_QUOTE_CANCELLED: c.ChargeQuoteCancelled}},
@@ -38,7 +45,7 @@ def settlement_document() -> dict:
             c.CONSUMPTION_LISTED: c.ConsumptionListed, c.ACCOUNT_FOUND: c.AccountFound, c.CHARGE_SETTLED: c.ChargeSettled,
             c.CHARGE_REJECTED: c.ChargeRejected, c.REFUND_SETTLED: c.RefundSettled,
             c.CHARGE_QUOTED: c.ChargeQuoted, c.CHARGE_QUOTE_RELEASED: c.ChargeQuoteReleased}},
-    })
+    }), _BY_NAME)
 
 
 if __name__ == "__main__":
