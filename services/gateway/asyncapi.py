@@ -9,7 +9,7 @@ messages: its channels name them by event type, and the platform document (share
 once, by the service that answers it."""
 
 from shared import topics
-from shared.asyncapi import document, dump
+from shared.asyncapi import document, dump, name_messages
 from services.gateway import contract as c
 
 # Whose they are: binding.commands and reply answers (binding), settlement.queries and its answers (settlement).
@@ -40,14 +40,8 @@ def gateway_document() -> dict:
     doc["operations"][f"receive:{topics.GATEWAY_AUDIT}"] = {
         "action": "receive", "channel": {"$ref": f"#/channels/{topics.GATEWAY_AUDIT}"},
         "messages": [{"$ref": f"#/channels/{topics.GATEWAY_AUDIT}/messages/{c.WINDOW_ACTION_AUDITED}"}]}
-    for action, channels in (("send", _SENT), ("receive", _RECEIVED)):
-        for topic, (key, event_types) in channels.items():
-            refs = {name: {"$ref": f"#/components/messages/{name}"} for name in event_types}
-            doc["channels"][topic] = {"address": topic, "description": f"Kafka key: {key}.", "messages": refs}
-            doc["operations"][f"{action}:{topic}"] = {
-                "action": action, "channel": {"$ref": f"#/channels/{topic}"},
-                "messages": [{"$ref": f"#/channels/{topic}/messages/{name}"} for name in refs]}
-    return doc
+    return name_messages(doc, {**{("send", topic): spec for topic, spec in _SENT.items()},
+                               **{("receive", topic): spec for topic, spec in _RECEIVED.items()}})
 
 
 if __name__ == "__main__":
