@@ -55,6 +55,7 @@ _RELEASING = frozenset({Reason.QUOTE_EXPIRED.value, Reason.QUOTE_RELEASED.value}
 _EVENT_OF_OP = {"S": c.CHARGE_SUBMITTED, "Q": c.CHARGE_QUOTE_REQUESTED, "C": c.CHARGE_QUOTE_CANCELLED}
 # binding.events that release the holds of a binding (I-4), and the reason a release then gives.
 _RELEASES_HOLDS = {"BindingPaused": "binding_paused", "BindingRevoked": "binding_revoked"}
+SWEEP_MOST = 500  # quotes released in one Function call of the sweep
 _REFUSED_MOVEMENT = {
     "UNREGISTERED": "no PersonRegistered for this person",
     "FOREIGN_REGION": "the person is registered in another region than the event's",
@@ -432,10 +433,14 @@ class SettlementService:
     async def sweep_quotes(self) -> int:
         """Release every quote due by the platform's clock (whole, in one Function call), then
         announce every release waiting in the outbox. Answers how many quotes were due."""
-        now = self._clock()
-        due = await self._store.release_due(int(now.timestamp() * 1000), now.isoformat(timespec="seconds"))
-        await self.announce_releases()
-        return due
+        now, due = self._clock(), 0
+        while True:  # at most SWEEP_MOST a call, so that no call holds Redis long
+            released = await self._store.release_due(int(now.timestamp() * 1000), now.isoformat(timespec="seconds"),
+                                                     SWEEP_MOST)
+            due += released
+            await self.announce_releases()
+            if released < SWEEP_MOST:
+                return due
 
     async def announce_releases(self) -> int:
         """Publish ChargeQuoteReleased for the outbox's releases (awaiting the broker's acks), then
@@ -478,7 +483,8 @@ class SettlementService:
         for msg in batch:
             try:
                 body = orjson.loads(msg.value)
-                reason = _RELEASES_HOLDS.get(body.get("event_type")) if isinstance(body, dict) else None
+                kind = body.get("event_type") if isinstance(body, dict) else None
+                reason = _RELEASES_HOLDS.get(kind) if isinstance(kind, str) else None
                 payload = body.get("payload") if reason else None
                 binding_id, beneficiary = (payload.get("binding_id"), payload.get("beneficiary_id")) \
                     if isinstance(payload, dict) else (None, None)

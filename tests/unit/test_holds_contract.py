@@ -82,3 +82,27 @@ def test_a_malformed_cancellation_is_refused_invalid_charge():
 
 def test_the_quote_id_is_one_per_charge():
     assert ids.quote_id("H1", "C-1") == ids.quote_id("H1", "C-1") != ids.quote_id("H2", "C-1")
+
+
+class _Releases:
+    """Stands in for SettlementStore.release_binding: what was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str, str]] = []
+
+    async def release_binding(self, binding_id: str, beneficiary_id: str, reason: str, at: str) -> int:
+        self.asked.append((binding_id, beneficiary_id, reason))
+        return 0
+
+
+async def test_only_a_binding_paused_or_revoked_releases_holds_and_nothing_read_off_binding_events_raises():
+    store = _Releases()
+    s = SettlementService(store=store, broker=None, clock=lambda: NOW)  # type: ignore[arg-type]
+    values = [b"not json", b"[1, 2]", b'{"event_type": ["x"]}', b'{"event_type": "BindingPaused", "payload": 3}',
+              b'{"event_type": "BindingPaused", "payload": {"binding_id": 7, "beneficiary_id": "P"}}',
+              envelope.seal("BindingCreated", {"binding_id": "B0", "beneficiary_id": PATIENT}),
+              envelope.seal("BindingPaused", {"binding_id": "B1", "beneficiary_id": PATIENT, "cause": "grantor"}),
+              envelope.seal("BindingRevoked", {"binding_id": "B2", "beneficiary_id": PATIENT})]
+    answers = await s._binding_batch([Received("binding.events", 0, i, b"k", v, {}) for i, v in enumerate(values)])
+    assert not answers.outcomes and not answers.dead
+    assert store.asked == [("B1", PATIENT, "binding_paused"), ("B2", PATIENT, "binding_revoked")]
