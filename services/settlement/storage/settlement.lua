@@ -121,7 +121,8 @@ end
 -- less held), a grantor also no more than its binding's monthly limit leaves; a paused binding
 -- pays nothing. Posted at once, or held for a quote (`holding`: the lines' `after` is then what is
 -- left to spend). What a grantor pays or holds counts against its limit in the charge's month
--- (stl:used, one HINCRBY a grantor line; one HGET more when the binding has a limit).
+-- (stl:used): one HINCRBY a grantor line, limited or not; a second one only when the limit cuts
+-- the line (it gives back what went over).
 local function waterfall(patient, me, borne, day, month, holding)
   local lines, remaining = {}, borne
   local function pay(source, person, account, p)
@@ -129,10 +130,14 @@ local function waterfall(patient, me, borne, day, month, holding)
     if not account or account.scheme ~= 'e' or remaining == 0 then return end
     local take = math.min(account.balance - account.held, remaining)
     if take <= 0 then return end
-    if p and p.limit then
-      local left = p.limit - tonumber(redis.call('HGET', 'stl:used:' .. p.binding, month) or '0')
-      if left <= 0 then return end
-      take = math.min(take, left)
+    if p then
+      local used = redis.call('HINCRBY', 'stl:used:' .. p.binding, month, take)
+      if p.limit and used > p.limit then
+        local over = math.min(used - p.limit, take)
+        redis.call('HINCRBY', 'stl:used:' .. p.binding, month, -over)
+        take = take - over
+        if take <= 0 then return end
+      end
     end
     remaining = remaining - take
     local line = {source = source, person = person, region = account.region, order = p and p.order,
@@ -145,7 +150,6 @@ local function waterfall(patient, me, borne, day, month, holding)
       line.aseq = post(person, account, -take)
       line.after = account.balance
     end
-    if p then redis.call('HINCRBY', 'stl:used:' .. p.binding, month, take) end
     table.insert(lines, line)
   end
   pay('own', patient, me, nil)
