@@ -1,5 +1,6 @@
 """docs/partners.md's example messages, published verbatim against the real broker and Redis with
-the settlement service as a process, each answer checked against the one the guide documents.
+the settlement, binding and notify services as processes, each answer checked against the one the
+guide documents.
 
 The guide marks each fenced block with an HTML comment just before it:
 `<!-- example: NAME | ROLE | topic=... | key=... | headers=k:v,k:v | varies=path,path -->`, where
@@ -15,16 +16,17 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import pytest
 
 from shared import bureau, topics
-from shared.binding_index import Payer, encode_payer, payers_key
 from shared.kafka import ensure_topics
 from shared.settings import ServiceSettings
 from shared.state import person_bucket
+from services.binding.domain.model import Binding, Relation
+from services.binding.storage.bindings import BindingStore, Plan, Stored, epoch
 from tests.support import ROOT, Watcher, eventually, running
 
 pytestmark = pytest.mark.integration
@@ -36,6 +38,12 @@ _BLOCK = re.compile(r"<!-- example: (?P<attrs>[^>]*?) -->\n```[a-z]*\n(?P<text>.
 # SETTLEMENT_MAX_CHARGE_AGE_DAYS (default 7) as INVALID_CHARGE, so this test gives it a century:
 # the examples stay valid on any later day, and nothing else about settling depends on it.
 SETTLEMENT_ENV = {"SETTLEMENT_MAX_CHARGE_AGE_DAYS": "36500", "LOG_LEVEL": "INFO"}
+# A grantor may dispute a payment BINDING_DISPUTE_WINDOW_DAYS (default 90) after its charge; the
+# examples' charges are of November 2026, so the binding service is given its longest window (ten
+# years) for the same reason. Notify runs with its default provider (`sink`): the SMS it sends are
+# not partner messages, but it is what turns an SMS reply into a DisputePayment (section 11).
+BINDING_ENV = {"BINDING_DISPUTE_WINDOW_DAYS": "3650"}
+SERVICES = ("settlement", "binding", "notify")
 ANSWER_TIMEOUT = 30.0
 
 
@@ -123,18 +131,21 @@ async def test_every_example_in_the_partner_guide_gets_its_documented_answer(
     watcher = Watcher(infra.kafka_bootstrap, watched)
     await watcher.start()
     try:
-        with running(("settlement",), {**infra.env(), **SETTLEMENT_ENV}, tmp_path_factory.mktemp("partners")):
+        with running(SERVICES, {**infra.env(), **SETTLEMENT_ENV, **BINDING_ENV}, tmp_path_factory.mktemp("partners")):
+            answers: set[str] = set()
             for step in steps:
-                await _play(step, bus, watcher, clean_redis)
-        _nothing_undocumented(steps, watcher)
+                await _play(step, bus, watcher, clean_redis, answers)
+        _nothing_undocumented(steps, watcher, answers)
     finally:
         await watcher.stop()
 
 
-def _nothing_undocumented(steps: list[Step], watcher: Watcher) -> None:
+def _nothing_undocumented(steps: list[Step], watcher: Watcher, answers: set[str]) -> None:
     """No answer the guide does not show: every result and dead letter keyed by one of the guide's
-    charges or people is a documented one (a registration dead-lettered, say, would be caught)."""
-    documented = {_event_id(out.value) or out.text for s in steps for out in s.outputs}
+    charges or people is a documented one (a registration dead-lettered, say, would be caught).
+    `answers`: the event ids of the answers found for the guide's outputs, which for an answer
+    whose id varies by run (a reconciliation's, derived from the day) is this run's id."""
+    documented = {_event_id(out.value) or out.text for s in steps for out in s.outputs} | answers
     keys = {b.key.encode() for s in steps for b in (s.given_or_input, *s.outputs)  # not regions: shared
             if b.key and not (b.key.isdigit() and len(b.key) == 6)}
     stray = [(r.topic, r.value.decode(errors="replace")[:300]) for r in watcher.records
@@ -143,7 +154,7 @@ def _nothing_undocumented(steps: list[Step], watcher: Watcher) -> None:
     assert not stray, f"answers the guide does not document: {stray}"
 
 
-async def _play(step: Step, bus, watcher: Watcher, redis) -> None:
+async def _play(step: Step, bus, watcher: Watcher, redis, answers: set[str]) -> None:
     block = step.given_or_input
     if block.role == "given":
         await _given(block, redis)
@@ -161,6 +172,7 @@ async def _play(step: Step, bus, watcher: Watcher, redis) -> None:
             raise AssertionError(f"{out.name}: no answer on {out.topic} within {ANSWER_TIMEOUT:.0f} s; "
                                  f"the latest there:\n" + "\n".join(latest)) from None
         _check(out, found[-1])
+        answers.add(_event_id(found[-1].value) or "")
     if not step.outputs:
         await _applied(block, redis)
 
@@ -172,6 +184,9 @@ def _as_published(block: Block, watcher: Watcher) -> bytes:
     if "payload.day" not in block.varies:
         return block.value
     body = json.loads(block.text)
+    if body["event_type"] in ("InstitutionDailyTotals", "InstitutionDailyDetail"):
+        body["payload"]["day"] = _settled_day(block, body["payload"]["institution_code"], watcher)
+        return json.dumps(body, ensure_ascii=False, indent=2).encode()
     listed = {p["posting_id"] for p in body["payload"]["postings"]}
     latest = {_posting_id(r.value): json.loads(r.value)["payload"]["posted_at"][:10]  # this run's, on a rerun
               for r in watcher.matching(lambda r: r.topic == topics.BUREAU_POSTINGS and _posting_id(r.value) in listed)}
@@ -179,6 +194,19 @@ def _as_published(block: Block, watcher: Watcher) -> bytes:
     assert len(days) == 1, f"{block.name}: the listed postings were posted on {sorted(days)}"
     body["payload"]["day"] = days.pop()
     return json.dumps(body, ensure_ascii=False, indent=2).encode()
+
+
+def _settled_day(block: Block, institution: str, watcher: Watcher) -> str:
+    """An institution's reconciliation day (section 12) is the China date of the platform's
+    settled_at: in this run, the day the test settled the institution's charges."""
+    latest = {}  # charge id -> day: this run's, on a rerun
+    for r in watcher.matching(lambda r: r.topic == topics.SETTLEMENT_RESULTS):
+        body = json.loads(r.value)
+        if body.get("event_type") == "ChargeSettled" and body["payload"].get("institution_code") == institution:
+            latest[body["payload"]["charge_id"]] = datetime.fromisoformat(body["payload"]["settled_at"]).date()
+    days = {day.isoformat() for day in latest.values()}
+    assert len(days) == 1, f"{block.name}: {institution}'s charges were settled on {sorted(days)}"
+    return days.pop()
 
 
 def _posting_id(value: bytes) -> str | None:
@@ -256,11 +284,21 @@ async def _institution_region(redis, code: str, region: bytes) -> bool:
 async def _given(block: Block, redis) -> None:
     """A binding in force on the examples' dates. The binding service refuses a binding that
     starts before the day it is made (contract version 2), so one in force on 2026-11-20 cannot be
-    made through it on a later day; the test writes the payer index entry that the binding service
-    writes when it publishes this BindingCreated (the layout is shared/binding_index.py's)."""
+    made through it on a later day; the test writes what the binding service writes when it
+    publishes this BindingCreated, through the binding service's own store and Function: its
+    record of the binding (what its limit, pause and dispute commands act on) and the payer index
+    entry settlement reads (shared/binding_index.py)."""
     body = json.loads(block.text)
     assert body["event_type"] == "BindingCreated", f"{block.name}: only a BindingCreated can be given"
     p = body["payload"]
-    payer = Payer(p["binding_id"], p["grantor_id"], p["payment_order"], date.fromisoformat(p["start_date"]),
-                  date.fromisoformat(p["end_date"]), p["grantor_region"])
-    await redis.hset(payers_key(p["beneficiary_id"]), p["binding_id"], encode_payer(payer))
+    binding = Binding(binding_id=p["binding_id"], grantor_id=p["grantor_id"], beneficiary_id=p["beneficiary_id"],
+                      relation=Relation(p["relation"]), payment_order=p["payment_order"],
+                      start_date=date.fromisoformat(p["start_date"]), end_date=date.fromisoformat(p["end_date"]),
+                      grantor_region=p["grantor_region"], beneficiary_region=p["beneficiary_region"],
+                      signature_digest="", channel="app")
+    made = Stored(binding, p["payment_order"], epoch(datetime.fromisoformat(body["occurred_at"])))
+    store = BindingStore(redis, outcome_ttl_seconds=86400)
+    await store.load_functions()
+    plan = Plan(p["beneficiary_id"], expect="", bindings=[made], new_grantors=[p["grantor_id"]],
+                new_ids=[p["binding_id"]])
+    assert await store.commit([plan], payers_ended_before=binding.start_date) == [True], f"{block.name}: not written"
