@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from shared import envelope, topics as t
-from tests.integration.test_holds import Counter
+from tests.integration.test_holds import counter  # noqa: F401  (the HIS and the window, on this module's services)
 from tests.integration.test_money_in_flight import lines
 from tests.support import body, cached_balances, command, fen, payload_of, running
 
@@ -22,13 +22,6 @@ def services(infra, tmp_path_factory):
     with running(("binding", "settlement"), {**infra.env(), "LOG_LEVEL": "INFO"},
                  tmp_path_factory.mktemp("limits")) as services:
         yield services
-
-
-@pytest.fixture
-async def counter(bus, clean_redis, services):
-    counter = Counter(bus, clean_redis)
-    await counter.hospital()
-    return counter
 
 
 def this_month() -> str:
