@@ -40,7 +40,8 @@ from services.settlement.domain import his_reconciliation as rec
 from services.settlement.domain.ids import event_id
 from services.settlement.metrics import ReconciliationMetrics
 from services.settlement.storage.accounts import Movement
-from services.settlement.storage.ledger import LedgerItem, LedgerStore, MovementApplied, PartsInconsistent
+from services.settlement.storage.accounts import MovementApplied
+from services.settlement.storage.ledger import LedgerItem, LedgerStore, PartsInconsistent
 
 log = logging.getLogger("settlement")
 # How long an answer waits for the ledger to catch up before it goes out marked `final: false`.

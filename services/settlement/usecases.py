@@ -41,7 +41,6 @@ from services.settlement.domain.reasons import ChargeRefused, Reason
 from services.settlement.domain.reconciliation import Entry, net, reconcile
 from services.settlement.metrics import REFUNDED, Noted, Refused, Settled, SettlementMetrics
 from services.settlement.ledger import drift_detected
-from services.settlement.storage.ledger import bureau_movements
 from services.settlement.storage.accounts import (Applied, ChargeToSettle, Movement, RefundToApply,
                                                   SettlementStore)
 
@@ -373,8 +372,8 @@ class SettlementService:
         if people:
             await self._store.register(people)
         if moves:
-            # storage/ledger.py: the same Function call, with a snapshot's drift figures (对账 per account)
-            applied = await bureau_movements(self._store._redis, [m for _, m in moves])
+            # with a snapshot's drift figures (对账 per account), from the same Function call
+            applied = await self._store.movements_applied([m for _, m in moves])
             for (msg, move), done in zip(moves, applied):
                 if done.outcome in _REFUSED_MOVEMENT:
                     answers.dead.append((msg, f"refused {move.kind}: {_REFUSED_MOVEMENT[done.outcome]}"))

@@ -22,7 +22,6 @@ from shared.devstack import free_port
 from shared.envelope import now, seal
 from shared.state import person_bucket
 from services.settlement.storage.accounts import Movement
-from services.settlement.storage.ledger import bureau_movements
 from tests.integration import test_settlement_books as books
 from tests.integration.test_settlement_functions import XIAN, make_store, valkey  # noqa: F401 - valkey: a fixture
 from tests.support import body, china_today, command, eventually, new_person_id, payload_of, running
@@ -316,7 +315,7 @@ class DriftOfTheBooks(books.Books):
         book = self.books[person]
         book.bureau_seq += 1
         book.last_event = Movement(person, "snapshot", balance, book.bureau_seq, XIAN, book.bureau_applied)
-        [applied] = self.run(bureau_movements(self.client, [book.last_event]))
+        [applied] = self.run(self.store.movements_applied([book.last_event]))
         return applied
 
     @rule(who=st.integers(0, 2))

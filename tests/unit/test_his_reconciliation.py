@@ -16,7 +16,7 @@ from services.settlement.domain.waterfall import Line
 from services.settlement.his_contract import MAX_ROWS_PER_PART, InstitutionDailyDetail, InstitutionDailyTotals
 from services.settlement.ledger import drift_detected, ledger_item
 from services.settlement.storage.accounts import Movement
-from services.settlement.storage.ledger import MovementApplied
+from services.settlement.storage.accounts import MovementApplied
 
 
 def amounts(borne: int, own: int = 0, family: int = 0) -> ChargeAmounts:

@@ -111,6 +111,18 @@ class Applied:
 
 
 @dataclass(frozen=True)
+class MovementApplied:
+    """bureau_movement's answer; for a snapshot that found the cache drifted (or its redelivery),
+    what the platform held before and what its postings after the watermark explain (对账 per
+    account, services/settlement/ledger.py)."""
+
+    outcome: str
+    balance: int
+    platform_balance: int | None = None
+    in_flight: int | None = None
+
+
+@dataclass(frozen=True)
 class Account:
     """A person's account as settlement keeps it: balance in fen (may be below zero), region, scheme."""
 
@@ -321,13 +333,23 @@ class SettlementStore:
             pipe.fcall("register_institution", 0, code, region, kind)
         await pipe.execute()
 
-    async def bureau_movements(self, moves: list[Movement]) -> list[tuple[str, int]]:
-        """Each movement's outcome (APPLIED, NEGATIVE, STALE or a refusal) and the balance after."""
+    async def movements_applied(self, moves: list[Movement]) -> list[MovementApplied]:
+        """Apply bureau events through bureau_movement, one pipeline: each one's outcome (APPLIED,
+        NEGATIVE, STALE or a refusal) and the balance after; a snapshot's drift figures come back
+        from the same atomic step that applies it."""
         pipe = self._redis.pipeline(transaction=False)
         for m in moves:
             pipe.fcall("bureau_movement", 0, m.person_id, m.kind, m.amount, m.bureau_seq, m.region,
                        m.applied_through)
-        return [(r[0].decode(), int(r[1])) for r in await pipe.execute()]
+        out = []
+        for r in await pipe.execute():
+            drift = (int(r[2]), int(r[3])) if len(r) > 3 else (None, None)
+            out.append(MovementApplied(r[0].decode(), int(r[1]), *drift))
+        return out
+
+    async def bureau_movements(self, moves: list[Movement]) -> list[tuple[str, int]]:
+        """Each movement's outcome and the balance after."""
+        return [(a.outcome, a.balance) for a in await self.movements_applied(moves)]
 
     async def report_part(self, region: str, day: str, report_id: str, part: int, parts: int,
                           body: dict) -> list[dict] | None:

@@ -23,7 +23,6 @@ from redis.asyncio import Redis
 
 from shared.state import calling_functions
 from services.settlement.domain.his_reconciliation import Book, ChargeAmounts, Totals
-from services.settlement.storage.accounts import Movement
 
 LIBRARY = files("services.settlement.storage").joinpath("ledger.lua").read_text
 _TOTALS = (b"t:charges", b"t:borne", b"t:own", b"t:family", b"t:cash", b"t:refunds", b"t:refunded")
@@ -48,17 +47,6 @@ class LedgerItem:
         assert a is not None
         return [key, f"c:{self.charge_id}", f"{a.borne}|{a.own}|{a.family}|{a.cash}", "c", a.borne, a.own, a.family,
                 a.cash]
-
-
-@dataclass(frozen=True)
-class MovementApplied:
-    """bureau_movement's answer; for a snapshot that found the cache drifted (or its redelivery),
-    what the platform held before and what its postings after the watermark explain."""
-
-    outcome: str
-    balance: int
-    platform_balance: int | None = None
-    in_flight: int | None = None
 
 
 class LedgerStore:
@@ -147,16 +135,3 @@ async def keep_part(redis: Redis, key: str, ttl: int, part: int, body: dict) -> 
     pipe.expire(key, ttl)
     pipe.hgetall(key)
     return {int(k): json.loads(v) for k, v in (await pipe.execute())[-1].items()}
-
-
-async def bureau_movements(redis: Redis, moves: list[Movement]) -> list[MovementApplied]:
-    """Apply bureau events through settlement.lua's bureau_movement, one pipeline; the snapshot's
-    drift figures come back with it (the same atomic step that applies it)."""
-    pipe = redis.pipeline(transaction=False)
-    for m in moves:
-        pipe.fcall("bureau_movement", 0, m.person_id, m.kind, m.amount, m.bureau_seq, m.region, m.applied_through)
-    out = []
-    for r in await pipe.execute():
-        drift = (int(r[2]), int(r[3])) if len(r) > 3 else (None, None)
-        out.append(MovementApplied(r[0].decode(), int(r[1]), *drift))
-    return out
