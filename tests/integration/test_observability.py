@@ -149,9 +149,10 @@ async def test_the_counters_show_a_settled_and_a_refused_charge(services, http, 
                      f"notify counts {len(sent)} SMS sent")
 
     # Everything is worked off: no record behind on any subscription, every subscription shown.
-    topics = {"binding": {t.BINDING_COMMANDS, t.BUREAU_ACCOUNTS},
-              "settlement": {t.HIS_CHARGES, t.BUREAU_ACCOUNTS, t.BUREAU_INSTITUTIONS, "settlement.queries"},
-              "notify": {t.SETTLEMENT_RESULTS, t.BINDING_EVENTS, t.BUREAU_ACCOUNTS, t.BUREAU_INSTITUTIONS}}
+    topics = {"binding": {t.BINDING_COMMANDS, t.BUREAU_ACCOUNTS, t.BUREAU_DISPUTES, t.SETTLEMENT_RESULTS},
+              "settlement": {t.HIS_CHARGES, t.BUREAU_ACCOUNTS, t.BUREAU_INSTITUTIONS, "settlement.queries",
+                             t.BINDING_EVENTS, t.HIS_RECONCILIATION, t.SETTLEMENT_RESULTS},
+              "notify": {t.SETTLEMENT_RESULTS, t.BINDING_EVENTS, t.BUREAU_ACCOUNTS, t.BUREAU_INSTITUTIONS, t.SMS_UPLINK}}
     shown = {}
     for name, url in services.items():
         async def caught_up() -> dict | None:
