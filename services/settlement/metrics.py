@@ -16,6 +16,9 @@ per record on the hot path, nothing for an outcome that was not published.
 - `fma_account_drift_total`, `fma_account_drift_fen_total` (对账 per account, issue 15): BalanceSnapshots
   that found the platform's balance off by more than its postings after the snapshot's watermark
   explain, and the fen they were off by (absolute), counted when the snapshot is first applied.
+- `fma_quotes_total{outcome="quoted"|"released", reason}` (预结算): quotes held, and quotes released
+  whole, by why (`cancelled`, `expired`, `binding_paused`, `binding_revoked`; "" when quoted). A
+  quote settled with its id counts as a settled charge.
 - `fma_institution_reconciliations_total{level, result}` and `..._refused_total{reason}`: 对账 with
   the HIS (`ReconciliationMetrics`, below).
 
@@ -58,7 +61,19 @@ class Refused:
     event_id: str  # of the ChargeRejected: the same for every republication of this refusal
 
 
-Noted = Settled | Refunded | Refused
+@dataclass(frozen=True)
+class Quoted:
+    """A quote held for the first time (its split on hold)."""
+
+
+@dataclass(frozen=True)
+class QuoteReleased:
+    reason: str
+    quote_id: str  # a release is counted once per quote in a process, however often it is announced
+
+
+Noted = Settled | Refunded | Refused | Quoted | QuoteReleased
+QUOTED = Quoted()
 REFUNDED = Refunded()
 
 
@@ -68,6 +83,7 @@ class Tally:
     refunds: Counter[tuple[str, str]] = field(default_factory=Counter)
     paid_fen: Counter[str] = field(default_factory=Counter)  # source
     cross_region: int = 0
+    quotes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (outcome, reason)
 
 
 def is_cross_region(institution_region: str, lines: Iterable[Line]) -> bool:
@@ -84,6 +100,10 @@ def tally(noted: Iterable[Noted]) -> Tally:
             t.cross_region += is_cross_region(n.institution_region, n.lines)
         elif isinstance(n, Refunded):
             t.refunds["refunded", ""] += 1
+        elif isinstance(n, Quoted):
+            t.quotes["quoted", ""] += 1
+        elif isinstance(n, QuoteReleased):
+            t.quotes["released", n.reason] += 1
         else:
             (t.charges if n.kind == "charge" else t.refunds)["refused", n.reason] += 1
     return t
@@ -99,6 +119,8 @@ class SettlementMetrics:
                                  "grantor's account, cash).", ["source"], registry=registry)
         self._cross = PromCounter("fma_cross_region_payments", "Settled charges a grantor's account in another "
                                   "pooling region than the institution's paid a part of.", registry=registry)
+        self._quotes = PromCounter("fma_quotes", "Quotes (预结算): held, or released whole by reason.",
+                                   ["outcome", "reason"], registry=registry)
         self._once = Once()
         # 对账 per account (issue 15): a BalanceSnapshot found the cache off by more than the
         # platform's postings after its watermark explain (usecases.py, _bureau_batch).
@@ -124,6 +146,8 @@ class SettlementMetrics:
             self._paid.labels(source=source).inc(fen)
         if t.cross_region:
             self._cross.inc(t.cross_region)
+        for (outcome, reason), n in t.quotes.items():
+            self._quotes.labels(outcome=outcome, reason=reason).inc(n)
 
     def drifted(self, fen: int) -> None:
         """A snapshot applied for the first time found the cache off by `fen` (signed)."""
@@ -131,14 +155,19 @@ class SettlementMetrics:
         self._drift_fen.inc(abs(fen))
 
     def _first_time(self, noted: list[Noted]) -> list[Noted]:
-        """Refusals not counted before in this process (once each, even twice in one batch)."""
-        fresh = set(self._once.fresh(n.event_id for n in noted if isinstance(n, Refused)))
+        """Refusals and quote releases not counted before in this process (once each, even twice
+        in one batch)."""
+        def once_key(n: Noted) -> str | None:
+            return n.event_id if isinstance(n, Refused) else \
+                f"released:{n.quote_id}" if isinstance(n, QuoteReleased) else None
+
+        fresh = set(self._once.fresh(k for n in noted if (k := once_key(n))))
         kept = []
         for n in noted:
-            if isinstance(n, Refused):
-                if n.event_id not in fresh:
+            if (k := once_key(n)) is not None:
+                if k not in fresh:
                     continue
-                fresh.discard(n.event_id)
+                fresh.discard(k)
             kept.append(n)
         return kept
 

@@ -39,7 +39,7 @@ from services.settlement.domain import ids
 from services.settlement.domain.consumption import by_beneficiary
 from services.settlement.domain.reasons import ChargeRefused, Reason
 from services.settlement.domain.reconciliation import Entry, net, reconcile
-from services.settlement.metrics import REFUNDED, Noted, Refused, Settled, SettlementMetrics
+from services.settlement.metrics import QUOTED, REFUNDED, Noted, QuoteReleased, Refused, Settled, SettlementMetrics
 from services.settlement.ledger import drift_detected
 from services.settlement.storage.accounts import (Applied, ChargeToSettle, Movement, RefundToApply,
                                                   SettlementStore)
@@ -278,9 +278,11 @@ class SettlementService:
                                            todo.borne, applied.lines, applied.at, until)
             if not applied.replay:
                 log.info("charge %s quoted, held until %s", shown(todo.charge_id), until)
+                answers.noted.append(QUOTED)
         else:
             value = outcomes.quote_released(todo.quote_id, todo.institution_code, todo.charge_id, applied.reason,
                                             applied.lines, applied.at).value
+            answers.noted.append(QuoteReleased(applied.reason, todo.quote_id))
         answers.answer(msg, topics.SETTLEMENT_RESULTS, todo.charge_id.encode(), value)
         return answers
 
@@ -451,6 +453,7 @@ class SettlementService:
                     outcomes.quote_released(r.quote_id, r.institution_code, r.charge_id, r.reason, r.lines,
                                             r.released_at) for r in releases])
                 await self._store.announced(releases)
+                self._metrics.record([QuoteReleased(r.reason, r.quote_id) for r in releases])
                 total += len(releases)
                 log.info("announced %d released quotes", len(releases))
             return total

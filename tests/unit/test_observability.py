@@ -20,7 +20,8 @@ from services.notify import contract as nc
 from services.notify.metrics import NotifyMetrics, sms_outcome
 from services.notify.metrics import tally as sms_tally
 from services.settlement.domain.waterfall import Line
-from services.settlement.metrics import REFUNDED, Refused, Settled, SettlementMetrics, is_cross_region, tally
+from services.settlement.metrics import (QUOTED, REFUNDED, QuoteReleased, Refused, Settled, SettlementMetrics,
+                                         is_cross_region, tally)
 from shared import envelope
 from shared.observability import Observability, Once
 
@@ -83,6 +84,18 @@ def test_settlement_counters_show_a_batch_and_count_a_refusal_once():
     assert sample(registry, "fma_paid_fen_total", source="grantor") == 3_000
     assert sample(registry, "fma_paid_fen_total", source="cash") == 400
     assert sample(registry, "fma_cross_region_payments_total") == 1
+
+
+def test_quotes_are_counted_when_held_and_each_release_once_whatever_announces_it_again():
+    registry = CollectorRegistry()
+    metrics = SettlementMetrics(registry)
+    expired = QuoteReleased("expired", "Q1")
+    metrics.record([QUOTED, QUOTED, expired, QuoteReleased("cancelled", "Q2")])
+    metrics.record([expired])  # the outbox announced it again after a crash: the same quote
+    assert sample(registry, "fma_quotes_total", outcome="quoted", reason="") == 2
+    assert sample(registry, "fma_quotes_total", outcome="released", reason="expired") == 1
+    assert sample(registry, "fma_quotes_total", outcome="released", reason="cancelled") == 1
+    assert sample(registry, "fma_charges_total", outcome="settled", reason="") == 0  # a quote is not a charge
 
 
 def test_settlement_counters_are_there_at_zero_before_anything_happened():
