@@ -296,6 +296,8 @@ async def test_a_refund_gives_the_limit_back_in_the_month_of_the_payment(store, 
     c = charge(f.patient, 4_000)
     [s] = await store.settle([c], now_ms=T0)
     assert await store.used(f.b1, MONTH) == 4_000
+    # kept as long as a charge record after the binding's last payment: a refund finds its month
+    assert 0 < await client.ttl(f"stl:used:{f.b1}") <= 3600  # make_store's record_ttl
     await client.hset(f"stl:used:{f.b1}", "202607", 1_234)          # next month's use stays as it is
     [r] = await store.refund([refund(c.charge_id, 1_500)])           # refunded in July
     assert r.status == "REFUNDED" and [l.binding_id for l in r.lines] == [f.b1]

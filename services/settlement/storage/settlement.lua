@@ -122,8 +122,9 @@ end
 -- pays nothing. Posted at once, or held for a quote (`holding`: the lines' `after` is then what is
 -- left to spend). What a grantor pays or holds counts against its limit in the charge's month
 -- (stl:used): one HINCRBY a grantor line, limited or not; a second one only when the limit cuts
--- the line (it gives back what went over).
-local function waterfall(patient, me, borne, day, month, holding)
+-- the line (it gives back what went over). The key lives `ttl` (the charge records' TTL) after the
+-- binding's last payment, so every charge a refund can still name finds its month there.
+local function waterfall(patient, me, borne, day, month, holding, ttl)
   local lines, remaining = {}, borne
   local function pay(source, person, account, p)
     -- An available balance at or below zero (the bureau's own spending may drive it there) pays nothing.
@@ -131,7 +132,9 @@ local function waterfall(patient, me, borne, day, month, holding)
     local take = math.min(account.balance - account.held, remaining)
     if take <= 0 then return end
     if p then
-      local used = redis.call('HINCRBY', 'stl:used:' .. p.binding, month, take)
+      local used_key = 'stl:used:' .. p.binding
+      local used = redis.call('HINCRBY', used_key, month, take)
+      redis.call('EXPIRE', used_key, ttl)
       if p.limit and used > p.limit then
         local over = math.min(used - p.limit, take)
         redis.call('HINCRBY', 'stl:used:' .. p.binding, month, -over)
@@ -307,7 +310,7 @@ local function settle(keys, args)
   local me, refusal = admit(rej_key, institution, institution_region, patient, province, ttl)
   if not me then return refusal end
   local month = string.format('%d', math.floor(day / 100))
-  local lines = waterfall(patient, me, borne, day, month, false)
+  local lines = waterfall(patient, me, borne, day, month, false, record_ttl)
   local encoded = record_charge(charge_key, lines, digest, settled_at, patient, borne, month, spent_field, day,
     prefix, post_day, record_ttl)
   return {'SETTLED', encoded, settled_at, '0'}
@@ -341,7 +344,7 @@ local function quote(keys, args)
   if not me then return refusal end
 
   local month = string.format('%d', math.floor(day / 100))
-  local lines = waterfall(patient, me, borne, day, month, true)
+  local lines = waterfall(patient, me, borne, day, month, true, record_ttl)
   local encoded = encode_lines(lines)
   local till = string.format('%d', now_ms + hold_ms)
   redis.call('HSET', qkey, 'quote_id', quote_id, 'digest', digest, 'lines', encoded, 'patient', patient,
