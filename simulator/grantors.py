@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 LIMITS = ("300.00", "800.00", "2000.00", None)  # None: the limit is lifted
 # Of the actions, per hundred. Disputes are rare: most payments are the family's own.
-ACTIONS = {"limit": 45, "pause": 20, "resume": 30, "dispute": 5}
+ACTIONS = {"limit": 40, "pause": 20, "resume": 30, "dispute": 10}
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,8 @@ def line(f: Figures, elapsed: float) -> str:
     return (f"[{elapsed:5.0f} s] charges {f.charges:,} ({f.per_second:.1f}/s): settled {f.settled:,}, refused "
             f"{sum(f.refused.values()):,} ({_reasons(f.refused, 3)}); paid {paid}; cross-region "
             f"{f.cross_share:.0%}; SMS sent {f.sms.get('sent', 0):,} failed {f.sms.get('failed', 0):,}; lag {_lag(f)}"
+            + f"; quotes {f.quotes.get('quoted', 0):,}, disputes {f.disputes.get('opened', 0):,}, "
+              f"HIS reconciliations {sum(f.reconciled.values()):,}"
             + (f"; latest SMS {sms_line(f.recent_sms[-1])}" if f.recent_sms else "")
             + (f"; ENDED: {', '.join(f.down)}" if f.down else ""))
 
