@@ -138,6 +138,23 @@ async def test_a_resent_quote_request_answers_the_same_quote_and_a_different_bod
     assert await account(store, f.father) == (10_000, 3_000)
 
 
+async def test_a_quote_request_redelivered_after_its_quote_was_settled_released_or_expired_is_answered_the_same(
+        store, client):
+    """Redelivery is normal: a quote request's answer is its quote, whatever became of it since."""
+    f = await Family().make(store, client)
+    settled, cancelled, expired = (charge(f.patient, 1_000) for _ in range(3))
+    first = {c.charge_id: (await store.settle([quote_of(c)], now_ms=T0))[0] for c in (settled, cancelled, expired)}
+    await store.settle([replace(settled, quote_id=f"Q-{settled.charge_id}")], now_ms=T0 + 1)
+    await store.settle([cancel_of(cancelled)], now_ms=T0 + 1)
+    for c, now in ((settled, T0 + 2), (cancelled, T0 + 2), (expired, T0 + HOLD_MS + 1)):
+        [again] = await store.settle([quote_of(c)], now_ms=now)
+        q = first[c.charge_id]
+        assert (again.status, again.replay, again.lines, again.at, again.until_ms) == \
+            ("QUOTED", True, q.lines, q.at, q.until_ms)
+    assert await account(store, f.father) == (9_000, 0)  # the settled one posted; nothing held any more
+    assert [x[2] for x in await outbox(client)] == ["expired"]  # the one past its time, released whole
+
+
 async def test_a_settled_charge_cannot_be_quoted(store, client):
     f = await Family().make(store, client)
     c = charge(f.patient, 3_000)

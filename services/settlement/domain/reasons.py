@@ -48,8 +48,9 @@ MESSAGES: dict[Reason, tuple[str, str]] = {
     Reason.PLATFORM_ERROR: ("平台处理异常，请稍后重试或联系运维",
                             "The platform could not process this message; operators have been alerted."),
     Reason.QUOTE_UNKNOWN: ("未找到该预结算", "No quote with this quote_id for this charge."),
-    Reason.QUOTE_EXPIRED: ("预结算已过期，冻结金额已释放，请重新预结算",
-                           "The quote expired and its holds were released; ask for a new quote."),
+    Reason.QUOTE_EXPIRED: ("预结算已过期，冻结金额已释放；请不带 quote_id 按普通结算提交",
+                           "The quote expired and its holds were released; submit the charge without "
+                           "quote_id, as a plain charge."),
     Reason.QUOTE_RELEASED: ("预结算已撤销或因共济关系暂停/解除而释放",
                             "The quote was cancelled, or released because a binding of it was paused or revoked."),
     Reason.QUOTE_MISMATCH: ("结算内容与预结算不一致", "The charge differs from the quote it names."),

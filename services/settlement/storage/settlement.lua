@@ -317,8 +317,12 @@ local function settle(keys, args)
 end
 
 -- 预结算: the whole split held as one unit (accounts' held, the bindings' limits) until the
--- platform's clock passes `until`. One quote per charge; the same request again answers the same
--- quote. ARGV: as settle, with the quote_id to give it, the clock (epoch ms), the hold (ms).
+-- platform's clock passes `until`. One quote per charge: the same request again (a resend, a
+-- redelivery) is answered by that quote, the same ChargeQuoted, whatever became of it since (it
+-- was settled, cancelled or expired: ChargeSettled or ChargeQuoteReleased told that), so a
+-- redelivered request never gets another answer than its first. A quote past its time is
+-- released here too (announced through the outbox), as the sweep would.
+-- ARGV: as settle, with the quote_id to give it, the clock (epoch ms), the hold (ms).
 local function quote(keys, args)
   local charge_key, rej_key = keys[1], keys[2]
   local spent_field, digest, borne, patient = args[1], args[2], tonumber(args[3]), args[4]
@@ -326,18 +330,14 @@ local function quote(keys, args)
   local institution, institution_region = args[11], args[12]
   local quote_id, now_ms, hold_ms = args[14], tonumber(args[15]), tonumber(args[16])
 
-  if redis.call('EXISTS', charge_key) == 1 then return {'REJECTED', 'ALREADY_SETTLED'} end
   local qkey = 'stl:quote:' .. spent_field
-  local q = redis.call('HMGET', qkey, 'quote_id', 'digest', 'state', 'lines', 'at', 'until', 'reason')
+  local q = redis.call('HMGET', qkey, 'quote_id', 'digest', 'state', 'lines', 'at', 'until')
   if q[1] then
     if q[2] ~= digest then return {'REJECTED', 'QUOTE_MISMATCH'} end
-    if q[3] == 'held' then
-      if tonumber(q[6]) > now_ms then return {'QUOTED', q[4], q[5], q[6], '1'} end
-      release(qkey, spent_field, 'expired', at, true)
-      return {'REJECTED', 'QUOTE_EXPIRED'}
-    end
-    return {'REJECTED', q[7] == 'expired' and 'QUOTE_EXPIRED' or 'QUOTE_RELEASED'}
+    if q[3] == 'held' and tonumber(q[6]) <= now_ms then release(qkey, spent_field, 'expired', at, true) end
+    return {'QUOTED', q[4], q[5], q[6], '1'}
   end
+  if redis.call('EXISTS', charge_key) == 1 then return {'REJECTED', 'ALREADY_SETTLED'} end
   local refused = redis.call('GET', rej_key)
   if refused then return {'REJECTED', refused} end
   local me, refusal = admit(rej_key, institution, institution_region, patient, province, ttl)
