@@ -250,13 +250,14 @@ class Bench:
                 s.stop()
         self.note_rss(f"after {processes} process run")
 
-    async def _measured(self, charges, label: str, keep=None) -> tuple[plat.Run, float, str]:
+    async def _measured(self, charges, label: str, keep=None, answers=plat.SETTLED) -> tuple[plat.Run, float, str]:
         """One full-speed run of `charges` (after notify has caught up): its results, the settlement
         process's CPU seconds per message, and the CPU shares."""
         await self.notify_caught_up(label)
         meter = self.cpu()
         meter.start()
-        run = await plat.run_charges(self.bootstrap, charges, None, 120 + len(charges) / 200, keep=keep)
+        run = await plat.run_charges(self.bootstrap, charges, None, 120 + len(charges) / 200, keep=keep,
+                                     answers=answers)
         shares = meter.stop()
         return run, meter.seconds.get("settlement", 0.0) / max(1, len(charges)), shares
 
@@ -279,7 +280,7 @@ class Bench:
         limited = sum(1 for o in outcomes.values() if o == "GrantorLimitSet")
         held = [(cid, key, plat_envelope("ChargeQuoteRequested", p), True)
                 for cid, key, p in self.population.quotes(min(2_000, max(1, n // 10)), "held")]
-        quoted = await plat.run_charges(self.bootstrap, held, None, 120)
+        quoted = await plat.run_charges(self.bootstrap, held, None, 120, answers=plat.QUOTED)
         live = len(quoted.results) - len(quoted.rejected)
         await plat.warm_up(self.bootstrap, self.population, "hl")
         charges = self.population.charges(n, "hl", share)
@@ -297,7 +298,7 @@ class Bench:
                 ids[r.key] = json.loads(r.value)["payload"]["quote_id"]
 
         asked = [(cid, key, plat_envelope("ChargeQuoteRequested", p), True) for cid, key, p in quotes]
-        q_run, q_used, _ = await self._measured(asked, "the quotes", keep)
+        q_run, q_used, _ = await self._measured(asked, "the quotes", keep, plat.QUOTED)
         settles = [(cid, key, plat_envelope("ChargeSubmitted", p | {"quote_id": ids[cid]}), True)
                    for cid, key, p in quotes if cid in ids]
         s_run, s_used, shares = await self._measured(settles, "the settles of quotes")

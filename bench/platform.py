@@ -26,6 +26,7 @@ class Run:
     rejected: dict[bytes, str] = field(default_factory=dict)         # -> the ChargeRejected reason
     sms: dict[str, tuple[int, float]] = field(default_factory=dict)  # charge id -> (SmsSent's Kafka ms, read)
     outcomes: dict[bytes, set[bytes]] = field(default_factory=dict)  # charge id -> event ids of its results
+    kinds: dict[bytes, list[str]] = field(default_factory=dict)       # charge id -> event types read, in order
     copies: int = 0                                                   # result records read beyond the first
     started: float = 0.0
     published: float = 0.0
@@ -53,21 +54,28 @@ def _reason(value: bytes) -> str:
         return "unreadable"
 
 
+SETTLED = (b'"ChargeSettled"', b'"ChargeRejected"')  # what answers a ChargeSubmitted
+QUOTED = (b'"ChargeQuoted"', b'"ChargeRejected"')    # ... a ChargeQuoteRequested
+
+
 async def run_charges(bootstrap: str, charges: list[tuple[bytes, bytes, bytes, bool]], rate: float | None,
-                      timeout: float, sms_timeout: float = 0.0, keep=None) -> Run:
+                      timeout: float, sms_timeout: float = 0.0, keep=None, answers=SETTLED) -> Run:
     """Publish the charges (at full speed, or `rate` per second evenly) and read their results
     back from settlement.results; with `sms_timeout`, also wait for each grantor-paid charge's
-    SmsSent on notify.deliveries. `keep(record)` sees each charge's first result."""
+    SmsSent on notify.deliveries. `keep(record)` sees each charge's first result. Only `answers`
+    count as results: a charge's key also carries its quote's messages."""
     run = Run()
     wanted = {c[0] for c in charges}
     sms_wanted = {c[0].decode() for c in charges if c[3]} if sms_timeout else set()
 
     def on_record(r, seen: float) -> None:
         if r.topic == t.SETTLEMENT_RESULTS:
-            if r.key not in wanted:
+            if r.key not in wanted or not any(kind in r.value[:200] for kind in answers):
                 return
             event_id = r.value[13:49] if r.value.startswith(b'{"event_id":"') else r.value
             run.outcomes.setdefault(r.key, set()).add(event_id)
+            kind = r.value[:200].split(b'"event_type":"', 1)[-1].split(b'"', 1)[0].decode(errors="replace")
+            run.kinds.setdefault(r.key, []).append(kind)
             if r.key in run.results:
                 run.copies += 1
             else:
@@ -138,7 +146,17 @@ def summary(run: Run) -> str:
     return "; ".join(filter(None, [
         f"{len(run.rejected)} refused: {reasons}" if reasons else "",
         f"{run.copies} redelivered result copies" if run.copies else "",
-        f"{run.twice_answered()} CHARGES ANSWERED TWICE" if run.twice_answered() else ""]))
+        f"{run.twice_answered()} CHARGES ANSWERED TWICE ({_twice_kinds(run)})" if run.twice_answered() else ""]))
+
+
+def _twice_kinds(run: Run) -> str:
+    """What the charges answered twice were answered with, e.g. ChargeSettled+ChargeSettled: 3."""
+    seen: dict[str, int] = {}
+    for key, ids in run.outcomes.items():
+        if len(ids) > 1:
+            kinds = "+".join(run.kinds.get(key, []))
+            seen[kinds] = seen.get(kinds, 0) + 1
+    return ", ".join(f"{k}: {n}" for k, n in sorted(seen.items(), key=lambda x: -x[1])[:3])
 
 
 async def used_memory(redis: Redis) -> int:
@@ -274,21 +292,3 @@ async def run_commands(bootstrap: str, commands: list[tuple[str, bytes, bytes]],
     finally:
         await out.stop()
         await reader.stop()
-
-
-async def quote_then_settle(bootstrap: str, quotes: list[tuple[bytes, bytes, dict]], timeout: float,
-                            envelope) -> tuple[Run, Run]:
-    """预结算 then 结算 at full speed: every charge's ChargeQuoteRequested, each ChargeQuoted's
-    quote_id read back, then every ChargeSubmitted with its quote_id. The two runs' results."""
-    quote_ids: dict[bytes, str] = {}
-
-    def keep(r) -> None:
-        if b'"ChargeQuoted"' in r.value[:200]:
-            quote_ids[r.key] = json.loads(r.value)["payload"]["quote_id"]
-
-    asked = [(cid, key, envelope("ChargeQuoteRequested", payload), True) for cid, key, payload in quotes]
-    quoted = await run_charges(bootstrap, asked, None, timeout, keep=keep)
-    settles = [(cid, key, envelope("ChargeSubmitted", payload | {"quote_id": quote_ids[cid]}), True)
-               for cid, key, payload in quotes if cid in quote_ids]
-    settled = await run_charges(bootstrap, settles, None, timeout)
-    return quoted, settled
