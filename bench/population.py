@@ -88,8 +88,12 @@ class Population:
         if n_ben + 2 * n_ben + 1 > people:
             raise ValueError(f"BENCH_PEOPLE={people} too few for BENCH_BINDINGS={bindings}")
 
+        buckets = max(1, -(-people // per_bucket)) if per_bucket > 0 else BUCKETS
+
         def make(pid: str, scheme: str, i: int) -> Person:
-            return Person(pid, scheme, f"压测{i % 1000:03d}", f"139{i % 100_000_000:08d}")
+            # Phones fill the same number of notify's phone buckets (phone mod 65,536) as the ID
+            # numbers fill person buckets, as a province's phones would at that density.
+            return Person(pid, scheme, f"压测{i % 1000:03d}", f"139{i % buckets + BUCKETS * (i // buckets):08d}")
         everyone = [make(pid, "resident" if i < n_ben else "employee", i) for i, pid in enumerate(ids)]
         return cls(everyone[:n_ben], everyone[n_ben:3 * n_ben], everyone[3 * n_ben:])
 
