@@ -116,9 +116,9 @@ class Population:
                 out.append((cid, ben.person_id.encode(), envelope("CreateBinding", form, cid)))
         return out
 
-    def limit_commands(self, bindings: list[tuple[str, str]], monthly_limit: str) -> list[tuple[str, bytes, bytes]]:
+    def limit_commands(self, bindings: list[tuple[str, str]], monthly_limit: str | None) -> list[tuple[str, bytes, bytes]]:
         """(command id, key, SetGrantorLimit) for each (binding id, grantor id): the grantor sets a
-        monthly limit on the binding (共济限额)."""
+        monthly limit on the binding (共济限额), or with None lifts it."""
         out = []
         for binding_id, grantor_id in bindings:
             cid = str(uuid.uuid4())
