@@ -31,7 +31,6 @@ Institution codes hold no ':', so `{institution}:{...}` keys and fields never co
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from datetime import datetime
@@ -43,6 +42,7 @@ from redis.exceptions import ResponseError
 
 from shared.envelope import CHINA_TZ
 from shared.state import calling_functions, person_bucket
+from services.settlement.storage.parts import keep_part
 from services.settlement.domain.consumption import Spent
 from services.settlement.domain.ids import posting_prefix
 from services.settlement.domain.waterfall import Line
@@ -355,12 +355,8 @@ class SettlementStore:
                           body: dict) -> list[dict] | None:
         """Keep one part of a bureau's daily report; every part's body once all `parts` are in
         (parts that disagree on how many there are never complete), else None."""
-        key = f"stl:rpt:{region}:{day}:{report_id}"
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(key, str(part), json.dumps({"parts": parts, **body}, separators=(",", ":")))
-        pipe.expire(key, self._report_ttl)
-        pipe.hgetall(key)
-        stored = {int(k): json.loads(v) for k, v in (await pipe.execute())[-1].items()}
+        stored = await keep_part(self._redis, f"stl:rpt:{region}:{day}:{report_id}", self._report_ttl, part,
+                                 {"parts": parts, **body})
         if set(stored) != set(range(1, parts + 1)) or any(p["parts"] != parts for p in stored.values()):
             return None
         return [stored[i] for i in range(1, parts + 1)]

@@ -14,7 +14,6 @@ It reads `stl:inst` (designated institutions, storage/accounts.py).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from importlib.resources import files
 
@@ -22,6 +21,7 @@ import orjson
 from redis.asyncio import Redis
 
 from shared.state import calling_functions
+from services.settlement.storage.parts import keep_part
 from services.settlement.domain.his_reconciliation import Book, ChargeAmounts, Totals
 
 LIBRARY = files("services.settlement.storage").joinpath("ledger.lua").read_text
@@ -125,13 +125,3 @@ def _messages(raw: bytes) -> list[bytes]:
 
 class PartsInconsistent(ValueError):
     pass
-
-
-async def keep_part(redis: Redis, key: str, ttl: int, part: int, body: dict) -> dict[int, dict]:
-    """Keep one part of a report sent in parts (hash `key`, field part); every part kept so far.
-    One transaction, so of two last parts arriving together one sees them all."""
-    pipe = redis.pipeline(transaction=True)
-    pipe.hset(key, str(part), json.dumps(body, separators=(",", ":")))
-    pipe.expire(key, ttl)
-    pipe.hgetall(key)
-    return {int(k): json.loads(v) for k, v in (await pipe.execute())[-1].items()}
