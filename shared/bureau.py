@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 from shared.identity import IdNumber, Mobile
 from shared.money import Yuan
 from shared.regions import RegionCode
+from shared.signing import Signer, SignatureRefused
 from shared.wire import Day, Text
 
 PERSON_REGISTERED = "PersonRegistered"
@@ -22,8 +23,10 @@ BALANCE_SNAPSHOT = "BalanceSnapshot"
 # Added to the contract: a bureau's list of the platform postings it applied to its book on a
 # day, which the settlement service reconciles (对账) against what it sent.
 DAILY_POSTINGS_REPORTED = "DailyPostingsReported"
+# Contract version 3: a person's own bureau lets another region register him (a move).
+PERSON_TRANSFERRED = "PersonTransferred"
 BUREAU_EVENT_TYPES = frozenset({PERSON_REGISTERED, ACCOUNT_CREDITED, ACCOUNT_DEBITED_LOCALLY, BALANCE_SNAPSHOT,
-                                DAILY_POSTINGS_REPORTED})
+                                DAILY_POSTINGS_REPORTED, PERSON_TRANSFERRED})
 
 BureauSeq = Annotated[int, Strict(), Field(ge=1, lt=2**53)]
 """Increasing per person; a JSON integer (never a string or a bool), exact in every JSON reader."""
@@ -113,3 +116,47 @@ class DailyPostingsReported(BaseModel):
         if self.part > self.parts:
             raise ValueError("part is greater than parts")
         return self
+
+
+class PersonTransferred(BaseModel):
+    """The person's own region's bureau lets `to_region` register him next (contract version 3).
+    Until it does, a PersonRegistered from another region for him is refused NOT_SIGNERS."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    person_id: IdNumber
+    to_region: RegionCode
+
+
+# -- Who may say what about a person (contract version 3) -----------------------------------------
+# Pure rules, the same in every projection of bureau.accounts (settlement, binding, notify): the
+# region a bureau event speaks for is the signer's, never the `region` field alone.
+
+def speaks_for_region(signer: Signer, region: str) -> bool:
+    """Whether the signer is the bureau of `region`."""
+    return signer.owner == "bureau" and signer.region == region
+
+
+def registration_refusal(signer: Signer, event_region: str, registered_region: str | None,
+                         transferred_to: str | None) -> SignatureRefused | None:
+    """A PersonRegistered is believed from the bureau of its region, for a new person, a person
+    of that region (phone, name, employer change only there), or a person whose own bureau has
+    transferred him to that region."""
+    if not speaks_for_region(signer, event_region):
+        return SignatureRefused.NOT_SIGNERS
+    if registered_region is None or registered_region == event_region or transferred_to == event_region:
+        return None
+    return SignatureRefused.NOT_SIGNERS
+
+
+def transfer_refusal(signer: Signer, registered_region: str | None) -> SignatureRefused | None:
+    """A PersonTransferred is believed only from the bureau of the region the person is in now."""
+    if registered_region is None or not speaks_for_region(signer, registered_region):
+        return SignatureRefused.NOT_SIGNERS
+    return None
+
+
+def movement_refusal(signer: Signer, event_region: str) -> SignatureRefused | None:
+    """AccountCredited, AccountDebitedLocally, BalanceSnapshot and DailyPostingsReported are
+    believed only from the bureau of the region they name (which must also be the person's)."""
+    return None if speaks_for_region(signer, event_region) else SignatureRefused.NOT_SIGNERS

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.devkeys import DevKeys
+
 log = logging.getLogger("devstack")
 
 
@@ -164,11 +166,18 @@ class Infra:
     kafka_idempotence: bool
     origin: str
     redis: LocalRedis | None = None
+    # Contract version 3: the development trust anchor and keys (shared/devkeys.py), made at start.
+    keys: DevKeys | None = None
     _stops: list = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
         return {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap, "REDIS_URL": self.redis_url,
-                "KAFKA_ENABLE_IDEMPOTENCE": "true" if self.kafka_idempotence else "false"}
+                "KAFKA_ENABLE_IDEMPOTENCE": "true" if self.kafka_idempotence else "false",
+                **(self.keys.env() if self.keys else {})}
+
+    def service_env(self, name: str) -> dict[str, str]:
+        """`env()` plus the service's own signing key."""
+        return self.env() | (self.keys.service_env(name) if self.keys else {})
 
     def stop(self) -> None:
         for stop in reversed(self._stops):
@@ -190,13 +199,17 @@ def docker_answers() -> bool:
 
 
 def start_infra(work_dir: Path | None = None) -> Infra:
+    work_dir = work_dir or Path(tempfile.mkdtemp(prefix="mutual-aid-"))
     env_kafka, env_redis = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("REDIS_URL")
     if env_kafka and env_redis:
         idempotence = os.environ.get("KAFKA_ENABLE_IDEMPOTENCE", "true").lower() == "true"
-        return Infra(env_kafka, env_redis, idempotence, origin="environment")
-    if docker_answers() and os.environ.get("DEVSTACK_NO_DOCKER") != "1":
-        return _containers()
-    return start_local(work_dir or Path(tempfile.mkdtemp(prefix="mutual-aid-")))
+        infra = Infra(env_kafka, env_redis, idempotence, origin="environment")
+    elif docker_answers() and os.environ.get("DEVSTACK_NO_DOCKER") != "1":
+        infra = _containers()
+    else:
+        return start_local(work_dir)
+    infra.keys = DevKeys.create(work_dir / "keys")
+    return infra
 
 
 def _containers() -> Infra:
@@ -232,7 +245,8 @@ def start_local(work_dir: Path, appendfsync: str = "always") -> Infra:
         stop_process(tansu, timeout=10)
         kafka_log.close()
 
-    infra = Infra(f"127.0.0.1:{kafka_port}", redis.url, False, origin="local binaries", redis=redis)
+    infra = Infra(f"127.0.0.1:{kafka_port}", redis.url, False, origin="local binaries", redis=redis,
+                  keys=DevKeys.create(work_dir / "keys"))
     infra._stops += [stop_tansu, redis.stop]
     try:
         wait_for_port("127.0.0.1", kafka_port)

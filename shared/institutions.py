@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.regions import RegionCode
+from shared.signing import InstitutionKey
 from shared.wire import Text
 
 INSTITUTION_REGISTERED = "InstitutionRegistered"
@@ -26,3 +27,6 @@ class InstitutionRegistered(BaseModel):
     name: Text = Field(min_length=1, max_length=64)
     region: RegionCode
     kind: Literal["hospital", "clinic", "pharmacy"]
+    public_keys: list[InstitutionKey] = Field(min_length=1, max_length=8, description=(
+        "Contract version 3: the institution's public keys (its HIS signs with them). A later "
+        "registration replaces the list: a key left out, or past its not_after, is retired."))

@@ -6,6 +6,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.signing import KeyRing, SigningKey
+
 
 class ServiceSettings(BaseSettings):
     """The base of each service's settings: where the broker and Redis are, and how to talk to them."""
@@ -41,6 +43,28 @@ class ServiceSettings(BaseSettings):
     http_port: int = Field(
         8080, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics (the gateway: also the API). "
         "Defaults: gateway 8080, binding 8081, settlement 8082, notify 8083.")
+
+    partner_keys_file: Path | None = Field(
+        None, description="Contract version 3: the operator's trust anchor, a JSON file of the bureaus', the "
+        "gateway's and the platform's public keys (`{\"keys\": [{key_id, owner, region, public_key, not_before, "
+        "not_after}]}`). Required by every service; `make run` and the tests make one.")
+    signing_key_id: str = Field(
+        "", description="Contract version 3: the key id this process signs with (e.g. `settlement:k1`, "
+        "`gateway:k1`); its public key must be in PARTNER_KEYS_FILE.")
+    signing_key_file: Path | None = Field(
+        None, description="A file holding the base64 of the 32 raw bytes of this process's Ed25519 private key "
+        "(SIGNING_KEY_ID's). Keep it readable by the service alone.")
+
+    def partner_keys(self) -> KeyRing:
+        """The trust anchor, read once at start; a service refuses to start without one."""
+        if self.partner_keys_file is None:
+            raise ValueError("PARTNER_KEYS_FILE is not set: the platform believes no partner without it")
+        return KeyRing.load(self.partner_keys_file)
+
+    def signing_key(self) -> SigningKey:
+        if not self.signing_key_id or self.signing_key_file is None:
+            raise ValueError("SIGNING_KEY_ID and SIGNING_KEY_FILE must be set: the platform signs what it tells partners")
+        return SigningKey.load(self.signing_key_id, self.signing_key_file)
 
     def check_records_outlive_retention(self, **ttl_days: int) -> None:
         """Refuse to start when an idempotency record would expire before the messages it answers

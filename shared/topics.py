@@ -6,7 +6,7 @@ BINDING_COMMANDS = "binding.commands"
 BINDING_EVENTS = "binding.events"
 HIS_CHARGES = "his.charges"
 SETTLEMENT_RESULTS = "settlement.results"
-BUREAU_POSTINGS = "bureau.postings"
+BUREAU_POSTINGS = "bureau.postings"  # contract version 3: one topic per region, below
 NOTIFY_DELIVERIES = "notify.deliveries"
 
 
@@ -26,3 +26,19 @@ GATEWAY_AUDIT = "gateway.audit"
 HIS_RECONCILIATION = "his.reconciliation"
 BUREAU_DISPUTES = "bureau.disputes"
 SMS_UPLINK = "sms.uplink"
+
+
+# Contract version 3: each bureau reads its own region's postings and reports alone, so its
+# principal can be allowed that one topic. Only regions of the province name a topic.
+def bureau_postings(region: str) -> str:
+    from shared.regions import is_in_province
+
+    if not is_in_province(region):
+        raise ValueError("postings topics exist only for the province's regions")
+    return f"{BUREAU_POSTINGS}.{region}"
+
+
+def all_bureau_postings() -> list[str]:
+    from shared.regions import all_regions
+
+    return [bureau_postings(r.code) for r in all_regions()]

@@ -26,6 +26,9 @@ ALL_TOPICS += [t.dead_letter_topic(x) for x in (t.BUREAU_ACCOUNTS, t.BUREAU_INST
 @pytest.fixture(scope="session")
 def infra(tmp_path_factory) -> Infra:
     infra = start_infra(tmp_path_factory.mktemp("infra"))
+    # The partners' keys (tests sign as them) and the trust anchor, for this process and every
+    # service, simulator or bench process it starts.
+    os.environ.update(infra.keys.env())
     yield infra
     infra.stop()
 

@@ -22,7 +22,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared import envelope
 from shared.devstack import die_with_parent, free_port, stop_process
+from shared.devkeys import DevKeys
 from shared.identity import make_id_number
+from shared.signing import SigningKey
 
 ROOT = Path(__file__).resolve().parent.parent
 _seq = count(int(time.time()) % 700)
@@ -115,6 +117,39 @@ def body(record: Any) -> dict[str, Any]:
 def payload_of(record: Any) -> dict[str, Any]:
     return body(record)["payload"]
 
+AUTO = "auto"
+# Partner topics and who signs them by default (contract version 3).
+_HIS_TOPICS = frozenset({"his.charges", "his.reconciliation"})
+_BUREAU_TOPICS = frozenset({"bureau.accounts", "bureau.institutions", "bureau.disputes"})
+_GATEWAY_TOPICS = frozenset({"binding.commands", "sms.uplink"})
+
+
+def dev_keys() -> DevKeys:
+    """The session's development keys (the infra fixture puts DEV_KEYS_DIR in the environment)."""
+    return DevKeys.from_env()
+
+
+def signed_as(topic: str, value: bytes) -> SigningKey | None:
+    """The partner a message speaks for, by its topic and payload: the institution of a HIS
+    message, the bureau of a bureau message's region, the gateway for binding.commands and
+    sms.uplink; None (unsigned) for other topics and for bytes that name nobody."""
+    if topic in _GATEWAY_TOPICS:
+        return dev_keys().gateway()
+    if topic not in _HIS_TOPICS | _BUREAU_TOPICS:
+        return None
+    try:
+        p = json.loads(value)["payload"]
+        who = p["institution_code"] if topic in _HIS_TOPICS else p["region"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(who, str) or not who:
+        return None
+    try:
+        return dev_keys().institution(who) if topic in _HIS_TOPICS else dev_keys().bureau(who)
+    except (OSError, ValueError):
+        return None  # a region nobody has a key for: sent unsigned
+
+
 class Bus:
     """Publishes like a partner does and watches the platform's outcome topics."""
 
@@ -131,10 +166,15 @@ class Bus:
         self.watchers = {topic: TopicView(self._watcher, topic) for topic in topics}
 
     async def send(self, topic: str, value: bytes, key: str | None = None,
-                   headers: dict[str, str] | None = None) -> None:
+                   headers: dict[str, str] | None = None, signer: SigningKey | None | str = AUTO) -> None:
+        """Publish as a partner does: signed by the partner the message speaks for (`signed_as`),
+        unless the test names another key (`signer`) or none (`signer=None`: unsigned)."""
+        raw_key = key.encode() if key else None
+        chosen = signed_as(topic, value) if signer == AUTO else signer
+        if chosen is not None:
+            headers = chosen.headers(topic, raw_key, value) | (headers or {})
         await self._producer.send_and_wait(
-            topic, value, key=key.encode() if key else None,
-            headers=[(k, v.encode()) for k, v in (headers or {}).items()])
+            topic, value, key=raw_key, headers=[(k, v.encode()) for k, v in (headers or {}).items()])
 
     async def stop(self) -> None:
         if self._watcher:
@@ -153,8 +193,11 @@ class ServiceProcess:
         log = open(self.log_path, "ab")
         # A free HTTP port of its own unless the test names one: two instances of a service, or
         # two test sessions on one machine, would otherwise both want the service's default port.
+        env = {**os.environ, "HTTP_PORT": str(free_port()), **self.env}
+        if env.get("DEV_KEYS_DIR") and "SIGNING_KEY_ID" not in self.env:  # each service signs with its own key
+            env |= DevKeys(Path(env["DEV_KEYS_DIR"])).service_env(self.name)
         self.process = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"], cwd=ROOT,
-                                        env={**os.environ, "HTTP_PORT": str(free_port()), **self.env},
+                                        env=env,
                                         stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         log.close()
         marker = f"service ready: {self.name}".encode()
@@ -228,7 +271,9 @@ def person_registered(region: str = "610100", scheme: str = "employee", balance:
 
 
 def institution_registered(code: str, region: str, name: str = "测试医院", kind: str = "hospital") -> dict[str, Any]:
-    return {"institution_code": code, "name": name, "region": region, "kind": kind}
+    """An InstitutionRegistered payload carrying the institution's development key."""
+    return {"institution_code": code, "name": name, "region": region, "kind": kind,
+            "public_keys": dev_keys().institution_public_keys(code)}
 
 
 def binding_form(grantor: dict[str, Any], beneficiary: dict[str, Any], order: int, relation: str = "father",
