@@ -208,8 +208,16 @@ def start_infra(work_dir: Path | None = None) -> Infra:
         infra = _containers()
     else:
         return start_local(work_dir)
-    infra.keys = DevKeys.create(work_dir / "keys")
+    infra.keys = dev_keys(work_dir)
     return infra
+
+
+def dev_keys(work_dir: Path) -> DevKeys:
+    """The development keys: those the process already plays the partners with (DEV_KEYS_DIR:
+    a test session's, so every stack a test starts believes the same partners), else new ones."""
+    if folder := os.environ.get("DEV_KEYS_DIR"):
+        return DevKeys(Path(folder))
+    return DevKeys.create(work_dir / "keys")
 
 
 def _containers() -> Infra:
@@ -246,7 +254,7 @@ def start_local(work_dir: Path, appendfsync: str = "always") -> Infra:
         kafka_log.close()
 
     infra = Infra(f"127.0.0.1:{kafka_port}", redis.url, False, origin="local binaries", redis=redis,
-                  keys=DevKeys.create(work_dir / "keys"))
+                  keys=dev_keys(work_dir))
     infra._stops += [stop_tansu, redis.stop]
     try:
         wait_for_port("127.0.0.1", kafka_port)
