@@ -150,6 +150,24 @@ def signed_as(topic: str, value: bytes) -> SigningKey | None:
         return None  # a region nobody has a key for: sent unsigned
 
 
+def signed_headers(topic: str, key: bytes | None, value: bytes) -> list[tuple[str, bytes]]:
+    """Kafka headers of a message signed as the partner it speaks for (`signed_as`), for tests
+    that publish with a producer of their own."""
+    signer = signed_as(topic, value)
+    return [(k, v.encode()) for k, v in signer.headers(topic, key, value).items()] if signer else []
+
+
+class SigningProducer(AIOKafkaProducer):
+    """An aiokafka producer that signs what it sends as the partner it speaks for, unless the
+    caller gives headers of its own: a HIS, a bureau or the gateway as tests play them."""
+
+    async def send(self, topic, value=None, key=None, partition=None, timestamp_ms=None, headers=None):
+        if headers is None and value is not None:
+            headers = signed_headers(topic, key, value)
+        return await super().send(topic, value, key=key, partition=partition, timestamp_ms=timestamp_ms,
+                                  headers=headers)
+
+
 class Bus:
     """Publishes like a partner does and watches the platform's outcome topics."""
 

@@ -25,16 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from shared import envelope, topics as t
 from shared.devstack import Infra, start_local
 from shared.kafka import ensure_topics
 from shared.settings import ServiceSettings
 from shared.state import make_redis
-from tests.support import (ServiceProcess, Watcher, binding_form, cached_balances, charge_submitted, command,
-                           eventually, fen, institution_registered, pause, person_registered, resume, wait_registered,
-                           yuan)
+from tests.support import (ServiceProcess, SigningProducer, Watcher, binding_form, cached_balances, charge_submitted,
+                           command, eventually, fen, institution_registered, pause, person_registered, resume,
+                           wait_registered, yuan)
 
 pytestmark = pytest.mark.integration
 
@@ -43,13 +42,13 @@ OUTCOME_TYPES = {"ChargeSettled", "ChargeRejected", "RefundSettled"}
 SESSION_TIMEOUT_MS = 6000
 GROUP = "faults"  # group prefixes: <prefix>.<topic>, so each service needs a prefix of its own
 TOPICS = [t.BUREAU_ACCOUNTS, t.BUREAU_INSTITUTIONS, t.BINDING_COMMANDS, t.BINDING_EVENTS, t.HIS_CHARGES,
-          t.SETTLEMENT_RESULTS, t.BUREAU_POSTINGS, "settlement.queries"]
+          t.SETTLEMENT_RESULTS, *t.all_bureau_postings(), "settlement.queries"]
 
 
 # -- the platform's books as read back from its topics -------------------------------------------
 
 class Books:
-    """Every outcome on settlement.results and posting on bureau.postings, indexed as they come."""
+    """Every outcome on settlement.results and posting on bureau.postings.<region>, indexed as they come."""
 
     def __init__(self, watcher: Watcher) -> None:
         self._watcher, self._seen = watcher, 0
@@ -70,7 +69,7 @@ class Books:
                 key = (p["charge_id"], p.get("refund_id"))
                 self.outcomes[key][(body["event_id"], json.dumps(p, sort_keys=True))] = body
                 self.copies[key] += 1
-            elif record.topic == t.BUREAU_POSTINGS and body["event_type"] == "Posting":
+            elif record.topic.startswith(t.BUREAU_POSTINGS + ".") and body["event_type"] == "Posting":
                 known = self.postings.setdefault(p["posting_id"], p)
                 if known != p:
                     self.posting_conflicts.append((known, p))
@@ -128,7 +127,7 @@ def env(stack) -> dict[str, str]:
 @pytest.fixture(scope="module")
 async def producer(stack):
     await ensure_topics(ServiceSettings(kafka_bootstrap_servers=stack.kafka_bootstrap), TOPICS)
-    p = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=5, max_batch_size=1_048_576)
+    p = SigningProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=5, max_batch_size=1_048_576)
     await p.start()
     for code, region in INSTITUTIONS.items():
         await p.send_and_wait(t.BUREAU_INSTITUTIONS, command("InstitutionRegistered",
@@ -139,7 +138,7 @@ async def producer(stack):
 
 @pytest.fixture(scope="module")
 async def books(stack, producer):
-    watcher = Watcher(stack.kafka_bootstrap, [t.SETTLEMENT_RESULTS, t.BUREAU_POSTINGS, t.BINDING_EVENTS])
+    watcher = Watcher(stack.kafka_bootstrap, [t.SETTLEMENT_RESULTS, *t.all_bureau_postings(), t.BINDING_EVENTS])
     await watcher.start()
     yield Books(watcher)
     await watcher.stop()
