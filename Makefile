@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install browser run test unit-tests integration-tests bench asyncapi clean
+.PHONY: install browser stunnel run test unit-tests integration-tests bench asyncapi clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) stunnel
 	$(BIN)/python -m shared.launch
 
 # The console's browser tests drive Debian's chromium through Playwright (never `playwright install`,
@@ -25,16 +25,23 @@ browser:
 	    && ! (command -v chromium >/dev/null && dpkg -s fonts-wqy-microhei >/dev/null 2>&1); then \
 	  apt-get update && apt-get install -y --no-install-recommends chromium fonts-wqy-microhei; fi
 
-test: $(STAMP) browser
+# The local broker speaks TLS through Debian's stunnel (Tansu cannot serve TLS itself): installed
+# here when missing and running as root; otherwise starting the local stack fails saying how.
+stunnel:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	    && ! command -v stunnel >/dev/null && ! command -v stunnel4 >/dev/null; then \
+	  apt-get update && apt-get install -y --no-install-recommends stunnel4; fi
+
+test: $(STAMP) browser stunnel
 	$(BIN)/python -m pytest tests -q
 
 unit-tests: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
-integration-tests: $(STAMP) browser
+integration-tests: $(STAMP) browser stunnel
 	$(BIN)/python -m pytest tests/integration -q
 
-bench: $(STAMP)
+bench: $(STAMP) stunnel
 	$(BIN)/python -m bench
 
 # One AsyncAPI 3.0 document for every service under services/ that has an asyncapi.py;

@@ -413,6 +413,8 @@ class Bench:
     async def run(self) -> None:
         r = self.report
         self.infra = start_local(self.work, appendfsync="always")
+        # the bench's own Kafka clients (bench/stack.py, raw.py) read the broker's TLS from the environment
+        os.environ.update(self.infra.security.env())
         self.redis = make_redis(self.infra.redis_url)
         r.note(f"one run on {os.cpu_count()} cores: Tansu and Valkey (appendfsync always) started by the bench; "
                f"broker, Redis, services and this load client share the cores")

@@ -14,6 +14,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 
 from shared.devstack import LocalRedis, free_port
+from shared.kafka_security import client_kwargs
 from shared.regions import all_regions
 from shared.state import make_redis
 from bench.population import HOSPITAL, REGION, Population, now
@@ -35,7 +36,7 @@ async def consume_produce(bootstrap: str, messages: int, size: int) -> float:
         for i in range(messages):
             await out.send(source, body, key=str(i).encode())
         await out.flush()
-        consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=f"raw-{tag}",
+        consumer = AIOKafkaConsumer(source, **client_kwargs(bootstrap), group_id=f"raw-{tag}",
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     session_timeout_ms=6000, heartbeat_interval_ms=500, fetch_max_wait_ms=10,
                                     max_partition_fetch_bytes=4_194_304)

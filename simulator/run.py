@@ -19,6 +19,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.envelope import now, seal
+from shared.kafka_security import client_kwargs
 from shared.institutions import INSTITUTION_REGISTERED
 from shared.tokens import mint
 from shared.topics import (BINDING_COMMANDS, BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, BUREAU_POSTINGS,
@@ -60,7 +61,7 @@ def say(text: str) -> None:
 
 async def simulate(opts: Options, province: Province, stop: asyncio.Event) -> Tally:
     tally = Tally({p.person_id: p.region for p in province.people})
-    producer = AIOKafkaProducer(bootstrap_servers=opts.bootstrap, acks="all", linger_ms=5,
+    producer = AIOKafkaProducer(**client_kwargs(opts.bootstrap), acks="all", linger_ms=5,
                                 enable_idempotence=False)  # the local Tansu broker has no idempotent producer
     await producer.start()
     binding: asyncio.Task | None = None
@@ -114,7 +115,7 @@ async def projections_caught_up(bootstrap: str, timeout: float, stop: asyncio.Ev
     """Until every service's projection group has committed the end of the topics it projects
     (it commits only after its Redis write). Read through consumers that do not join their group."""
     deadline = time.monotonic() + timeout
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    probe = AIOKafkaConsumer(**client_kwargs(bootstrap))
     await probe.start()
     try:
         ends = {}
@@ -126,7 +127,7 @@ async def projections_caught_up(bootstrap: str, timeout: float, stop: asyncio.Ev
     for topic, services in PROJECTIONS.items():
         for service in services:
             group = f"{service}.{topic}"
-            reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+            reader = AIOKafkaConsumer(**client_kwargs(bootstrap), group_id=group, enable_auto_commit=False)
             await reader.start()
             try:
                 while not await _committed_to(reader, ends[topic]):
@@ -306,7 +307,7 @@ class _Reader:
     payload)` for each message."""
 
     def __init__(self, bootstrap: str, topics: list[str], on_record) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
+        self._consumer = AIOKafkaConsumer(**client_kwargs(bootstrap), enable_auto_commit=False, fetch_max_wait_ms=100)
         self._topics, self._on_record = topics, on_record
         self._task: asyncio.Task | None = None
 

@@ -9,7 +9,6 @@ import pytest
 
 from shared.devstack import Infra, start_infra
 from shared.kafka import ensure_topics
-from shared.settings import ServiceSettings
 from shared.state import make_redis
 from shared import topics as t
 from tests.support import Bus
@@ -29,15 +28,17 @@ def infra(tmp_path_factory) -> Infra:
     # The partners' keys (tests sign as them) and the trust anchor, for this process and every
     # service, simulator or bench process it starts.
     os.environ.update(infra.keys.env())
+    # The broker's security (TLS through stunnel on the local stack) for this process's own Kafka
+    # clients that read it from the environment (shared.kafka_security.from_env, ServiceSettings).
+    os.environ.update(infra.security.env())
     yield infra
     infra.stop()
 
 
 @pytest.fixture(scope="session")
 async def bus(infra: Infra) -> Bus:
-    settings = ServiceSettings(kafka_bootstrap_servers=infra.kafka_bootstrap, kafka_topic_partitions=3)
-    await ensure_topics(settings, ALL_TOPICS)
-    bus = Bus(infra.kafka_bootstrap)
+    await ensure_topics(infra.settings(kafka_topic_partitions=3), ALL_TOPICS)
+    bus = Bus(infra.kafka_bootstrap, infra.security)
     await bus.start(ALL_TOPICS)
     yield bus
     await bus.stop()

@@ -24,6 +24,7 @@ from shared import envelope
 from shared.devstack import die_with_parent, free_port, stop_process
 from shared.devkeys import DevKeys
 from shared.identity import make_id_number
+from shared.kafka_security import KafkaSecurity, client_kwargs
 from shared.signing import SigningKey
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,8 +46,9 @@ class Watcher:
     """Reads every partition of some topics from the beginning, without a consumer group (no
     rebalance wait), and lets a test wait for the record it expects."""
 
-    def __init__(self, bootstrap: str, topics: list[str]) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    def __init__(self, bootstrap: str, topics: list[str], security: KafkaSecurity | None = None) -> None:
+        # security: the broker's (Infra.security); by default the environment's (from_env)
+        self._consumer = AIOKafkaConsumer(**client_kwargs(bootstrap, security, enable_auto_commit=False))
         self._topics = topics
         self.records: list[Any] = []
         self._changed = asyncio.Condition()
@@ -171,15 +173,15 @@ class SigningProducer(AIOKafkaProducer):
 class Bus:
     """Publishes like a partner does and watches the platform's outcome topics."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    def __init__(self, bootstrap: str, security: KafkaSecurity | None = None) -> None:
+        self.bootstrap, self.security = bootstrap, security
+        self._producer = AIOKafkaProducer(**client_kwargs(bootstrap, security))
         self._watcher: Watcher | None = None
         self.watchers: dict[str, TopicView] = {}
 
     async def start(self, topics: list[str]) -> None:
         await self._producer.start()
-        self._watcher = Watcher(self.bootstrap, topics)
+        self._watcher = Watcher(self.bootstrap, topics, self.security)
         await self._watcher.start()
         self.watchers = {topic: TopicView(self._watcher, topic) for topic in topics}
 

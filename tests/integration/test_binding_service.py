@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from shared import topics as t
 from shared.bureau import PERSON_REGISTERED
 from shared.envelope import seal
+from shared.kafka_security import client_kwargs
 from shared.state import person_bucket
 from services.binding.domain.model import Binding, Relation
 from services.binding.domain.rules import name_digest
@@ -375,7 +376,7 @@ async def test_a_query_with_a_person_id_sent_as_a_number_is_refused_on_the_reply
 
 async def _every_record(bootstrap: str, topic: str) -> list:
     """Everything `topic` holds now, read by a consumer of its own (not the shared watcher)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_kwargs(bootstrap, enable_auto_commit=False))  # the session's security
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]

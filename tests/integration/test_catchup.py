@@ -10,16 +10,16 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.catchup import ProjectionGate
+from shared.devstack import Infra
 from shared.kafka import ensure_topics
-from shared.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration
 
 
-async def _project(bootstrap: str, topic: str, group: str, how_many: int) -> None:
+async def _project(infra: Infra, topic: str, group: str, how_many: int) -> None:
     """A projection consumer that reads and commits `how_many` records of `topic`."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                                auto_offset_reset="earliest", max_poll_records=how_many)
+    consumer = AIOKafkaConsumer(topic, **infra.kafka_client(group_id=group, enable_auto_commit=False,
+                                                            auto_offset_reset="earliest", max_poll_records=how_many))
     await consumer.start()
     try:
         seen = 0
@@ -33,21 +33,20 @@ async def _project(bootstrap: str, topic: str, group: str, how_many: int) -> Non
 
 async def test_the_gate_opens_only_once_the_projection_has_committed_what_its_topic_held(infra):
     topic, group = f"test.projection.{uuid.uuid4().hex[:8]}", f"projector-{uuid.uuid4().hex[:8]}"
-    await ensure_topics(ServiceSettings(kafka_bootstrap_servers=infra.kafka_bootstrap, kafka_topic_partitions=1),
-                        [topic])
-    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap)
+    await ensure_topics(infra.settings(kafka_topic_partitions=1), [topic])
+    producer = AIOKafkaProducer(**infra.kafka_client())
     await producer.start()
     for i in range(10):
         await producer.send_and_wait(topic, f"registration {i}".encode())
     await producer.stop()
 
-    gate = ProjectionGate(infra.kafka_bootstrap, {topic: group})
+    gate = ProjectionGate(infra.kafka_bootstrap, {topic: group}, security=infra.security)
     gate.close()
     try:
-        await _project(infra.kafka_bootstrap, topic, group, 6)
+        await _project(infra, topic, group, 6)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(gate.caught_up(), 2.0)  # 6 of 10 read: answers still wait
-        await _project(infra.kafka_bootstrap, topic, group, 4)
+        await _project(infra, topic, group, 4)
         await asyncio.wait_for(gate.caught_up(), 30.0)
         assert gate.is_open
     finally:
@@ -56,8 +55,8 @@ async def test_the_gate_opens_only_once_the_projection_has_committed_what_its_to
 
 async def test_an_empty_projection_topic_opens_the_gate_at_once(infra):
     topic = f"test.projection.{uuid.uuid4().hex[:8]}"
-    await ensure_topics(ServiceSettings(kafka_bootstrap_servers=infra.kafka_bootstrap), [topic])
-    gate = ProjectionGate(infra.kafka_bootstrap, {topic: f"projector-{uuid.uuid4().hex[:8]}"})
+    await ensure_topics(infra.settings(), [topic])
+    gate = ProjectionGate(infra.kafka_bootstrap, {topic: f"projector-{uuid.uuid4().hex[:8]}"}, security=infra.security)
     gate.close()
     try:
         await asyncio.wait_for(gate.caught_up(), 30.0)

@@ -29,7 +29,6 @@ import pytest
 from shared import envelope, topics as t
 from shared.devstack import Infra, start_local
 from shared.kafka import ensure_topics
-from shared.settings import ServiceSettings
 from shared.state import make_redis
 from tests.support import (ServiceProcess, SigningProducer, Watcher, binding_form, cached_balances, charge_submitted,
                            command, eventually, fen, institution_registered, pause, person_registered, resume,
@@ -126,8 +125,8 @@ def env(stack) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 async def producer(stack):
-    await ensure_topics(ServiceSettings(kafka_bootstrap_servers=stack.kafka_bootstrap), TOPICS)
-    p = SigningProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=5, max_batch_size=1_048_576)
+    await ensure_topics(stack.settings(), TOPICS)
+    p = SigningProducer(**stack.kafka_client(linger_ms=5, max_batch_size=1_048_576))
     await p.start()
     for code, region in INSTITUTIONS.items():
         await p.send_and_wait(t.BUREAU_INSTITUTIONS, command("InstitutionRegistered",
@@ -138,7 +137,8 @@ async def producer(stack):
 
 @pytest.fixture(scope="module")
 async def books(stack, producer):
-    watcher = Watcher(stack.kafka_bootstrap, [t.SETTLEMENT_RESULTS, *t.all_bureau_postings(), t.BINDING_EVENTS])
+    watcher = Watcher(stack.kafka_bootstrap, [t.SETTLEMENT_RESULTS, *t.all_bureau_postings(), t.BINDING_EVENTS],
+                      stack.security)
     await watcher.start()
     yield Books(watcher)
     await watcher.stop()

@@ -23,7 +23,6 @@ from shared import topics as t
 from shared.envelope import CHINA_TZ, seal
 from shared.kafka import Received, make_broker
 from shared.references import payment_reference
-from shared.settings import ServiceSettings
 from services.notify.domain.quiet import parse_quiet_hours
 from services.notify.providers.http_gateway import HttpSmsGateway
 from services.notify.storage.deliveries import DeliveryStore
@@ -115,8 +114,7 @@ def gateway():
 
 @pytest.fixture
 async def broker(infra):
-    settings = ServiceSettings(kafka_bootstrap_servers=infra.kafka_bootstrap,
-                               kafka_enable_idempotence=infra.kafka_idempotence)
+    settings = infra.settings()
     b = make_broker(settings, client_id="notify-test")
     await b.start()
     yield b

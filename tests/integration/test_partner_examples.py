@@ -23,7 +23,6 @@ import pytest
 
 from shared import bureau, topics
 from shared.kafka import ensure_topics
-from shared.settings import ServiceSettings
 from shared.state import person_bucket
 from services.binding.domain.model import Binding, Relation
 from services.binding.storage.bindings import BindingStore, Plan, Stored, epoch
@@ -125,10 +124,9 @@ async def test_every_example_in_the_partner_guide_gets_its_documented_answer(
 ) -> None:
     steps = guide_steps()
     reply_topics = sorted({b.topic for s in steps for b in s.outputs if b.topic.startswith("reply.")})
-    await ensure_topics(ServiceSettings(kafka_bootstrap_servers=infra.kafka_bootstrap, kafka_topic_partitions=3),
-                        reply_topics)
+    await ensure_topics(infra.settings(kafka_topic_partitions=3), reply_topics)
     watched = sorted({b.topic for s in steps for b in s.outputs})
-    watcher = Watcher(infra.kafka_bootstrap, watched)
+    watcher = Watcher(infra.kafka_bootstrap, watched, infra.security)
     await watcher.start()
     try:
         with running(SERVICES, {**infra.env(), **SETTLEMENT_ENV, **BINDING_ENV}, tmp_path_factory.mktemp("partners")):

@@ -16,7 +16,7 @@ from services.binding.usecases import BindingService
 def register(broker: KafkaBroker, service: BindingService, settings: BindingSettings) -> ProjectionGate:
     """Subscribe; the gate returned holds commands back until the registrations are read."""
     group = settings.binding_group_id
-    gate = ProjectionGate(settings.kafka_bootstrap_servers, {BUREAU_ACCOUNTS: f"{group}.{BUREAU_ACCOUNTS}"})
+    gate = ProjectionGate.of(settings, {BUREAU_ACCOUNTS: f"{group}.{BUREAU_ACCOUNTS}"})
     commands, registry = Outage(BINDING_COMMANDS), Outage(BUREAU_ACCOUNTS)
 
     # Batches: one Kafka fetch is decided with a few Redis round trips (usecases.py).
@@ -65,7 +65,7 @@ def references_waiter(settings: BindingSettings):
     """Waits until the reference projection has read what settlement.results holds now (a fresh
     gate each time: the end offsets of this moment, not of the last start or rebalance)."""
     async def caught_up() -> None:
-        gate = ProjectionGate(settings.kafka_bootstrap_servers, {SETTLEMENT_RESULTS: references_group(settings)})
+        gate = ProjectionGate.of(settings, {SETTLEMENT_RESULTS: references_group(settings)})
         gate.close()
         try:
             await asyncio.wait_for(gate.caught_up(), settings.binding_reference_wait_seconds)

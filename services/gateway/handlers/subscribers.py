@@ -56,7 +56,7 @@ def register_audit(broker: KafkaBroker, projection: AuditProjection, settings: G
     Redis. The gate returned opens once the group has read what the topic held at start: the
     readiness check and GET /v1/audit wait on it."""
     group = f"{settings.gateway_group_id}.{GATEWAY_AUDIT}"
-    gate = ProjectionGate(settings.kafka_bootstrap_servers, {GATEWAY_AUDIT: group})
+    gate = ProjectionGate.of(settings, {GATEWAY_AUDIT: group})
     outage = Outage(GATEWAY_AUDIT)
 
     @broker.subscriber(GATEWAY_AUDIT, **consumer_options(settings, settings.gateway_group_id, GATEWAY_AUDIT,

@@ -20,7 +20,7 @@ def register(broker: KafkaBroker, service: NotifyService, settings: NotifySettin
     """Subscribe; the gate returned holds answers back until people, bindings and institutions
     are read up to where their topics ended when the gate closed (start, rebalance)."""
     group, projection = settings.notify_group_id, f"{settings.notify_group_id}.projection"
-    gate = ProjectionGate(settings.kafka_bootstrap_servers, {
+    gate = ProjectionGate.of(settings, {
         BUREAU_ACCOUNTS: f"{group}.{BUREAU_ACCOUNTS}", BUREAU_INSTITUTIONS: f"{group}.{BUREAU_INSTITUTIONS}",
         BINDING_EVENTS: f"{projection}.{BINDING_EVENTS}"})
     # Up to 500 records a batch: a backlog is worked off in few, large batches (each costs a few Redis

@@ -32,7 +32,7 @@ def ledger_caught_up(settings: SettlementSettings, timeout: float = LEDGER_WAIT_
     A gate of its own for every question: ProjectionGate takes its targets when it closes, and a
     report must see every outcome published before it arrived, not only those before a start."""
     async def caught_up() -> bool:
-        gate = ProjectionGate(settings.kafka_bootstrap_servers, {SETTLEMENT_RESULTS: ledger_group(settings)})
+        gate = ProjectionGate.of(settings, {SETTLEMENT_RESULTS: ledger_group(settings)})
         gate.close()
         try:
             async with asyncio.timeout(timeout):

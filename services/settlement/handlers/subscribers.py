@@ -22,8 +22,7 @@ SETTLEMENT_QUERIES = "settlement.queries"
 def register(broker: KafkaBroker, service: SettlementService, settings: SettlementSettings) -> ProjectionGate:
     """Subscribe; the gate returned holds charges and queries back until the projections are read."""
     group = settings.settlement_group_id
-    gate = ProjectionGate(settings.kafka_bootstrap_servers,
-                          {t: f"{group}.{t}" for t in (BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS)})
+    gate = ProjectionGate.of(settings, {t: f"{group}.{t}" for t in (BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS)})
     batched = dict(batch=True, max_records=settings.settlement_batch_size,
                    batch_timeout_ms=settings.settlement_batch_timeout_ms)
     queries = Outage(SETTLEMENT_QUERIES)
