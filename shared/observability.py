@@ -172,8 +172,8 @@ class Observability:
                 Route("/readyz", self._readyz, methods=["GET"]),
                 Route("/metrics", self._metrics, methods=["GET"])]
 
-    def asgi(self) -> Starlette:
-        return Starlette(routes=self.routes())
+    def asgi(self, extra: Iterable[Route] = ()) -> Starlette:
+        return Starlette(routes=[*self.routes(), *extra])
 
     async def _healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "alive", "service": self.service})
@@ -189,9 +189,9 @@ class Observability:
         await self.refresh_lag()
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def serve(self, host: str, port: int) -> int:
-        """Serve the three routes in this event loop; returns once the socket listens, with its
-        port (the one the system chose when `port` is 0)."""
+    async def serve(self, host: str, port: int, extra: Iterable[Route] = ()) -> int:
+        """Serve the three routes (and `extra`: the gateway's operator routes) in this event loop;
+        returns once the socket listens, with its port (the one the system chose when `port` is 0)."""
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -201,7 +201,7 @@ class Observability:
             raise OSError(exc.errno, f"{self.service}: cannot serve HTTP on {host}:{port}: {exc.strerror}") from exc
         sock.listen(128)
         sock.setblocking(False)
-        config = uvicorn.Config(self.asgi(), log_config=None, access_log=False, lifespan="off",
+        config = uvicorn.Config(self.asgi(extra), log_config=None, access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=2)
         self._server = _Embedded(config)
         self._serving = asyncio.create_task(self._server.serve(sockets=[sock]))

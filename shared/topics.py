@@ -19,6 +19,8 @@ def dead_letter_topic(topic: str) -> str:
 # binding queries travel on binding.commands), and the window clerks' audit trail.
 SETTLEMENT_QUERIES = "settlement.queries"
 GATEWAY_AUDIT = "gateway.audit"
+# Contract version 3: revoked bearer tokens and clerks, read by every gateway instance (internal).
+GATEWAY_REVOCATIONS = "gateway.revocations"
 
 # Added with holds, limits, disputes and three-way reconciliation (contract.md, issue 15):
 # the HIS's daily totals and detail (对总账/对明细账), the bureaus' decisions on disputed payments

@@ -12,7 +12,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, Strict, StrictBool,
-                      WithJsonSchema)
+                      WithJsonSchema, model_validator)
 from pydantic_core import PydanticCustomError
 
 from shared.identity import IdNumber, Mobile
@@ -56,6 +56,8 @@ OUTCOME_OF = {CREATE_BINDING: "BindingCreated", REVOKE_BINDING: "BindingRevoked"
               PAUSE_BINDING: BINDING_PAUSED, RESUME_BINDING: BINDING_RESUMED, DISPUTE_PAYMENT: DISPUTE_OPENED}
 WINDOW_ACTION_AUDITED = "WindowActionAudited"
 SMS_REPLY_RECEIVED = "SmsReplyReceived"  # sms.uplink, the provider's uplink callback (I-6)
+TOKEN_REVOKED = "TokenRevoked"  # gateway.revocations (contract version 3)
+CLERK_REVOKED = "ClerkRevoked"
 
 PaymentOrder = Annotated[int, Strict(), Field(ge=1, le=2, description="顺位: 1 or 2.")]
 MAX_MONTHLY_LIMIT_FEN = 100_000_000  # 1,000,000.00 yuan a month (I-4)
@@ -412,6 +414,9 @@ class AuditEntry(BaseModel):
                                     "list_disputes, query_consumption or query_command.")
     command_id: str = Field(description="The command's id, or the query's.")
     subject_id: str = Field(description="The person acted for, masked ('' when unknown).")
+    subject_region: str | None = Field(None, description="Where that person is insured, when known: an entry of "
+                                                         "another region's clerk about one of this region's persons "
+                                                         "is listed for a supervisor of both.")
     outcome: str = Field(description="A command: accepted, refused or pending (no outcome within the wait); a "
                                      "query: answered (forbidden, failed).")
     reason_code: str | None = Field(description="Why refused (a command), or UNKNOWN_PERSON / NAME_MISMATCH (a "
@@ -463,6 +468,10 @@ class WindowActionAudited(BaseModel):
                     "query_command", "lookup"]
     command_id: str = Field(description="The command's id, or the query's.")
     subject_id: str = Field(description="The person acted for, masked ('' when the gateway cannot tell).")
+    subject_region: str | None = Field(
+        None, description="Added (version 3): the region the person acted for is insured in, when known. An entry "
+                          "is listed for the clerk's region and for this one (a supervisor sees what clerks "
+                          "elsewhere did to the region's persons).")
     binding_id: str | None = None
     outcome: str = Field(description="created, revoked, payment_order_changed, limit_set, paused, resumed, "
                                      "dispute_opened, rejected, pending (no outcome within the wait), answered (a query "
@@ -470,3 +479,39 @@ class WindowActionAudited(BaseModel):
     reason_code: str | None = None
     at: datetime = Field(description="When the clerk acted. A command audited `pending` is audited again once "
                                      "decided, with the same command_id and time: that record supersedes it.")
+
+
+# -- gateway.revocations (contract version 3) --------------------------------------------------------------
+_Jti = Annotated[str, Strict(), Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+_Clerk = Annotated[str, Strict(), Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class TokenRevoked(BaseModel):
+    """One bearer token revoked by its `jti` (key: the jti): every gateway refuses it from then on."""
+
+    jti: _Jti
+    revoked_at: datetime
+
+
+class ClerkRevoked(BaseModel):
+    """A window clerk revoked (key: the clerk id): every token of the clerk issued at or before
+    `revoked_at` is refused; the sign-on issues the clerk no new one until reinstated."""
+
+    clerk_id: _Clerk
+    revoked_at: datetime
+
+
+class AccessRevocation(BaseModel):
+    """POST /admin/revocations on the operator port: exactly one of `jti` and `clerk_id`."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"clerk_id": "clerk-xa-0001"},
+                                                                              {"jti": "3e5fef09-b920-4dd7"}]})
+
+    jti: _Jti | None = None
+    clerk_id: _Clerk | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "AccessRevocation":
+        if (self.jti is None) == (self.clerk_id is None):
+            raise ValueError("name exactly one of jti and clerk_id")
+        return self

@@ -17,6 +17,7 @@ from faststream.kafka import KafkaBroker
 
 from shared import envelope
 from shared.logs import shown
+from shared.signing import SigningKey
 
 log = logging.getLogger("gateway.replies")
 
@@ -49,10 +50,21 @@ class PendingReplies:
 
 
 class Requests:
-    """Publishes a request with `reply_to` and `correlation_id` headers and waits for its answer."""
+    """Publishes a request with `reply_to` and `correlation_id` headers and waits for its answer.
+    What it puts on a partner topic (binding.commands, sms.uplink) carries the gateway's signature
+    (contract version 3: shared/signing.py, key SIGNING_KEY_ID), so `requested_by`, `channel` and
+    `clerk_id` are believed as the platform's word."""
 
-    def __init__(self, broker: KafkaBroker, pending: PendingReplies, reply_topic: str) -> None:
+    def __init__(self, broker: KafkaBroker, pending: PendingReplies, reply_topic: str,
+                 signing: SigningKey | None = None) -> None:
         self._broker, self._pending, self._reply_topic = broker, pending, reply_topic
+        self._signing = signing
+
+    async def publish(self, value: bytes, topic: str, key: str, **options: Any) -> None:
+        """One message, signed over exactly the bytes sent (topic, key, value) when the gateway has a key."""
+        raw_key = key.encode()
+        headers = self._signing.headers(topic, raw_key, value) if self._signing is not None else None
+        await self._broker.publish(value, topic, key=raw_key, headers=headers, **options)
 
     async def ask(self, topic: str, key: str, event_type: str, payload: dict[str, Any], *, event_id: str,
                   timeout_seconds: float) -> dict[str, Any] | None:
@@ -62,9 +74,8 @@ class Requests:
         answer = self._pending.expect(correlation_id)
         try:
             async with asyncio.timeout(timeout_seconds):
-                await self._broker.publish(envelope.seal(event_type, payload, event_id=event_id), topic,
-                                           key=key.encode(), correlation_id=correlation_id,
-                                           reply_to=self._reply_topic)
+                await self.publish(envelope.seal(event_type, payload, event_id=event_id), topic, key,
+                                   correlation_id=correlation_id, reply_to=self._reply_topic)
                 raw = await answer
         except TimeoutError:
             return None

@@ -34,6 +34,7 @@ from services.gateway.domain import access, uplink
 from services.gateway.domain.views import STATUS_BY_EVENT, audit_entry_view, lookup_view
 from services.gateway.replies import Requests
 from services.gateway.storage.audit import AuditStore, Entry
+from services.gateway.storage.idempotency import IdempotencyStore, request_digest
 
 log = logging.getLogger("gateway")
 
@@ -52,6 +53,15 @@ class Decided:
     @property
     def status(self) -> str:
         return STATUS_BY_EVENT[self.event_type]
+
+
+@dataclass(frozen=True)
+class Where:
+    """Whom a window command was for: the grantor (or the person named), where insured, and the binding."""
+
+    subject: str
+    region: str | None
+    binding_id: str | None
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,10 @@ class PersonUnknown(Exception):
     """A look-up of a person no bureau registered: answered 404 UNKNOWN_PERSON."""
 
 
+class IdempotencyKeyReused(Exception):
+    """An Idempotency-Key already named another request of the same principal: answered 422."""
+
+
 class UplinkClosed(Exception):
     """No GATEWAY_SMS_UPLINK_KEY is configured: the uplink endpoint does not exist (404)."""
 
@@ -101,90 +115,131 @@ class UplinkUnsigned(Exception):
 class GatewayService:
     def __init__(self, requests: Requests, broker: KafkaBroker, *, command_timeout: float,
                  query_timeout: float, audit: AuditStore | None = None, gate: ProjectionGate | None = None,
-                 uplink_key: bytes | None = None) -> None:
+                 uplink_key: bytes | None = None, idempotency: IdempotencyStore | None = None) -> None:
         self._requests, self._broker = requests, broker
         self._command_timeout, self._query_timeout = command_timeout, query_timeout
         self._audit, self._gate = audit, gate
+        self._idempotency = idempotency
         self._uplink_key = uplink_key
         self._following: set[asyncio.Task] = set()  # window commands past the wait (_follow)
 
     # -- commands ----------------------------------------------------------------------------------
-    async def create_binding(self, who: Principal, form: c.BindingRequest) -> Decided | Pending:
+    async def create_binding(self, who: Principal, form: c.BindingRequest,
+                             idempotency_key: str | None = None) -> Decided | Pending:
         access.check_may_grant(who, form.grantor.id_number)
         payload = form.model_dump(mode="json", exclude_none=True) | access.channel_of(who)
-        return await self._command(who, "create_binding", c.CREATE_BINDING, payload,
-                                   key=form.beneficiary.id_number, subject=form.grantor.id_number)
+        return await self._command(who, "create_binding", c.CREATE_BINDING, payload, key=form.beneficiary.id_number,
+                                   subject=form.grantor.id_number, idempotency_key=idempotency_key)
 
-    async def revoke_binding(self, who: Principal, binding_id: str, form: c.RevocationRequest) -> Decided | Pending:
-        return await self._grantor_command(who, "revoke_binding", c.REVOKE_BINDING, binding_id, form.requested_by)
+    async def revoke_binding(self, who: Principal, binding_id: str, form: c.RevocationRequest,
+                             idempotency_key: str | None = None) -> Decided | Pending:
+        return await self._grantor_command(who, "revoke_binding", c.REVOKE_BINDING, binding_id, form.requested_by,
+                                           idempotency_key=idempotency_key)
 
-    async def set_limit(self, who: Principal, binding_id: str, form: c.LimitRequest) -> Decided | Pending:
+    async def set_limit(self, who: Principal, binding_id: str, form: c.LimitRequest,
+                        idempotency_key: str | None = None) -> Decided | Pending:
         """共济限额: SetGrantorLimit (I-4), the limit as a yuan string or null (no limit)."""
         limit = form.model_dump(mode="json", include={"monthly_limit"})
         return await self._grantor_command(who, "set_limit", c.SET_GRANTOR_LIMIT, binding_id, form.requested_by,
-                                           limit)
+                                           limit, idempotency_key=idempotency_key)
 
-    async def pause_binding(self, who: Principal, binding_id: str, form: c.GrantorRequest) -> Decided | Pending:
-        return await self._grantor_command(who, "pause_binding", c.PAUSE_BINDING, binding_id, form.requested_by)
+    async def pause_binding(self, who: Principal, binding_id: str, form: c.GrantorRequest,
+                            idempotency_key: str | None = None) -> Decided | Pending:
+        return await self._grantor_command(who, "pause_binding", c.PAUSE_BINDING, binding_id, form.requested_by,
+                                           idempotency_key=idempotency_key)
 
-    async def resume_binding(self, who: Principal, binding_id: str, form: c.GrantorRequest) -> Decided | Pending:
-        return await self._grantor_command(who, "resume_binding", c.RESUME_BINDING, binding_id, form.requested_by)
+    async def resume_binding(self, who: Principal, binding_id: str, form: c.GrantorRequest,
+                             idempotency_key: str | None = None) -> Decided | Pending:
+        return await self._grantor_command(who, "resume_binding", c.RESUME_BINDING, binding_id, form.requested_by,
+                                           idempotency_key=idempotency_key)
 
     async def _grantor_command(self, who: Principal, action: str, event_type: str, binding_id: str,
-                               asked: str | None, fields: dict[str, Any] | None = None) -> Decided | Pending:
+                               asked: str | None, fields: dict[str, Any] | None = None, *,
+                               idempotency_key: str | None = None) -> Decided | Pending:
         """A command only the binding's grantor may give, naming the binding (keyed by its id)."""
         requester = access.grantor_requester(who, asked)
         payload = {"binding_id": binding_id, **(fields or {}), "requested_by": requester, **access.channel_of(who)}
         return await self._command(who, action, event_type, payload, key=binding_id, subject=requester,
-                                   binding_id=binding_id)
+                                   binding_id=binding_id, idempotency_key=idempotency_key)
 
-    async def dispute_payment(self, who: Principal, form: c.DisputeRequest) -> Decided | Pending:
+    async def dispute_payment(self, who: Principal, form: c.DisputeRequest,
+                              idempotency_key: str | None = None) -> Decided | Pending:
         """非本人授权: DisputePayment (I-4) by the payment SMS's reference, keyed by the reference;
         the binding service finds the payment among the grantor's own."""
         grantor = access.grantor_requester(who, form.grantor_id, field="grantor_id")
         payload = {"reference": form.reference, "requested_by": grantor, **access.channel_of(who)}
         return await self._command(who, "dispute_payment", c.DISPUTE_PAYMENT, payload, key=form.reference,
-                                   subject=grantor)
+                                   subject=grantor, idempotency_key=idempotency_key)
 
-    async def change_payment_order(self, who: Principal, binding_id: str,
-                                   form: c.PaymentOrderRequest) -> Decided | Pending:
+    async def change_payment_order(self, who: Principal, binding_id: str, form: c.PaymentOrderRequest,
+                                   idempotency_key: str | None = None) -> Decided | Pending:
         requester = access.order_requester(who, form.requested_by)
-        payload = {"binding_id": binding_id, "payment_order": form.payment_order, **access.channel_of(who)}
-        if requester is not None:
-            payload["requested_by"] = requester
+        payload = {"binding_id": binding_id, "payment_order": form.payment_order, **access.channel_of(who),
+                   "requested_by": requester}
         return await self._command(who, "change_payment_order", c.CHANGE_PAYMENT_ORDER, payload, key=binding_id,
-                                   subject=requester or "", binding_id=binding_id)
+                                   subject=requester, binding_id=binding_id, idempotency_key=idempotency_key)
 
     async def _command(self, who: Principal, action: str, event_type: str, payload: dict[str, Any], *, key: str,
-                       subject: str, binding_id: str | None = None) -> Decided | Pending:
+                       subject: str, binding_id: str | None = None,
+                       idempotency_key: str | None = None) -> Decided | Pending:
+        """Send one command (the grantor, `subject`, checked to be of a clerk's region first) and
+        wait a bounded time for its outcome. With an Idempotency-Key, a retry of the same request
+        is sent again under the first one's command id, so the binding service answers it with
+        what it recorded: the same command, the same answer."""
         command_id, at = str(uuid.uuid4()), envelope.now()
+        subject_region = None
+        if who.at_window:
+            subject_region = await self._grantor_region(who, action, command_id, subject, binding_id, at)
+        if idempotency_key is not None and self._idempotency is not None:
+            claimed = await self._idempotency.claim(who.key, idempotency_key, request_digest(event_type, payload),
+                                                    command_id)
+            if not claimed.same_request:
+                raise IdempotencyKeyReused(idempotency_key)
+            command_id, repeated = claimed.command_id, not claimed.first
+        else:
+            repeated = False
         answer = await self._requests.ask(BINDING_COMMANDS, key, event_type, payload, event_id=command_id,
                                           timeout_seconds=self._command_timeout)
         result: Decided | Pending = Pending(command_id)
         # The command's own outcome, or its refusal. Anything else first (a BindingPaused a dispute
         # also causes) leaves the command pending: its recorded outcome can be asked for.
         if answer is not None and answer.get("event_type") in (c.OUTCOME_OF[event_type], c.BINDING_REJECTED):
-            result = Decided(answer["event_type"], answer["payload"])
+            result = Decided(answer["event_type"], access.as_seen_by(who, answer["payload"]))
         log.info("%s %s: %s", event_type, shown(command_id), result.status)
-        if who.at_window:
-            await self._audit_command(who, action, command_id, subject, binding_id, result, at)
+        if who.at_window and not repeated:  # a retry is the command audited already
+            where = Where(subject, subject_region, binding_id)
+            await self._audit_command(who, action, command_id, where, result, at)
             if isinstance(result, Pending):
-                self._following.add(task := asyncio.create_task(
-                    self._follow(who, action, command_id, subject, binding_id, at)))
+                self._following.add(task := asyncio.create_task(self._follow(who, action, command_id, where, at)))
                 task.add_done_callback(self._following.discard)
         return result
 
-    async def _audit_command(self, who: Principal, action: str, command_id: str, subject: str,
-                             binding_id: str | None, result: Decided | Pending, at: datetime) -> None:
-        if isinstance(result, Pending):
-            return await self.audit(who, action, command_id, subject, result.status, binding_id=binding_id, at=at)
-        outcome = result.payload
-        await self.audit(who, action, command_id, subject or outcome.get("beneficiary_id", ""), result.status,
-                         reason_code=outcome.get("reason_code") if result.rejected else None,
-                         binding_id=binding_id or outcome.get("binding_id"), at=at)
+    async def _grantor_region(self, who: Principal, action: str, command_id: str, grantor_id: str,
+                              binding_id: str | None, at: datetime) -> str | None:
+        """Where the grantor a clerk acts for is insured (the binding service's registry); a
+        grantor of another region is refused 403, and the attempt audited `forbidden`."""
+        found = await self._ask(BINDING_COMMANDS, grantor_id, c.QUERY_PERSON, {"person_id": grantor_id},
+                                c.PERSON_FOUND, str(uuid.uuid4()))
+        region = found.get("region")
+        try:
+            access.check_acts_in_region(who, region)
+        except access.Forbidden:
+            await self.audit(who, action, command_id, grantor_id, "forbidden", binding_id=binding_id, at=at,
+                             subject_region=region)
+            raise
+        return region
 
-    async def _follow(self, who: Principal, action: str, command_id: str, subject: str, binding_id: str | None,
-                      at: datetime) -> None:
+    async def _audit_command(self, who: Principal, action: str, command_id: str, where: "Where",
+                             result: Decided | Pending, at: datetime) -> None:
+        if isinstance(result, Pending):
+            return await self.audit(who, action, command_id, where.subject, result.status,
+                                    binding_id=where.binding_id, at=at, subject_region=where.region)
+        outcome = result.payload
+        await self.audit(who, action, command_id, where.subject or outcome.get("beneficiary_id", ""), result.status,
+                         reason_code=outcome.get("reason_code") if result.rejected else None,
+                         binding_id=where.binding_id or outcome.get("binding_id"), at=at, subject_region=where.region)
+
+    async def _follow(self, who: Principal, action: str, command_id: str, where: "Where", at: datetime) -> None:
         """A window command still pending after the wait: ask the binding service for its outcome
         now and then (backing off) for up to FOLLOW_SECONDS, and audit it once decided, under the
         same time, so the audit list shows the decision in place of `pending`. Best effort: a
@@ -203,7 +258,7 @@ class GatewayService:
             if (answer is not None and answer.get("event_type") in c.OUTCOME_TYPES
                     and answer["payload"].get("command_id") == command_id):
                 decided = Decided(answer["event_type"], answer["payload"])
-                return await self._audit_command(who, action, command_id, subject, binding_id, decided, at)
+                return await self._audit_command(who, action, command_id, where, decided, at)
         log.info("%s %s still has no outcome; its audit entry stays pending", action, shown(command_id))
 
     # -- the SMS provider's uplink (I-6) ---------------------------------------------------------------
@@ -220,8 +275,8 @@ class GatewayService:
             raise UplinkUnsigned()
         inbound = c.SmsInbound.model_validate_json(body)
         reply = c.SmsReplyReceived(**inbound.model_dump())
-        await self._broker.publish(envelope.seal(c.SMS_REPLY_RECEIVED, reply, event_id=uplink.event_id(
-            reply.message_id)), SMS_UPLINK, key=reply.message_id.encode())
+        await self._requests.publish(envelope.seal(c.SMS_REPLY_RECEIVED, reply, event_id=uplink.event_id(
+            reply.message_id)), SMS_UPLINK, reply.message_id)
         log.info("SMS reply %s put on %s", shown(reply.message_id), SMS_UPLINK)
         return reply
 
@@ -244,6 +299,29 @@ class GatewayService:
         return await self._query(who, "query_consumption", SETTLEMENT_QUERIES, grantor_id, c.QUERY_CONSUMPTION,
                                  payload, c.CONSUMPTION_LISTED, subject=grantor_id)
 
+    async def _reach(self, person_id: str, name: str | None = None) -> tuple[dict[str, Any], list[str]]:
+        """What a clerk's scope is decided on, asked at once: the person's registration
+        (PersonFound, the name compared when one is given) and the regions of the grantors of the
+        bindings naming the person as beneficiary."""
+        asked = {"person_id": person_id} | ({"name": name} if name is not None else {})
+        person, bound = await asyncio.gather(
+            self._ask(BINDING_COMMANDS, person_id, c.QUERY_PERSON, asked, c.PERSON_FOUND, str(uuid.uuid4())),
+            self._ask(BINDING_COMMANDS, person_id, c.QUERY_BINDINGS, {"person_id": person_id, "role": "beneficiary"},
+                      c.BINDINGS_LISTED, str(uuid.uuid4())))
+        return person, [str(b.get("grantor_region")) for b in bound.get("bindings", [])]
+
+    async def _check_reach(self, who: Principal, action: str, query_id: str, person_id: str) -> str | None:
+        """A clerk's look-up of a person out of reach is refused 403 and audited `forbidden`;
+        returns the person's region (None for an app token, or a person no bureau registered)."""
+        if not who.at_window:
+            return None
+        person, grantor_regions = await self._reach(person_id)
+        region = person.get("region")
+        if not access.may_look_up(who, region, grantor_regions):
+            await self.audit(who, action, query_id, person_id, "forbidden", subject_region=region)
+            access.check_may_look_up(who, region, grantor_regions)
+        return region
+
     async def command_outcome(self, who: Principal, command_id: str) -> Decided:
         """The recorded outcome of an earlier command; an app sees it only when it concerns its person."""
         query_id = str(uuid.uuid4())
@@ -258,19 +336,35 @@ class GatewayService:
         if event_type not in c.OUTCOME_TYPES or answer["payload"].get("command_id") != command_id:
             # A BindingRejected of the query itself names the query's id, not the command's.
             raise RefusedUpstream(str(answer["payload"].get("reason_code", event_type)))
-        decided = Decided(event_type, answer["payload"])
+        decided = Decided(event_type, access.as_seen_by(who, answer["payload"]))
         access.check_may_see_outcome(who, decided.payload)
         if who.at_window:
-            await self.audit(who, "query_command", command_id, decided.payload.get("beneficiary_id", ""), "answered",
-                             binding_id=decided.payload.get("binding_id"))
+            subject, region = await self._outcome_in_reach(who, command_id, decided.payload)
+            await self.audit(who, "query_command", command_id, subject, "answered",
+                             binding_id=decided.payload.get("binding_id"), subject_region=region)
         return decided
+
+    async def _outcome_in_reach(self, who: Principal, command_id: str, outcome: dict[str, Any]) -> tuple[str, str | None]:
+        """A clerk reads a command's outcome when one of the persons it concerns is in reach (a
+        refusal names nobody: its random id is known only to whoever sent the command); returns
+        that person and region."""
+        people = sorted(access.people_in(outcome))
+        for person_id in people:
+            person, grantor_regions = await self._reach(person_id)
+            if access.may_look_up(who, person.get("region"), grantor_regions):
+                return person_id, person.get("region")
+        if not people:
+            return "", None
+        await self.audit(who, "query_command", command_id, people[0], "forbidden")
+        raise access.Forbidden("this outcome concerns persons out of the clerk's reach")
 
     async def _query(self, who: Principal, action: str, topic: str, key: str, event_type: str,
                      payload: dict[str, Any], expected: str, *, subject: str) -> dict[str, Any]:
         query_id = str(uuid.uuid4())
+        region = await self._check_reach(who, action, query_id, subject)
         answer = await self._ask(topic, key, event_type, payload, expected, query_id)
         if who.at_window:
-            await self.audit(who, action, query_id, subject, "answered")
+            await self.audit(who, action, query_id, subject, "answered", subject_region=region)
         return answer
 
     async def _ask(self, topic: str, key: str, event_type: str, payload: dict[str, Any], expected: str,
@@ -291,20 +385,27 @@ class GatewayService:
         access.check_may_see(who, form.id_number)
         person_id, query_id = form.id_number, str(uuid.uuid4())
         asked = {"person_id": person_id} | ({"name": form.name} if form.name is not None else {})
-        person, account = await asyncio.gather(
-            self._ask(BINDING_COMMANDS, person_id, c.QUERY_PERSON, asked, c.PERSON_FOUND, query_id),
+        # A clerk's scope is decided on the same answers (the bindings asked only at a window).
+        found, account = await asyncio.gather(
+            self._reach(person_id, form.name) if who.at_window else self._ask(
+                BINDING_COMMANDS, person_id, c.QUERY_PERSON, asked, c.PERSON_FOUND, query_id),
             self._ask(SETTLEMENT_QUERIES, person_id, c.QUERY_ACCOUNT, {"person_id": person_id}, c.ACCOUNT_FOUND,
                       query_id),
             return_exceptions=True)
-        if isinstance(person, BaseException):
-            raise person
+        if isinstance(found, BaseException):
+            raise found
+        person = found[0] if who.at_window else found
+        region = person.get("region")
+        if who.at_window and not access.may_look_up(who, region, found[1]):
+            await self.audit(who, "lookup", query_id, person_id, "forbidden", subject_region=region)
+            access.check_may_look_up(who, region, found[1])
         view = lookup_view(person, None if isinstance(account, BaseException) else account)
         if isinstance(account, BaseException) and view["name_verified"] and view["scheme"] == "employee":
             raise account  # the balance is due and settlement did not give it
         reason = ("UNKNOWN_PERSON" if not view["registered"]
                   else "NAME_MISMATCH" if view["name_verified"] is False else None)
         if who.at_window:
-            await self.audit(who, "lookup", query_id, person_id, "answered", reason_code=reason)
+            await self.audit(who, "lookup", query_id, person_id, "answered", reason_code=reason, subject_region=region)
         if not view["registered"]:
             raise PersonUnknown(person_id)
         return view
@@ -331,14 +432,14 @@ class GatewayService:
     # -- gateway.audit -----------------------------------------------------------------------------
     async def audit(self, who: Principal, action: str, command_id: str, subject_id: str, outcome: str, *,
                     reason_code: str | None = None, binding_id: str | None = None,
-                    at: datetime | None = None) -> None:
+                    at: datetime | None = None, subject_region: str | None = None) -> None:
         """What a window clerk did, on gateway.audit keyed by the clerk. The answer to the clerk
         does not wait on a broker that fails here (the command has taken effect already): the
         failure is logged with the command id, so the record can be restored from the log."""
         record = c.WindowActionAudited(clerk_id=who.clerk_id or "", region=who.region or "", action=action,
                                        command_id=command_id,
                                        subject_id=mask_id_number(subject_id) if subject_id else "",
-                                       binding_id=binding_id, outcome=outcome, reason_code=reason_code,
+                                       subject_region=subject_region, binding_id=binding_id, outcome=outcome, reason_code=reason_code,
                                        at=at or envelope.now())
         try:
             await self._broker.publish(envelope.seal(c.WINDOW_ACTION_AUDITED, record), GATEWAY_AUDIT,
@@ -376,4 +477,4 @@ def _audit_entry(value: bytes) -> Entry | None:
     if not r.clerk_id or not r.region:
         return None
     return Entry(readable.event_id, r.at, r.clerk_id, r.region, r.action, r.command_id, r.subject_id, r.outcome,
-                 r.reason_code)
+                 r.reason_code, r.subject_region)

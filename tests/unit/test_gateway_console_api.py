@@ -7,16 +7,16 @@ from datetime import datetime
 import pytest
 
 from shared.envelope import CHINA_TZ
-from shared.tokens import Principal, mint
+from shared.tokens import Principal
 from services.gateway.domain import access
 from services.gateway.domain.views import audit_entry_view, lookup_view, me_view
 from services.gateway.storage.audit import Entry, read_member
-from tests.unit.test_gateway_http import APP, FATHER, KEY, ME, WINDOW, api, problem  # noqa: F401 - the fixture
+from tests.unit.test_gateway_http import APP, FATHER, ISSUERS, ME, WINDOW, api, problem  # noqa: F401 - the fixture
 
 CLERK = Principal("window", clerk_id="clerk-1", region="610100")
 CHIEF = Principal("supervisor", clerk_id="chief", region="610100")
 PERSON = Principal("app", person_id=ME)
-SUPERVISOR = {"Authorization": f"Bearer {mint(KEY, 'supervisor', clerk_id='chief', region='610100')}"}
+SUPERVISOR = {"Authorization": f"Bearer {ISSUERS.mint('supervisor', clerk_id='chief', region='610100')}"}
 
 
 # -- who may read the audit list ---------------------------------------------------------------
@@ -79,7 +79,8 @@ def test_an_audit_entry_is_the_same_bytes_for_the_same_record():
     assert entry.member() == again.member() and entry.score == int(at.timestamp() * 1000)
     assert read_member(entry.member().encode()) == {
         "at": at.isoformat(), "clerk_id": "clerk-1", "region": "610100", "action": "lookup", "command_id": "q-1",
-        "subject_id": "610***********0018", "outcome": "answered", "reason_code": "NAME_MISMATCH"}
+        "subject_id": "610***********0018", "subject_region": None, "outcome": "answered",
+        "reason_code": "NAME_MISMATCH"}
 
 
 # -- the HTTP edge -----------------------------------------------------------------------------

@@ -9,17 +9,19 @@ import pytest
 from prometheus_client import CollectorRegistry
 import httpx
 
-from shared.tokens import mint
+from shared.tokens import DevIssuers, TokenIssuer
 from services.gateway.app import http_api
 from services.gateway.config import GatewaySettings
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.replies import PendingReplies, Requests
 from services.gateway.usecases import GatewayService
 
-KEY = "unit-tests-gateway-jwt-key-0123456789abcdef"
+ISSUERS = DevIssuers.generate()  # in memory: the unit tests' gateway believes these two issuers
 ME, FATHER, OTHER = "610102198503150018", "610302195501200031", "610102198001010015"
-APP = {"Authorization": f"Bearer {mint(KEY, 'app', person_id=ME)}"}
-WINDOW = {"Authorization": f"Bearer {mint(KEY, 'window', clerk_id='clerk-1', region='610100')}"}
+APP = {"Authorization": f"Bearer {ISSUERS.mint('app', person_id=ME)}"}
+WINDOW = {"Authorization": f"Bearer {ISSUERS.mint('window', clerk_id='clerk-1', region='610100')}"}
+# A path no test reads: the issuers are handed to http_api in memory.
+UNREAD = "/nonexistent/token_issuers.json"
 PROBLEM = "application/problem+json"
 
 
@@ -28,9 +30,21 @@ class Broker:
     or None for no answer at all."""
 
     def __init__(self, pending: PendingReplies) -> None:
-        self.pending, self.sent, self.answers = pending, [], {}
+        self.pending, self.sent = pending, []
+        # Where the binding service's registry says a person is insured (a clerk's scope is
+        # decided on it): here, by the first four digits of the ID number; no bindings at all.
+        self.answers = {"QueryPerson": lambda p: ("PersonFound", {
+            "person_id": p["person_id"], "registered": True, "region": p["person_id"][:4] + "00",
+            "scheme": "employee", "name_matches": None}),
+            "QueryBindings": lambda p: ("BindingsListed", {"person_id": p["person_id"], "bindings": []})
+            if p.get("role") == "beneficiary" else None}
 
-    async def publish(self, value, topic, *, key, correlation_id=None, reply_to=""):
+    def commands(self) -> list:
+        """What was sent, less the scope questions a window's request asks first."""
+        return [m for m in self.sent if m[2]["event_type"] not in ("QueryPerson", "QueryBindings")
+                or m[2]["payload"].get("role") is None and m[2]["event_type"] == "QueryBindings"]
+
+    async def publish(self, value, topic, *, key, correlation_id=None, reply_to="", headers=None):
         message = json.loads(value)
         self.sent.append((topic, key, message))
         answer = self.answers.get(message["event_type"], lambda p: None)(message["payload"])
@@ -43,14 +57,15 @@ class Broker:
 
 @pytest.fixture
 async def api():
-    settings = GatewaySettings(gateway_jwt_key=KEY, gateway_command_timeout_ms=200, gateway_query_timeout_ms=200)
+    settings = GatewaySettings(gateway_token_issuers=UNREAD, gateway_command_timeout_ms=200,
+                               gateway_query_timeout_ms=200)
     pending = PendingReplies()
     broker = Broker(pending)
     service = GatewayService(Requests(broker, pending, "reply.gateway.unit"), broker, command_timeout=0.2,
                              query_timeout=0.2)
     registry = CollectorRegistry()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=http_api(settings, service,
-                                                                            GatewayMetrics(registry))),
+                                                                            GatewayMetrics(registry), ISSUERS.trusted())),
                                  base_url="http://gateway") as client:
         client.broker, client.registry = broker, registry
         yield client
@@ -74,8 +89,8 @@ def problem(r, status, reason=None):
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer"}, {"Authorization": "Basic eDp5"},
                                      {"Authorization": "Bearer nonsense"},
-                                     {"Authorization": f"Bearer {mint(KEY, 'app', person_id=ME, ttl_seconds=-1)}"},
-                                     {"Authorization": f"Bearer {mint('x' * 40, 'app', person_id=ME)}"}])
+                                     {"Authorization": f"Bearer {ISSUERS.mint('app', person_id=ME, ttl_seconds=-100)}"},
+                                     {"Authorization": f"Bearer {TokenIssuer.generate('fma-dev-app', ['app'], kid='app-k1').mint('app', person_id=ME)}"}])
 async def test_no_valid_token_is_401_before_the_body_is_read(api, headers):
     r = await api.post("/v1/bindings", content=b"{not json", headers={**headers, "content-type": "application/json"})
     problem(r, 401)
@@ -144,10 +159,11 @@ async def test_a_created_binding_is_201_sent_keyed_by_the_beneficiary_with_the_t
 
 
 async def test_no_outcome_within_the_wait_is_202_with_where_to_ask(api):
-    r = await api.put("/v1/bindings/BND-1/payment-order", json={"payment_order": 2}, headers=WINDOW)
+    r = await api.put("/v1/bindings/BND-1/payment-order", json={"payment_order": 2, "requested_by": ME},
+                      headers=WINDOW)
     assert r.status_code == 202
-    [(_, key, sent), (audit_topic, clerk, audit)] = api.broker.sent
-    assert key == b"BND-1" and sent["payload"]["clerk_id"] == "clerk-1" and "requested_by" not in sent["payload"]
+    [(_, key, sent), (audit_topic, clerk, audit)] = api.broker.commands()
+    assert key == b"BND-1" and sent["payload"]["clerk_id"] == "clerk-1" and sent["payload"]["requested_by"] == ME
     assert r.json() == {"command_id": sent["event_id"], "status": "pending",
                         "location": f"/v1/commands/{sent['event_id']}"}
     assert r.headers["location"] == r.json()["location"]

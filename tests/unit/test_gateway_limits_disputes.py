@@ -15,7 +15,7 @@ from services.gateway.domain import uplink
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.replies import PendingReplies, Requests
 from services.gateway.usecases import GatewayService
-from tests.unit.test_gateway_http import APP, FATHER, KEY, ME, OTHER, WINDOW, Broker, problem
+from tests.unit.test_gateway_http import APP, FATHER, ISSUERS, ME, OTHER, UNREAD, WINDOW, Broker, problem
 
 UPLINK_KEY = b"unit-tests-sms-uplink-key"
 REPLY = {"message_id": "up-000123", "phone": "13812345678", "text": "BF 7K2P9QXM",
@@ -23,13 +23,13 @@ REPLY = {"message_id": "up-000123", "phone": "13812345678", "text": "BF 7K2P9QXM
 
 
 async def gateway(uplink_key: bytes | None):
-    settings = GatewaySettings(gateway_jwt_key=KEY)
+    settings = GatewaySettings(gateway_token_issuers=UNREAD)
     pending = PendingReplies()
     broker = Broker(pending)
     service = GatewayService(Requests(broker, pending, "reply.gateway.unit"), broker, command_timeout=0.2,
                              query_timeout=0.2, uplink_key=uplink_key)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=http_api(settings, service, GatewayMetrics(
-        CollectorRegistry()))), base_url="http://gateway")
+        CollectorRegistry()), ISSUERS.trusted())), base_url="http://gateway")
     client.broker = broker
     return client
 
@@ -83,7 +83,7 @@ async def test_a_window_pauses_and_resumes_for_the_grantor_it_names_and_is_audit
     problem(await api.post(f"/v1/bindings/BND-1/{path}", json={}, headers=WINDOW), 422, "INVALID_COMMAND")
     r = await api.post(f"/v1/bindings/BND-1/{path}", json={"requested_by": ME}, headers=WINDOW)
     assert r.status_code == 200 and r.json()["status"] == status
-    [(_, key, sent), (audit_topic, clerk, audit)] = api.broker.sent
+    [(_, key, sent), (audit_topic, clerk, audit)] = api.broker.commands()
     assert key == b"BND-1" and sent["event_type"] == command
     assert sent["payload"] == {"binding_id": "BND-1", "requested_by": ME, "channel": "window", "clerk_id": "clerk-1"}
     assert (audit_topic, clerk) == ("gateway.audit", b"clerk-1")
@@ -133,9 +133,10 @@ async def test_a_window_dispute_names_the_grantor_and_a_malformed_reference_is_r
     assert api.broker.sent == []
     r = await api.post("/v1/disputes", json={"reference": "7K2P9QXM", "grantor_id": ME}, headers=WINDOW)
     assert r.status_code == 202  # no answer from the stand-in: pending
-    assert api.broker.sent[0][2]["payload"] == {"reference": "7K2P9QXM", "requested_by": ME, "channel": "window",
-                                                "clerk_id": "clerk-1"}
-    assert api.broker.sent[1][2]["payload"]["action"] == "dispute_payment"
+    sent = api.broker.commands()
+    assert sent[0][2]["payload"] == {"reference": "7K2P9QXM", "requested_by": ME, "channel": "window",
+                                     "clerk_id": "clerk-1"}
+    assert sent[1][2]["payload"]["action"] == "dispute_payment"
 
 
 async def test_a_paused_binding_answered_before_the_dispute_leaves_the_command_pending(api):
@@ -226,5 +227,5 @@ async def test_the_uplink_does_not_exist_without_a_key(closed):
 
 def test_an_uplink_key_shorter_than_16_bytes_is_refused_at_start():
     with pytest.raises(ValueError):
-        GatewaySettings(gateway_jwt_key=KEY, gateway_sms_uplink_key="short")
-    assert GatewaySettings(gateway_jwt_key=KEY).uplink_key is None
+        GatewaySettings(gateway_token_issuers=UNREAD, gateway_sms_uplink_key="short")
+    assert GatewaySettings(gateway_token_issuers=UNREAD).uplink_key is None

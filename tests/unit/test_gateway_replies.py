@@ -12,7 +12,7 @@ from shared.kafka import is_reply_topic
 from services.gateway.config import GatewaySettings, default_instance
 from services.gateway.replies import PendingReplies, Requests, UnreadableReply
 
-KEY = "k" * 32
+KEY = "/nonexistent/token_issuers.json"  # GATEWAY_TOKEN_ISSUERS; not read by these tests
 
 
 class Broker:
@@ -21,7 +21,7 @@ class Broker:
     def __init__(self, pending: PendingReplies, answer: bytes | None) -> None:
         self.pending, self.answer, self.sent = pending, answer, []
 
-    async def publish(self, value, topic, *, key, correlation_id, reply_to):
+    async def publish(self, value, topic, *, key, correlation_id, reply_to, headers=None):
         self.sent.append((topic, key, correlation_id, reply_to, json.loads(value)))
         if self.answer is not None:
             asyncio.get_running_loop().call_soon(self.pending.deliver, correlation_id, self.answer)
@@ -65,19 +65,17 @@ async def test_an_answer_that_is_not_an_envelope_is_a_defect():
             "t", "k", "QueryBindings", {}, event_id="q", timeout_seconds=5)
 
 
-def test_the_token_key_is_required_and_at_least_32_bytes(monkeypatch):
-    monkeypatch.delenv("GATEWAY_JWT_KEY", raising=False)
+def test_the_token_issuers_file_is_required(monkeypatch):
+    monkeypatch.delenv("GATEWAY_TOKEN_ISSUERS", raising=False)
     with pytest.raises(ValidationError):
         GatewaySettings()
-    with pytest.raises(ValidationError, match="at least 32 bytes"):
-        GatewaySettings(gateway_jwt_key="k" * 31)
-    assert GatewaySettings(gateway_jwt_key=KEY).gateway_command_timeout_ms == 5000
+    assert GatewaySettings(gateway_token_issuers=KEY).gateway_command_timeout_ms == 5000
 
 
 def test_the_reply_topic_is_one_the_contract_allows():
-    assert is_reply_topic(GatewaySettings(gateway_jwt_key=KEY).reply_topic)
+    assert is_reply_topic(GatewaySettings(gateway_token_issuers=KEY).reply_topic)
     assert is_reply_topic(f"reply.gateway.{default_instance()}")
     with pytest.raises(ValidationError):
-        GatewaySettings(gateway_jwt_key=KEY, gateway_instance="a/b")
+        GatewaySettings(gateway_token_issuers=KEY, gateway_instance="a/b")
     with pytest.raises(ValidationError):
-        GatewaySettings(gateway_jwt_key=KEY, gateway_instance="x" * 93)
+        GatewaySettings(gateway_token_issuers=KEY, gateway_instance="x" * 93)

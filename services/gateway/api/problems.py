@@ -17,8 +17,8 @@ from services.gateway.domain.access import Forbidden, RequesterMissing
 from services.gateway.domain.problems import Problem, own_refusal, plain, reason_for_errors
 from services.gateway.replies import UnreadableReply
 from services.gateway.domain.uplink import MAX_BODY_BYTES as UPLINK_MAX_BYTES
-from services.gateway.usecases import (NotAnswered, OutcomeUnknown, PersonUnknown, RefusedUpstream, UplinkClosed,
-                                       UplinkTooLarge, UplinkUnsigned)
+from services.gateway.usecases import (IdempotencyKeyReused, NotAnswered, OutcomeUnknown, PersonUnknown,
+                                       RefusedUpstream, UplinkClosed, UplinkTooLarge, UplinkUnsigned)
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -65,6 +65,7 @@ def install(app: FastAPI) -> None:
         OutcomeUnknown: lambda e: plain(404, "Not Found", "No outcome is recorded for this command: it is "
                                                           "unknown, or not decided yet (retry shortly)."),
         PersonUnknown: lambda e: own_refusal("UNKNOWN_PERSON", status=404),
+        IdempotencyKeyReused: lambda e: own_refusal("IDEMPOTENCY_KEY_REUSED"),
         UplinkClosed: lambda e: plain(404, "Not Found", "Not Found"),
         UplinkTooLarge: lambda e: plain(413, "Content Too Large", f"An uplink body holds at most {UPLINK_MAX_BYTES} "
                                                                   "bytes."),

@@ -30,6 +30,7 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
              409: "Conflicts with an existing binding or its state (DUPLICATE_BINDING, TOO_MANY_GRANTORS, "
                   "PAYMENT_ORDER_TAKEN, ALREADY_PAUSED, NOT_PAUSED, DISPUTE_OPEN, ALREADY_DISPUTED)",
              413: "Body over 64 KiB", 422: "Refused: invalid request or a binding rule (reason_code)",
+             429: "Too many look-ups or commands by this principal: retry after Retry-After seconds",
              500: "A defect (PLATFORM_ERROR from the binding service, or the gateway's own)",
              502: "A service refused or garbled the gateway's request", 503: "Kafka unreachable",
              504: "No answer within GATEWAY_QUERY_TIMEOUT_MS"}
@@ -37,14 +38,19 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
             for s in statuses}
 
 
-_COMMAND_ERRORS = _problems(401, 403, 404, 409, 413, 422, 500, 503)
-_QUERY_ERRORS = _problems(401, 403, 422, 502, 503, 504)
+_COMMAND_ERRORS = _problems(401, 403, 404, 409, 413, 422, 429, 500, 503)
+_QUERY_ERRORS = _problems(401, 403, 422, 429, 502, 503, 504)
 _PENDING = {202: {"model": c.CommandAccepted, "description": "Still pending"}}
 PersonId = Annotated[IdNumber, Path(description="18-character resident ID number.",
                                     examples=["610102198503150018"])]
 BindingIdPath = Annotated[c.BindingId, Path(description="The binding's id (BindingCreated.binding_id).",
                                             examples=["BND-4f6c0a7e9d1b2c3a4e5f6a7b"])]
 Who = Annotated[Principal, Depends(principal)]
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
+    description="The client's key for this command (e.g. a UUID): a retry with the same key and the same "
+                "request is the same command (same command_id, same answer) for GATEWAY_IDEMPOTENCY_TTL_HOURS; "
+                "the same key with another request is 422 IDEMPOTENCY_KEY_REUSED.")]
 
 
 def make_router(service: GatewayService) -> APIRouter:
@@ -54,64 +60,69 @@ def make_router(service: GatewayService) -> APIRouter:
                  summary="Create a binding (办理家庭共济绑定)",
                  responses={202: {"model": c.CommandAccepted, "description": "No outcome within "
                                   "GATEWAY_COMMAND_TIMEOUT_MS; poll the Location"}, **_COMMAND_ERRORS})
-    async def create_binding(form: c.BindingRequest, who: Who) -> Response:
+    async def create_binding(form: c.BindingRequest, who: Who, idem: IdempotencyKey = None) -> Response:
         """The grantor lets the beneficiary pay from his or her personal account. An app token
         may create only as the grantor; the channel (app, or window with the clerk) comes from
         the token. 201 with the BindingCreated outcome; a refusal is problem+json with the
         contract's reason_code and the Chinese and English messages."""
-        return _command_answer(await service.create_binding(who, form), created=True)
+        return _command_answer(await service.create_binding(who, form, idem), created=True)
 
     @router.post("/bindings/{binding_id}/revocation", response_model=c.CommandOutcome, tags=["bindings"],
                  summary="Revoke a binding (解除共济关系)",
                  responses={202: {"model": c.CommandAccepted, "description": "Still pending"}, **_COMMAND_ERRORS})
-    async def revoke_binding(binding_id: BindingIdPath, form: c.RevocationRequest, who: Who) -> Response:
+    async def revoke_binding(binding_id: BindingIdPath, form: c.RevocationRequest, who: Who,
+                             idem: IdempotencyKey = None) -> Response:
         """Only the binding's grantor may end it (NOT_GRANTOR, 403, otherwise): an app token
         asks as its own person; a window names the grantor in `requested_by`."""
-        return _command_answer(await service.revoke_binding(who, binding_id, form))
+        return _command_answer(await service.revoke_binding(who, binding_id, form, idem))
 
     @router.put("/bindings/{binding_id}/payment-order", response_model=c.CommandOutcome, tags=["bindings"],
                 summary="Change a binding's payment order (调整支付顺位)",
                 responses={202: {"model": c.CommandAccepted, "description": "Still pending"}, **_COMMAND_ERRORS})
-    async def change_payment_order(binding_id: BindingIdPath, form: c.PaymentOrderRequest, who: Who) -> Response:
+    async def change_payment_order(binding_id: BindingIdPath, form: c.PaymentOrderRequest, who: Who,
+                                   idem: IdempotencyKey = None) -> Response:
         """Moving to the order the beneficiary's other grantor holds swaps the two. An app token
         asks as its own person, who must be the binding's grantor."""
-        return _command_answer(await service.change_payment_order(who, binding_id, form))
+        return _command_answer(await service.change_payment_order(who, binding_id, form, idem))
 
     @router.put("/bindings/{binding_id}/limit", response_model=c.CommandOutcome, tags=["bindings"],
                 summary="Set or clear a binding's monthly limit (设置共济限额)",
                 responses={**_PENDING, **_COMMAND_ERRORS})
-    async def set_limit(binding_id: BindingIdPath, form: c.LimitRequest, who: Who) -> Response:
+    async def set_limit(binding_id: BindingIdPath, form: c.LimitRequest, who: Who,
+                       idem: IdempotencyKey = None) -> Response:
         """How much the grantor's account may pay for this beneficiary in a calendar month (China
         time), checked in the same step that debits; `null` clears it, `"0.00"` lets it pay
         nothing. 200 with the GrantorLimitSet outcome (the limit and the one it replaced);
         INVALID_LIMIT (422) outside 0.00 to 1000000.00; NOT_GRANTOR (403) for anyone but the grantor."""
-        return _command_answer(await service.set_limit(who, binding_id, form))
+        return _command_answer(await service.set_limit(who, binding_id, form, idem))
 
     @router.post("/bindings/{binding_id}/pause", response_model=c.CommandOutcome, tags=["bindings"],
                  summary="Pause a binding (暂停共济)", responses={**_PENDING, **_COMMAND_ERRORS})
-    async def pause_binding(binding_id: BindingIdPath, form: c.GrantorRequest, who: Who) -> Response:
+    async def pause_binding(binding_id: BindingIdPath, form: c.GrantorRequest, who: Who,
+                           idem: IdempotencyKey = None) -> Response:
         """The binding pays nothing until resumed (the waterfall goes on to the next grantor or
         cash); it is not revoked. ALREADY_PAUSED (409) when it is paused."""
-        return _command_answer(await service.pause_binding(who, binding_id, form))
+        return _command_answer(await service.pause_binding(who, binding_id, form, idem))
 
     @router.post("/bindings/{binding_id}/resume", response_model=c.CommandOutcome, tags=["bindings"],
                  summary="Resume a paused binding (恢复共济)", responses={**_PENDING, **_COMMAND_ERRORS})
-    async def resume_binding(binding_id: BindingIdPath, form: c.GrantorRequest, who: Who) -> Response:
+    async def resume_binding(binding_id: BindingIdPath, form: c.GrantorRequest, who: Who,
+                            idem: IdempotencyKey = None) -> Response:
         """NOT_PAUSED (409) when it is not paused; DISPUTE_OPEN (409) while a dispute of one of
         its payments awaits the bureau's decision."""
-        return _command_answer(await service.resume_binding(who, binding_id, form))
+        return _command_answer(await service.resume_binding(who, binding_id, form, idem))
 
     @router.post("/disputes", status_code=201, response_model=c.CommandOutcome, tags=["disputes"],
                  summary="Dispute a payment: not authorised by me (非本人授权)",
                  responses={**_PENDING, **_COMMAND_ERRORS})
-    async def dispute_payment(form: c.DisputeRequest, who: Who) -> Response:
+    async def dispute_payment(form: c.DisputeRequest, who: Who, idem: IdempotencyKey = None) -> Response:
         """The grantor names a payment by the reference its SMS printed. The binding that paid
         is paused at once and the bureau is told (FraudSuspected); the dispute is then decided
         by the bureau (GET /v1/persons/{person_id}/disputes). An app token disputes as its own
         person; a window names the grantor in `grantor_id`. 201 with DisputeOpened;
         UNKNOWN_REFERENCE (404) for no such payment from this grantor in the last 90 days;
         ALREADY_DISPUTED (409)."""
-        return _command_answer(await service.dispute_payment(who, form), created=True)
+        return _command_answer(await service.dispute_payment(who, form, idem), created=True)
 
     @router.get("/persons/{person_id}/disputes", response_model=c.DisputesView, tags=["disputes"],
                 summary="A grantor's disputes (非本人授权争议)", responses=_QUERY_ERRORS)

@@ -3,9 +3,14 @@ token's principal (shared.tokens.Principal):
 
 - `app`: the real-name-authenticated person only: that person's bindings and consumption, and
   commands only as the grantor;
-- `window` / `supervisor`: a clerk, who may act for anyone; every action is audited. The audit
-  list: a `window` token reads its own clerk's entries, a `supervisor` every clerk's of its
-  region; an `app` token none.
+- `window` / `supervisor`: a clerk of a region (contract version 3): acts for grantors insured
+  in that region, and looks up persons of that region and the beneficiaries named in bindings
+  with them; every action is audited. The audit list: a `window` token reads its own clerk's
+  entries, a `supervisor` the region's (its clerks', and other clerks' about its persons); an
+  `app` token none.
+
+Where a person is insured is the binding service's word (QueryPerson, QueryBindings), asked by
+the use cases; the rules here decide on what it said.
 """
 
 from __future__ import annotations
@@ -53,14 +58,11 @@ def grantor_requester(principal: Principal, asked: str | None, field: str = "req
 revocation_requester = grantor_requester
 
 
-def order_requester(principal: Principal, asked: str | None) -> str | None:
-    """Who asks to change a payment order: the app's person; at a window, whoever the clerk
-    names, if anyone (the clerk may act for the beneficiary's family as a whole)."""
-    if principal.role == "app":
-        if asked is not None and asked != principal.person_id:
-            raise Forbidden("an app token may act only for its own person")
-        return principal.person_id
-    return asked
+def order_requester(principal: Principal, asked: str | None) -> str:
+    """Who asks to change a payment order: the app's person; at a window, the grantor the clerk
+    names (required since version 3: a clerk acts only for grantors of the clerk's region, so
+    the gateway must know whom the clerk acts for)."""
+    return grantor_requester(principal, asked)
 
 
 def channel_of(principal: Principal) -> dict[str, str]:
@@ -97,3 +99,42 @@ def audit_scope(principal: Principal, clerk_id: str | None) -> tuple[str, str | 
             raise Forbidden("a window token may read only its own clerk's audit entries")
         return principal.region, principal.clerk_id
     return principal.region, clerk_id
+
+
+def check_acts_in_region(principal: Principal, grantor_region: str | None) -> None:
+    """A window clerk acts only for a grantor insured in the clerk's own region (an unregistered
+    one included: the binding service refuses that one with its own reason)."""
+    if principal.at_window and grantor_region is not None and grantor_region != principal.region:
+        raise Forbidden("a window clerk acts only for grantors insured in the clerk's own region")
+
+
+def may_look_up(principal: Principal, person_region: str | None, grantor_regions: Iterable[str]) -> bool:
+    """Whether a clerk may look up a person: one of the clerk's region, a beneficiary named in a
+    binding with a grantor of that region (`grantor_regions`: the grantors' regions of the
+    person's bindings as beneficiary), or someone no bureau registered (nothing to see)."""
+    if not principal.at_window:
+        return True
+    return person_region is None or person_region == principal.region or principal.region in set(grantor_regions)
+
+
+def check_may_look_up(principal: Principal, person_region: str | None, grantor_regions: Iterable[str]) -> None:
+    if not may_look_up(principal, person_region, grantor_regions):
+        raise Forbidden("a window clerk looks up persons of the clerk's region and the beneficiaries bound "
+                        "with them")
+
+
+# A refusal of an app's command that would tell whether another person's ID number is registered,
+# in the province, or under that name: one answer for all of them (contract version 3).
+STRANGER_REASONS = frozenset({"UNKNOWN_PERSON", "NAME_MISMATCH", "OUTSIDE_PROVINCE"})
+NOT_VERIFIED = "PERSON_NOT_VERIFIED"
+NOT_VERIFIED_MESSAGES = ("无法核验对方的参保信息，请核对身份证号码和姓名",
+                         "The other person's registration could not be verified; check the ID number and the name.")
+
+
+def as_seen_by(principal: Principal, outcome: dict[str, Any]) -> dict[str, Any]:
+    """A command's outcome as the token may read it: for an app, a refusal among STRANGER_REASONS
+    becomes PERSON_NOT_VERIFIED, whichever of them it was."""
+    if principal.role != "app" or outcome.get("reason_code") not in STRANGER_REASONS:
+        return outcome
+    zh, en = NOT_VERIFIED_MESSAGES
+    return outcome | {"reason_code": NOT_VERIFIED, "message_zh": zh, "message_en": en}

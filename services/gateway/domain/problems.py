@@ -14,7 +14,7 @@ _STATUS = {"BINDING_NOT_FOUND": 404, "UNKNOWN_REFERENCE": 404, "NOT_GRANTOR": 40
            # A defect on the platform's side, not a fault of the request: retrying may help.
            "PLATFORM_ERROR": 500}
 _TITLES = {409: "Conflicts with an existing binding", 404: "Not found", 403: "Forbidden",
-           422: "Refused", 500: "Platform error"}
+           422: "Refused", 429: "Too Many Requests", 500: "Platform error"}
 # The reasons the gateway gives itself, when a request never reaches the binding service
 # (the same words the binding service uses for these codes).
 OWN_MESSAGES = {
@@ -24,6 +24,7 @@ OWN_MESSAGES = {
     "INVALID_DATES": ("起止日期无效", "The start and end dates are invalid."),
     "UNKNOWN_PERSON": ("未查询到参保信息", "No insurance registration was found for this person."),
     "INVALID_LIMIT": ("每月共济限额须为0.00至1000000.00元", "The monthly limit must be from 0.00 to 1000000.00 yuan."),
+    "IDEMPOTENCY_KEY_REUSED": ("该幂等键已用于另一笔不同的请求", "This Idempotency-Key was already used for a different request."),
 }
 _OWN_REASON_BY_ERROR = {"invalid_id_number": "INVALID_ID_NUMBER", "invalid_phone": "INVALID_PHONE",
                         "invalid_limit": "INVALID_LIMIT"}

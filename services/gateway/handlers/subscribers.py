@@ -17,9 +17,10 @@ from faststream.kafka import KafkaBroker
 
 from shared.catchup import ProjectionGate
 from shared.kafka import Outage, consumer_options, raw_bytes, tolerant_parser
-from shared.topics import GATEWAY_AUDIT
+from shared.topics import GATEWAY_AUDIT, GATEWAY_REVOCATIONS
 from services.gateway.config import GatewaySettings
 from services.gateway.replies import PendingReplies
+from services.gateway.revocations import RevocationProjection
 from services.gateway.usecases import AuditProjection
 
 
@@ -66,3 +67,16 @@ def register_audit(broker: KafkaBroker, projection: AuditProjection, settings: G
         await outage.retrying(lambda: projection.project(values))
 
     return gate
+
+
+def register_revocations(broker: KafkaBroker, projection: RevocationProjection, settings: GatewaySettings) -> None:
+    """gateway.revocations into Redis, in one consumer group every instance shares
+    (`<GATEWAY_GROUP_ID>.gateway.revocations`): one instance writes each revocation, every
+    instance reads it there. Offsets are committed once the batch is in Redis (ack after
+    handling: a revocation lost between the two would let a revoked token in)."""
+    outage = Outage(GATEWAY_REVOCATIONS)
+
+    @broker.subscriber(GATEWAY_REVOCATIONS, **consumer_options(settings, settings.gateway_group_id, GATEWAY_REVOCATIONS,
+                                                               batch=True, max_records=500, batch_timeout_ms=10))
+    async def on_revocations(values: Annotated[list[bytes], Body()]) -> None:
+        await outage.retrying(lambda: projection.project(values))

@@ -1,11 +1,13 @@
 """The gateway's one piece of state: the audit projection of `gateway.audit` in Redis, read by
 GET /v1/audit. Written only through the `gateway` Function library (audit.lua), one atomic call
-per record: the region's list, the clerk's list, the bound and the TTL in one step.
+per record: the region's list (the clerk's region's, and the subject's when another), the
+clerk's list and the time bound in one step.
 
 Keys (README, "Redis keys"):
 - `gw:audit:{region}`          sorted set of audit entries (JSON, holding the record's event id),
-                               scored by the record's time in epoch ms; the newest
-                               GATEWAY_AUDIT_MAX_PER_REGION, none older than GATEWAY_AUDIT_TTL_DAYS
+                               scored by the record's time in epoch ms: entries of the region's
+                               clerks and entries about the region's persons by clerks elsewhere;
+                               none older than GATEWAY_AUDIT_TTL_DAYS (bounded by time, not count)
 - `gw:audit:{region}:{clerk}`  the same entries of one clerk (a window token's own list)
 """
 
@@ -24,7 +26,8 @@ from redis.asyncio import Redis
 from shared.state import calling_functions
 
 # What an entry holds, in the order GET /v1/audit shows it (plus `id`, the record's event id).
-FIELDS = ("at", "clerk_id", "region", "action", "command_id", "subject_id", "outcome", "reason_code")
+FIELDS = ("at", "clerk_id", "region", "action", "command_id", "subject_id", "subject_region", "outcome",
+          "reason_code")
 
 
 @cache
@@ -54,12 +57,14 @@ class Entry:
     subject_id: str
     outcome: str
     reason_code: str | None = None
+    subject_region: str | None = None
 
     def member(self) -> str:
         """The sorted-set member: the same record always gives the same bytes (a redelivery adds nothing)."""
         return json.dumps({"id": self.event_id, "at": self.at.isoformat(), "clerk_id": self.clerk_id,
                            "region": self.region, "action": self.action, "command_id": self.command_id,
-                           "subject_id": self.subject_id, "outcome": self.outcome, "reason_code": self.reason_code},
+                           "subject_id": self.subject_id, "outcome": self.outcome, "reason_code": self.reason_code,
+                           "subject_region": self.subject_region},
                           ensure_ascii=False, separators=(",", ":"))
 
     @property
@@ -80,9 +85,8 @@ class Listed:
 
 
 class AuditStore:
-    def __init__(self, redis: Redis, ttl_seconds: int, max_per_region: int,
-                 clock: Callable[[], datetime]) -> None:
-        self._redis, self._ttl_ms, self._most, self._clock = redis, ttl_seconds * 1000, max_per_region, clock
+    def __init__(self, redis: Redis, ttl_seconds: int, clock: Callable[[], datetime]) -> None:
+        self._redis, self._ttl_ms, self._clock = redis, ttl_seconds * 1000, clock
 
     async def load_functions(self) -> None:
         """Once at start-up; REPLACE so a new release's library takes over."""
@@ -101,8 +105,10 @@ class AuditStore:
             cutoff = self._cutoff_ms()
             pipe = self._redis.pipeline(transaction=False)
             for e in entries:
-                pipe.fcall("gw_audit_add", 2, region_key(e.region), clerk_key(e.region, e.clerk_id), e.member(),
-                           e.score, cutoff, self._most, self._ttl_ms, region_key(e.region) + ":")
+                keys = [region_key(e.region), clerk_key(e.region, e.clerk_id)]
+                if e.subject_region and e.subject_region != e.region:
+                    keys.append(region_key(e.subject_region))
+                pipe.fcall("gw_audit_add", len(keys), *keys, e.member(), e.score, cutoff, self._ttl_ms)
             return await pipe.execute(raise_on_error=False)
         replies = await calling_functions(run, self.load_functions)  # an entry added twice is one entry
         for r in replies:
