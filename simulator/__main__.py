@@ -1,12 +1,17 @@
 """`python -m simulator`: seed a small province and play it at a steady rate.
 
     python -m simulator --rate 20 --duration 0 --size small [--seed-only | --no-seed]
-                        [--bootstrap HOST:PORT] [--gateway URL] [--jwt-key KEY] [--status-file PATH]
+                        [--bootstrap HOST:PORT] [--gateway URL] [--app-issuer FILE] [--status-file PATH]
 
 `--rate` is messages per second of every kind (HIS charges and refunds, bureau events); about
 four in five are charges. Defaults come from the environment: KAFKA_BOOTSTRAP_SERVERS,
-GATEWAY_URL, GATEWAY_JWT_KEY. Without a gateway the bindings go to binding.commands directly, as
-the app's back end would publish them. SIGINT or SIGTERM stop it cleanly (exit 0).
+GATEWAY_URL, APP_TOKEN_ISSUER_FILE (the app back end's token issuer, which mints the grantors' app
+tokens), and the Kafka security settings (KAFKA_SECURITY_PROTOCOL, KAFKA_SSL_CAFILE, ...). Without
+a gateway the bindings go to binding.commands directly, as the gateway would put them there.
+
+Every message is signed as the partner it plays would sign it (contract version 3), with the
+development keys of DEV_KEYS_DIR; the platform's signatures on postings and replies are checked
+against PARTNER_KEYS_FILE. SIGINT or SIGTERM stop it cleanly (exit 0).
 """
 
 from __future__ import annotations
@@ -34,15 +39,16 @@ def parse(argv: list[str]) -> Options:
     ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
     ap.add_argument("--gateway", default=os.environ.get("GATEWAY_URL") or None,
                     help="the HTTP API's base URL (bindings made through it)")
-    ap.add_argument("--jwt-key", default=os.environ.get("GATEWAY_JWT_KEY") or None)
+    ap.add_argument("--app-issuer", type=Path, default=os.environ.get("APP_TOKEN_ISSUER_FILE") or None,
+                    help="the app's token issuer (a private JWK file, shared.tokens.TokenIssuer)")
     ap.add_argument("--status-file", type=Path, default=None, help="JSON tally rewritten every second")
     a = ap.parse_args(argv)
     if a.rate <= 0:
         ap.error("--rate must be positive")
-    if a.gateway and not a.jwt_key:
-        ap.error("--gateway needs --jwt-key (or GATEWAY_JWT_KEY) to mint the grantors' app tokens")
+    if a.gateway and not a.app_issuer:
+        ap.error("--gateway needs --app-issuer (or APP_TOKEN_ISSUER_FILE) to mint the grantors' app tokens")
     return Options(bootstrap=a.bootstrap, rate=a.rate, duration=a.duration, seed=a.seed, size=a.size,
-                   do_seed=not a.no_seed, do_play=not a.seed_only, gateway=a.gateway, jwt_key=a.jwt_key,
+                   do_seed=not a.no_seed, do_play=not a.seed_only, gateway=a.gateway, app_issuer=a.app_issuer,
                    status_file=a.status_file)
 
 
@@ -55,7 +61,8 @@ async def main(opts: Options) -> int:
     tally = await simulate(opts, province, stop)
     say(f"done: {tally.settled} charges settled, {sum(tally.refused.values())} refused {dict(tally.refused)}, "
         f"{tally.refunds} refunds, {tally.fraud_suspected} fraud suspected, SMS {dict(tally.sms)}, "
-        f"{tally.bureau_refused} bureau events refused")
+        f"{tally.bureau_refused} bureau events refused; platform signatures: {tally.platform_verified} verified, "
+        f"{sum(tally.unverified.values())} not {dict(tally.unverified)}")
     return 0
 
 

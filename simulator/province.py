@@ -58,8 +58,10 @@ class Institution:
     region: str
     kind: str  # hospital | clinic | pharmacy
 
-    def registered(self) -> dict:
-        return {"institution_code": self.code, "name": self.name, "region": self.region, "kind": self.kind}
+    def registered(self, public_keys: list[dict]) -> dict:
+        """The InstitutionRegistered payload, with the institution's public keys (contract version 3)."""
+        return {"institution_code": self.code, "name": self.name, "region": self.region, "kind": self.kind,
+                "public_keys": public_keys}
 
 
 @dataclass(frozen=True)

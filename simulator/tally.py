@@ -37,6 +37,11 @@ class Tally:
     binding_changes: Counter = field(default_factory=Counter)  # paused | resumed | limit_set
     grantor_actions: Counter = field(default_factory=Counter)  # the app calls the grantors made
     drift: int = 0                                     # AccountDriftDetected (should stay 0)
+    # contract version 3: the bureaus check the platform's signature on every posting and report
+    # they read, the HIS on every reply; one that does not verify is a failure (should stay
+    # empty), counted as <postings|reply>:<refusal code>
+    platform_verified: int = 0
+    unverified: Counter = field(default_factory=Counter)
     # the latest SmsSent, as notify published them (phone already masked): `make run` shows them, so
     # a binding made through /docs is seen to reach its grantor's phone
     recent_sms: deque = field(default_factory=lambda: deque(maxlen=RECENT_SMS))
@@ -78,6 +83,19 @@ class Tally:
             self.binding_changes[{"BindingPaused": "paused", "BindingResumed": "resumed",
                                   "GrantorLimitSet": "limit_set"}[event_type]] += 1
 
+    def platform_message(self, topic: str, refusal: str | None) -> None:
+        """A message the platform wrote for a partner (a posting, a reply), its signature checked."""
+        if refusal is None:
+            self.platform_verified += 1
+        else:
+            self.unverified[f"{'reply' if topic.startswith('reply.') else 'postings'}:{refusal}"] += 1
+
+    @property
+    def failures(self) -> int:
+        """What should never happen in a play: bureau events refused, books that drifted,
+        platform messages whose signature did not verify."""
+        return self.bureau_refused + self.drift + sum(self.unverified.values())
+
     def delivery(self, event_type: str, payload: dict) -> None:
         """A message on notify.deliveries."""
         if event_type == "SmsSent":
@@ -96,4 +114,5 @@ class Tally:
                 "bureau_refused": self.bureau_refused, "recent_sms": list(self.recent_sms),
                 "quotes": dict(self.quotes), "reconciled": dict(self.reconciled), "disputes": dict(self.disputes),
                 "binding_changes": dict(self.binding_changes), "grantor_actions": dict(self.grantor_actions),
-                "drift": self.drift}
+                "drift": self.drift, "platform_verified": self.platform_verified,
+                "unverified": dict(self.unverified)}

@@ -7,7 +7,7 @@ Pure: `Traffic.next(at)` says what to send; nothing here publishes. The generato
 deterministic for its random stream and what it is told (`settled`, `posted`), so a unit test can
 replay it. It keeps each bureau's book of its employees' accounts the way a bureau would: opening
 balance, its own credits and local debits, and the platform's postings in `account_seq` order
-(read off bureau.postings). A BalanceSnapshot then carries that book's balance and the last
+(read off its region's bureau.postings.<region>). A BalanceSnapshot then carries that book's balance and the last
 posting it includes, which is exactly what the platform checks (contract version 2).
 """
 
@@ -22,6 +22,7 @@ from datetime import datetime
 from shared.money import format_yuan, parse_yuan
 from shared.envelope import CHINA_TZ
 from shared.topics import BUREAU_ACCOUNTS, BUREAU_DISPUTES, HIS_CHARGES, HIS_RECONCILIATION
+from simulator.partners import reply_topic
 from simulator.province import Institution, Person, Province
 
 # How often each kind of message is sent, per hundred.
@@ -44,6 +45,7 @@ class Outgoing:
     event_type: str
     payload: dict
     event_id: str
+    reply_to: str | None = None  # the HIS's own reply topic, when it asks for its answer there
 
 
 @dataclass
@@ -131,7 +133,8 @@ class Traffic:
         self._disputes.append((payload["dispute_id"], region))
 
     def posted(self, payload: dict) -> None:
-        """A Posting on bureau.postings: the bureau applies it to its book, in account_seq order."""
+        """A Posting on its region's postings topic, signed by the platform: the bureau applies it
+        to its book, in account_seq order."""
         book = self.books.get(payload.get("person_id", ""))
         seq = payload.get("account_seq")
         if book is None or not isinstance(seq, int) or seq <= book.through:
@@ -217,7 +220,9 @@ class Traffic:
         out = self._charge("quote", at, self.rng.choice(self._beneficiaries))
         if len(self._asked) < 1_000:
             self._asked[out.payload["charge_id"]] = out.payload
-        return Outgoing(out.kind, out.topic, out.key, "ChargeQuoteRequested", out.payload, out.event_id)
+        # the HIS needs the quote's id to settle with it: it asks on its own reply topic
+        return Outgoing(out.kind, out.topic, out.key, "ChargeQuoteRequested", out.payload, out.event_id,
+                        reply_topic(out.payload["institution_code"]))
 
     def _quote_settle(self, at: datetime) -> Outgoing | None:
         """The patient pays: the charge settles with the quote's id, exactly the held split."""

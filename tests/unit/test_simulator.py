@@ -12,6 +12,7 @@ from datetime import date, datetime
 import pytest
 
 from shared.bureau import AccountMovement, BalanceSnapshot, PersonRegistered
+from shared.devkeys import DevKeys
 from shared.envelope import CHINA_TZ
 from shared.identity import is_valid_id_number
 from shared.institutions import InstitutionRegistered
@@ -56,10 +57,12 @@ def test_people_are_registered_with_valid_distinct_id_numbers_in_the_province():
     assert {x.scheme for x in p.people} == {"employee", "resident"}
 
 
-def test_institutions_of_every_kind_in_several_cities():
+def test_institutions_of_every_kind_in_several_cities(tmp_path):
     p = province()
+    keys = DevKeys(tmp_path)
     for inst in p.institutions:
-        InstitutionRegistered.model_validate(inst.registered())
+        registered = InstitutionRegistered.model_validate(inst.registered(keys.institution_public_keys(inst.code)))
+        assert [k.key_id for k in registered.public_keys] == [f"his:{inst.code}:k1"]
     assert {i.kind for i in p.institutions} == {"hospital", "clinic", "pharmacy"}
     assert len({i.region for i in p.institutions}) >= 4
     assert len({i.code for i in p.institutions}) == len(p.institutions)
@@ -225,6 +228,8 @@ def test_a_quote_is_settled_with_its_id_and_the_very_body_it_was_quoted_for():
     t = traffic(mix={"quote": 1, "quote_settle": 1, "quote_cancel": 1})
     asked = [o for o in play(t, 200) if o.kind == "quote"]
     assert asked and all(o.event_type == "ChargeQuoteRequested" for o in asked)
+    # the HIS asks for its quote on its own reply topic (contract version 3)
+    assert all(o.reply_to == f"reply.{o.payload['institution_code']}.sim" for o in asked)
     for i, o in enumerate(asked):
         ChargeSubmitted.model_validate(o.payload)  # a quote asks about exactly a charge
         t.quoted({"charge_id": o.payload["charge_id"], "quote_id": f"Q{i}"})
@@ -299,3 +304,96 @@ def test_grantors_act_only_on_their_own_bindings_and_payments_and_never_resume_a
     g.binding_event("DisputeOpened", {"binding_id": "B3"})
     resumed = {c.path for c in (g.next(rng) for _ in range(300)) if c and c.action == "resume"}
     assert resumed == {"/v1/bindings/B2/resume"}
+
+
+# -- contract version 3: the simulator signs as each partner and checks the platform's word ----------
+
+def _verifier(keys: DevKeys):
+    """Verifies as the platform does: bureaus' and the gateway's keys from the operator's file, the
+    institutions' from their registrations."""
+    from shared.signing import InstitutionKey, KeyRing, institution_keys, verify
+    from simulator.partners import as_text
+
+    ring = KeyRing.load(keys.partner_keys_file)
+    his = {k.key_id: k for inst in province().institutions for k in institution_keys(
+        inst.code, inst.region, [InstitutionKey.model_validate(x) for x in keys.institution_public_keys(inst.code)])}
+    now = datetime.now(CHINA_TZ)
+    return lambda topic, key, value, headers: verify(topic, key, value, as_text(headers),
+                                                     lambda kid: his.get(kid) or ring.find(kid), now)
+
+
+def test_every_message_of_the_play_is_signed_by_the_partner_it_speaks_for(tmp_path):
+    from shared.envelope import seal
+    from simulator.partners import Partners
+
+    keys = DevKeys.create(tmp_path)
+    partners = Partners(keys)
+    verified_by = _verifier(keys)
+    t = traffic(mix={k: 1 for k in ("own", "credit", "snapshot", "quote", "dispute_decision", "his_totals")})
+    t.dispute_opened({"dispute_id": "D1"}, "610300")
+    for i in range(3):
+        t.settled(_settled(f"C{i}", t.province.institutions[0].code, 100, 50, 7))
+    seen = set()
+    for o in play(t, 300):
+        value = seal(o.event_type, o.payload, event_id=o.event_id)
+        signer = verified_by(o.topic, o.key.encode(), value, partners.headers(o.topic, o.key.encode(), value,
+                                                                                     o.payload))
+        if o.topic in ("his.charges", "his.reconciliation"):
+            assert (signer.owner, signer.institution) == ("his", o.payload["institution_code"])
+        else:
+            assert (signer.owner, signer.region) == ("bureau", o.payload["region"])
+        seen.add(o.topic)
+    assert seen == {"his.charges", "his.reconciliation", "bureau.accounts", "bureau.disputes"}
+    # the gateway's key for what it puts on binding.commands; a registration is the bureau's
+    b = province().bindings[0]
+    value = seal("CreateBinding", b.form(TODAY) | {"channel": "app"})
+    key = b.beneficiary.person_id.encode()
+    assert verified_by("binding.commands", key, value,
+                        partners.headers("binding.commands", key, value, {})).owner == "gateway"
+    inst = province().institutions[0]
+    payload = inst.registered(partners.institution_public_keys(inst.code))
+    value = seal("InstitutionRegistered", payload)
+    signer = verified_by("bureau.institutions", inst.code.encode(), value,
+                          partners.headers("bureau.institutions", inst.code.encode(), value, payload))
+    assert (signer.owner, signer.region) == ("bureau", inst.region)
+    with pytest.raises(ValueError):
+        partners.signer("settlement.results", {})
+
+
+def test_a_signed_message_keeps_the_headers_it_was_asked_to_carry(tmp_path):
+    from simulator.partners import Partners
+
+    partners = Partners(DevKeys.create(tmp_path))
+    headers = dict(partners.headers("his.charges", b"k", b"{}", {"institution_code": "H610100001"},
+                                    {"reply_to": "reply.H610100001.sim", "correlation_id": "E1"}))
+    assert headers["reply_to"] == b"reply.H610100001.sim" and headers["correlation_id"] == b"E1"
+    assert headers["x-signer"] == b"his:H610100001:k1" and headers["x-signature-alg"] == b"ed25519"
+
+
+def test_a_bureau_believes_only_postings_the_settlement_service_signed_and_the_tally_counts_the_rest(tmp_path):
+    from shared.signing import KeyRing
+    from simulator.partners import PlatformCheck
+    from simulator.tally import Tally
+
+    keys = DevKeys.create(tmp_path)
+    check = PlatformCheck(KeyRing.load(keys.partner_keys_file))
+    topic, key, value = "bureau.postings.610100", b"610100", b'{"event_type":"Posting"}'
+    now = datetime.now(CHINA_TZ)
+
+    def headers(signer):
+        return [(k, v.encode()) for k, v in signer.headers(topic, key, value).items()]
+
+    assert check.check(topic, key, value, headers(keys.service("settlement")), now) is None
+    assert check.check(topic, key, value, [], now) == "UNSIGNED"
+    assert check.check(topic, key, value + b" ", headers(keys.service("settlement")), now) == "BAD_SIGNATURE"
+    assert check.check(topic, key, value, headers(keys.service("notify")), now) == "NOT_SIGNERS"
+    assert check.check(topic, key, value, headers(keys.bureau("610100")), now) == "NOT_SIGNERS"
+    stranger = [(k, v.encode()) for k, v in DevKeys.create(tmp_path / "other").service("settlement")
+                .headers(topic, key, value).items()]
+    assert check.check(topic, key, value, stranger, now) == "BAD_SIGNATURE"  # same key id, another key
+    tally = Tally(regions={})
+    tally.platform_message(topic, None)
+    tally.platform_message(topic, "UNSIGNED")
+    tally.platform_message("reply.H610100001.sim", "BAD_SIGNATURE")
+    assert tally.platform_verified == 1 and tally.failures == 2
+    assert tally.as_dict()["unverified"] == {"postings:UNSIGNED": 1, "reply:BAD_SIGNATURE": 1}
