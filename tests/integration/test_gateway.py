@@ -1,5 +1,6 @@
 """The HTTP API as the app and a service window use it: the gateway, binding and settlement
-services as processes against the real broker and Redis, driven over HTTP with httpx."""
+services as processes against the real broker and Redis, driven over HTTP with httpx. Tokens
+come from the two development issuers (shared.tokens.DevIssuers) the gateways are told to believe."""
 
 from __future__ import annotations
 
@@ -14,27 +15,40 @@ from shared import topics as t
 from shared.devstack import free_port
 from shared.envelope import seal
 from shared.identity import mask_id_number
-from shared.tokens import mint
-from tests.support import (ServiceProcess, body, china_today, command, eventually, payload_of, person_registered,
-                           wait_registered)
+from shared.tokens import DevIssuers, TokenIssuer
+from tests.support import (ServiceProcess, body, china_today, command, eventually, institution_registered, payload_of,
+                           person_registered, wait_registered)
 
 pytestmark = pytest.mark.integration
 
-KEY = "integration-tests-gateway-jwt-key-0123456789"
+ISSUERS = DevIssuers.generate()  # the app's issuer and the windows' sign-on, believed by every gateway here
 SIGNATURE = "sha256:" + hashlib.sha256(b"signed commitment").hexdigest()
 HOSPITAL, HOSPITAL_REGION = "H610300-GW", "610300"
 PROBLEM = "application/problem+json"
 
 
+# Tests poll the API as fast as they like; the rate limit has gateways of its own (test_gateway_access.py).
+UNLIMITED = {"GATEWAY_LOOKUP_RATE_PER_MINUTE": "1000000", "GATEWAY_LOOKUP_BURST": "100000",
+             "GATEWAY_COMMAND_RATE_PER_MINUTE": "1000000", "GATEWAY_COMMAND_BURST": "100000"}
+
+
+def gateway_env(infra, log_dir, **env: str) -> dict[str, str]:
+    """A gateway's environment: the issuers file, a reply topic and an audit projection group of
+    its own (GATEWAY_GROUP_ID: every gateway of the session projects gateway.audit into the same
+    Redis, idempotently, and no test module's gateways wait on a group another module's gateways
+    have just left), its public and operator ports."""
+    instance = f"tests-{uuid.uuid4().hex[:8]}"
+    return {**infra.env(), **ISSUERS.write(log_dir / "issuers").env(), "LOG_LEVEL": "INFO",
+            "HTTP_PORT": str(free_port()), "ADMIN_PORT": str(free_port()), "GATEWAY_INSTANCE": instance,
+            "GATEWAY_GROUP_ID": instance, **UNLIMITED, **env}
+
+
 def gateway_process(infra, log_dir, **env: str) -> tuple[ServiceProcess, str]:
-    """A gateway with a reply topic and an audit projection group of its own (GATEWAY_GROUP_ID):
-    every gateway of the session projects gateway.audit into the same Redis (idempotent), and no
-    test module's gateways wait on a group another module's gateways have just left."""
-    port, instance = free_port(), f"tests-{uuid.uuid4().hex[:8]}"
-    process = ServiceProcess("gateway", {**infra.env(), "LOG_LEVEL": "INFO", "GATEWAY_JWT_KEY": KEY,
-                                         "HTTP_PORT": str(port), "GATEWAY_INSTANCE": instance,
-                                         "GATEWAY_GROUP_ID": instance, **env}, log_dir / f"gateway-{port}.log")
-    return process, f"http://127.0.0.1:{port}"
+    """A gateway as deployed (see gateway_env); its operator URL is `process.admin_url`."""
+    settings = gateway_env(infra, log_dir, **env)
+    process = ServiceProcess("gateway", settings, log_dir / f"gateway-{settings['HTTP_PORT']}.log")
+    process.admin_url = f"http://127.0.0.1:{settings['ADMIN_PORT']}"  # type: ignore[attr-defined]
+    return process, f"http://127.0.0.1:{settings['HTTP_PORT']}"
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +108,14 @@ def auth(token: str) -> dict[str, str]:
 
 
 def app_token(person) -> str:
-    return mint(KEY, "app", person_id=person["person_id"])
+    return ISSUERS.mint("app", person_id=person["person_id"])
 
 
-WINDOW = mint(KEY, "window", clerk_id="clerk-007", region="610300")
+def window_token(clerk: str, region: str = "610300", role: str = "window") -> str:
+    return ISSUERS.mint(role, clerk_id=clerk, region=region)  # type: ignore[arg-type]
+
+
+WINDOW = window_token("clerk-007")  # a clerk of Baoji (610300): acts for Baoji's grantors
 
 
 def is_problem(r: httpx.Response, status: int, reason: str | None = None) -> bool:
@@ -140,8 +158,8 @@ async def test_app_grantor_binds_a_parent_and_both_see_the_binding_in_their_role
     assert only.json()["bindings"] == []
 
 
-async def test_a_window_clerk_acts_for_anyone_and_every_action_is_audited(family):
-    daughter, mother = await family.person(), await family.person(region="610300")
+async def test_a_window_clerk_acts_for_a_grantor_of_the_region_and_every_action_is_audited(family):
+    daughter, mother = await family.person(region="610300"), await family.person()
     r = await family.bind(WINDOW, daughter, mother, relation="mother")
     assert r.status_code == 201, r.json()
     created = r.json()
@@ -157,8 +175,9 @@ async def test_a_window_clerk_acts_for_anyone_and_every_action_is_audited(family
         "subject_id": mask_id_number(daughter["person_id"]), "outcome": "created"}
 
     binding_id = created["outcome"]["binding_id"]
+    neighbour = await family.person(region="610300")  # of the clerk's region, but not the grantor
     refused = await family.http.post(f"/v1/bindings/{binding_id}/revocation",
-                                     json={"requested_by": mother["person_id"]}, headers=auth(WINDOW))
+                                     json={"requested_by": neighbour["person_id"]}, headers=auth(WINDOW))
     assert is_problem(refused, 403, "NOT_GRANTOR")
     audit = await family.audited(refused.json()["command_id"])
     assert (audit["payload"]["outcome"], audit["payload"]["reason_code"]) == ("rejected", "NOT_GRANTOR")
@@ -172,8 +191,10 @@ async def test_a_window_clerk_acts_for_anyone_and_every_action_is_audited(family
 
 async def test_requests_without_a_valid_token_are_401(family):
     someone = await family.person()
-    expired = mint(KEY, "app", person_id=someone["person_id"], ttl_seconds=-60)
-    foreign = mint("another-key-entirely-of-forty-bytes-length!", "app", person_id=someone["person_id"])
+    expired = ISSUERS.mint("app", person_id=someone["person_id"], ttl_seconds=-60)
+    # The app issuer's name and key id, but a key the gateway was never given.
+    foreign = TokenIssuer.generate(ISSUERS.app.iss, ["app"], kid=ISSUERS.app.kid).mint(
+        "app", person_id=someone["person_id"])
     requests = [("GET", f"/v1/persons/{someone['person_id']}/bindings", None),
                 ("GET", f"/v1/grantors/{someone['person_id']}/consumption", None),
                 ("GET", f"/v1/commands/{uuid.uuid4()}", None),
@@ -225,7 +246,8 @@ async def test_refusals_carry_their_reason_code_and_status(family):
 
 
 async def test_the_app_grantor_changes_the_order_and_revokes(family):
-    mother, son, daughter = await family.person(scheme="resident"), await family.person(), await family.person()
+    mother = await family.person(region="610300", scheme="resident")  # in WINDOW's region
+    son, daughter = await family.person(), await family.person()
     first = (await family.bind(app_token(son), son, mother, relation="mother", order=1)).json()
     second = (await family.bind(app_token(daughter), daughter, mother, relation="mother", order=2)).json()
     swapped = await family.http.put(f"/v1/bindings/{second['outcome']['binding_id']}/payment-order",
@@ -267,11 +289,11 @@ async def test_every_error_is_problem_json(family):
 
 
 async def test_a_grantors_consumption_is_paged_with_totals_over_the_range(family):
-    event = {"institution_code": HOSPITAL, "name": "宝鸡测试医院", "region": HOSPITAL_REGION, "kind": "hospital"}
+    event = institution_registered(HOSPITAL, HOSPITAL_REGION, "宝鸡测试医院")
     await family.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", event), key=HOSPITAL)
     await eventually(lambda: family.redis.hget("stl:inst", HOSPITAL), 30, "the hospital registered")
-    son = await family.person(balance="500.00")
-    father = await family.person(region=HOSPITAL_REGION)
+    son = await family.person(region=HOSPITAL_REGION, balance="500.00")  # in WINDOW's region
+    father = await family.person()
     assert (await family.bind(app_token(son), son, father)).status_code == 201
     charge_ids = []
     for borne in ("12.30", "45.60", "7.00"):
@@ -315,7 +337,7 @@ async def test_a_grantors_consumption_is_paged_with_totals_over_the_range(family
 
 
 async def test_a_command_past_the_wait_is_202_and_its_outcome_can_be_asked_later(family):
-    grantor, child = await family.person(), await family.person()
+    grantor, child = await family.person(region="610300"), await family.person()
     r = await family.impatient.post("/v1/bindings", json=family.form(grantor, child, relation="child"),
                                     headers=auth(app_token(grantor)))
     assert r.status_code == 202, r.json()
@@ -334,7 +356,7 @@ async def test_a_command_past_the_wait_is_202_and_its_outcome_can_be_asked_later
 
 
 async def test_a_window_action_past_the_wait_is_audited_as_pending(family):
-    grantor, child = await family.person(), await family.person()
+    grantor, child = await family.person(region="610300"), await family.person()
     r = await family.impatient.post("/v1/bindings", json=family.form(grantor, child, relation="child"),
                                     headers=auth(WINDOW))
     assert r.status_code == 202
@@ -342,7 +364,7 @@ async def test_a_window_action_past_the_wait_is_audited_as_pending(family):
     assert audit["payload"]["outcome"] == "pending"
 
 
-async def test_the_api_is_documented_and_reports_its_health(family):
+async def test_the_api_is_documented_and_reports_its_health(family, platform):
     openapi = (await family.http.get("/openapi.json")).json()
     paths = openapi["paths"]
     assert {"/v1/bindings", "/v1/bindings/{binding_id}/revocation", "/v1/bindings/{binding_id}/payment-order",
@@ -351,11 +373,15 @@ async def test_the_api_is_documented_and_reports_its_health(family):
     assert (await family.http.get("/docs")).status_code == 200
     assert (await family.http.get("/healthz")).status_code == 200
     ready = await family.http.get("/readyz")
-    assert ready.status_code == 200, ready.json()
-    someone = await family.person()
+    assert ready.status_code == 200 and ready.json() == {"status": "ready"}  # the detail is the operator's
+    someone = await family.person(region="610300")
     await family.http.get(f"/v1/persons/{someone['person_id']}/bindings", headers=auth(WINDOW))
-    metrics = (await family.http.get("/metrics")).text
+    assert (await family.http.get("/metrics")).status_code == 404  # on the operator port only
+    async with httpx.AsyncClient(base_url=platform["gateway"].admin_url, timeout=30) as admin:
+        metrics = (await admin.get("/metrics")).text
+        detail = (await admin.get("/readyz")).json()
     assert 'fma_http_requests_total{method="GET",route="/v1/persons/{person_id}/bindings"' in metrics
+    assert detail["status"] == "ready" and {"broker", "redis", "consumers", "projections"} <= set(detail["checks"])
 
 
 def china_now_iso() -> str:

@@ -18,10 +18,10 @@ import pytest
 from shared import topics as t
 from shared.devstack import free_port
 from shared.identity import mask_id_number
-from shared.tokens import mint
+from shared.tokens import TokenIssuer
 from shared.envelope import seal
-from tests.integration.test_gateway import (HOSPITAL, HOSPITAL_REGION, KEY, Family, app_token, auth, gateway_process,
-                                            is_problem)
+from tests.integration.test_gateway import (HOSPITAL, HOSPITAL_REGION, ISSUERS, Family, app_token, auth,
+                                            gateway_process, is_problem, window_token)
 from tests.support import (ServiceProcess, body, charge_submitted, command, eventually, institution_registered,
                            payload_of, person_registered)
 
@@ -52,7 +52,7 @@ async def family(platform, bus, clean_redis):
 
 
 def window(clerk: str, region: str = "610300", role: str = "window") -> str:
-    return mint(KEY, role, clerk_id=clerk, region=region)
+    return window_token(clerk, region, role)
 
 
 def clerk_ids(n: int) -> list[str]:
@@ -65,7 +65,7 @@ async def test_the_balance_is_the_one_the_next_charge_pays_from(family):
     await family.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", institution_registered(
         HOSPITAL, HOSPITAL_REGION)), key=HOSPITAL)
     await eventually(lambda: family.redis.hget("stl:inst", HOSPITAL), 30, "the hospital registered")
-    patient = await family.person(balance="250.00")
+    patient = await family.person(region="610300", balance="250.00")
     charge = charge_submitted(patient, HOSPITAL, HOSPITAL_REGION, 5_012)
     await family.bus.send(t.HIS_CHARGES, command("ChargeSubmitted", charge), key=patient["person_id"])
     [settled] = await family.bus.watchers[t.SETTLEMENT_RESULTS].wait_for(
@@ -89,15 +89,15 @@ async def test_me_says_who_the_token_is(family):
     mine = (await family.http.get("/v1/me", headers=auth(app_token(person)))).json()
     assert mine == {"role": "app", "clerk_id": None, "region": None, "region_name": None,
                     "person_id": mask_id_number(person["person_id"])}
-    for headers in ({}, auth("not-a-jwt"), auth(mint("another-key-entirely-of-forty-bytes-length!", "window",
-                                                      clerk_id=clerk, region="610300"))):
+    stranger = TokenIssuer.generate(ISSUERS.windows.iss, ["window"], kid=ISSUERS.windows.kid)  # a key never listed
+    for headers in ({}, auth("not-a-jwt"), auth(stranger.mint("window", clerk_id=clerk, region="610300"))):
         assert is_problem(await family.http.get("/v1/me", headers=headers), 401)
 
 
 async def test_a_lookup_shows_the_balance_only_for_a_verified_employee(family, platform):
     [clerk] = clerk_ids(1)
     token = auth(window(clerk))
-    employee = await family.person(balance="250.00")
+    employee = await family.person(region="610300", balance="250.00")
     resident = await family.person(region="610300", scheme="resident")
     url = "/v1/person-lookups"
 
@@ -105,7 +105,7 @@ async def test_a_lookup_shows_the_balance_only_for_a_verified_employee(family, p
                                       headers=token)
     assert verified.status_code == 200, verified.json()
     assert verified.json() == {"person_id": mask_id_number(employee["person_id"]), "registered": True,
-                               "region": "610100", "region_name": "西安市", "scheme": "employee",
+                               "region": "610300", "region_name": "宝鸡市", "scheme": "employee",
                                "name_verified": True, "balance": "250.00"}
     wrong = (await family.http.post(url, json={"id_number": employee["person_id"], "name": "张三丰"},
                                     headers=token)).json()
@@ -154,7 +154,7 @@ async def listed(family, token: str, expected: int, **params) -> dict:
 
 async def test_the_audit_list_shows_a_clerk_his_own_and_a_supervisor_the_regions(family):
     alice, bob, chief = clerk_ids(3)
-    son, father = await family.person(), await family.person(region="610300", scheme="resident")
+    son, father = await family.person(region="610300"), await family.person(scheme="resident")  # Baoji, Xi'an
     created = await family.bind(window(alice), son, father)
     assert created.status_code == 201, created.json()
     refused = await family.bind(window(alice), son, father)  # the same pair again: DUPLICATE_BINDING
@@ -162,8 +162,9 @@ async def test_the_audit_list_shows_a_clerk_his_own_and_a_supervisor_the_regions
     looked = await family.http.post("/v1/person-lookups", json={"id_number": father["person_id"]},
                                     headers=auth(window(bob)))
     assert looked.status_code == 200
-    elsewhere = await family.http.post("/v1/person-lookups", json={"id_number": son["person_id"]},
-                                       headers=auth(window(clerk_ids(1)[0], "610100")))
+    xian_clerk = clerk_ids(1)[0]
+    elsewhere = await family.http.post("/v1/person-lookups", json={"id_number": father["person_id"]},
+                                       headers=auth(window(xian_clerk, "610100")))
     assert elsewhere.status_code == 200
 
     own = await listed(family, window(alice), 2)
@@ -172,9 +173,10 @@ async def test_the_audit_list_shows_a_clerk_his_own_and_a_supervisor_the_regions
         (alice, "create_binding", "refused", "DUPLICATE_BINDING"), (alice, "create_binding", "accepted", None)]
     newest = own["entries"][1]
     assert newest["command_id"] == created.json()["command_id"]
-    assert (newest["region"], newest["subject_id"]) == ("610300", mask_id_number(son["person_id"]))
-    assert set(newest) == {"at", "clerk_id", "region", "action", "command_id", "subject_id", "outcome",
-                           "reason_code"}
+    assert (newest["region"], newest["subject_id"], newest["subject_region"]) == (
+        "610300", mask_id_number(son["person_id"]), "610300")
+    assert set(newest) == {"at", "clerk_id", "region", "action", "command_id", "subject_id", "subject_region",
+                           "outcome", "reason_code"}
 
     region = await listed(family, window(chief, role="supervisor"), 3)
     assert region["total"] == 3  # not the Xi'an clerk's look-up
@@ -185,6 +187,13 @@ async def test_the_audit_list_shows_a_clerk_his_own_and_a_supervisor_the_regions
     paged = await listed(family, window(chief, role="supervisor"), 3, page=2, page_size=2)
     assert len(paged["entries"]) == 1 and paged["total"] == 3
 
+    # Xi'an's supervisor sees Xi'an's clerk, and Baoji's Bob looking up the Xi'an father (bound
+    # with a Baoji grantor): the persons of the region acted on elsewhere. Not Alice's binding
+    # (its grantor is Baoji's).
+    xian = await listed(family, window(clerk_ids(1)[0], "610100", "supervisor"), 2)
+    assert sorted((e["clerk_id"], e["region"], e["subject_region"]) for e in xian["entries"]) == sorted([
+        (xian_clerk, "610100", "610100"), (bob, "610300", "610100")])
+
     assert is_problem(await family.http.get("/v1/audit", params={"clerk_id": bob}, headers=auth(window(alice))), 403)
     assert is_problem(await family.http.get("/v1/audit", headers=auth(app_token(son))), 403)
     assert is_problem(await family.http.get("/v1/audit"), 401)
@@ -192,7 +201,7 @@ async def test_the_audit_list_shows_a_clerk_his_own_and_a_supervisor_the_regions
 
 async def test_a_command_past_the_wait_is_listed_pending_then_with_its_outcome(family):
     [clerk] = clerk_ids(1)
-    grantor, child = await family.person(), await family.person()
+    grantor, child = await family.person(region="610300"), await family.person()
     r = await family.impatient.post("/v1/bindings", json=family.form(grantor, child, relation="child"),
                                     headers=auth(window(clerk)))
     assert r.status_code == 202, r.json()
@@ -209,7 +218,7 @@ async def test_a_command_past_the_wait_is_listed_pending_then_with_its_outcome(f
 
 async def test_the_audit_list_outlives_a_restart_of_the_gateway(family, platform):
     [clerk] = clerk_ids(1)
-    someone = await family.person()
+    someone = await family.person(region="610300")
     r = await family.http.post("/v1/person-lookups", json={"id_number": someone["person_id"]},
                                headers=auth(window(clerk)))
     assert r.status_code == 200
@@ -218,7 +227,8 @@ async def test_the_audit_list_outlives_a_restart_of_the_gateway(family, platform
     gateway = platform["gateway"]
     gateway.stop()
     gateway.start()  # "service ready" only once the audit projection has caught up
-    ready = await family.http.get("/readyz")
+    async with httpx.AsyncClient(base_url=gateway.admin_url, timeout=30) as admin:
+        ready = await admin.get("/readyz")  # the detail: on the operator port
     assert ready.status_code == 200 and ready.json()["checks"]["projections"]["ok"], ready.json()
     assert ready.json()["checks"]["redis"]["ok"]
     after = await family.http.get("/v1/audit", headers=auth(window(clerk)))

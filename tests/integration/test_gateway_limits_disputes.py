@@ -18,7 +18,7 @@ from shared.devstack import free_port
 from shared.envelope import seal
 from shared.identity import mask_id_number
 from shared.references import payment_reference
-from tests.integration.test_gateway import WINDOW, Family, app_token, auth, gateway_process, is_problem
+from tests.integration.test_gateway import Family, app_token, auth, gateway_process, is_problem, window_token
 from tests.support import (ServiceProcess, body, charge_submitted, command, eventually, institution_registered,
                            payload_of, person_registered, wait_registered)
 
@@ -26,6 +26,7 @@ pytestmark = pytest.mark.integration
 
 UPLINK_KEY = "integration-tests-sms-uplink-key"
 HOSPITAL, HOSPITAL_REGION = "H610300-GWD", "610300"
+WINDOW = window_token("clerk-007", "610100")  # a clerk of Xi'an, where the grantors here are insured
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +120,11 @@ async def test_a_window_pauses_and_resumes_for_the_grantor_each_refused_twice_an
     again = await family.http.post(f"/v1/bindings/{binding}/pause", json=grantor, headers=auth(WINDOW))
     assert is_problem(again, 409, "ALREADY_PAUSED")
     assert (await family.audited(again.json()["command_id"]))["payload"]["reason_code"] == "ALREADY_PAUSED"
-    assert is_problem(await family.http.post(f"/v1/bindings/{binding}/resume", json={"requested_by": father[
+    neighbour = await family.person()  # of the clerk's region, but not the grantor
+    assert is_problem(await family.http.post(f"/v1/bindings/{binding}/resume", json={"requested_by": neighbour[
         "person_id"]}, headers=auth(WINDOW)), 403, "NOT_GRANTOR")
+    assert is_problem(await family.http.post(f"/v1/bindings/{binding}/resume", json={"requested_by": father[
+        "person_id"]}, headers=auth(WINDOW)), 403)  # a grantor of Baoji: not this clerk's to act for
     assert is_problem(await family.http.post(f"/v1/bindings/{binding}/resume", json={}, headers=auth(WINDOW)), 422,
                       "INVALID_COMMAND")
 
@@ -174,8 +178,9 @@ async def test_a_grantor_disputes_a_payment_by_its_reference_which_pauses_the_bi
     unknown = payment_reference(HOSPITAL, "C-never-charged", son["person_id"])
     assert is_problem(await family.http.post("/v1/disputes", json={"reference": unknown}, headers=token), 404,
                       "UNKNOWN_REFERENCE")
-    # The reference is the son's: the father (were he to dispute it) has paid nothing by it.
-    assert is_problem(await family.http.post("/v1/disputes", json={"reference": reference, "grantor_id": father[
+    # The reference is the son's: another grantor (were he to dispute it) has paid nothing by it.
+    neighbour = await family.person()
+    assert is_problem(await family.http.post("/v1/disputes", json={"reference": reference, "grantor_id": neighbour[
         "person_id"]}, headers=auth(WINDOW)), 404, "UNKNOWN_REFERENCE")
 
     mine = await family.http.get(f"/v1/persons/{son['person_id']}/disputes", headers=token)

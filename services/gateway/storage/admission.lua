@@ -4,7 +4,9 @@
 -- Both in one FCALL per request, so the edge costs one Redis round trip. Loaded once at
 -- start-up (FUNCTION LOAD REPLACE); Functions persist across a Redis restart.
 --
--- gw:rl:{kind}:{principal}   hash {m: milli-tokens left (a float), at: ms of the last refill};
+-- gw:rl:{kind}:{principal}   hash {u: what is left, in units of 1/60000 of a request (so a rate per
+--                            minute earns a whole number of units each millisecond: exact
+--                            integers, no rounding lost between calls), at: ms of the last refill};
 --                            expires once it would be full again (an idle principal costs nothing)
 -- gw:rv:jti:{jti}            exists while the token with that jti is revoked
 -- gw:rv:clerk:{clerk}        the time (epoch s) a clerk was revoked: that clerk's tokens issued
@@ -28,23 +30,23 @@ local function admit(keys, args)
     local t = redis.call('TIME')
     now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   end
-  local per_ms = tonumber(args[2]) / 60  -- milli-tokens gained per millisecond
-  local capacity, need = tonumber(args[3]) * 1000, tonumber(args[4]) * 1000
-  local state = redis.call('HMGET', bucket, 'm', 'at')
-  local milli, at = tonumber(state[1]), tonumber(state[2])
-  if not milli or not at then milli, at = capacity, now end
+  local per_ms = tonumber(args[2])  -- units earned per millisecond (a request is 60000 units)
+  local capacity, need = tonumber(args[3]) * 60000, tonumber(args[4]) * 60000
+  local state = redis.call('HMGET', bucket, 'u', 'at')
+  local units, at = tonumber(state[1]), tonumber(state[2])
+  if not units or not at then units, at = capacity, now end
   if now > at then
-    milli = math.min(capacity, milli + (now - at) * per_ms)
+    units = math.min(capacity, units + (now - at) * per_ms)
     at = now
   end
   local code, wait = 0, 0
-  if milli >= need then
-    milli = milli - need
+  if units >= need then
+    units = units - need
   else
-    code, wait = 1, math.ceil((need - milli) / per_ms)
+    code, wait = 1, math.ceil((need - units) / per_ms)
   end
-  redis.call('HSET', bucket, 'm', milli, 'at', at)
-  redis.call('PEXPIRE', bucket, math.ceil((capacity - milli) / per_ms) + 1000)
+  redis.call('HSET', bucket, 'u', units, 'at', at)
+  redis.call('PEXPIRE', bucket, math.ceil((capacity - units) / per_ms) + 1000)
   return {code, wait}
 end
 
