@@ -7,6 +7,7 @@ missing, collection of this module fails instead of silently skipping.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +188,93 @@ def test_secrets_are_never_written_in_the_file(services: dict[str, dict[str, Any
         for var in ("GATEWAY_JWT_KEY", "NAME_DIGEST_KEY", "SMS_ACCESS_KEY_SECRET"):
             if var in env:
                 assert env[var].startswith(f"${{{var}:?"), f"{name}: {var} must come from the environment"
+
+
+# -- broker security (contract version 3: the broker knows every client) ---------------------------
+
+SCRAM_USERS = ("admin", *APP_SERVICES)
+
+
+def _format_properties(services: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The properties kafka-format writes before `kafka-storage format` (its heredoc)."""
+    script = services["kafka-format"]["command"][0]
+    body = script.split("<<EOF\n", 1)[1].split("\nEOF\n", 1)[0]
+    return dict(line.split("=", 1) for line in body.splitlines())
+
+
+def _broker_properties(services: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The kafka service's KAFKA_* variables as the apache/kafka image turns them into properties
+    (KAFKA_ dropped, ___ to -, __ to _, _ to ., lower case)."""
+    return {name.removeprefix("KAFKA_").replace("___", "-").replace("__", "\0").replace("_", ".")
+            .replace("\0", "_").lower(): value
+            for name, value in _environment(services["kafka"]).items() if name.startswith("KAFKA_")}
+
+
+def test_kafka_lets_in_only_scram_logins_and_allows_only_what_an_acl_grants(services):
+    props = _broker_properties(services)
+    protocols = dict(pair.split(":") for pair in props["listener.security.protocol.map"].split(","))
+    assert set(protocols.values()) == {"SASL_PLAINTEXT"}, "no listener without a login"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
+    assert props["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["super.users"] == "User:admin"
+    # the controller listener: the container's loopback only, the admin's login
+    assert "CONTROLLER://localhost:9093" in props["listeners"].split(",")
+    assert 'username="admin"' in props["listener.name.controller.plain.sasl.jaas.config"]
+    assert props["listener.name.client.scram-sha-512.sasl.jaas.config"].startswith(
+        "org.apache.kafka.common.security.scram.ScramLoginModule required")
+
+
+def test_the_storage_is_formatted_with_the_brokers_own_listeners_and_a_scram_user_each(services):
+    formatted, broker = _format_properties(services), _broker_properties(services)
+    for key, value in formatted.items():
+        assert broker.get(key) == value, f"kafka-format's {key}={value}, the broker's {broker.get(key)}"
+    script = services["kafka-format"]["command"][0]
+    assert re.findall(r'scram (\w+) "\$\$(\w+)_PASSWORD"', script) == [(u, u.upper()) for u in SCRAM_USERS]
+    assert _environment(services["kafka-format"])["CLUSTER_ID"] == _environment(services["kafka"])["CLUSTER_ID"]
+    assert "--ignore-formatted" in script
+    assert _depends_on(services["kafka"]) == ["kafka-format"]
+    assert services["kafka"]["depends_on"]["kafka-format"]["condition"] == "service_completed_successfully"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_each_service_logs_in_as_its_own_principal_with_a_password_from_the_environment(services, name):
+    env = _environment(services[name])
+    assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT" and env["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert env["KAFKA_SASL_USERNAME"] == name
+    password = env["KAFKA_SASL_PASSWORD"]
+    assert password.startswith(f"${{KAFKA_{name.upper()}_PASSWORD:?") and password.endswith("}"), password
+    # what the service's settings make of it (with a password in place of the variable)
+    from shared.settings import ServiceSettings
+
+    security = ServiceSettings(**{k.lower(): v for k, v in env.items() if k.startswith("KAFKA_SASL_")
+                                  or k == "KAFKA_SECURITY_PROTOCOL"} | {"kafka_sasl_password": "x" * 32}).kafka_security()
+    assert security.client_kwargs()["sasl_plain_username"] == name
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_services_start_once_their_acls_are_in_place(services, name):
+    deps = services[name]["depends_on"]
+    assert deps["kafka-acls"]["condition"] == "service_completed_successfully"
+    acls = services["kafka-acls"]
+    assert acls["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert "/opt/platform/kafka-acls.sh platform" in " ".join(_as_list(acls["command"]))
+    [mount] = acls["volumes"]
+    script = ROOT / mount.split(":")[0]
+    assert script.is_file() and script.stat().st_mode & 0o111, f"{script} must exist and be executable"
+
+
+def test_the_broker_health_check_logs_in_as_the_admin(services):
+    test = " ".join(_as_list(services["kafka"]["healthcheck"]["test"]))
+    assert "kafka-broker-api-versions.sh" in test and "--command-config" in test and "SCRAM-SHA-512" in test
+
+
+def test_no_kafka_password_is_written_in_the_file(services):
+    for name, service in services.items():
+        for var, value in _environment(service).items():
+            if var.endswith("PASSWORD"):
+                assert value.startswith("${KAFKA_") and ":?" in value, f"{name}: {var} must come from the environment"
+            if "JAAS_CONFIG" in var:
+                for secret in re.findall(r'(?:password|user_admin)="([^"]*)"', value):
+                    assert secret.startswith("${KAFKA_ADMIN_PASSWORD:?"), f"{name}: {var} holds a password"
