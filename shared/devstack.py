@@ -25,6 +25,7 @@ from typing import Any
 
 from shared.devkeys import DevKeys
 from shared.kafka_security import KafkaSecurity, client_kwargs, from_env
+from shared.settings import ServiceSettings
 
 log = logging.getLogger("devstack")
 
@@ -189,10 +190,8 @@ class Infra:
         """Keyword arguments of an aiokafka client of this broker, with `options` added."""
         return client_kwargs(self.kafka_bootstrap, self.security, **options)
 
-    def settings(self, **overrides: Any) -> Any:
+    def settings(self, **overrides: Any) -> ServiceSettings:
         """ServiceSettings for this broker and Redis (security included), e.g. for `ensure_topics`."""
-        from shared.settings import ServiceSettings
-
         s = self.security
         mine = {"kafka_bootstrap_servers": self.kafka_bootstrap, "redis_url": self.redis_url,
                 "kafka_enable_idempotence": self.kafka_idempotence, "kafka_security_protocol": s.protocol,
