@@ -119,7 +119,9 @@ def platform_document(documents: dict[str, dict[str, Any]] | None = None) -> dic
             topic = operation["channel"]["$ref"].rsplit("/", 1)[1]
             doc["operations"][f"{service}.{op_id}"] = {**operation, "summary": f"The {service} service {verb} {topic}."}
         for name, message in own["components"]["messages"].items():
-            _merge_component(doc["components"]["messages"], name, message, service, ignore=("bindings",))
+            _merge_component(doc["components"]["messages"], name, message, service, ignore=("bindings", "headers"))
+            if "headers" in message:  # contract version 3: a reader that checks the signature documents its headers
+                doc["components"]["messages"][name].setdefault("headers", copy.deepcopy(message["headers"]))
         for name, schema in own["components"]["schemas"].items():
             _merge_component(doc["components"]["schemas"], name, schema, service)
     for name, channel in doc["channels"].items():

@@ -13,8 +13,8 @@ from shared.logs import configure_logging
 from shared.observability import Observability
 from shared.regions import all_regions
 from shared.state import make_redis
-from shared.topics import (BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, BUREAU_POSTINGS, HIS_CHARGES,
-                           SETTLEMENT_RESULTS, dead_letter_topic)
+from shared.topics import (BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, HIS_CHARGES, SETTLEMENT_RESULTS,
+                           all_bureau_postings, dead_letter_topic)
 from shared.topics import HIS_RECONCILIATION
 from services.settlement.config import SettlementSettings
 from services.settlement.handlers.subscribers import SETTLEMENT_QUERIES, register
@@ -24,11 +24,13 @@ from services.settlement.metrics import ReconciliationMetrics
 from services.settlement.storage.ledger import LedgerStore
 from services.settlement.metrics import SettlementMetrics
 from services.settlement.storage.accounts import SettlementStore
+from services.settlement.signatures import Signatures
 from services.settlement.usecases import SettlementService
 
 CONSUMED = [HIS_CHARGES, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, SETTLEMENT_QUERIES, BINDING_EVENTS]
 CONSUMED += [HIS_RECONCILIATION]  # 对账 with the HIS (ledger.py); settlement.results is its own output: no DLQ
-TOPICS = [SETTLEMENT_RESULTS, BUREAU_POSTINGS, *CONSUMED, *(dead_letter_topic(t) for t in CONSUMED)]
+# contract version 3: one postings topic per region of the province, each bureau reading its own
+TOPICS = [SETTLEMENT_RESULTS, *all_bureau_postings(), *CONSUMED, *(dead_letter_topic(t) for t in CONSUMED)]
 
 
 def create_app(settings: SettlementSettings | None = None) -> FastStream:
@@ -42,15 +44,19 @@ def create_app(settings: SettlementSettings | None = None) -> FastStream:
                             record_ttl=settings.settlement_record_ttl_days * 86_400,
                             report_ttl=settings.settlement_rejection_ttl_days * 86_400,
                             quote_hold_ms=settings.quote_hold_ms)
+    # contract version 3: the operator's trust anchor and the service's own key, read once at start
+    # (a service without them refuses to start: it would believe no partner, sign nothing)
+    signatures = Signatures(settings.partner_keys(), settings.signing_key(), store.institution_keys,
+                            registry=obs.registry)
     service = SettlementService(store, broker, max_age=timedelta(days=settings.settlement_max_charge_age_days),
-                                metrics=SettlementMetrics(obs.registry))
+                                metrics=SettlementMetrics(obs.registry), signatures=signatures)
     gate = register(broker, service, settings)
     # 对账 with the HIS: the ledger lives as long as a settled charge's record, its reports as refusals.
     ledger_store = LedgerStore(redis, ledger_ttl=settings.settlement_record_ttl_days * 86_400,
                                report_ttl=settings.settlement_rejection_ttl_days * 86_400)
     register_ledger(broker, Ledger(ledger_store, broker, ledger_caught_up(settings),
                                    keep_days=settings.settlement_record_ttl_days,
-                                   metrics=ReconciliationMetrics(obs.registry)), settings)
+                                   metrics=ReconciliationMetrics(obs.registry), signatures=signatures), settings)
     app = FastStream(broker, logger=logging.getLogger("settlement"))
     obs.watch(broker, redis=redis, gate=gate)
     obs.serve_during(app, settings.http_host, settings.http_port)

@@ -1,5 +1,6 @@
 """The settlement service's messages (contract.md): charges and refunds from the HIS on
-`his.charges`, results on `settlement.results`, postings for the bureaus on `bureau.postings`."""
+`his.charges`, results on `settlement.results`, postings for the bureaus on `bureau.postings.<region>`
+(contract version 3: one topic per region, signed by the platform)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ CONSUMPTION_LISTED = "ConsumptionListed"
 QUERY_ACCOUNT = "QueryAccount"  # added: a person's account as a charge would find it, on settlement.queries
 ACCOUNT_FOUND = "AccountFound"
 QUERY_TYPES = frozenset({QUERY_CONSUMPTION, QUERY_ACCOUNT})
-RECONCILIATION_REPORT = "ReconciliationReport"  # added: 对账 result, on bureau.postings
+RECONCILIATION_REPORT = "ReconciliationReport"  # added: 对账 result, on bureau.postings.<region>
 
 # Charge and refund ids go into Redis keys and derived ids (posting ids join them with ':'), so
 # they are bounded to an alphabet without ':' or anything a key or a log line would mind.

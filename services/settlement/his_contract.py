@@ -7,7 +7,8 @@
   (`part` of `parts`, at most 100 parts of at most 1,000 charges and 1,000 refunds each).
 - `InstitutionReconciled`: what was compared and every difference, with its charge (and refund) ids.
 - `InstitutionReconciliationRejected`: a message that was read but cannot be reconciled, with a reason.
-- `AccountDriftDetected` (bureau.postings, key region): 对账 per account, a snapshot against the cache.
+- `AccountDriftDetected` (bureau.postings.<region>, key region): 对账 per account, a snapshot against the
+  cache.
 
 The day is the China date of the platform's `settled_at` (结算日期) of each ChargeSettled and
 RefundSettled. Inputs are strict: amounts are yuan strings, counts JSON integers, the day a
@@ -23,6 +24,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.money import Yuan
+from shared.signing import REFUSAL_TEXTS
 from shared.wire import Count, Day, Text
 from services.settlement.contract import ChargeId, InstitutionCode
 
@@ -159,6 +161,11 @@ class ReconciliationReason(StrEnum):
     PARTS_INCONSISTENT = "PARTS_INCONSISTENT"
     DUPLICATE_ROW = "DUPLICATE_ROW"
     PLATFORM_ERROR = "PLATFORM_ERROR"
+    # contract version 3: the report does not prove who sent it, or its signer is another institution
+    UNSIGNED = "UNSIGNED"
+    UNKNOWN_SIGNER = "UNKNOWN_SIGNER"
+    BAD_SIGNATURE = "BAD_SIGNATURE"
+    NOT_SIGNERS = "NOT_SIGNERS"
 
 
 MESSAGES = {
@@ -174,6 +181,7 @@ MESSAGES = {
         "明细中同一笔结算或退费出现多次", "the detail lists one charge or refund more than once"),
     ReconciliationReason.PLATFORM_ERROR: (
         "平台内部错误，请稍后重发", "platform error; send the message again later"),
+    **{ReconciliationReason(code.value): texts for code, texts in REFUSAL_TEXTS.items()},
 }
 
 
@@ -186,7 +194,7 @@ class InstitutionReconciliationRejected(BaseModel):
     message_en: str
 
 
-# -- 对账 per account (bureau.postings, key region): the drift check of a BalanceSnapshot ------
+# -- 对账 per account (bureau.postings.<region>, key region): the drift check of a BalanceSnapshot --
 ACCOUNT_DRIFT_DETECTED = "AccountDriftDetected"
 
 

@@ -42,6 +42,9 @@ from services.settlement.metrics import ReconciliationMetrics
 from services.settlement.storage.accounts import Movement
 from services.settlement.storage.accounts import MovementApplied
 from services.settlement.storage.ledger import LedgerItem, LedgerStore, PartsInconsistent
+from services.settlement.domain.authority import his_refusal, reply_prefix
+from services.settlement.signatures import Signatures, answered_only_on
+from shared.signing import SignatureRefused, Signer
 
 log = logging.getLogger("settlement")
 # How long an answer waits for the ledger to catch up before it goes out marked `final: false`.
@@ -103,7 +106,7 @@ def drift_detected(move: Movement, applied: MovementApplied) -> tuple[Outgoing, 
                                    platform_balance=Fen(applied.platform_balance), drift=Fen(drift))
     value = envelope.seal(h.ACCOUNT_DRIFT_DETECTED, event,
                           event_id=event_id(h.ACCOUNT_DRIFT_DETECTED, move.person_id, move.bureau_seq))
-    return Outgoing(topics.BUREAU_POSTINGS, move.region.encode(), value), drift
+    return Outgoing(topics.bureau_postings(move.region), move.region.encode(), value), drift
 
 
 class _Once:
@@ -127,8 +130,9 @@ class Refused(Exception):
 class Ledger:
     def __init__(self, store: LedgerStore, broker: KafkaBroker, caught_up: Callable[[], Awaitable[bool]],
                  keep_days: int, metrics: ReconciliationMetrics,
-                 clock: Callable[[], datetime] = envelope.now) -> None:
+                 clock: Callable[[], datetime] = envelope.now, signatures: Signatures | None = None) -> None:
         self._store, self._broker, self._caught_up = store, broker, caught_up
+        self._signatures = signatures  # None only in unit tests: every report is then refused
         self._keep_days, self._metrics, self._clock = keep_days, metrics, clock
         self._outage = Outage("settlement ledger")
         self._reports = Outage(topics.HIS_RECONCILIATION)
@@ -154,17 +158,28 @@ class Ledger:
         answered PLATFORM_ERROR). The ledger's catch-up is awaited once for the batch, when a report
         first needs it: its target is where settlement.results ended after every report here arrived."""
         ledger_read = _Once(self._caught_up)
-        for msg in batch:
-            await answer_or_dead_letter(self._broker, msg, lambda m: self._reconcile(m, ledger_read), self._reports,
+        # contract version 3: who signed each report, the keys of the batch's institutions in one read
+        verdicts = await self._reports.retrying(lambda: self._signatures.his(batch)) if self._signatures else \
+            [SignatureRefused.UNKNOWN_SIGNER] * len(batch)
+        for msg, signer in zip(batch, verdicts):
+            await answer_or_dead_letter(self._broker, answered_only_on(msg, reply_prefix(signer)),
+                                        lambda m: self._reconcile(m, signer, ledger_read), self._reports,
                                         on_defect=self.reconcile_defect)
 
-    async def _reconcile(self, msg: Received, ledger_read: Callable[[], Awaitable[bool]]) -> None:
+    async def _reconcile(self, msg: Received, signer: Signer | SignatureRefused,
+                         ledger_read: Callable[[], Awaitable[bool]]) -> None:
         readable = envelope.read(msg.value, h.RECONCILIATION_TYPES)
         if isinstance(readable, envelope.Unreadable):
-            await dead_letter(self._broker, msg, readable.error)
+            refused = f"{signer.value}: " if isinstance(signer, SignatureRefused) else ""
+            await dead_letter(self._broker, msg, refused + readable.error)
             return
         payload = readable.body.get("payload")
         try:
+            # a refusal of the signature is answered, never recorded: a resend signed by a key
+            # registered since is reconciled
+            if refusal := signer if isinstance(signer, SignatureRefused) else his_refusal(
+                    signer, payload.get("institution_code") if isinstance(payload, dict) else None):
+                raise Refused(h.ReconciliationReason(refusal.value))
             try:
                 envelope.Envelope.model_validate(readable.body)
                 model: h.InstitutionDailyTotals | h.InstitutionDailyDetail = (
@@ -194,7 +209,8 @@ class Ledger:
         key = _institution(payload) or msg.key
         key = key.encode() if isinstance(key, str) else key
         await publish_all(self._broker, [Outgoing(topics.SETTLEMENT_RESULTS, key, v) for v in values])
-        await publish_replies(self._broker, [r for v in values for r in reply_to(msg, key, v)])
+        replies = [r for v in values for r in reply_to(msg, key, v)]
+        await publish_replies(self._broker, self._signatures.signed(replies) if self._signatures else replies)
 
     async def _check(self, model: h.InstitutionDailyTotals | h.InstitutionDailyDetail) -> None:
         if not await self._store.is_designated(model.institution_code):

@@ -22,6 +22,9 @@ from services.settlement.domain import ids
 from services.settlement.domain.waterfall import Line
 
 
+_postings_topic = lru_cache(maxsize=64)(topics.bureau_postings)  # one per region: not worked out per posting
+
+
 @lru_cache(maxsize=256)  # a batch's outcomes share a handful of settlement times
 def _time(at: str) -> datetime:
     return datetime.fromisoformat(at)
@@ -87,7 +90,8 @@ def quote_released(quote_id: str, institution_code: str, charge_id: str, reason:
 
 def postings(lines: list[Line], direction: str, institution_code: str, charge_id: str, refund_id: str | None,
              beneficiary_id: str, at: str) -> list[Outgoing]:
-    """One posting per account touched, keyed by the account's region, for its bureau's book."""
+    """One posting per account touched, for its bureau's book: on the account's region's own topic
+    (contract version 3, `bureau.postings.<region>`), keyed by the region."""
     out = []
     occurred_at = _time(at)
     for i, line in enumerate(lines):
@@ -105,5 +109,5 @@ def postings(lines: list[Line], direction: str, institution_code: str, charge_id
         payload.update(posted_at=at, institution_code=institution_code, account_seq=line.account_seq)
         value = envelope.seal(c.POSTING, payload, event_id=ids.event_id(c.POSTING, posting_id),
                               occurred_at=occurred_at)
-        out.append(Outgoing(topics.BUREAU_POSTINGS, line.region.encode(), value))
+        out.append(Outgoing(_postings_topic(line.region), line.region.encode(), value))
     return out

@@ -25,8 +25,9 @@ from pydantic import ValidationError
 
 from shared import envelope, topics
 from shared.bureau import (ACCOUNT_CREDITED, ACCOUNT_DEBITED_LOCALLY, BALANCE_SNAPSHOT, BUREAU_EVENT_TYPES,
-                           DAILY_POSTINGS_REPORTED, PERSON_REGISTERED, AccountMovement, BalanceSnapshot,
-                           DailyPostingsReported, PersonRegistered)
+                           DAILY_POSTINGS_REPORTED, PERSON_REGISTERED, PERSON_TRANSFERRED, AccountMovement,
+                           BalanceSnapshot, DailyPostingsReported, PersonRegistered, PersonTransferred,
+                           movement_refusal, registration_refusal, speaks_for_region, transfer_refusal)
 from shared.identity import mask_id_number
 from shared.institutions import INSTITUTION_CODE_PATTERN, INSTITUTION_EVENT_TYPES, InstitutionRegistered
 from shared.kafka import (Outage, Outgoing, Received, dead_letter, is_transient, publish_all, publish_replies,
@@ -41,8 +42,12 @@ from services.settlement.domain.reasons import ChargeRefused, Reason
 from services.settlement.domain.reconciliation import Entry, net, reconcile
 from services.settlement.metrics import QUOTED, REFUNDED, Noted, QuoteReleased, Refused, Settled, SettlementMetrics
 from services.settlement.ledger import drift_detected
-from services.settlement.storage.accounts import (Applied, ChargeToSettle, Movement, RefundToApply,
-                                                  SettlementStore)
+from services.settlement.domain.authority import his_refusal, institution_refusal, reply_prefix
+from services.settlement.signatures import Signatures, answered_only_on
+from shared.signing import REFUSAL_TEXTS, SignatureRefused, Signer, institution_keys
+from services.settlement.storage.accounts import (Applied, ChargeToSettle, InstitutionRegistration, Movement,
+                                                  PersonState, RefundToApply, Registration, SettlementStore,
+                                                  Transfer)
 
 log = logging.getLogger("settlement")
 _MOVEMENT_KIND = {ACCOUNT_CREDITED: "credit", ACCOUNT_DEBITED_LOCALLY: "debit", BALANCE_SNAPSHOT: "snapshot"}
@@ -55,11 +60,14 @@ _EVENT_OF_OP = {"S": c.CHARGE_SUBMITTED, "Q": c.CHARGE_QUOTE_REQUESTED, "C": c.C
 # binding.events that release the holds of a binding (I-4), and the reason a release then gives.
 _RELEASES_HOLDS = {"BindingPaused": "binding_paused", "BindingRevoked": "binding_revoked"}
 SWEEP_MOST = 500  # quotes released in one Function call of the sweep
+# Why the Function refused a bureau movement, as its dead letter says (a code first). The person's
+# region is the signer's (checked before): a person of another region is not the signer's to move.
 _REFUSED_MOVEMENT = {
-    "UNREGISTERED": "no PersonRegistered for this person",
-    "FOREIGN_REGION": "the person is registered in another region than the event's",
-    "WATERMARK_BEHIND": "postings_applied_through is below an earlier snapshot's (would undo platform postings)",
-    "WATERMARK_AHEAD": "postings_applied_through names platform postings that were never made",
+    "UNREGISTERED": "UNREGISTERED: no PersonRegistered for this person",
+    "FOREIGN_REGION": "NOT_SIGNERS: the person is registered in another region than the signer's",
+    "WATERMARK_BEHIND": "WATERMARK_BEHIND: postings_applied_through is below an earlier snapshot's "
+                        "(would undo platform postings)",
+    "WATERMARK_AHEAD": "WATERMARK_AHEAD: postings_applied_through names platform postings that were never made",
 }
 
 
@@ -89,8 +97,11 @@ class Answers:
 
 class SettlementService:
     def __init__(self, store: SettlementStore, broker: KafkaBroker, max_age: timedelta = timedelta(days=7),
-                 clock: Callable[[], datetime] = envelope.now, metrics: SettlementMetrics | None = None) -> None:
+                 clock: Callable[[], datetime] = envelope.now, metrics: SettlementMetrics | None = None,
+                 signatures: Signatures | None = None) -> None:
         self._store = store
+        # None only in unit tests of what needs no partner: every partner message is refused then
+        self._signatures = signatures
         self._metrics = metrics or SettlementMetrics(CollectorRegistry())
         self._broker = broker
         self._max_age = max_age
@@ -117,6 +128,8 @@ class SettlementService:
                 except Exception as exc:
                     log.exception("defect while answering %s[%d]@%d", msg.topic, msg.partition, msg.offset)
                     answers += on_defect(msg, exc)
+        # signed once, before a delivery that may be retried
+        answers.outcomes, answers.replies = self._signed(answers.outcomes), self._signed(answers.replies)
         await outage.retrying(lambda: self._deliver(answers))
         self._metrics.record(answers.noted)
         await publish_replies(self._broker, answers.replies)
@@ -130,16 +143,24 @@ class SettlementService:
     async def handle_charges(self, batch: list[Received]) -> None:
         """Settle a batch: decode and check each message, apply all in one pipelined round trip,
         then publish every outcome and wait for the broker's acks before returning."""
-        await self._each(topics.HIS_CHARGES, batch, self._settle_batch, self._platform_error)
+        # a defect outside the batch's reading answers without a reply: who sent it was not kept
+        await self._each(topics.HIS_CHARGES, batch, self._settle_batch,
+                         lambda msg, exc: self._platform_error(answered_only_on(msg, None), exc))
 
     async def _settle_batch(self, batch: list[Received]) -> Answers:
         answers = Answers()
         charges: list[tuple[Received, ChargeToSettle]] = []
         refunds: list[tuple[Received, RefundToApply]] = []
         now = self._clock()
-        for msg in batch:
+        # contract version 3: who signed each message, before anything reads its payload
+        verdicts = await self._his_signers(batch)
+        for msg, signer in zip(batch, verdicts):
+            msg = answered_only_on(msg, reply_prefix(signer))
             try:
-                todo = self._admit(msg, now, answers)
+                if isinstance(signer, SignatureRefused):
+                    self._unbelieved(msg, signer, answers)
+                    continue
+                todo = self._admit(msg, now, answers, signer)
             except Exception as exc:  # a defect while reading this one message
                 log.exception("defect while reading %s[%d]@%d", msg.topic, msg.partition, msg.offset)
                 answers += self._platform_error(msg, exc)
@@ -162,14 +183,34 @@ class SettlementService:
                 answers += self._platform_error(msg, exc)
         return answers
 
-    def _admit(self, msg: Received, now: datetime, answers: Answers) -> ChargeToSettle | RefundToApply | None:
+    async def _his_signers(self, batch: list[Received]) -> list[Signer | SignatureRefused]:
+        if self._signatures is None:
+            return [SignatureRefused.UNKNOWN_SIGNER] * len(batch)
+        return await self._signatures.his(batch)
+
+    def _unbelieved(self, msg: Received, refusal: SignatureRefused, answers: Answers) -> None:
+        """A message that proves no sender: ChargeRejected with the refusal on settlement.results
+        (never recorded: a resend signed by a key registered since is settled), or a dead letter
+        naming it when not even its envelope can be read. No reply: anyone could name any topic."""
+        readable = envelope.read(msg.value, c.CHARGE_TYPES)
+        if isinstance(readable, envelope.Unreadable):
+            answers.dead.append((msg, f"{refusal.value}: {readable.error}"))
+        else:
+            answers += self._rejected(msg, readable, ChargeRefused(Reason(refusal.value)))
+
+    def _admit(self, msg: Received, now: datetime, answers: Answers,
+               signer: Signer | None = None) -> ChargeToSettle | RefundToApply | None:
         """The checks that need no state. A refusal is added to `answers` (None returned).
+        `signer`: who signed it (a HIS speaks only for its own institution); None in unit tests
+        of the contract's other checks.
 
         A valid message is read in one pass from its bytes (`contract.CHARGE_MESSAGE`); one that
         is refused there, or by a rule, is read again step by step (`_admit_slowly`), which
         decides how it is answered: the fast path never answers a refusal itself."""
         try:
             message = c.CHARGE_MESSAGE.validate_json(msg.value)
+            if signer is not None and his_refusal(signer, message.payload.institution_code):
+                return self._admit_slowly(msg, now, answers, signer)
             if message.event_type == c.CHARGE_SUBMITTED:
                 return self._admit_charge(message.event_id, message.payload, now)
             if message.event_type != c.CHARGE_REFUNDED:
@@ -177,14 +218,22 @@ class SettlementService:
             refund = message.payload
             self._check_time(refund.refunded_at, now, "refunded_at")
         except (ValidationError, ChargeRefused):
-            return self._admit_slowly(msg, now, answers)
+            return self._admit_slowly(msg, now, answers, signer)
         return RefundToApply(message.event_id, refund.institution_code, refund.charge_id, refund.refund_id,
                              refund.digest(), refund.amount, now.isoformat(timespec="seconds"))
 
-    def _admit_slowly(self, msg: Received, now: datetime, answers: Answers) -> ChargeToSettle | RefundToApply | None:
+    def _admit_slowly(self, msg: Received, now: datetime, answers: Answers,
+                      signer: Signer | None = None) -> ChargeToSettle | RefundToApply | None:
         readable = envelope.read(msg.value, c.CHARGE_TYPES)
         if isinstance(readable, envelope.Unreadable):
             answers.dead.append((msg, readable.error))
+            return None
+        payload = readable.body.get("payload")
+        if signer is not None and (refusal := his_refusal(
+                signer, payload.get("institution_code") if isinstance(payload, dict) else None)):
+            log.warning("%s on %s[%d]@%d: signed by %s", refusal.value, msg.topic, msg.partition, msg.offset,
+                        signer.key_id)
+            answers += self._rejected(msg, readable, ChargeRefused(Reason(refusal.value)))
             return None
         try:
             envelope.Envelope.model_validate(readable.body)
@@ -331,63 +380,112 @@ class SettlementService:
         await self._each(topics.BUREAU_INSTITUTIONS, batch, self._institutions, _dead)
 
     async def _institutions(self, batch: list[Received]) -> Answers:
+        """Each registration believed only from the bureau of the institution's region (and of the
+        region it is registered in already: the Function refuses a move), with its public keys."""
         answers, found = Answers(), []
-        for msg, readable in _readable(batch, INSTITUTION_EVENT_TYPES, answers):
+        for msg, signer, readable in self._from_bureaus(batch, INSTITUTION_EVENT_TYPES, answers):
             try:
                 i = InstitutionRegistered.model_validate(readable.body.get("payload"))
+                public_keys = institution_keys(i.institution_code, i.region, i.public_keys)
             except ValidationError as exc:
                 answers.dead.append((msg, f"invalid {readable.event_type}: {c.describe(exc)}"))
                 continue
-            found.append((i.institution_code, i.region, i.kind))
+            except ValueError as exc:  # a key named for another institution
+                answers.dead.append((msg, f"invalid {readable.event_type}: public_keys: {exc}"))
+                continue
+            if refusal := institution_refusal(signer, i.region):
+                answers.dead.append((msg, f"{refusal.value}: {signer.key_id} may not register an institution "
+                                          f"of region {i.region}"))
+                continue
+            found.append((msg, InstitutionRegistration(
+                i.institution_code, i.region, i.kind, [k.model_dump(mode="json") for k in i.public_keys],
+                signer.region or "")))
+            log.info("institution %s registered by %s with keys %s", i.institution_code, signer.key_id,
+                     ", ".join(k.key_id for k in public_keys))
         if found:
-            await self._store.register_institutions(found)
+            for (msg, registration), done in zip(found, await self._store.institutions_registered(
+                    [r for _, r in found])):
+                if done != "OK":
+                    answers.dead.append((msg, f"{done}: institution {registration.code} is registered in another "
+                                              f"region; only that region's bureau may change it"))
         return answers
+
+    def _from_bureaus(self, batch: list[Received], types: frozenset[str],
+                      answers: Answers) -> list[tuple[Received, Signer, envelope.Readable]]:
+        """The messages of a bureau topic whose signature proves their sender and whose envelope
+        can be read, with their signer; the others are dead letters naming why (bureau topics
+        have no outcome topic to answer on)."""
+        out = []
+        for msg in batch:
+            signer = self._signatures.partner(msg) if self._signatures else SignatureRefused.UNKNOWN_SIGNER
+            if isinstance(signer, SignatureRefused):
+                answers.dead.append((msg, f"{signer.value}: {REFUSAL_TEXTS[signer][1]}"))
+                continue
+            readable = envelope.read(msg.value, types)
+            if isinstance(readable, envelope.Unreadable):
+                answers.dead.append((msg, readable.error))
+            else:
+                out.append((msg, signer, readable))
+        return out
 
     # -- bureau.accounts ----------------------------------------------------------------------
     async def follow_bureaus(self, batch: list[Received]) -> None:
-        """Keep the balance cache in step with the bureaus' books: registrations, contributions,
-        local spending and snapshots, each applied once and in bureau_seq order per person, and
-        only from the person's own region."""
+        """Keep the balance cache in step with the bureaus' books: registrations, transfers,
+        contributions, local spending and snapshots, each applied once and in bureau_seq order per
+        person, and only from the bureau of the person's own region (contract version 3: the
+        region its signature proves, shared/bureau.py)."""
         await self._each(topics.BUREAU_ACCOUNTS, batch, self._bureau_batch, _dead)
 
     async def _bureau_batch(self, batch: list[Received]) -> Answers:
         answers = Answers()
-        people, moves, reports = [], [], []
-        for msg, readable in _readable(batch, BUREAU_EVENT_TYPES, answers):
+        events: list[tuple[Received, Signer, PersonRegistered | PersonTransferred | Movement]] = []
+        reports = []
+        for msg, signer, readable in self._from_bureaus(batch, BUREAU_EVENT_TYPES, answers):
             try:
                 payload = readable.body.get("payload")
                 if readable.event_type == PERSON_REGISTERED:
-                    p = PersonRegistered.model_validate(payload)
-                    people.append((p.person_id, p.region, "e" if p.scheme == "employee" else "r", p.balance))
-                elif readable.event_type == DAILY_POSTINGS_REPORTED:
-                    reports.append((msg, readable.event_id, DailyPostingsReported.model_validate(payload)))
+                    events.append((msg, signer, PersonRegistered.model_validate(payload)))
+                    continue
+                if readable.event_type == PERSON_TRANSFERRED:
+                    events.append((msg, signer, PersonTransferred.model_validate(payload)))
+                    continue
+                if readable.event_type == DAILY_POSTINGS_REPORTED:
+                    report = DailyPostingsReported.model_validate(payload)
+                    region, event = report.region, (msg, readable.event_id, report)
                 elif readable.event_type == BALANCE_SNAPSHOT:
                     s = BalanceSnapshot.model_validate(payload)
-                    moves.append((msg, Movement(s.person_id, "snapshot", s.balance, s.bureau_seq, s.region,
-                                                s.postings_applied_through)))
+                    region, event = s.region, (msg, signer, Movement(
+                        s.person_id, "snapshot", s.balance, s.bureau_seq, s.region, s.postings_applied_through))
                 else:
                     m = AccountMovement.model_validate(payload)
-                    moves.append((msg, Movement(m.person_id, _MOVEMENT_KIND[readable.event_type], m.amount,
-                                                m.bureau_seq, m.region)))
+                    region, event = m.region, (msg, signer, Movement(
+                        m.person_id, _MOVEMENT_KIND[readable.event_type], m.amount, m.bureau_seq, m.region))
             except ValidationError as exc:
                 answers.dead.append((msg, f"invalid {readable.event_type}: {c.describe(exc)}"))
-        if people:
-            await self._store.register(people)
-        if moves:
-            # with a snapshot's drift figures (对账 per account), from the same Function call
-            applied = await self._store.movements_applied([m for _, m in moves])
-            for (msg, move), done in zip(moves, applied):
-                if done.outcome in _REFUSED_MOVEMENT:
-                    answers.dead.append((msg, f"refused {move.kind}: {_REFUSED_MOVEMENT[done.outcome]}"))
-                elif done.outcome == "NEGATIVE":
-                    log.warning("account of %s is below zero (%s) after a bureau %s: it pays nothing until "
-                                "it is positive again", mask_id_number(move.person_id), Fen(done.balance), move.kind)
-                if drifted := drift_detected(move, done):
-                    answers.outcomes.append(drifted[0])
-                    if done.outcome != "STALE":  # a redelivery announces it again; it was counted once
-                        self._metrics.drifted(drifted[1])
-                        log.warning("account of %s drifted by %s (snapshot bureau_seq %d)",
-                                    mask_id_number(move.person_id), Fen(drifted[1]), move.bureau_seq)
+                continue
+            if refusal := movement_refusal(signer, region):
+                answers.dead.append((msg, f"{refusal.value}: {signer.key_id} may not speak for region {region}"))
+            elif readable.event_type == DAILY_POSTINGS_REPORTED:
+                reports.append(event)
+            else:
+                events.append(event)
+        believed = await self._believed_about_people(events, answers)
+        # in the batch's order, one pipeline: a person registered (or moved) before his movement
+        applied = await self._store.bureau_events([e for _, e in believed])
+        for (msg, event), done in zip(believed, applied):
+            if done is None:
+                continue
+            if done.outcome in _REFUSED_MOVEMENT:
+                answers.dead.append((msg, f"{_REFUSED_MOVEMENT[done.outcome]} ({event.kind})"))
+            elif done.outcome == "NEGATIVE":
+                log.warning("account of %s is below zero (%s) after a bureau %s: it pays nothing until "
+                            "it is positive again", mask_id_number(event.person_id), Fen(done.balance), event.kind)
+            if drifted := drift_detected(event, done):
+                answers.outcomes.append(drifted[0])
+                if done.outcome != "STALE":  # a redelivery announces it again; it was counted once
+                    self._metrics.drifted(drifted[1])
+                    log.warning("account of %s drifted by %s (snapshot bureau_seq %d)",
+                                mask_id_number(event.person_id), Fen(drifted[1]), event.bureau_seq)
         for msg, event_id, report in reports:
             try:
                 if out := await self._reconcile(event_id, report):
@@ -398,6 +496,43 @@ class SettlementService:
                 log.exception("defect while reconciling %s[%d]@%d", msg.topic, msg.partition, msg.offset)
                 answers.dead.append((msg, f"platform error: {exc.__class__.__name__}"))
         return answers
+
+    async def _believed_about_people(
+            self, events: list[tuple[Received, Signer, PersonRegistered | PersonTransferred | Movement]],
+            answers: Answers) -> list[tuple[Received, Registration | Transfer | Movement]]:
+        """Registrations and transfers judged by who may register or move whom (shared/bureau.py),
+        against the person as the projection has him and as the batch's earlier events leave him
+        (one read for the batch); movements pass as they are (their region was judged already)."""
+        people = await self._store.people(sorted({e.person_id for _, _, e in events if not isinstance(e, Movement)}))
+        believed: list[tuple[Received, Registration | Transfer | Movement]] = []
+        for msg, signer, event in events:
+            if isinstance(event, Movement):
+                believed.append((msg, event))
+                continue
+            now = people[event.person_id]
+            if isinstance(event, PersonRegistered):
+                refusal = registration_refusal(signer, event.region, now.region, now.moving_to)
+                if refusal is None:
+                    people[event.person_id] = PersonState(
+                        event.region, None if now.moving_to == event.region else now.moving_to)
+                    believed.append((msg, Registration(event.person_id, event.region,
+                                                       "e" if event.scheme == "employee" else "r", event.balance)))
+                    continue
+                why = (f"{signer.key_id} may not register a person of region {now.region}"
+                       + (f" (transferred to {now.moving_to})" if now.moving_to else " (not transferred)")
+                       if speaks_for_region(signer, event.region) else
+                       f"{signer.key_id} may not register a person in region {event.region}")
+            else:
+                refusal = transfer_refusal(signer, now.region)
+                if refusal is None:
+                    people[event.person_id] = PersonState(now.region, event.to_region)
+                    believed.append((msg, Transfer(event.person_id, event.to_region)))
+                    continue
+                why = f"{signer.key_id} may not transfer a person " + (
+                    f"of region {now.region}" if now.region else "settlement has not registered")
+            log.warning("%s: %s (%s)", refusal.value, why, mask_id_number(event.person_id))
+            answers.dead.append((msg, f"{refusal.value}: {why}"))
+        return believed
 
     async def _reconcile(self, event_id: str, report: DailyPostingsReported) -> Outgoing | None:
         """对账 of one region and day, once every part of the bureau's report is in: every posting
@@ -428,7 +563,7 @@ class SettlementService:
         log.info("reconciled %s %s: %d differences", report.region, report.day, len(differences))
         value = envelope.seal(c.RECONCILIATION_REPORT, event, event_id=ids.event_id(
             c.RECONCILIATION_REPORT, report.region, day, report.report_id, *(p["event_id"] for p in parts)))
-        return Outgoing(topics.BUREAU_POSTINGS, report.region.encode(), value)
+        return Outgoing(topics.bureau_postings(report.region), report.region.encode(), value)
 
     # -- quotes (预结算): expiry and announcements --------------------------------------------
     async def sweep_quotes(self) -> int:
@@ -507,13 +642,16 @@ class SettlementService:
         if isinstance(readable, envelope.Unreadable):
             await dead_letter(self._broker, msg, readable.error)
             return
-        await publish_replies(self._broker, reply_to(msg, msg.key, await self._answer(msg, readable)))
+        await publish_replies(self._broker, self._signed(reply_to(msg, msg.key, await self._answer(msg, readable))))
 
     async def answer_query_defect(self, msg: Received) -> None:
         readable = envelope.read(msg.value, c.QUERY_TYPES)
         if isinstance(readable, envelope.Readable):
             refused = ChargeRefused(Reason.PLATFORM_ERROR)
-            await publish_replies(self._broker, self._rejected(msg, readable, refused).replies)
+            await publish_replies(self._broker, self._signed(self._rejected(msg, readable, refused).replies))
+
+    def _signed(self, replies: list[Outgoing]) -> list[Outgoing]:
+        return self._signatures.signed(replies) if self._signatures is not None else replies
 
     async def _answer(self, msg: Received, readable: envelope.Readable) -> bytes:
         """A query's answer, or ChargeRejected INVALID_CHARGE when it is not well-formed."""
@@ -569,19 +707,6 @@ class SettlementService:
             balance=Fen(account.balance) if account and account.scheme == "employee" else None,
             held=Fen(account.held) if account and account.scheme == "employee" else None)
         return envelope.seal(c.ACCOUNT_FOUND, event, event_id=ids.event_id(c.ACCOUNT_FOUND, query_id))
-
-
-def _readable(batch: list[Received], types: frozenset[str], answers: Answers) -> list[tuple[Received, envelope.Readable]]:
-    """The messages of a batch whose envelope can be read; the others are dead letters (bureau
-    events have no outcome topic to answer on)."""
-    out = []
-    for msg in batch:
-        readable = envelope.read(msg.value, types)
-        if isinstance(readable, envelope.Unreadable):
-            answers.dead.append((msg, readable.error))
-        else:
-            out.append((msg, readable))
-    return out
 
 
 def _dead(msg: Received, exc: Exception) -> Answers:

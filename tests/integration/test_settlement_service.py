@@ -12,7 +12,9 @@ import pytest
 from shared import topics as t
 from shared.envelope import seal
 from shared.state import person_bucket
-from tests.support import body, china_today, command, new_person_id, payload_of, running
+from shared.kafka import ensure_topics
+from tests.support import (AUTO, TopicView, Watcher, body, china_today, command, dev_keys, institution_registered,
+                           new_person_id, payload_of, running)
 
 pytestmark = pytest.mark.integration
 
@@ -32,11 +34,14 @@ def services(infra, tmp_path_factory):
 class Counter:
     """A hospital's HIS and the family, reduced to what these tests need."""
 
-    def __init__(self, bus, redis):
-        self.bus, self.redis = bus, redis
+    def __init__(self, bus, redis, services=None):
+        self.bus, self.redis, self.services = bus, redis, services
+
+    def settlement_log(self) -> str:
+        return self.services["settlement"].log_text()
 
     async def institution(self, code, region, kind="hospital") -> None:
-        event = {"institution_code": code, "name": f"医院{code}", "region": region, "kind": kind}
+        event = institution_registered(code, region, f"医院{code}", kind)
         await self.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", event), key=code)
         async with asyncio.timeout(30):
             while (await self.redis.hget("stl:inst", code) or b"").split(b"|")[0] != region.encode():
@@ -80,9 +85,9 @@ class Counter:
                 "visit_kind": "outpatient", "total": total, "fund_paid": fund, "individual_borne": borne,
                 "charged_at": datetime.now(CST).isoformat(timespec="seconds")} | extra
 
-    async def submit(self, charge, event_type="ChargeSubmitted", event_id=None) -> bytes:
+    async def submit(self, charge, event_type="ChargeSubmitted", event_id=None, signer=AUTO, headers=None) -> bytes:
         raw = command(event_type, charge, event_id)
-        await self.bus.send(t.HIS_CHARGES, raw, key=charge.get("patient_id", "x"))
+        await self.bus.send(t.HIS_CHARGES, raw, key=charge.get("patient_id", "x"), signer=signer, headers=headers)
         return raw
 
     async def result(self, charge_id, event_type=None, count=1) -> list[dict]:
@@ -119,10 +124,23 @@ class Counter:
 
 @pytest.fixture
 async def counter(bus, clean_redis, services):
-    counter = Counter(bus, clean_redis)
+    counter = Counter(bus, clean_redis, services)
     for region, code in HOSPITALS.items():
         await counter.institution(code, region)
     return counter
+
+
+@pytest.fixture(scope="module")
+async def hospital_replies(infra, bus):
+    """Reply topics of Xi'an's and Baoji's hospitals, watched by the bus (created first, as a HIS
+    creates its own)."""
+    topics = [f"reply.{HOSPITALS['610100']}.tests", f"reply.{HOSPITALS['610300']}.tests"]
+    await ensure_topics(infra.settings(), topics)
+    watcher = Watcher(infra.kafka_bootstrap, topics, infra.security)
+    await watcher.start()
+    bus.watchers.update({topic: TopicView(watcher, topic) for topic in topics})
+    yield topics
+    await watcher.stop()
 
 
 def lines(result: dict) -> list[tuple]:
@@ -163,7 +181,7 @@ async def test_xian_grantor_pays_for_a_baoji_patient_and_the_posting_goes_to_xia
     await counter.submit(charge)
     [settled] = await counter.result(charge["charge_id"])
     assert settled["payload"]["lines"][0]["region"] == "610100"
-    [posting] = await bus.watchers[t.BUREAU_POSTINGS].wait_for(   # the topic carries reports too
+    [posting] = await bus.watchers[t.bureau_postings("610100")].wait_for(   # the topic carries reports too
         lambda r: payload_of(r).get("charge_id") == charge["charge_id"])
     assert posting.key == b"610100"
     p = payload_of(posting)
@@ -283,7 +301,8 @@ async def test_family_account_showing_the_patients_own_code_settles(counter):
     (dict(charged_at=lambda: (datetime.now(CST) + timedelta(minutes=11)).isoformat()), "INVALID_CHARGE"),
     (dict(patient_name=12345), "INVALID_CHARGE"),
     (dict(institution_region=610100), "INVALID_CHARGE"),
-    (dict(institution_code="H 1|x"), "INVALID_CHARGE"),
+    # signed by the Xi'an hospital, naming something else: not its to say (contract version 3)
+    (dict(institution_code="H 1|x"), "NOT_SIGNERS"),
     (dict(charge_id="C:1"), "INVALID_CHARGE"),
     (dict(charge_id="C" * 65), "INVALID_CHARGE"),
 ])
@@ -291,7 +310,7 @@ async def test_bad_charges_are_answered_with_a_reason(counter, change, reason):
     patient = await counter.person(balance="10.00")
     charge = counter.charge(patient, "1.00") | {k: v() if callable(v) else v for k, v in change.items()}
     charge = {k: v for k, v in charge.items() if v is not None}
-    await counter.submit(charge)
+    await counter.submit(charge, signer=dev_keys().institution(HOSPITALS["610100"]))  # the hospital's HIS sends it
     [refused] = await counter.result(charge["charge_id"][:64])   # an over-long id is echoed bounded
     assert refused["event_type"] == "ChargeRejected"
     assert refused["payload"]["reason_code"] == reason
@@ -299,14 +318,12 @@ async def test_bad_charges_are_answered_with_a_reason(counter, change, reason):
 
 async def test_unknown_and_out_of_province_patients_are_refused(counter):
     ghost = {"person_id": new_person_id(), "name": "无"}
-    outsider = await counter.person(region="610100", balance="10.00")
-    await counter.bus.send(t.BUREAU_ACCOUNTS, seal("PersonRegistered", {
-        "person_id": outsider["person_id"], "name": outsider["name"], "region": "110100", "scheme": "employee",
-        "employer": "x", "balance": "10.00"}), key=outsider["person_id"])
-    async with asyncio.timeout(30):
-        while b"110100" not in (await counter.redis.hget(f"stl:acct:{person_bucket(outsider['person_id'])}",
-                                                          outsider["person_id"]) or b""):
-            await asyncio.sleep(0.02)
+    outsider = {"person_id": new_person_id(), "name": "京"}
+    # Only a bureau the operator lists can register anyone (contract version 3) and the province's
+    # keys list its own regions: a Beijing account is written into the projection as it would be
+    # had the operator listed Beijing's bureau.
+    await counter.redis.hset(f"stl:acct:{person_bucket(outsider['person_id'])}", outsider["person_id"],
+                             "1000|0|110100|e|0|0|0")
     for who, reason in ((ghost, "UNKNOWN_PATIENT"), (outsider, "OUTSIDE_PROVINCE")):
         charge = counter.charge(who, "1.00")
         await counter.submit(charge)
@@ -371,7 +388,7 @@ async def test_a_snapshot_taken_before_the_bureau_applied_a_platform_debit_does_
     first = counter.charge(person, "30.00")
     await counter.submit(first)
     await counter.result(first["charge_id"], "ChargeSettled")
-    [posting] = await bus.watchers[t.BUREAU_POSTINGS].wait_for(
+    [posting] = await bus.watchers[t.bureau_postings("610100")].wait_for(
         lambda r: payload_of(r).get("charge_id") == first["charge_id"])
     assert payload_of(posting)["account_seq"] == 1
     # The bureau's book: the opening 100.00 plus a contribution, without the platform's debit yet.
@@ -393,7 +410,8 @@ async def test_bureau_events_for_a_person_of_another_region_are_dead_lettered_an
     await counter.bureau("AccountCredited", person, region="610300", amount="99.00", bureau_seq=1)
     [dead] = await bus.watchers[t.dead_letter_topic(t.BUREAU_ACCOUNTS)].wait_for(
         lambda r: person["person_id"].encode() in r.value and b"99.00" in r.value)
-    assert "another region" in dict(dead.headers)["dlq-error"].decode()
+    error = dict(dead.headers)["dlq-error"].decode()
+    assert error.startswith("NOT_SIGNERS: ") and "another region" in error, error  # Baoji's bureau signed it
     await counter.bureau("AccountCredited", person, amount="1.00", bureau_seq=1)   # the seq was not consumed
     await counter.bureau_seq_reached(person, 1)
     assert await counter.balance(person) == 1_100
@@ -441,6 +459,7 @@ async def test_grantor_sees_what_each_beneficiary_spent(counter, bus):
         "date_to": today.isoformat()}, query_id), headers={"reply_to": "reply.tests", "correlation_id": query_id})
     [reply] = await bus.watchers["reply.tests"].wait_for(lambda r: payload_of(r).get("command_id") == query_id)
     listed = payload_of(reply)
+    assert verified_by_settlement(reply)  # every reply on a reply topic is signed (contract version 3)
     assert listed["total_paid"] == "22.50"
     assert sorted(b["total_paid"] for b in listed["beneficiaries"]) == ["15.00", "7.50"]
     assert all("*" in b["beneficiary_id"] for b in listed["beneficiaries"])
@@ -463,7 +482,8 @@ async def test_reconciliation_lists_every_difference_with_the_bureaus_book(count
         {"posting_id": "P:H610100-01:foreign:0", "direction": "credit", "amount": "1.00"}]}
     report_id = str(uuid.uuid4())
     await bus.send(t.BUREAU_ACCOUNTS, seal("DailyPostingsReported", report, event_id=report_id), key="610100")
-    [r] = await bus.watchers[t.BUREAU_POSTINGS].wait_for(lambda r: payload_of(r).get("report_for") == report_id)
+    [r] = await bus.watchers[t.bureau_postings("610100")].wait_for(
+        lambda r: payload_of(r).get("report_for") == report_id)
     assert r.key == b"610100"
     p = payload_of(r)
     assert (p["platform_count"], p["bureau_count"], p["matched"]) == (2, 3, 1)
@@ -519,22 +539,17 @@ async def test_settlement_goes_on_when_its_function_library_disappears(counter):
     assert (await counter.result(charge["charge_id"]))[0]["event_type"] == "ChargeSettled"
 
 
-async def test_a_charge_from_an_undesignated_institution_settles_once_the_institution_is_registered(counter):
+async def test_a_charge_naming_another_region_than_its_institutions_is_refused_unknown_institution(counter):
+    """The institution signed it (its key is registered), but it is designated in Xi'an, not Baoji.
+    (An institution not registered at all proves no key: test_settlement_signatures.py.)"""
     patient = await counter.person(balance="10.00")
-    charge = counter.charge(patient, "1.00") | {"institution_code": "CLINIC-NEW"}
-    event_id = str(uuid.uuid4())
-    await counter.submit(charge, event_id=event_id)
+    charge = counter.charge(patient, "1.00") | {"institution_region": "610300"}
+    await counter.submit(charge)
     [refused] = await counter.result(charge["charge_id"])
     assert (refused["payload"]["reason_code"], refused["payload"]["institution_code"]) == (
-        "UNKNOWN_INSTITUTION", "CLINIC-NEW")
-    await counter.institution("CLINIC-NEW", "610300", "clinic")      # designated, but in Baoji
-    await counter.submit(charge, event_id=str(uuid.uuid4()))
-    [_, again] = await counter.result(charge["charge_id"], count=2)
-    assert again["payload"]["reason_code"] == "UNKNOWN_INSTITUTION"
-    await counter.institution("CLINIC-NEW", "610100", "clinic")
-    await counter.submit(charge, event_id=event_id)                   # the HIS resends the same message
+        "UNKNOWN_INSTITUTION", HOSPITALS["610100"])
+    await counter.submit(charge | {"institution_region": "610100"})
     [settled] = await counter.result(charge["charge_id"], "ChargeSettled")
-    assert settled["payload"]["institution_code"] == "CLINIC-NEW"
     assert await counter.balance(patient) == 900
 
 
@@ -584,7 +599,7 @@ async def test_postings_carry_each_accounts_sequence_and_refunds_are_dated_by_th
     refund = counter.refund(charge, "10.00", refunded_at=(datetime.now(CST) - timedelta(days=3)).isoformat())
     await counter.submit(refund, "ChargeRefunded")
     [done] = await counter.result(charge["charge_id"], "RefundSettled")
-    postings = [payload_of(r) for r in await bus.watchers[t.BUREAU_POSTINGS].wait_for(
+    postings = [payload_of(r) for r in await bus.watchers[t.bureau_postings("610100")].wait_for(
         lambda r: payload_of(r).get("charge_id") == charge["charge_id"], count=2)]
     assert sorted((p["direction"], p["account_seq"], p["posting_id"]) for p in postings) == [
         ("credit", 2, f"R:{HOSPITALS['610100']}:{charge['charge_id']}:R1:0"),
@@ -594,19 +609,40 @@ async def test_postings_carry_each_accounts_sequence_and_refunds_are_dated_by_th
     assert datetime.fromisoformat(credit["posted_at"]) > datetime.now(CST) - timedelta(minutes=5)
 
 
-async def test_a_reply_goes_to_a_reply_topic_only_and_the_outcome_always_to_settlement_results(counter, bus):
+async def test_a_his_is_answered_signed_on_its_own_reply_topics_only_and_the_outcome_always_on_results(
+        counter, bus, hospital_replies):
+    """Contract version 3: a HIS's reply_to must begin reply.<its institution>.; another institution's
+    reply topic, or any other topic, is ignored (and logged); the outcome is on settlement.results."""
     patient = await counter.person(balance="10.00")
-    asked, hostile = counter.charge(patient, "1.00"), counter.charge(patient, "2.00")
-    await bus.send(t.HIS_CHARGES, command("ChargeSubmitted", asked), key=patient["person_id"],
-                   headers={"reply_to": "reply.tests", "correlation_id": "corr-1"})
+    own, others, hostile = (counter.charge(patient, amount) for amount in ("1.00", "2.00", "3.00"))
+    mine, baoji = hospital_replies
+    await bus.send(t.HIS_CHARGES, command("ChargeSubmitted", own), key=patient["person_id"],
+                   headers={"reply_to": mine, "correlation_id": "corr-1"})
+    await bus.send(t.HIS_CHARGES, command("ChargeSubmitted", others), key=patient["person_id"],
+                   headers={"reply_to": baoji, "correlation_id": "corr-2"})
     await bus.send(t.HIS_CHARGES, command("ChargeSubmitted", hostile), key=patient["person_id"],
-                   headers={"reply_to": t.BUREAU_POSTINGS, "correlation_id": "corr-2"})
-    [settled] = await counter.result(asked["charge_id"])
-    [also] = await counter.result(hostile["charge_id"])
-    [replied] = await bus.watchers["reply.tests"].wait_for(lambda r: payload_of(r).get("charge_id") == asked["charge_id"])
+                   headers={"reply_to": t.bureau_postings("610100"), "correlation_id": "corr-3"})
+    [settled] = await counter.result(own["charge_id"])
+    [replied] = await bus.watchers[mine].wait_for(lambda r: payload_of(r).get("charge_id") == own["charge_id"])
     assert body(replied) == settled and dict(replied.headers)["correlation_id"] == b"corr-1"
-    assert also["event_type"] == "ChargeSettled"
-    assert not bus.watchers[t.BUREAU_POSTINGS].matching(lambda r: body(r).get("event_id") == also["event_id"])
+    assert verified_by_settlement(replied)
+    for charge in (others, hostile):
+        [also] = await counter.result(charge["charge_id"])
+        assert also["event_type"] == "ChargeSettled"
+    assert not bus.watchers[baoji].matching(lambda r: payload_of(r).get("charge_id") == others["charge_id"])
+    assert not bus.watchers[t.bureau_postings("610100")].matching(lambda r: body(r).get("event_id") == also["event_id"])
+    assert f'ignored reply_to "{baoji}"' in counter.settlement_log()
+
+
+def verified_by_settlement(record) -> bool:
+    """The record carries settlement:k1's signature over its topic, key and value (the operator's keys file)."""
+    from shared.signing import KeyRing, Signer, verify
+
+    ring = KeyRing.load(dev_keys().partner_keys_file)
+    signer = verify(record.topic, record.key, record.value, {k: v.decode() for k, v in record.headers}, ring.find,
+                    datetime.now(timezone.utc))
+    return isinstance(signer, Signer) and (signer.key_id, signer.owner, signer.service) == (
+        "settlement:k1", "platform", "settlement")
 
 
 async def test_a_daily_report_in_parts_is_reconciled_once_all_parts_are_in(counter, bus):
@@ -625,11 +661,12 @@ async def test_a_daily_report_in_parts_is_reconciled_once_all_parts_are_in(count
              "amount": charge["individual_borne"]}]}
         await bus.send(t.BUREAU_ACCOUNTS, seal("DailyPostingsReported", report, event_id=part_ids[part - 1]),
                        key="610100")
-    [r] = await bus.watchers[t.BUREAU_POSTINGS].wait_for(lambda r: payload_of(r).get("report_id") == report_id)
+    xian = bus.watchers[t.bureau_postings("610100")]
+    [r] = await xian.wait_for(lambda r: payload_of(r).get("report_id") == report_id)
     p = payload_of(r)
     assert (p["report_for"], p["parts"], p["platform_count"], p["bureau_count"], p["matched"], p["differences"]) == (
         part_ids[0], 2, 2, 2, 2, [])
-    assert len(bus.watchers[t.BUREAU_POSTINGS].matching(lambda r: payload_of(r).get("report_id") == report_id)) == 1
+    assert len(xian.matching(lambda r: payload_of(r).get("report_id") == report_id)) == 1
 
 
 async def test_a_query_is_answered_on_its_reply_topic_only_when_it_names_one_allowed(counter, bus):
@@ -654,8 +691,8 @@ async def test_settlement_answers_only_after_reading_registrations_and_instituti
     services["settlement"].stop()
     try:
         code = f"H-{uuid.uuid4().hex[:8]}"
-        await counter.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", {
-            "institution_code": code, "name": "新医院", "region": "610100", "kind": "hospital"}), key=code)
+        await counter.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", institution_registered(
+            code, "610100", "新医院")), key=code)
         person = {"person_id": new_person_id(), "name": "新人", "region": "610100", "scheme": "employee",
                   "employer": "x", "balance": "10.00", "phone": "13912345678"}
         await counter.bus.send(t.BUREAU_ACCOUNTS, seal("PersonRegistered", person), key=person["person_id"])

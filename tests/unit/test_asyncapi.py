@@ -30,7 +30,7 @@ CONTRACT = {
                            "ChargeRejected": ["charge_id", "reason_code", "message_zh", "message_en", "institution_code"],
                            "FraudSuspected": ["charge_id", "patient_id", "code_holder_id", "institution_code"]},
     "bureau.institutions": {"InstitutionRegistered": ["institution_code", "name", "region", "kind"]},
-    "bureau.postings": {"Posting": ["posting_id", "region", "person_id", "direction", "amount", "charge_id",
+    "bureau.postings.{region}": {"Posting": ["posting_id", "region", "person_id", "direction", "amount", "charge_id",
                                     "refund_id", "beneficiary_id", "posted_at", "account_seq"]},
     "bureau.accounts": {"PersonRegistered": ["person_id", "name", "region", "scheme", "employer", "community",
                                              "phone", "balance"],

@@ -154,7 +154,7 @@ def test_a_snapshot_drifts_only_by_what_the_postings_in_flight_do_not_explain():
     assert drift_detected(Movement("610102195001011234", "credit", 100, 3, "610100"),
                           MovementApplied("APPLIED", 8_100)) is None
     out, fen = drift_detected(snapshot, MovementApplied("APPLIED", 8_000, 7_000, -3_000))
-    assert (out.topic, out.key, fen) == ("bureau.postings", b"610100", -1_000)
+    assert (out.topic, out.key, fen) == ("bureau.postings.610100", b"610100", -1_000)
     assert json.loads(out.value)["payload"] == {
         "person_id": "610102195001011234", "region": "610100", "bureau_seq": 2, "snapshot_balance": "110.00",
         "in_flight": "-30.00", "platform_balance": "70.00", "drift": "-10.00"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from shared.refusal import Refusal
+from shared.signing import REFUSAL_TEXTS, SignatureRefused
 
 
 class Reason(StrEnum):
@@ -24,6 +25,11 @@ class Reason(StrEnum):
     QUOTE_RELEASED = "QUOTE_RELEASED"
     QUOTE_MISMATCH = "QUOTE_MISMATCH"
     ALREADY_SETTLED = "ALREADY_SETTLED"
+    # contract version 3: the message does not prove who sent it, or its signer may not say it
+    UNSIGNED = "UNSIGNED"
+    UNKNOWN_SIGNER = "UNKNOWN_SIGNER"
+    BAD_SIGNATURE = "BAD_SIGNATURE"
+    NOT_SIGNERS = "NOT_SIGNERS"
 
 
 # Refusals read off a projection (who is registered, which institutions are designated): one that
@@ -55,6 +61,7 @@ MESSAGES: dict[Reason, tuple[str, str]] = {
                             "The quote was cancelled, or released because a binding of it was paused or revoked."),
     Reason.QUOTE_MISMATCH: ("结算内容与预结算不一致", "The charge differs from the quote it names."),
     Reason.ALREADY_SETTLED: ("该结算单已结算", "The charge is already settled: it can no longer be quoted or cancelled."),
+    **{Reason(code.value): texts for code, texts in REFUSAL_TEXTS.items()},
 }
 
 

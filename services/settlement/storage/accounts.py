@@ -7,6 +7,11 @@ Keys this service owns (README, "Redis keys"):
 - `stl:pp:{person}`        list of "account_seq|signed fen": the platform's postings to the account
                            after the last snapshot's watermark (trimmed by each BalanceSnapshot)
 - `stl:inst`               hash institution code -> "region|kind" (projection of bureau.institutions)
+- `stl:ikeys`              hash institution code -> JSON {"region", "keys": [{key_id, public_key, not_before,
+                           not_after}]}: the institution's public keys, from the same registration (contract
+                           version 3; a later registration replaces the list)
+- `stl:moving`             hash person_id -> the region his own bureau transferred him to (PersonTransferred),
+                           until that region registers him
 - `stl:charge:{institution}:{charge_id}` hash: the settled charge, its lines, refunds (idempotency)
 - `stl:rej:{institution}:{event_id}` the reason a charge or refund message was refused (idempotency;
                            refusals read off a projection are never recorded)
@@ -76,6 +81,43 @@ class RefundToApply:
     digest: str
     amount: int
     settled_at: str  # the platform's clock: it dates the credit postings and the 对账 day
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A PersonRegistered believed (its bureau may register him): scheme e|r, opening balance fen."""
+
+    person_id: str
+    region: str
+    scheme: str
+    balance: int | None
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A PersonTransferred believed: `to_region` may register the person next."""
+
+    person_id: str
+    to_region: str
+
+
+@dataclass(frozen=True)
+class PersonState:
+    """What settlement's projection says of a person: where he is registered, where he may move."""
+
+    region: str | None
+    moving_to: str | None
+
+
+@dataclass(frozen=True)
+class InstitutionRegistration:
+    """An InstitutionRegistered as stored: its public keys as `InstitutionKey.model_dump(mode="json")`."""
+
+    code: str
+    region: str
+    kind: str
+    public_keys: list[dict]
+    signer_region: str
 
 
 @dataclass(frozen=True)
@@ -184,6 +226,8 @@ def _failed(error: Exception, count: int) -> list[Applied]:
 # of the same Redis wait at most one call.
 CALL_ITEMS = 250
 OUTBOX = "stl:quote:outbox"
+MOVING = "stl:moving"
+INSTITUTION_KEYS = "stl:ikeys"
 
 
 def _spent_field(institution_code: str, charge_id: str) -> str:
@@ -321,31 +365,72 @@ class SettlementStore:
 
     async def register(self, people: list[tuple[str, str, str, int | None]]) -> None:
         """(person_id, region, scheme e|r, opening balance) for a batch of registrations."""
+        await self.bureau_events([Registration(*p) for p in people])
+
+    async def people(self, person_ids: list[str]) -> dict[str, PersonState]:
+        """Each person's registered region and pending transfer, one round trip: what a bureau's
+        registration or transfer of him is judged by (shared/bureau.py)."""
+        if not person_ids:
+            return {}
         pipe = self._redis.pipeline(transaction=False)
-        for person_id, region, scheme, balance in people:
-            pipe.fcall("register_person", 0, person_id, region, scheme, "" if balance is None else balance)
-        await pipe.execute()
+        for pid in person_ids:
+            pipe.hget(f"stl:acct:{person_bucket(pid)}", pid)
+            pipe.hget(MOVING, pid)
+        found = await pipe.execute()
+        return {pid: PersonState(raw.split(b"|")[2].decode() if raw else None, moving.decode() if moving else None)
+                for pid, raw, moving in zip(person_ids, found[::2], found[1::2])}
+
+    async def bureau_events(self, events: list[Registration | Transfer | Movement]) -> list[MovementApplied | None]:
+        """Apply a batch of bureau.accounts events in their order, one pipeline: a movement's
+        answer (APPLIED, NEGATIVE, STALE or a refusal, with a snapshot's drift figures from the
+        same atomic step that applies it); None for a registration or a transfer."""
+        if not events:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for e in events:
+            if isinstance(e, Registration):
+                pipe.fcall("register_person", 0, e.person_id, e.region, e.scheme, "" if e.balance is None else e.balance)
+            elif isinstance(e, Transfer):
+                pipe.fcall("transfer_person", 0, e.person_id, e.to_region)
+            else:
+                pipe.fcall("bureau_movement", 0, e.person_id, e.kind, e.amount, e.bureau_seq, e.region,
+                           e.applied_through)
+        out: list[MovementApplied | None] = []
+        for e, r in zip(events, await pipe.execute()):
+            if not isinstance(e, Movement):
+                out.append(None)
+                continue
+            drift = (int(r[2]), int(r[3])) if len(r) > 3 else (None, None)
+            out.append(MovementApplied(r[0].decode(), int(r[1]), *drift))
+        return out
 
     async def register_institutions(self, institutions: list[tuple[str, str, str]]) -> None:
-        """(institution code, region, kind) for a batch of InstitutionRegistered."""
+        """(institution code, region, kind), registered by their own region's bureau without keys
+        (tests and the raw bench: such an institution signs nothing)."""
+        await self.institutions_registered([InstitutionRegistration(code, region, kind, [], region)
+                                            for code, region, kind in institutions])
+
+    async def institutions_registered(self, registrations: list[InstitutionRegistration]) -> list[str]:
+        """A batch of InstitutionRegistered, in order, one pipeline: each one's answer, OK or
+        NOT_SIGNERS (registered in another region than its signer's: nothing changed)."""
         pipe = self._redis.pipeline(transaction=False)
-        for code, region, kind in institutions:
-            pipe.fcall("register_institution", 0, code, region, kind)
-        await pipe.execute()
+        for r in registrations:
+            pipe.fcall("register_institution", 0, r.code, r.region, r.kind,
+                       _dumps({"region": r.region, "keys": r.public_keys}), r.signer_region)
+        return [a.decode() if isinstance(a, bytes) else str(a) for a in await pipe.execute()]
+
+    async def institution_keys(self, codes: list[str]) -> dict[str, bytes | None]:
+        """The public keys each institution registered (as `institutions_registered` stored them),
+        one HMGET for a batch's distinct signers."""
+        if not codes:
+            return {}
+        return dict(zip(codes, await self._redis.hmget(INSTITUTION_KEYS, codes)))
 
     async def movements_applied(self, moves: list[Movement]) -> list[MovementApplied]:
         """Apply bureau events through bureau_movement, one pipeline: each one's outcome (APPLIED,
         NEGATIVE, STALE or a refusal) and the balance after; a snapshot's drift figures come back
         from the same atomic step that applies it."""
-        pipe = self._redis.pipeline(transaction=False)
-        for m in moves:
-            pipe.fcall("bureau_movement", 0, m.person_id, m.kind, m.amount, m.bureau_seq, m.region,
-                       m.applied_through)
-        out = []
-        for r in await pipe.execute():
-            drift = (int(r[2]), int(r[3])) if len(r) > 3 else (None, None)
-            out.append(MovementApplied(r[0].decode(), int(r[1]), *drift))
-        return out
+        return await self.bureau_events(moves)  # type: ignore[return-value]  # movements answer
 
     async def bureau_movements(self, moves: list[Movement]) -> list[tuple[str, int]]:
         """Each movement's outcome and the balance after."""

@@ -11,7 +11,9 @@
 -- held = fen held by live quotes (预结算), not available to other charges (6-field entries: 0).
 -- stl:pp:{person} (list, oldest first): "account_seq|signed fen" of the platform's postings after
 -- the watermark, what a snapshot's balance does not include yet; trimmed by each snapshot.
--- stl:inst (hash): institution code -> "region|kind", projection of bureau.institutions.
+-- stl:inst (hash): institution code -> "region|kind", projection of bureau.institutions;
+-- stl:ikeys (hash): institution code -> its public keys (contract version 3), from the same
+-- registration. stl:moving (hash): person_id -> the region his own bureau transferred him to.
 -- Payer index (written by the binding service, shared/binding_index.py), hash bnd:pay:{patient}:
 -- field binding_id, value "grantor|order|startYYYYMMDD|endYYYYMMDD|region|monthly_limit_fen|paused"
 -- (limit empty = none; paused 'p' = pays nothing; the old 5-field value: no limit, not paused).
@@ -27,6 +29,7 @@
 -- live on one Redis primary (no cluster), as deployed.
 
 local BUCKETS = 65536
+local MOVING = 'stl:moving'
 
 local function bucket_key(person_id)
   return 'stl:acct:' .. (tonumber(string.sub(person_id, 7, 17)) % BUCKETS)
@@ -520,6 +523,8 @@ end
 
 -- A bureau registration: region and scheme follow the bureau; an existing account's balance
 -- is the platform's to keep (it moves with AccountCredited/Debited/Snapshot, by bureau_seq).
+-- Who may register whom was decided before (shared/bureau.py, registration_refusal); a
+-- registration by the region a person was transferred to ends the transfer.
 -- ARGV: person_id, region, scheme (e|r), opening balance fen ('' if none)
 local function register_person(keys, args)
   local person, region, scheme, balance = args[1], args[2], args[3], args[4]
@@ -530,6 +535,14 @@ local function register_person(keys, args)
     a = {balance = tonumber(balance) or 0, seq = 0, region = region, scheme = scheme, aseq = 0, wm = 0}
   end
   write_account(person, a)
+  if redis.call('HGET', MOVING, person) == region then redis.call('HDEL', MOVING, person) end
+  return 'OK'
+end
+
+-- A PersonTransferred its own region's bureau sent (contract version 3): the region that may
+-- register the person next, until it does. ARGV: person_id, to_region
+local function transfer_person(keys, args)
+  redis.call('HSET', MOVING, args[1], args[2])
   return 'OK'
 end
 
@@ -595,9 +608,16 @@ local function bureau_movement(keys, args)
   return {outcome, a.balance}
 end
 
--- ARGV: institution code, region, kind (a registration replaces the previous one)
+-- A registration replaces the previous one, its keys included (a key left out is retired), but
+-- only the bureau of the region the institution is registered in may change it (contract
+-- version 3): answers NOT_SIGNERS, changing nothing, when `signer_region` is another.
+-- ARGV: institution code, region, kind, public keys (storage/accounts.py encodes them), signer_region
 local function register_institution(keys, args)
-  redis.call('HSET', 'stl:inst', args[1], args[2] .. '|' .. args[3])
+  local code, region, kind, public_keys, signer_region = args[1], args[2], args[3], args[4], args[5]
+  local current = redis.call('HGET', 'stl:inst', code)
+  if current and split(current, '|')[1] ~= signer_region then return 'NOT_SIGNERS' end
+  redis.call('HSET', 'stl:inst', code, region .. '|' .. kind)
+  redis.call('HSET', 'stl:ikeys', code, public_keys)
   return 'OK'
 end
 
@@ -606,6 +626,7 @@ redis.register_function('refund', refund)
 redis.register_function('settle_batch', settle_batch)
 redis.register_function('refund_batch', refund_batch)
 redis.register_function('register_person', register_person)
+redis.register_function('transfer_person', transfer_person)
 redis.register_function('bureau_movement', bureau_movement)
 redis.register_function('register_institution', register_institution)
 redis.register_function('release_due', release_due)
