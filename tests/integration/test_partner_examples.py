@@ -3,12 +3,24 @@ the settlement, binding and notify services as processes, each answer checked ag
 guide documents.
 
 The guide marks each fenced block with an HTML comment just before it:
-`<!-- example: NAME | ROLE | topic=... | key=... | headers=k:v,k:v | varies=path,path -->`, where
-ROLE is `input` (published as it stands: the block's text is the message value), `output` (what
-the platform publishes in answer to the input before it), or `given` (a fact the examples stand
-on that no partner message makes; see `_given`). `varies` names the fields the platform fills in
-from its clock or from where the record landed (dotted paths into the JSON, `header.NAME` for a
-header); they are left out of the comparison, everything else must be equal.
+`<!-- example: NAME | ROLE | topic=... | key=... | headers=k:v,k:v | signer=... | varies=path,path -->`,
+where ROLE is `input` (published as it stands: the block's text is the message value), `output`
+(what the platform publishes in answer to the input before it), or `given` (a fact the examples
+stand on that no partner message makes; see `_given`). `varies` names the fields the platform
+fills in from its clock or from where the record landed (dotted paths into the JSON,
+`header.NAME` for a header); they are left out of the comparison, everything else must be equal.
+
+Contract version 3: every input is signed as a partner signs it, with this session's development
+keys (tests/support.py, `Bus.send`): by the institution of a HIS message, the bureau of a bureau
+message's region, the gateway for binding.commands and sms.uplink. An input's `signer=` names
+another partner (`his:<institution code>`, `bureau:<region>`) or `none` (unsigned), for the
+examples of refused signatures. The guide's InstitutionRegistered examples list the guide's own
+example keys (section 2.6 publishes one private half); this test cannot sign with keys whose
+private halves it does not hold for every institution, so it publishes those registrations with
+`public_keys` replaced by the session's development key of that institution (`_as_published`),
+and that one field is the only change. What the platform sends partners (postings and reports on
+bureau.postings.<region>, replies on reply. topics) and what notify puts on binding.commands is
+checked to verify, by the platform key the guide names, against the session's trust anchor.
 """
 
 from __future__ import annotations
@@ -22,11 +34,13 @@ from typing import Any
 import pytest
 
 from shared import bureau, topics
+from shared.institutions import INSTITUTION_REGISTERED
 from shared.kafka import ensure_topics
+from shared.signing import KeyRing, SigningKey, Signer, verify
 from shared.state import person_bucket
 from services.binding.domain.model import Binding, Relation
 from services.binding.storage.bindings import BindingStore, Plan, Stored, epoch
-from tests.support import ROOT, Watcher, eventually, running
+from tests.support import AUTO, ROOT, Watcher, dev_keys, eventually, running
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +69,7 @@ class Block:
     key: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     varies: tuple[str, ...] = ()
+    signer: str = AUTO
 
     @property
     def value(self) -> bytes:
@@ -80,7 +95,8 @@ def guide_blocks(text: str) -> list[Block]:
         attrs = dict(part.split("=", 1) for part in rest)
         headers = dict(h.split(":", 1) for h in attrs.get("headers", "").split(",") if h)
         varies = tuple(v for v in attrs.get("varies", "").split(",") if v)
-        blocks.append(Block(name, role, attrs["topic"], match["text"], attrs.get("key"), headers, varies))
+        blocks.append(Block(name, role, attrs["topic"], match["text"], attrs.get("key"), headers, varies,
+                            attrs.get("signer", AUTO)))
     return blocks
 
 
@@ -123,9 +139,10 @@ async def test_every_example_in_the_partner_guide_gets_its_documented_answer(
     infra, bus, clean_redis, tmp_path_factory
 ) -> None:
     steps = guide_steps()
-    reply_topics = sorted({b.topic for s in steps for b in s.outputs if b.topic.startswith("reply.")})
-    await ensure_topics(infra.settings(kafka_topic_partitions=3), reply_topics)
-    watched = sorted({b.topic for s in steps for b in s.outputs})
+    # The outputs' topics (reply topics are the partner's to have; the operator makes them) and
+    # settlement.results, the platform's record of every outcome (_settled_day, _nothing_undocumented).
+    watched = sorted({b.topic for s in steps for b in s.outputs} | {topics.SETTLEMENT_RESULTS})
+    await ensure_topics(infra.settings(kafka_topic_partitions=3), watched)
     watcher = Watcher(infra.kafka_bootstrap, watched, infra.security)
     await watcher.start()
     try:
@@ -134,6 +151,8 @@ async def test_every_example_in_the_partner_guide_gets_its_documented_answer(
             for step in steps:
                 await _play(step, bus, watcher, clean_redis, answers)
         _nothing_undocumented(steps, watcher, answers)
+        signed = [out for s in steps for out in s.outputs if _expected_signer(s, out)]
+        assert len(signed) >= 20, f"only {len(signed)} of the guide's answers were checked for the platform's signature"
     finally:
         await watcher.stop()
 
@@ -161,24 +180,75 @@ async def _play(step: Step, bus, watcher: Watcher, redis, answers: set[str]) -> 
     # of earlier runs (same ids), and a resend's answer is the same message again.
     matchers = [_matcher(out) for out in step.outputs]
     before = [len(watcher.matching(m)) for m in matchers]
-    await bus.send(block.topic, _as_published(block, watcher), key=block.key, headers=block.headers or None)
+    await bus.send(block.topic, _as_published(block, watcher), key=block.key, headers=block.headers or None,
+                   signer=_signer(block.signer))
     for out, match, seen in zip(step.outputs, matchers, before):
         try:
             found = await watcher.wait_for(match, ANSWER_TIMEOUT, count=seen + 1)
         except TimeoutError:
-            latest = [r.value.decode(errors="replace") for r in watcher.matching(lambda r: r.topic == out.topic)][-3:]
+            latest = [r.value.decode(errors="replace") + (f"  headers {dict(r.headers or ())}" if out.topic.endswith(".dlq")
+                                                          else "")
+                      for r in watcher.matching(lambda r: r.topic == out.topic)][-3:]
             raise AssertionError(f"{out.name}: no answer on {out.topic} within {ANSWER_TIMEOUT:.0f} s; "
                                  f"the latest there:\n" + "\n".join(latest)) from None
         _check(out, found[-1])
+        _check_signed(step, out, found[-1])
         answers.add(_event_id(found[-1].value) or "")
     if not step.outputs:
         await _applied(block, redis)
 
 
+def _signer(name: str) -> SigningKey | None | str:
+    """An input's `signer=`: the partner a message speaks for (AUTO), another partner's key, or none."""
+    if name == AUTO:
+        return AUTO
+    if name == "none":
+        return None
+    owner, who = name.split(":", 1)
+    assert owner in ("his", "bureau"), f"signer={name}: his:<institution code>, bureau:<region> or none"
+    return dev_keys().institution(who) if owner == "his" else dev_keys().bureau(who)
+
+
+# Who signs what the platform sends (docs/partners.md, section 2.5): the service that answers.
+_ANSWERED_BY = {topics.HIS_CHARGES: "settlement:k1", topics.HIS_RECONCILIATION: "settlement:k1",
+                topics.BINDING_COMMANDS: "binding:k1"}
+
+
+def _expected_signer(step: Step, out: Block) -> str | None:
+    """The platform key an output must verify by, where a partner (or a service) reads it: the
+    postings topics, reply topics, and the DisputePayment notify puts on binding.commands."""
+    if out.topic.startswith(topics.BUREAU_POSTINGS + "."):
+        return "settlement:k1"
+    if out.topic.startswith("reply."):
+        return _ANSWERED_BY[step.given_or_input.topic]
+    if out.topic == topics.BINDING_COMMANDS:
+        return "notify:k1"
+    return None
+
+
+def _check_signed(step: Step, out: Block, record: Any) -> None:
+    expected = _expected_signer(step, out)
+    if expected is None:
+        return
+    headers = {k: v.decode() for k, v in record.headers or ()}
+    ring = KeyRing.load(dev_keys().partner_keys_file)
+    signer = verify(record.topic, record.key, record.value, headers, ring.find, datetime.now().astimezone())
+    assert isinstance(signer, Signer) and signer.key_id == expected and signer.owner == "platform", (
+        f"{out.name} on {out.topic}: signed {headers.get('x-signer')!r}, verified as {signer!r}, not by {expected}")
+
+
 def _as_published(block: Block, watcher: Watcher) -> bytes:
-    """The block's text, as it stands. One field alone is not: a daily report's `day` is the day
-    the platform posted (China time, its own clock), which in the guide's story is the charges'
-    day and in this run is the day the test settled them; it is taken from their postings."""
+    """The block's text, as it stands, but for two fields. A registration's `public_keys`: the
+    guide shows its own example keys, the test signs with the session's development key of the
+    institution (see the module's docstring). A daily report's `day`: the day the platform posted
+    (China time, its own clock), which in the guide's story is the charges' day and in this run is
+    the day the test settled them; it is taken from their postings."""
+    if block.json() is not None and block.json().get("event_type") == INSTITUTION_REGISTERED:
+        body = json.loads(block.text)
+        code = body["payload"]["institution_code"]
+        assert [k["key_id"].split(":")[:2] for k in body["payload"]["public_keys"]] == [["his", code]], block.name
+        body["payload"]["public_keys"] = dev_keys().institution_public_keys(code)
+        return json.dumps(body, ensure_ascii=False, indent=2).encode()
     if "payload.day" not in block.varies:
         return block.value
     body = json.loads(block.text)
@@ -186,8 +256,9 @@ def _as_published(block: Block, watcher: Watcher) -> bytes:
         body["payload"]["day"] = _settled_day(block, body["payload"]["institution_code"], watcher)
         return json.dumps(body, ensure_ascii=False, indent=2).encode()
     listed = {p["posting_id"] for p in body["payload"]["postings"]}
+    postings = topics.bureau_postings(body["payload"]["region"])
     latest = {_posting_id(r.value): json.loads(r.value)["payload"]["posted_at"][:10]  # this run's, on a rerun
-              for r in watcher.matching(lambda r: r.topic == topics.BUREAU_POSTINGS and _posting_id(r.value) in listed)}
+              for r in watcher.matching(lambda r: r.topic == postings and _posting_id(r.value) in listed)}
     days = set(latest.values())
     assert len(days) == 1, f"{block.name}: the listed postings were posted on {sorted(days)}"
     body["payload"]["day"] = days.pop()
@@ -216,8 +287,13 @@ def _posting_id(value: bytes) -> str | None:
 
 def _matcher(out: Block):
     expected = out.json()
-    if expected is None:  # a dead letter: the original bytes, on <topic>.dlq
-        return lambda r: r.topic == out.topic and r.value == out.value
+    if out.topic.endswith(".dlq"):  # a dead letter: the original bytes, with the documented reason
+        varies = {v.removeprefix("header.") for v in out.varies}
+        fixed = {k: v.encode() for k, v in out.headers.items() if k not in varies}
+        value = out.value if expected is None else None
+        event_id = None if expected is None else expected["event_id"]
+        return lambda r: r.topic == out.topic and fixed.items() <= dict(r.headers or ()).items() and (
+            r.value == value if value is not None else _event_id(r.value) == event_id)
     if "event_id" not in out.varies:
         event_id = expected["event_id"]
         return lambda r: r.topic == out.topic and _event_id(r.value) == event_id
@@ -262,21 +338,33 @@ async def _applied(block: Block, redis) -> None:
     keeps it, so the next example is not decided on a projection that has not read it yet."""
     body = json.loads(block.text)
     payload, event_type = body["payload"], body["event_type"]
-    if event_type == "InstitutionRegistered":
+    if event_type == INSTITUTION_REGISTERED:
+        # registered, with the key the test signs its HIS messages with (one atomic step in settlement)
         code, region = payload["institution_code"], payload["region"].encode()
-        await eventually(lambda: _institution_region(redis, code, region), ANSWER_TIMEOUT, f"institution {code}")
+        key_id = dev_keys().institution(code).key_id.encode()
+        await eventually(lambda: _institution_known(redis, code, region, key_id), ANSWER_TIMEOUT, f"institution {code}")
         return
     person = payload["person_id"]
+    if event_type == bureau.PERSON_TRANSFERRED:
+        to_region = payload["to_region"].encode()
+
+        async def transferred() -> bool:
+            return await redis.hget("stl:moving", person) == to_region
+        await eventually(transferred, ANSWER_TIMEOUT, f"{event_type} of {block.name} applied")
+        return
     seq = 0 if event_type == bureau.PERSON_REGISTERED else payload["bureau_seq"]
+    region = payload["region"].encode() if event_type == bureau.PERSON_REGISTERED else None
 
     async def applied() -> bool:
         raw = await redis.hget(f"stl:acct:{person_bucket(person)}", person)
-        return raw is not None and int(raw.split(b"|")[1]) >= seq
+        fields = (raw or b"").split(b"|")
+        return raw is not None and int(fields[1]) >= seq and region in (None, fields[2])
     await eventually(applied, ANSWER_TIMEOUT, f"{event_type} of {block.name} applied")
 
 
-async def _institution_region(redis, code: str, region: bytes) -> bool:
-    return (await redis.hget("stl:inst", code) or b"").split(b"|")[0] == region
+async def _institution_known(redis, code: str, region: bytes, key_id: bytes) -> bool:
+    registered = (await redis.hget("stl:inst", code) or b"").split(b"|")[0] == region
+    return registered and key_id in (await redis.hget("stl:ikeys", code) or b"")
 
 
 async def _given(block: Block, redis) -> None:
