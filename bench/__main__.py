@@ -12,7 +12,12 @@ It starts its own Tansu broker and Valkey (`appendfsync always`), then:
 6. what `appendfsync always` costs against `everysec` (servers of their own, services stopped);
 7. what holds and limits cost the settlement path: in three rounds, the same grantor-paid charges
    settled plainly, with a monthly limit on every binding, and quoted (预结算) then settled with the
-   quote's id, with other quotes held throughout; each one's best round beside the plain one's.
+   quote's id, with other quotes held throughout; each one's best round beside the plain one's;
+8. what signatures cost (contract version 3; every partner message the bench sends is signed as
+   its partner would sign it, and the services verify and sign as in production): Ed25519 sign and
+   verify per ~600-byte message, the settlement process's own count of its verifying and signing
+   seconds during the full-speed run of (2) as a share of its CPU per charge, and SM2 (国密): what
+   the registry offers and whether it compares (bench/signatures.py).
 
 Sizes (env, defaults keep the run near 5 minutes on 2 cores): BENCH_CHARGES=20000,
 BENCH_PEOPLE=20000, BENCH_PEOPLE_PER_BUCKET=40, BENCH_BINDINGS=2000, BENCH_GRANTOR_SHARE=0.5,
@@ -28,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -37,14 +43,15 @@ from shared.devstack import start_local
 from shared.state import make_redis
 from bench import platform as plat
 from bench import raw
-from bench.population import Population, hospital
-from bench.population import envelope as plat_envelope
+from bench import signatures as sig
+from bench.population import Population
 from bench.profile import Profiler
 from bench.report import Report
 from bench.stack import CpuMeter, Service, create_topics, fetch_wait_env, groups_caught_up, producer
+from simulator.partners import Partners
 
 TOPICS = [t.BUREAU_ACCOUNTS, t.BUREAU_INSTITUTIONS, t.BINDING_COMMANDS, t.BINDING_EVENTS, t.HIS_CHARGES,
-          t.SETTLEMENT_RESULTS, t.BUREAU_POSTINGS, t.NOTIFY_DELIVERIES, "settlement.queries"]
+          t.SETTLEMENT_RESULTS, *t.all_bureau_postings(), t.NOTIFY_DELIVERIES, "settlement.queries"]
 TOPICS += [t.dead_letter_topic(x) for x in (t.BUREAU_ACCOUNTS, t.BUREAU_INSTITUTIONS, t.BINDING_COMMANDS,
                                             t.HIS_CHARGES, t.SETTLEMENT_RESULTS, t.BINDING_EVENTS)]
 
@@ -81,9 +88,12 @@ class Bench:
         self.rss: list[tuple[str, int]] = []
         self.one_process: float | None = None
         self.cpu_per_charge: float | None = None     # settlement CPU seconds per charge, section 2
+        self.signature_counts: dict | None = None    # settlement's own signature figures over that run
+        self.signature_profile: float | None = None  # share of its py-spy samples in shared/signing.py
         self.made: list[tuple[str, str]] = []        # (binding id, grantor id) the bench created
         fetch_env, self.fetch_wait = fetch_wait_env()
-        self.service_env = {"LOG_LEVEL": "INFO", "SMS_PROVIDER": "sink", "QUIET_HOURS": "00:00-00:00", **fetch_env}
+        self.service_env = {"LOG_LEVEL": "INFO", "SMS_PROVIDER": "sink", "QUIET_HOURS": "00:00-00:00", **fetch_env,
+                            "NAME_DIGEST_KEY": secrets.token_hex(32)}  # binding has no default key
 
     @property
     def bootstrap(self) -> str:
@@ -122,7 +132,7 @@ class Bench:
     # -- sections ---------------------------------------------------------------------------
 
     async def raw_kafka(self) -> None:
-        size = len(self.population.charges(1, "size", 0)[0][2])
+        size = len(self.population.charges(1, "size", 0)[0].value)
         rate = await raw.consume_produce(self.bootstrap, self.size["raw_messages"], size)
         self.raw_limit["kafka"] = rate
         self.report.add("1 raw limits", f"aiokafka consume→produce loop ({size} B messages, 6 partitions)", rate,
@@ -139,18 +149,22 @@ class Bench:
 
     async def start_services(self) -> None:
         await create_topics(self.bootstrap, TOPICS)
-        env = {**self.infra.env(), **self.service_env}
         for name in ("binding", "settlement", "notify"):
-            self.services[name] = Service(name, env, self.work / f"{name}.log")
+            # each with the operator's key file and its own signing key (contract version 3)
+            self.services[name] = Service(name, {**self.infra.service_env(name), **self.service_env},
+                                          self.work / f"{name}.log")
             self.services[name].launch()
         await asyncio.gather(*(s.ready() for s in self.services.values()))
         self.note_rss("ready")
         out = producer(self.bootstrap)
         await out.start()
-        await out.send_and_wait(t.BUREAU_INSTITUTIONS, hospital(), key=b"HBENCH-01")
+        key, value, headers = self.population.hospital()
+        await out.send_and_wait(t.BUREAU_INSTITUTIONS, value, key=key, headers=headers)
         await out.stop()
         self.report.note(f"services: binding, settlement, notify as `python -m services.<name>`, LOG_LEVEL=INFO, "
-                         f"SMS_PROVIDER=sink, QUIET_HOURS off; KAFKA_FETCH_MAX_WAIT_MS {self.fetch_wait}")
+                         f"SMS_PROVIDER=sink, QUIET_HOURS off; KAFKA_FETCH_MAX_WAIT_MS {self.fetch_wait}; "
+                         f"signatures on: every partner message signed (Ed25519), verified by the service that "
+                         f"reads it, postings signed by settlement")
 
     async def people(self) -> None:
         n, density = len(self.population.everyone()), self.size["people_per_bucket"]
@@ -180,7 +194,7 @@ class Bench:
         label = "one settlement process" if processes == 1 else f"{processes} settlement processes, one group"
         extra: list[Service] = []
         if processes > 1:
-            env = {**self.infra.env(), **self.service_env}
+            env = {**self.infra.service_env("settlement"), **self.service_env}
             for i in range(2, processes + 1):
                 s = Service("settlement", env, self.work / f"settlement-{i}.log")
                 s.launch()
@@ -196,13 +210,18 @@ class Bench:
             profiler = Profiler(self.settlement().pid) if self.size["profile"] and processes == 1 else None
             if profiler:
                 profiler.start()
+            counted_before = await self.settlement().signature_figures() if processes == 1 else None
             meter = self.cpu(extra)
             meter.start()
             run = await plat.run_charges(self.bootstrap, charges, None, 120 + len(charges) / 200,
                                          sms_timeout=60 if processes == 1 else 0)
             cpu = meter.stop()
+            if counted_before is not None:
+                after = await self.settlement().signature_figures()
+                self.signature_counts = sig.difference(counted_before, after) if after else None
             if profiler:
                 self.report.note(profiler.stop())
+                self.signature_profile = profiler.share("shared/signing.py")
             rate = len(charges) / run.elapsed()
             slower = min(self.raw_limit.values()) if self.raw_limit else None
             note = f"{len(charges):,} charges, {self.size['grantor_share']:.0%} paid by a grantor; CPU: {cpu}"
@@ -227,7 +246,7 @@ class Bench:
                     self.report.add("2 platform", "ratio to the slower raw limit", rate / slower, "",
                                     "stretch ≥ 0.5", target(rate / slower, 0.5, True),
                                     f"slower raw limit {slower:,.0f}/s")
-                due = sum(1 for c in charges if c[3])
+                due = sum(1 for c in charges if c.by_grantor)
                 if run.sms:
                     last = max(seen for _, seen in run.sms.values())
                     self.report.add("4 notify", "payment SMS/s (sink), during the full-speed run",
@@ -275,7 +294,8 @@ class Bench:
         the checks are added), then quoted and settled with the quote's id; 2,000 other quotes
         stay held throughout. Each configuration's best round is compared with the plain one's."""
         n, rounds = max(1, self.size["charges"] // 4), 3
-        held = [(cid, key, plat_envelope("ChargeQuoteRequested", p), True)
+        charge = self.population.charge
+        held = [charge(cid, key, "ChargeQuoteRequested", p, True)
                 for cid, key, p in self.population.quotes(min(2_000, n), "held")]
         quoted = await plat.run_charges(self.bootstrap, held, None, 120, answers=plat.QUOTED)
         live = len(quoted.results) - len(quoted.rejected)
@@ -304,9 +324,9 @@ class Bench:
                 if b'"ChargeQuoted"' in rec.value[:200]:
                     ids[rec.key] = json.loads(rec.value)["payload"]["quote_id"]
 
-            await measure("quote", [(cid, key, plat_envelope("ChargeQuoteRequested", p), True)
-                                    for cid, key, p in quotes], keep, plat.QUOTED)
-            await measure("settle", [(cid, key, plat_envelope("ChargeSubmitted", p | {"quote_id": ids[cid]}), True)
+            await measure("quote", [charge(cid, key, "ChargeQuoteRequested", p, True) for cid, key, p in quotes],
+                          keep, plat.QUOTED)
+            await measure("settle", [charge(cid, key, "ChargeSubmitted", p | {"quote_id": ids[cid]}, True)
                                      for cid, key, p in quotes if cid in ids])
         base = min(cpu["plain"])
         labels = {"plain": "settlement CPU per charge, plain (each paid by grantor 1)",
@@ -357,7 +377,7 @@ class Bench:
                             target(f["p99"], 50, False) if is_target else None,
                             f"read by the bench: p50 {f['read_p50']:.0f} ms, p99 {f['read_p99']:.0f} ms")
             if rate == 1000:
-                due = sum(1 for c in charges if c[3])
+                due = sum(1 for c in charges if c.by_grantor)
                 sms = run.sms_latencies_ms()
                 value = plat.percentile(sms, 99) if len(sms) == due else f"failed: {len(sms)} of {due} SmsSent in 30 s"
                 self.report.add("4 notify", "payment SMS p99 at 1,000 charges/s (charge publish → SmsSent publish)",
@@ -408,11 +428,69 @@ class Bench:
                         f"{1 - best['always'][0] / best['everysec'][0]:.0%} | "
                         f"{1 - best['always'][1] / best['everysec'][1]:.0%}", "of throughput")
 
+    async def signatures(self) -> None:
+        """Section 8: Ed25519 per message (measured here, after the stack has stopped, so the
+        figures are the machine's and not its share of a busy one), the settlement process's own
+        count of its verifying and signing over the full-speed run of section 2, the per-message
+        figures times the messages per charge beside it, and SM2."""
+        section = "8 signatures"
+        micro = sig.ed25519()
+        paths = {"sign, platform path": "; SigningKey.headers: the signed bytes, sign, base64",
+                 "verify, platform path": "; shared.signing.verify: key by id, base64, the signed bytes, verify"}
+        for name, s in micro.items():
+            self.report.add(section, f"Ed25519 {name}, {sig.MESSAGE_BYTES} B message (min / median / max)", str(s),
+                            note=f"cryptography (OpenSSL), {s.rounds} rounds of {s.each:,}{paths.get(name, '')}")
+        counts, n, cpu = self.signature_counts, self.size["charges"], self.cpu_per_charge
+        if not counts:
+            self.report.add(section, "settlement's own count of verifying and signing",
+                            "not measured: the full-speed run did not complete, or fma_signature_seconds_total "
+                            "is not on settlement's /metrics")
+        else:
+            seconds = {op: counts.get(("seconds", op), 0.0) for op in ("verify", "sign")}
+            verdicts = {label.split(":", 1)[1]: v for (kind, label), v in counts.items()
+                        if kind == "count" and label.startswith("verify:") and v}
+            verified, signed = sum(verdicts.values()) / n, counts.get(("count", "sign:signed"), 0.0) / n
+            spent = (seconds["verify"] + seconds["sign"]) / n
+            self.report.add(section, "settlement: messages verified | signed per charge",
+                            f"{verified:.2f} | {signed:.2f}",
+                            note=f"its fma_signatures_total over the {n:,} charges of section 2's full-speed run: "
+                                 f"verified each charge, signed each posting (settlement.results is internal, "
+                                 f"unsigned); verdicts {verdicts}")
+            self.report.add(section, "settlement: µs verifying | signing per charge, its own clock",
+                            f"{seconds['verify'] / n * 1e6:,.0f} | {seconds['sign'] / n * 1e6:,.0f}", "µs",
+                            note="fma_signature_seconds_total: wall time around the verify and sign loops (Redis "
+                                 "look-ups of institution keys excluded), so on a busy machine also the time the "
+                                 "process waited for a core")
+            estimate = (micro["verify, platform path"].median * verified
+                        + micro["sign, platform path"].median * signed) / 1e6
+            if cpu:
+                self.report.add(section, "signatures' share of settlement CPU per charge",
+                                f"{estimate * 1e6:,.0f} of {cpu * 1e6:,.0f} µs ({estimate / cpu:.0%})", "",
+                                note=f"the per-message medians above × messages verified and signed per charge, "
+                                     f"against section 2's CPU per charge; without them "
+                                     f"{1 / max(1e-6, cpu - estimate):,.0f} charges/s on a core of its own instead "
+                                     f"of {1 / cpu:,.0f}")
+        if self.signature_profile is not None:
+            self.report.add(section, "signatures' share of the settlement process's samples (py-spy)",
+                            f"{self.signature_profile:.0%}",
+                            note="BENCH_PROFILE=1: samples inside shared/signing.py (verify, sign and the "
+                                 "cryptography calls under them) over all samples, full-speed run of section 2")
+        measured = sig.sm2()
+        for library, (signing, verifying) in measured.items():
+            self.report.add(section, f"SM2 by {library}: sign | verify", f"{signing} | {verifying}",
+                            note=f"{signing.rounds} rounds of {signing.each:,}")
+        if not measured:
+            self.report.add(section, "SM2 (国密)", "not measured in this run: no SM2 library is a dependency",
+                            note="found on the registry and measured apart (bench/signatures.py): "
+                                 + "; ".join(sig.SM2_FOUND))
+        self.report.note(sig.SM2_VERDICT)
+
     # -- the run ----------------------------------------------------------------------------
 
     async def run(self) -> None:
         r = self.report
         self.infra = start_local(self.work, appendfsync="always")
+        self.population.partners = Partners(self.infra.keys)  # the bench signs as the partners do
         # the bench's own Kafka clients (bench/stack.py, raw.py) read the broker's TLS from the environment
         os.environ.update(self.infra.security.env())
         self.redis = make_redis(self.infra.redis_url)
@@ -439,6 +517,7 @@ class Bench:
             await self.redis.aclose()
             self.infra.stop()
         await r.section("6 fsync", self.fsync, 300)
+        await r.section("8 signatures", self.signatures, 180)
 
 
 async def main() -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from shared import topics as t
-from bench.population import Population
+from bench.population import Charge, Command, Population
 from bench.report import percentile
 from bench.stack import Reader, groups_caught_up, producer, until
 from simulator.pacing import pace
@@ -58,15 +58,15 @@ SETTLED = (b'"ChargeSettled"', b'"ChargeRejected"')  # what answers a ChargeSubm
 QUOTED = (b'"ChargeQuoted"', b'"ChargeRejected"')    # ... a ChargeQuoteRequested
 
 
-async def run_charges(bootstrap: str, charges: list[tuple[bytes, bytes, bytes, bool]], rate: float | None,
+async def run_charges(bootstrap: str, charges: list[Charge], rate: float | None,
                       timeout: float, sms_timeout: float = 0.0, keep=None, answers=SETTLED) -> Run:
     """Publish the charges (at full speed, or `rate` per second evenly) and read their results
     back from settlement.results; with `sms_timeout`, also wait for each grantor-paid charge's
     SmsSent on notify.deliveries. `keep(record)` sees each charge's first result. Only `answers`
     count as results: a charge's key also carries its quote's messages."""
     run = Run()
-    wanted = {c[0] for c in charges}
-    sms_wanted = {c[0].decode() for c in charges if c[3]} if sms_timeout else set()
+    wanted = {c.charge_id for c in charges}
+    sms_wanted = {c.charge_id.decode() for c in charges if c.by_grantor} if sms_timeout else set()
 
     def on_record(r, seen: float) -> None:
         if r.topic == t.SETTLEMENT_RESULTS:
@@ -96,15 +96,15 @@ async def run_charges(bootstrap: str, charges: list[tuple[bytes, bytes, bytes, b
     try:
         run.started = time.time()
         if rate is None:
-            for i, (cid, key, value, _) in enumerate(charges):
-                run.sent[cid] = time.time()
-                await out.send(t.HIS_CHARGES, value, key=key)
+            for i, c in enumerate(charges):
+                run.sent[c.charge_id] = time.time()
+                await out.send(t.HIS_CHARGES, c.value, key=c.key, headers=c.headers)
                 if i % 500 == 499:
                     await asyncio.sleep(0)  # let the sender and the reader run while publishing
         else:
-            async def send(charge: tuple[bytes, bytes, bytes, bool]) -> None:
-                run.sent[charge[0]] = time.time()
-                await out.send(t.HIS_CHARGES, charge[2], key=charge[1])
+            async def send(c: Charge) -> None:
+                run.sent[c.charge_id] = time.time()
+                await out.send(t.HIS_CHARGES, c.value, key=c.key, headers=c.headers)
 
             await pace(charges, rate, send)
         await out.flush()
@@ -166,17 +166,16 @@ async def used_memory(redis: Redis) -> int:
 async def register_people(bootstrap: str, redis: Redis, population: Population, timeout: float) -> tuple[float, float]:
     """(Redis bytes per registered person, registrations/s) with all three services running:
     PersonRegistered for everyone on bureau.accounts, until the binding, settlement and notify
-    consumer groups have all committed the end of the topic (each projection has them)."""
-    people = population.everyone()
+    consumer groups have all committed the end of the topic (each projection has them). Signed by
+    Xi'an's bureau before the clock starts."""
+    people = population.registrations()
     before = await used_memory(redis)
     out = producer(bootstrap)
     await out.start()
     started = time.time()
     try:
-        from bench.population import envelope
-
-        for i, p in enumerate(people):
-            await out.send(t.BUREAU_ACCOUNTS, envelope("PersonRegistered", p.registered()), key=p.person_id.encode())
+        for i, (key, value, headers) in enumerate(people):
+            await out.send(t.BUREAU_ACCOUNTS, value, key=key, headers=headers)
             if i % 500 == 499:
                 await asyncio.sleep(0)
         await out.flush()
@@ -206,8 +205,8 @@ async def create_bindings(bootstrap: str, redis: Redis, population: Population, 
     each binding left behind (with and without the sink provider's `ntf:sink` list, which stands
     in for the SMS gateway)."""
     commands = population.binding_commands()
-    wanted = {cid for cid, _, _ in commands}
-    grantor_of = {cid: json.loads(value)["payload"]["grantor"]["id_number"] for cid, _, value in commands}
+    wanted = {c.command_id for c in commands}
+    grantor_of = {c.command_id: json.loads(c.value)["payload"]["grantor"]["id_number"] for c in commands}
     outcomes: dict[str, tuple[str, str, float]] = {}   # command id -> (event type, binding id|reason, read)
     sms: dict[str, int] = {}
 
@@ -228,8 +227,8 @@ async def create_bindings(bootstrap: str, redis: Redis, population: Population, 
     await out.start()
     try:
         started = time.time()
-        for i, (_, key, value) in enumerate(commands):
-            await out.send(t.BINDING_COMMANDS, value, key=key)
+        for i, c in enumerate(commands):
+            await out.send(t.BINDING_COMMANDS, c.value, key=c.key, headers=c.headers)
             if i % 500 == 499:
                 await asyncio.sleep(0)
         await out.flush()
@@ -266,10 +265,10 @@ def latency_figures(run: Run) -> dict[str, float]:
             "offered": len(run.sent) / max(1e-6, run.published - run.started)}
 
 
-async def run_commands(bootstrap: str, commands: list[tuple[str, bytes, bytes]], timeout: float) -> dict[str, str]:
+async def run_commands(bootstrap: str, commands: list[Command], timeout: float) -> dict[str, str]:
     """Publish binding commands at full speed and read every outcome back: command id -> event type
     (or `BindingRejected <reason>`)."""
-    wanted = {cid for cid, _, _ in commands}
+    wanted = {c.command_id for c in commands}
     outcomes: dict[str, str] = {}
 
     def on_record(r, seen: float) -> None:
@@ -283,8 +282,8 @@ async def run_commands(bootstrap: str, commands: list[tuple[str, bytes, bytes]],
     out = producer(bootstrap)
     await out.start()
     try:
-        for _, key, value in commands:
-            await out.send(t.BINDING_COMMANDS, value, key=key)
+        for c in commands:
+            await out.send(t.BINDING_COMMANDS, c.value, key=c.key, headers=c.headers)
         await out.flush()
         await until(lambda: len(outcomes) == len(wanted), timeout, f"{len(wanted)} command outcomes",
                     progress=lambda: len(outcomes), stall=30)

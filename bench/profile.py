@@ -38,6 +38,10 @@ class Profiler:
                 [binary, "record", "--pid", str(self.pid), "--rate", "97", "--nonblocking", "--format", fmt,
                  "--output", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
 
+    def share(self, path: str) -> float | None:
+        """After `stop`: the share of the samples spent inside the file `path` (see `share_in`)."""
+        return share_in(self.raw.read_text(), path) if self.raw.exists() else None
+
     def stop(self) -> str:
         if not self.processes:
             return "profile: py-spy not found (pip install py-spy)"
@@ -56,6 +60,17 @@ class Profiler:
         self.top.write_text(top(self.raw.read_text()))
         return (f"profile of the settlement process during the full-speed run: {self.svg.name}, {self.raw.name}, "
                 f"{self.top.name} in bench/results/" + (f" (errors: {errors})" if errors else ""))
+
+
+def share_in(collapsed: str, path: str) -> float | None:
+    """The share of samples with a frame of the file `path` in their stack (inclusive time)."""
+    total = inside = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            total += int(count)
+            inside += int(count) if f"{path}:" in stack else 0
+    return inside / total if total else None
 
 
 def top(collapsed: str, most: int = 40) -> str:

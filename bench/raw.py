@@ -97,7 +97,7 @@ async def settle_rates(redis_url: str, calls: int, batch: int, population: Popul
         await pipe.execute()
         at = now()
         day, iso, run = int(at.strftime("%Y%m%d")), at.isoformat(timespec="seconds"), str(time.time_ns())
-        patients = [c[1].decode() for c in population.charges(max(calls, singles), "p", 0.5)]
+        patients = [p.person_id for p, _ in population.patients(max(calls, singles), 0.5)]
         todo = [_charge(accounts, n, run, patients[n], day, iso) for n in range(calls)]
         started = time.perf_counter()
         for i in range(0, calls, batch):

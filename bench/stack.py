@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -48,13 +49,15 @@ class Service:
         self.name, self.env, self.log_path = name, env, log_path
         self.process: subprocess.Popen | None = None
         self._offset = 0
+        self.port = 0
 
     def launch(self) -> None:
         self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.port = free_port()
         with open(self.log_path, "ab") as log:
             # A free HTTP port each: the bench runs a second settlement process beside the first.
             self.process = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"], cwd=ROOT,
-                                            env={**os.environ, "HTTP_PORT": str(free_port()), **self.env},
+                                            env={**os.environ, "HTTP_PORT": str(self.port), **self.env},
                                             stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
 
     async def ready(self, timeout: float = 120) -> None:
@@ -77,6 +80,20 @@ class Service:
 
     def rss(self) -> int:
         return psutil.Process(self.pid).memory_info().rss
+
+    async def signature_figures(self) -> dict[tuple[str, str], float] | None:
+        """The service's own count of its verifying and signing (seconds and messages, from its
+        /metrics); None when it serves none."""
+        from bench.signatures import counted
+
+        try:
+            async with httpx.AsyncClient(timeout=5) as client:
+                r = await client.get(f"http://127.0.0.1:{self.port}/metrics")
+        except httpx.HTTPError:
+            return None
+        if r.status_code != 200:
+            return None
+        return counted(r.text) or None
 
     def stop(self) -> None:
         stop_process(self.process)
