@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -28,6 +29,9 @@ from shared.kafka_security import KafkaSecurity, client_kwargs
 from shared.signing import SigningKey
 
 ROOT = Path(__file__).resolve().parent.parent
+# The binding service has no default NAME_DIGEST_KEY: one random key per test session, so every
+# binding process of the session digests names alike (a test may name its own).
+NAME_DIGEST_KEY = secrets.token_hex(32)
 _seq = count(int(time.time()) % 700)
 
 def new_person_id(region: str = "610100") -> str:
@@ -213,7 +217,7 @@ class ServiceProcess:
         log = open(self.log_path, "ab")
         # A free HTTP port of its own unless the test names one: two instances of a service, or
         # two test sessions on one machine, would otherwise both want the service's default port.
-        env = {**os.environ, "HTTP_PORT": str(free_port()), **self.env}
+        env = {"NAME_DIGEST_KEY": NAME_DIGEST_KEY, **os.environ, "HTTP_PORT": str(free_port()), **self.env}
         if env.get("DEV_KEYS_DIR") and "SIGNING_KEY_ID" not in self.env:  # each service signs with its own key
             env |= DevKeys(Path(env["DEV_KEYS_DIR"])).service_env(self.name)
         self.process = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"], cwd=ROOT,

@@ -29,15 +29,12 @@ def create_app(settings: BindingSettings | None = None) -> FastStream:
     settings = settings or BindingSettings()
     configure_logging(settings.log_level, service="binding", fmt=settings.log_format, file=settings.log_file)
     log = logging.getLogger("binding")
-    name_key, is_development_key = settings.name_key()
-    if is_development_key:
-        log.warning("NAME_DIGEST_KEY is not set: names are digested with the published development key; "
-                    "set a secret NAME_DIGEST_KEY in production")
     obs = Observability("binding")
     broker = make_broker(settings, client_id="binding", middlewares=[obs.kafka_middleware])
     redis = make_redis(settings.redis_url)
     store = BindingStore(redis, outcome_ttl_seconds=settings.binding_outcome_ttl_days * 86_400)
-    service = BindingService(store, broker, today=lambda: envelope.now().date(), name_key=name_key,
+    service = BindingService(store, broker, today=lambda: envelope.now().date(), name_key=settings.name_key(),
+                             keys=settings.partner_keys().find, signing_key=settings.signing_key(),
                              payer_grace_days=settings.binding_payer_grace_days,
                              metrics=BindingMetrics(obs.registry), references_caught_up=references_waiter(settings),
                              dispute_window_days=settings.binding_dispute_window_days)

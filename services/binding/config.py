@@ -4,9 +4,9 @@ from pydantic import Field, SecretStr, model_validator
 
 from shared.settings import ServiceSettings
 
-# Only so that `make run` and the tests start without a secret; the service logs a warning
-# whenever it uses it. A digest made with a published key is as weak as a bare hash.
-DEVELOPMENT_NAME_DIGEST_KEY = "development-only-name-digest-key-never-use-in-production"
+# A digest made with a published or guessable key is as weak as a bare hash (a dictionary of
+# names reverses it): there is no default, and a short key is refused.
+MIN_NAME_DIGEST_KEY_LENGTH = 16
 
 
 class BindingSettings(ServiceSettings):
@@ -16,10 +16,11 @@ class BindingSettings(ServiceSettings):
         90, ge=1, description="How long a command's recorded outcome is kept to answer redeliveries the same way. "
         "Must be at least KAFKA_RETENTION_DAYS (checked at start): a command still on binding.commands is always "
         "answered with its recorded outcome.")
-    name_digest_key: SecretStr | None = Field(
-        None, description="Secret key of the HMAC-SHA256 digest of names (NAME_MISMATCH). Required in production; "
-        "when unset, a published development key is used and a warning logged. Changing it needs the bureau.accounts "
-        "projection rebuilt (the binding.bureau.accounts consumer group reset to the earliest offset).")
+    name_digest_key: SecretStr = Field(
+        min_length=MIN_NAME_DIGEST_KEY_LENGTH, description="Secret key of the HMAC-SHA256 digest of names "
+        "(NAME_MISMATCH), at least 16 characters (e.g. `openssl rand -hex 32`). Required: the service refuses to "
+        "start without it (`make run` and the tests make one). Changing it needs the bureau.accounts projection "
+        "rebuilt (the binding.bureau.accounts consumer group reset to the earliest offset).")
     binding_sweep_seconds: float = Field(
         3600.0, gt=0, description="How often bindings that have ended are removed from the payer index.")
     binding_payer_grace_days: int = Field(
@@ -44,8 +45,6 @@ class BindingSettings(ServiceSettings):
         self.check_records_outlive_retention(binding_outcome_ttl_days=self.binding_outcome_ttl_days)
         return self
 
-    def name_key(self) -> tuple[bytes, bool]:
-        """The HMAC key for names, and whether it is the development default."""
-        if self.name_digest_key is None or not self.name_digest_key.get_secret_value():
-            return DEVELOPMENT_NAME_DIGEST_KEY.encode(), True
-        return self.name_digest_key.get_secret_value().encode(), False
+    def name_key(self) -> bytes:
+        """The HMAC key for names."""
+        return self.name_digest_key.get_secret_value().encode()

@@ -29,11 +29,12 @@ from pydantic import BaseModel, ValidationError
 
 from shared import envelope
 from shared.identity import mask_id_number
-from shared.kafka import Outgoing, Received, dead_letter, is_transient, publish_all, publish_replies, reply, reply_to
+from shared.kafka import Outgoing, Received, dead_letter, is_transient, publish_all, publish_replies, reply_to
 from shared.logs import shown
 from shared.money import Fen, parse_yuan
 from shared.references import payment_reference
-from shared.registrations import registrations
+from shared.registrations import person_changes
+from shared.signing import KeyFinder, SignatureRefused, Signer, SigningKey, verify_received
 from shared.topics import BINDING_EVENTS, SETTLEMENT_RESULTS
 from services.binding import contract as c
 from services.binding.domain import rules
@@ -83,10 +84,15 @@ class _Command:
 
 class BindingService:
     def __init__(self, store: BindingStore, broker: KafkaBroker, today: Callable[[], date], *,
-                 name_key: bytes, payer_grace_days: int, metrics: BindingMetrics | None = None,
+                 name_key: bytes, payer_grace_days: int, keys: KeyFinder, signing_key: SigningKey,
+                 metrics: BindingMetrics | None = None,
                  references_caught_up: Callable[[], Awaitable[None]] | None = None,
                  dispute_window_days: int = 90) -> None:
         self._store = store
+        # Contract version 3: whose signatures are believed (the operator's trust anchor), and the
+        # key this service signs its replies with.
+        self._keys = keys
+        self._signing_key = signing_key
         self._metrics = metrics or BindingMetrics(CollectorRegistry())
         self._broker = broker
         self._today = today  # China time
@@ -108,14 +114,26 @@ class BindingService:
         PLATFORM_ERROR and dead-letters it; the others are answered as usual."""
         commands: list[_Command] = []
         queries: list[tuple[Received, envelope.Readable]] = []
+        refused: list[tuple[Received, bytes, bool]] = []
+        now = envelope.now()
         for msg in batch:
+            # Verified before anything reads the payload: believed only from the platform's keys.
+            signer = verify_received(msg, self._keys, now)
             readable = envelope.read(msg.value, c.COMMAND_TYPES)
             if isinstance(readable, envelope.Unreadable):
-                await dead_letter(self._broker, msg, readable.error)
+                why = readable.error if isinstance(signer, Signer) else f"{signer.value}: {readable.error}"
+                await dead_letter(self._broker, msg, why)
+            elif (refusal := rules.sender_refusal(signer, readable.event_type)) is not None:
+                refused.append(self._not_believed(msg, readable, signer, refusal, now))
             elif readable.event_type in c.QUERY_TYPES:
                 queries.append((msg, readable))
             else:
                 commands.append(_read(msg, readable))
+        if refused:
+            # Never recorded: a resend signed as it should be is decided afresh.
+            await publish_all(self._broker, [Outgoing(BINDING_EVENTS, msg.key, outcome) for msg, outcome, _ in refused])
+            self._metrics.answered(outcome for _, outcome, _ in refused)
+            await self._reply([r for msg, outcome, replied in refused if replied for r in reply_to(msg, msg.key, outcome)])
         if commands:
             await self._decide(commands)
             for command in commands:
@@ -126,20 +144,44 @@ class BindingService:
             await publish_all(self._broker, [m for x in commands
                                              for m in [Outgoing(BINDING_EVENTS, x.key, x.outcome), *x.extra]])
             self._metrics.answered(x.outcome for x in commands)
-            await publish_replies(self._broker, [r for x in commands for r in reply_to(x.msg, x.key, x.outcome)])
+            await self._reply([r for x in commands for r in reply_to(x.msg, x.key, x.outcome)])
             log.info("%d commands answered", len(commands))
         for msg, readable in queries:
-            await reply(self._broker, msg, await self._query(readable), msg.key)
+            await self._reply(reply_to(msg, msg.key, await self._query(readable)))
+
+    def _not_believed(self, msg: Received, readable: envelope.Readable, signer: Signer | SignatureRefused,
+                      refusal: SignatureRefused, now: datetime) -> tuple[Received, bytes, bool]:
+        """BindingRejected with the refusal's code, under an event id of its own (an authentic
+        command of the same id is answered under another), and whether to reply: never to a
+        message not proven to come from anyone, a NOT_SIGNERS only where its signer may read."""
+        reason = Reason(refusal.value)
+        detail = f"{signer.key_id} may not send {readable.event_type}" if isinstance(signer, Signer) else ""
+        refused = BindingRefused(reason, detail)
+        event = c.BindingRejected(command_id=readable.event_id, reason_code=reason, message_zh=refused.message_zh,
+                                  message_en=refused.message_en)
+        outcome = envelope.seal(c.BINDING_REJECTED, event, occurred_at=now,
+                                event_id=envelope.outcome_id(readable.event_id, f"{c.BINDING_REJECTED}/{reason.value}"))
+        log.info("%s %s from %s[%d]@%d not believed: %s", readable.event_type, shown(readable.event_id), msg.topic,
+                 msg.partition, msg.offset, refusal.value)
+        return msg, outcome, isinstance(signer, Signer) and rules.may_read_reply(signer, msg.reply_to)
+
+    async def _reply(self, replies: list[Outgoing]) -> None:
+        """Replies are what a caller reads as the platform's word: each signed with this service's key."""
+        await publish_replies(self._broker, [
+            replace(r, headers=(r.headers or {}) | self._signing_key.headers(r.topic, r.key, r.value))
+            for r in replies])
 
     async def answer_defect(self, msg: Received) -> None:
         """A command that met a platform defect still gets an answer: PLATFORM_ERROR (the message
-        itself is dead-lettered for the operators)."""
+        itself is dead-lettered for the operators); replied only to a sender that is believed."""
         readable = envelope.read(msg.value, c.COMMAND_TYPES)
         if isinstance(readable, envelope.Unreadable):
             return
         event = self._rejection(readable.event_id, BindingRefused(Reason.PLATFORM_ERROR), epoch(envelope.now()))
         await self._broker.publish(event, BINDING_EVENTS, key=msg.key)
-        await reply(self._broker, msg, event, msg.key)
+        signer = verify_received(msg, self._keys, envelope.now())
+        if rules.sender_refusal(signer, readable.event_type) is None:
+            await self._reply(reply_to(msg, msg.key, event))
 
     async def _decide(self, commands: list[_Command]) -> None:
         first: dict[str, _Command] = {}
@@ -163,7 +205,7 @@ class BindingService:
         outs, people, owners = await self._store.lookup(
             [x.command_id for x in commands],
             list({p: None for x in creates for p in (x.form.grantor.id_number, x.form.beneficiary.id_number)}),
-            list({**made_here, **{x.form.binding_id: None for x in amends}}))
+            list({**made_here, **{x.form.binding_id: None for x in amends}}), now=at)
         for x in creates:
             x.beneficiary_id = x.form.beneficiary.id_number
         for x in amends:
@@ -448,12 +490,14 @@ class BindingService:
 
     # -- bureau.accounts ----------------------------------------------------------------------
     async def register_people(self, batch: list[Received]) -> None:
-        """Project PersonRegistered into the registry the rules check; other bureau events are
-        the settlement service's business."""
+        """Project PersonRegistered and PersonTransferred into the registry the rules check, each
+        believed only from the bureau it speaks for (shared/registrations.py); other bureau
+        events are the settlement service's business."""
+        changes = await person_changes(self._broker, batch, self._keys, self._store.standing)
         people = [Insured(p.person_id, p.region, Scheme(p.scheme), rules.name_digest(p.name, self._name_key))
-                  for p in await registrations(self._broker, batch)]
-        if people:
-            await self._store.save_insured(people)
+                  for p in changes.registered]
+        if people or changes.transfers:
+            await self._store.save_insured(people, changes.transfers)
 
 
     # -- bureau.disputes ------------------------------------------------------------------------
@@ -462,19 +506,29 @@ class BindingService:
         binding) in its beneficiary's compare-and-set commit, then DisputeResolved on
         binding.events. Anything that cannot be applied (malformed, unknown dispute, another
         region than the grantor's, a second different decision) is dead-lettered with why; the
-        same decision again republishes the same DisputeResolved."""
+        same decision again republishes the same DisputeResolved. Contract version 3: believed
+        only from the bureau of the decision's region, for a grantor of that region (else
+        NOT_SIGNERS, the dead letter's reason beginning with the code)."""
+        signer = verify_received(msg, self._keys, envelope.now())
         readable = envelope.read(msg.value, c.DISPUTE_DECIDED_TYPES)
         if isinstance(readable, envelope.Unreadable):
-            return await dead_letter(self._broker, msg, readable.error)
+            why = readable.error if isinstance(signer, Signer) else f"{signer.value}: {readable.error}"
+            return await dead_letter(self._broker, msg, why)
+        if isinstance(signer, SignatureRefused):
+            return await dead_letter(self._broker, msg, f"{signer.value}: DisputeDecided not believed")
         try:
             c.CommandEnvelope.model_validate(readable.body)
             decided = c.DisputeDecided.model_validate(readable.body["payload"])
         except ValidationError as exc:
             return await dead_letter(self._broker, msg, f"invalid DisputeDecided: {c.describe(exc)}")
+        if (refusal := rules.decision_refusal(signer, decided.region)) is not None:
+            return await dead_letter(self._broker, msg, f"{refusal.value}: DisputeDecided {shown(decided.dispute_id)} "
+                                                        f"for region {decided.region} signed by {signer.key_id}")
         try:
             dispute = await self._close_dispute(decided)
         except rules.DecisionRefused as refused:
-            return await dead_letter(self._broker, msg, f"DisputeDecided {shown(decided.dispute_id)}: {refused}")
+            code = f"{refused.code.value}: " if refused.code else ""
+            return await dead_letter(self._broker, msg, f"{code}DisputeDecided {shown(decided.dispute_id)}: {refused}")
         event = c.DisputeResolved(dispute_id=dispute.dispute_id, decision=dispute.status.value,
                                   binding_id=dispute.binding_id, grantor_id=dispute.grantor_id,
                                   beneficiary_id=dispute.beneficiary_id, charge_id=dispute.charge_id,

@@ -70,7 +70,8 @@ def create_app(settings: NotifySettings | None = None) -> FastStream:
                             unknown_wait_seconds=settings.notify_unknown_person_wait_seconds,
                             unknown_retry_seconds=settings.notify_unknown_person_retry_seconds,
                             send_concurrency=settings.notify_send_concurrency,
-                            metrics=NotifyMetrics(obs.registry))
+                            metrics=NotifyMetrics(obs.registry),
+                            keys=settings.partner_keys().find, signing_key=settings.signing_key())
     gate = register(broker, service, settings)
     app = FastStream(broker, logger=log)
     obs.watch(broker, redis=redis, gate=gate)

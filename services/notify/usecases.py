@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from shared import envelope, topics
+from shared.bureau import speaks_for_region
 from shared.envelope import CHINA_TZ
 from shared.identity import mask_name, mask_phone
 from shared.institutions import INSTITUTION_EVENT_TYPES, InstitutionRegistered
@@ -37,7 +38,8 @@ from shared.kafka import Outage, Received, dead_letter, publish_all
 from shared.kafka import Outgoing as Publication
 from shared.logs import shown
 from shared.references import read_reference
-from shared.registrations import registrations
+from shared.registrations import person_changes
+from shared.signing import KeyFinder, SignatureRefused, SigningKey, verify_received
 from services.notify import contract as c
 from services.notify.domain import notices as n
 from services.notify.domain.quiet import QuietHours
@@ -164,8 +166,12 @@ class NotifyService:
                  attempts: int, backoff_ms: int, *, template_codes: dict[str, str] | None = None,
                  lease_seconds: float = 60, unknown_wait_seconds: float = 600,
                  unknown_retry_seconds: float = 10, send_concurrency: int = 100,
-                 clock: Callable[[], datetime] = envelope.now, metrics: NotifyMetrics | None = None) -> None:
+                 clock: Callable[[], datetime] = envelope.now, metrics: NotifyMetrics | None = None,
+                 keys: KeyFinder, signing_key: SigningKey) -> None:
         self._store, self._broker, self._provider = store, broker, provider
+        # Contract version 3: whose signatures are believed (the operator's trust anchor and no
+        # other), and the key notify signs its DisputePayment commands with.
+        self._keys, self._signing_key = keys, signing_key
         self._metrics = metrics or NotifyMetrics(CollectorRegistry())
         self._quiet, self._attempts, self._backoff = quiet, attempts, backoff_ms / 1000
         self._codes = template_codes or {}
@@ -232,15 +238,23 @@ class NotifyService:
         if commands:
             # Remembered before they are published: binding's refusal can never come first.
             await self._retry(lambda: self._store.remember_asks(asks))
-            await self._retry(lambda: publish_all(self._broker, commands))
+            signed = [replace(p, headers=self._signing_key.headers(p.topic, p.key, p.value)) for p in commands]
+            await self._retry(lambda: publish_all(self._broker, signed))
         for i, exc in (await self._deliver(helps)).items():
             await self._defect(batch[i], exc)
 
     async def _reply(self, msg: Received) -> c.SmsReplyReceived | None:
-        """The reply a record holds; one that cannot be read is dead-lettered with its bytes."""
+        """The reply a record holds; one that cannot be read, or is not signed by the gateway
+        (which alone hears the SMS provider), is dead-lettered with its bytes."""
+        signer = verify_received(msg, self._keys, envelope.now())  # keys are valid in real time, not a test's clock
+        refusal = signer if isinstance(signer, SignatureRefused) else (
+            None if signer.owner == "gateway" else SignatureRefused.NOT_SIGNERS)
         readable = envelope.read(msg.value, c.UPLINK_TYPES)
         if isinstance(readable, envelope.Unreadable):
-            await dead_letter(self._broker, msg, readable.error)
+            await dead_letter(self._broker, msg, f"{refusal.value}: {readable.error}" if refusal else readable.error)
+            return None
+        if refusal is not None:
+            await dead_letter(self._broker, msg, f"{refusal.value}: {readable.event_type} not believed")
             return None
         try:
             return c.SmsReplyReceived.model_validate(readable.body.get("payload"))
@@ -305,6 +319,10 @@ class NotifyService:
         command_id = payload.get("command_id") if isinstance(payload, dict) else None
         if not (isinstance(command_id, str) and command_id.startswith(SMS_COMMAND_PREFIX)):
             return []
+        if payload.get("reason_code") in set(SignatureRefused):
+            # A command binding did not believe: anyone may have sent it under this id, so it says
+            # nothing about the grantor's dispute (notify's own are signed and believed).
+            return []
         asked = await self._store.ask(command_id)
         if asked is None:
             return []
@@ -320,27 +338,51 @@ class NotifyService:
 
     # -- projections -------------------------------------------------------------------------------
     async def on_bureau_accounts(self, batch: list[Received]) -> None:
-        """Project PersonRegistered into the contacts the SMS go to; the name only masked."""
-        people = [(p.person_id, p.phone, short_masked_name(p.name)) for p in await registrations(self._broker, batch)]
-        if people:
-            await self._store.save_contacts(people)
+        """Project PersonRegistered into the contacts the SMS go to, the name only masked, and
+        PersonTransferred beside them; each believed only from the bureau it speaks for
+        (shared/registrations.py), so a phone changes only by the person's own region's bureau."""
+        changes = await person_changes(self._broker, batch, self._keys, self._store.standing)
+        people = [(p.person_id, p.phone, short_masked_name(p.name), p.region) for p in changes.registered]
+        if people or changes.transfers:
+            await self._store.save_contacts(people, changes.transfers)
 
     async def on_institutions(self, batch: list[Received]) -> None:
-        """Project InstitutionRegistered: the names payment SMS give (never what a HIS sent)."""
-        names: dict[str, str] = {}
+        """Project InstitutionRegistered: the names payment SMS give (never what a HIS sent).
+        Believed only from the bureau of the institution's region, and only that region's bureau
+        renames it (NOT_SIGNERS otherwise, dead-lettered)."""
+        signed = []
+        now = envelope.now()
         for msg in batch:
+            signer = verify_received(msg, self._keys, now)
             readable = envelope.read(msg.value, INSTITUTION_EVENT_TYPES)
             if isinstance(readable, envelope.Unreadable):
-                await dead_letter(self._broker, msg, readable.error)
+                why = f"{signer.value}: {readable.error}" if isinstance(signer, SignatureRefused) else readable.error
+                await dead_letter(self._broker, msg, why)
+                continue
+            if isinstance(signer, SignatureRefused):
+                await dead_letter(self._broker, msg, f"{signer.value}: InstitutionRegistered not believed")
                 continue
             try:
                 registered = InstitutionRegistered.model_validate(readable.body.get("payload"))
             except ValidationError as exc:
                 await dead_letter(self._broker, msg, f"invalid InstitutionRegistered: {_where(exc)}")
                 continue
-            names[registered.institution_code] = registered.name
+            signed.append((msg, signer, registered))
+        if not signed:
+            return
+        regions = await self._store.institution_regions(list({r.institution_code: None for _, _, r in signed}))
+        names: dict[str, str] = {}
+        for msg, signer, registered in signed:
+            code, region = registered.institution_code, registered.region
+            its_region = regions.get(code, region)
+            if not speaks_for_region(signer, region) or its_region != region:
+                await dead_letter(self._broker, msg, f"{SignatureRefused.NOT_SIGNERS.value}: InstitutionRegistered for "
+                                                     f"region {region} signed by {signer.key_id}; the institution's "
+                                                     f"region is {its_region}")
+                continue
+            names[code], regions[code] = registered.name, registered.region
         if names:
-            await self._store.save_institutions(names)
+            await self._store.save_institutions(names, {code: regions[code] for code in names})
 
     async def on_binding_projection(self, batch: list[Received]) -> None:
         """Project binding.events into the bindings in force, for the ending-soon check. What

@@ -187,7 +187,9 @@ def main() -> int:
     infra = start_infra(run.dir / f"infra-{os.getpid()}")
     say(f"  Kafka {infra.kafka_bootstrap}   Redis {infra.redis_url}   ({infra.origin})")
     key = secrets.token_urlsafe(48)
-    env = {**os.environ, **infra.env(), "PYTHONUNBUFFERED": "1", "GATEWAY_JWT_KEY": key, "SMS_PROVIDER": "sink"}
+    env = {**os.environ, **infra.env(), "PYTHONUNBUFFERED": "1", "GATEWAY_JWT_KEY": key, "SMS_PROVIDER": "sink",
+           # binding has no default: a random one per run (the run's Redis is new), unless given
+           "NAME_DIGEST_KEY": os.environ.get("NAME_DIGEST_KEY") or secrets.token_hex(32)}
     status, figures, codes = 0, Figures(), {}
     try:
         say("starting the services ...")

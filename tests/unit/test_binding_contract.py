@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from services.binding import contract as c
-from services.binding.config import DEVELOPMENT_NAME_DIGEST_KEY, BindingSettings
+from services.binding.config import BindingSettings
 from services.binding.domain.reasons import Reason
 from shared.identity import make_id_number
 
@@ -167,21 +167,36 @@ def test_no_json_value_but_a_string_is_taken_where_the_contract_says_a_string(fi
 # --- settings ------------------------------------------------------------------------------------
 
 
+NAME_KEY = "unit-test-name-digest-key"
+
+
 def test_outcome_records_outlive_the_topics_retention_by_default() -> None:
-    s = BindingSettings()
+    s = BindingSettings(name_digest_key=NAME_KEY)
     assert s.binding_outcome_ttl_days >= s.kafka_retention_days
 
 
 def test_an_outcome_ttl_shorter_than_the_retention_is_refused_at_start() -> None:
     with pytest.raises(ValidationError, match="KAFKA_RETENTION_DAYS"):
-        BindingSettings(binding_outcome_ttl_days=7, kafka_retention_days=30)
+        BindingSettings(binding_outcome_ttl_days=7, kafka_retention_days=30, name_digest_key=NAME_KEY)
 
 
 def test_the_name_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NAME_DIGEST_KEY", "s3cret")
-    assert BindingSettings().name_key() == (b"s3cret", False)
+    monkeypatch.setenv("NAME_DIGEST_KEY", "s3cret-of-sixteen-or-more")
+    assert BindingSettings().name_key() == b"s3cret-of-sixteen-or-more"
 
 
-def test_without_a_name_key_the_development_key_is_used_and_said_to_be(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_name_key_the_service_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No published fallback: a digest keyed with a key anyone can read is as weak as a bare hash.
     monkeypatch.delenv("NAME_DIGEST_KEY", raising=False)
-    assert BindingSettings().name_key() == (DEVELOPMENT_NAME_DIGEST_KEY.encode(), True)
+    with pytest.raises(ValidationError, match="name_digest_key"):
+        BindingSettings()
+    monkeypatch.setenv("NAME_DIGEST_KEY", "")
+    with pytest.raises(ValidationError, match="name_digest_key"):
+        BindingSettings()
+
+
+def test_a_short_name_key_is_refused_without_showing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NAME_DIGEST_KEY", "short-s3cret")
+    with pytest.raises(ValidationError) as error:
+        BindingSettings()
+    assert "short-s3cret" not in str(error.value)

@@ -6,7 +6,8 @@ from datetime import datetime
 import pytest
 
 from services.notify.domain.notices import Notice
-from services.notify.storage.deliveries import decode_contact, decode_outcome, encode_contact, encode_outcome
+from services.notify.storage.deliveries import (contact_region, decode_contact, decode_outcome, encode_contact,
+                                               encode_outcome)
 from services.notify.usecases import delivery
 
 NOTICE = Notice("payment", "610102194001010011", "grantor", {"amount": "1.00"}, "ev-1", "ChargeSettled",
@@ -59,3 +60,16 @@ def test_a_contact_is_five_bytes_of_phone_and_the_masked_name(phone, name):
     raw = encode_contact(phone, name)
     assert len(raw) == 5 + len(name.encode())
     assert decode_contact(raw) == (phone or "", name)
+
+
+@pytest.mark.parametrize("phone,name", [("13812345678", "张*明"), ("19999999999", "欧**明"), (None, "*")])
+@pytest.mark.parametrize("region", ["610100", "611000", "000001"])
+def test_a_contact_keeps_its_region_in_three_more_bytes(phone, name, region):
+    # The region says whose bureau may change the phone (contract version 3).
+    raw = encode_contact(phone, name, region)
+    assert len(raw) == 5 + 3 + len(name.encode())
+    assert decode_contact(raw) == (phone or "", name) and contact_region(raw) == region
+
+
+def test_a_contact_from_before_regions_has_none():
+    assert contact_region(encode_contact("13812345678", "张*明")) is None

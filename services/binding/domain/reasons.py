@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from shared.refusal import Refusal
+from shared.signing import REFUSAL_TEXTS, SignatureRefused
 
 
 class Reason(StrEnum):
@@ -33,6 +34,15 @@ class Reason(StrEnum):
     UNKNOWN_REFERENCE = "UNKNOWN_REFERENCE"
     ALREADY_DISPUTED = "ALREADY_DISPUTED"
     INVALID_LIMIT = "INVALID_LIMIT"
+    # added with contract version 3: a command not believed (never recorded: a resend signed
+    # as it should be is decided afresh)
+    UNSIGNED = "UNSIGNED"
+    UNKNOWN_SIGNER = "UNKNOWN_SIGNER"
+    BAD_SIGNATURE = "BAD_SIGNATURE"
+    NOT_SIGNERS = "NOT_SIGNERS"
+
+
+SIGNATURE_REASONS = frozenset({Reason.UNSIGNED, Reason.UNKNOWN_SIGNER, Reason.BAD_SIGNATURE, Reason.NOT_SIGNERS})
 
 
 MESSAGES: dict[Reason, tuple[str, str]] = {
@@ -67,6 +77,7 @@ MESSAGES: dict[Reason, tuple[str, str]] = {
                                "(90 days by default)."),
     Reason.ALREADY_DISPUTED: ("该笔支付已提出过申诉", "This payment has already been disputed."),
     Reason.INVALID_LIMIT: ("每月共济限额须为0.00至1000000.00元", "The monthly limit must be from 0.00 to 1000000.00 yuan."),
+    **{Reason(code.value): (zh, en[0].upper() + en[1:] + ".") for code, (zh, en) in REFUSAL_TEXTS.items()},
 }
 
 

@@ -13,7 +13,9 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import date
 
+from shared.bureau import speaks_for_region
 from shared.regions import is_in_province
+from shared.signing import SignatureRefused, Signer
 from services.binding.domain.model import Binding, Dispute, DisputeStatus, Insured, Payment, Relation, Scheme
 from services.binding.domain.reasons import BindingRefused, Reason
 
@@ -30,6 +32,32 @@ def name_digest(name: str, key: bytes) -> str:
     service). 32 bits of it tell a mismatch (a wrong name passes once in four billion) and keep
     the registry entry to one integer."""
     return hmac.new(key, name.strip().encode("utf-8"), hashlib.sha256).hexdigest()[:8]
+
+
+# -- who may send what (contract version 3) -------------------------------------------------------
+# binding.commands is the platform's own topic: requested_by, channel and clerk_id are believed
+# because the gateway (which authenticated the person or the clerk) signed them. Notify speaks
+# only for a grantor who disputed a payment by SMS reply.
+NOTIFY_MAY_SEND = frozenset({"DisputePayment"})
+
+
+def sender_refusal(signer: Signer | SignatureRefused, event_type: str) -> SignatureRefused | None:
+    """Why a command or query is not believed from this signer, or None."""
+    if isinstance(signer, SignatureRefused):
+        return signer
+    if signer.owner == "gateway":
+        return None
+    if signer.owner == "platform" and signer.service == "notify" and event_type in NOTIFY_MAY_SEND:
+        return None
+    return SignatureRefused.NOT_SIGNERS
+
+
+def may_read_reply(signer: Signer, reply_topic: str) -> bool:
+    """A refusal NOT_SIGNERS is replied only where its signer may read: an institution its own
+    reply topics (`reply.<code>.`), the platform's services and the gateway any; a bureau none."""
+    if signer.owner == "his":
+        return reply_topic.startswith(f"reply.{signer.institution}.")
+    return signer.owner in ("gateway", "platform")
 
 
 @dataclass(frozen=True)
@@ -276,7 +304,18 @@ def paying_binding(payment: Payment, bindings: list[Binding]) -> Binding | None:
 
 
 class DecisionRefused(Exception):
-    """A bureau's DisputeDecided that cannot be applied: dead-lettered with this reason."""
+    """A bureau's DisputeDecided that cannot be applied: dead-lettered with this reason (and
+    `code` first, when it has one of the contract's)."""
+
+    def __init__(self, why: str, code: SignatureRefused | None = None) -> None:
+        super().__init__(why)
+        self.code = code
+
+
+def decision_refusal(signer: Signer, region: str) -> SignatureRefused | None:
+    """A DisputeDecided is believed only from the bureau of the region it names (which must also
+    be the grantor's: `decide_dispute`)."""
+    return None if speaks_for_region(signer, region) else SignatureRefused.NOT_SIGNERS
 
 
 def decide_dispute(dispute: Dispute | None, region: str, decision: str, decided_at: int,
@@ -287,7 +326,8 @@ def decide_dispute(dispute: Dispute | None, region: str, decision: str, decided_
     if dispute is None:
         raise DecisionRefused("unknown dispute")
     if region != dispute.grantor_region:
-        raise DecisionRefused(f"region {region} is not the grantor's region {dispute.grantor_region}")
+        raise DecisionRefused(f"region {region} is not the grantor's region {dispute.grantor_region}",
+                              SignatureRefused.NOT_SIGNERS)
     status = DisputeStatus(decision)
     if status is DisputeStatus.OPEN:
         raise DecisionRefused("a decision is upheld or dismissed")

@@ -19,6 +19,8 @@
 --   grantors          {bnd:gr:{bucket}, grantor_id} pairs to list the beneficiary under
 --   ids               {bnd:id:{bucket}, binding_id} pairs: binding id -> beneficiary, permanent
 --   outs              {bnd:out:{command_id}, record, ttl seconds} recorded outcomes
+-- and after the plan, in groups of four arguments, the refusals recorded (binary fields, hence
+-- not in the JSON): bnd:rej:{generation}:{k}, field, record, the hash's expiry (epoch seconds).
 --   sets, members     {key, value} disputes written (SET, no expiry) and {set key, member} to add
 --                     (bnd:dsp:{dispute_id} and bnd:dspg:{grantor}), with the bindings they change
 local function commit(keys, args)
@@ -61,6 +63,10 @@ local function commit(keys, args)
   for _, o in ipairs(p.outs) do
     redis.call('SET', o[1], o[2], 'EX', o[3])
   end
+  for i = 2, #args, 4 do
+    redis.call('HSET', args[i], args[i + 1], args[i + 2])
+    redis.call('EXPIREAT', args[i], args[i + 3])
+  end
   return 1
 end
 
@@ -94,5 +100,37 @@ local function sweep(keys, args)
   return {#due, removed}
 end
 
+-- bnd_outcomes(generations..., '|', then command_id, field, bucket per command): the recorded
+-- outcome of each command, '' where none: 'o' and its bnd:out:{command_id} value, else 'r' and
+-- its refusal's field in the first of bnd:rej:{generation}:{bucket} that holds it. One command
+-- for a batch's look-up, however many generations are looked in.
+local function outcomes(keys, args)
+  local gens, i = {}, 1
+  while args[i] ~= '|' do
+    gens[#gens + 1] = args[i]
+    i = i + 1
+  end
+  local found = {}
+  for j = i + 1, #args, 3 do
+    local cid, field, bucket = args[j], args[j + 1], args[j + 2]
+    local out = redis.call('GET', 'bnd:out:' .. cid)
+    local answer = ''
+    if out then
+      answer = 'o' .. out
+    else
+      for _, g in ipairs(gens) do
+        local refused = redis.call('HGET', 'bnd:rej:' .. g .. ':' .. bucket, field)
+        if refused then
+          answer = 'r' .. refused
+          break
+        end
+      end
+    end
+    found[#found + 1] = answer
+  end
+  return found
+end
+
 redis.register_function('bnd_commit', commit)
+redis.register_function{function_name='bnd_outcomes', callback=outcomes, flags={'no-writes'}}
 redis.register_function('bnd_sweep', sweep)

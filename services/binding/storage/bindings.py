@@ -16,10 +16,20 @@ millions of people and bindings each byte here is megabytes:
 - `bnd:pay:{beneficiary}` the payer index read by settlement (shared/binding_index.py)
 - `bnd:ends`              sorted set beneficiary_id scored by the earliest end (YYYYMMDD) in its
                           payer index: what the sweep looks at, without scanning every beneficiary
-- `bnd:out:{command_id}`  a recorded outcome other than BindingCreated, compact (`_encode_outcome`;
-                          TTL BINDING_OUTCOME_TTL_DAYS). A BindingCreated is rebuilt from its
-                          binding's line instead (order at creation and the time it was made),
-                          so a created binding leaves no outcome record at all.
+- `bnd:moving:{bucket}`   hash person_id -> the region his own bureau transferred him to
+                          (PersonTransferred, contract version 3), until that region registers him
+- `bnd:out:{command_id}`  a recorded outcome other than BindingCreated and BindingRejected, compact
+                          (`_encode_outcome`; TTL BINDING_OUTCOME_TTL_DAYS). A BindingCreated is
+                          rebuilt from its binding's line instead (order at creation and the time
+                          it was made), so a created binding leaves no outcome record at all.
+- `bnd:rej:{generation}:{k}` hash: the recorded BindingRejected of commands refused by a rule,
+                          command id (its 16 bytes when a uuid) -> "at|key|reason|detail";
+                          generation: the refusal's time (epoch seconds) // the outcome TTL, k: one
+                          of REFUSAL_BUCKETS by CRC32 of the command id, so each stays a listpack.
+                          A generation expires one TTL after it ends, so every record is kept at
+                          least the TTL and at most twice it; found by looking in the generations
+                          around now. Refusals that anyone can cause cost a hash field each, not
+                          a key with a TTL of its own. (Older refusals are `bnd:out` keys.)
 - `bnd:ref:{grantor}:{reference}` a grantor's payment by its reference (I-2), projected from
                           settlement.results' ChargeSettled grantor lines (consumer group
                           `binding.references`): "beneficiary|binding_id|institution|charge_id|
@@ -38,6 +48,9 @@ Changes are applied only through the `binding` Function library (bindings.lua).
 from __future__ import annotations
 
 import json
+import time
+import uuid
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -48,11 +61,13 @@ from redis.asyncio import Redis
 
 from shared.binding_index import PAUSED, Payer, encode_payer, payers_key
 from shared.envelope import CHINA_TZ
+from shared.registrations import Standing, read_standing
 from shared.state import calling_functions, person_bucket
 from services.binding.domain.model import (Binding, Dispute, DisputeStatus, Insured, Payment, Relation, Scheme,
                                            Status)
 
 ENDS_KEY = "bnd:ends"
+REFUSAL_BUCKETS = 1024  # never change: a refusal is found only in the bucket it was written to
 _SCHEME_DIGITS = {Scheme.EMPLOYEE: 1, Scheme.RESIDENT: 2}
 _SCHEMES = {digit: scheme for scheme, digit in _SCHEME_DIGITS.items()}
 _RELATIONS = {Relation.FATHER: "f", Relation.MOTHER: "m", Relation.SPOUSE: "s", Relation.CHILD: "c"}
@@ -71,6 +86,10 @@ def library() -> str:
 
 def people_key(person_id: str) -> str:
     return f"bnd:person:{person_bucket(person_id)}"
+
+
+def moving_key(person_id: str) -> str:
+    return f"bnd:moving:{person_bucket(person_id)}"
 
 
 def encode_insured(p: Insured) -> int:
@@ -169,6 +188,33 @@ def _decode_outcome(raw: bytes) -> Recorded:
     return Recorded(event_type, int(at), key.encode() or None, data)
 
 
+def refusal_field(command_id: str) -> bytes:
+    """A uuid command id (the usual) in its 16 bytes; any other id as it is (a canonical uuid
+    string and its bytes are one-to-one, so no two ids share a field)."""
+    try:
+        parsed = uuid.UUID(command_id)
+    except ValueError:
+        return command_id.encode()
+    return parsed.bytes if str(parsed) == command_id else command_id.encode()
+
+
+def refusal_bucket(command_id: str) -> int:
+    return zlib.crc32(refusal_field(command_id)) % REFUSAL_BUCKETS
+
+
+def refusal_key(command_id: str, generation: int) -> str:
+    return f"bnd:rej:{generation}:{refusal_bucket(command_id)}"
+
+
+def _encode_refusal(r: Recorded) -> str:
+    return f"{r.at}|{(r.key or b'').decode()}|{r.data}"
+
+
+def _decode_refusal(raw: bytes) -> Recorded:
+    at, key, data = raw.decode().split("|", 2)
+    return Recorded("BindingRejected", int(at), key.encode() or None, data)
+
+
 def ref_key(grantor_id: str, reference: str) -> str:
     return f"bnd:ref:{grantor_id}:{reference}"
 
@@ -243,26 +289,58 @@ class BindingStore:
         """Once at start-up; REPLACE so a new release's library takes over."""
         await self._redis.function_load(library(), replace=True)
 
-    async def save_insured(self, people: Iterable[Insured]) -> None:
-        """One round trip for a whole batch of registrations; re-registering overwrites."""
+    async def save_insured(self, people: Iterable[Insured], transfers: dict[str, str | None] | None = None) -> None:
+        """One round trip for a whole batch of registrations (in order: re-registering overwrites)
+        and transfers (set, or None: spent)."""
         pipe = self._redis.pipeline(transaction=False)
         for p in people:
             pipe.hset(people_key(p.person_id), p.person_id, encode_insured(p))
+        for person_id, region in (transfers or {}).items():
+            if region is None:
+                pipe.hdel(moving_key(person_id), person_id)
+            else:
+                pipe.hset(moving_key(person_id), person_id, region)
         await pipe.execute()
 
+    async def standing(self, person_ids: list[str]) -> dict[str, Standing]:
+        """Where each person is registered and where his own bureau transferred him, one round
+        trip (the rules of `shared.registrations`)."""
+        return await read_standing(self._redis, person_ids, people_key, moving_key,
+                                   lambda pid, raw: decode_insured(pid, raw).region)
+
+    def _generation(self, at: int) -> int:
+        return at // self._ttl
+
     async def lookup(self, command_ids: list[str], person_ids: list[str], binding_ids: list[str],
-                     ) -> tuple[dict[str, Recorded], dict[str, Insured], dict[str, str]]:
+                     now: int | None = None) -> tuple[dict[str, Recorded], dict[str, Insured], dict[str, str]]:
         """One round trip: recorded outcomes by command id, registrations by person, and the
-        beneficiary of each binding id (the ones known)."""
-        pipe = self._redis.pipeline(transaction=False)
-        for cid in command_ids:
-            pipe.get(f"bnd:out:{cid}")
-        for pid in person_ids:
-            pipe.hget(people_key(pid), pid)
-        for bid in binding_ids:
-            pipe.hget(id_key(bid), bid)
-        replies = iter(await pipe.execute())
-        outs = {cid: _decode_outcome(raw) for cid in command_ids if (raw := next(replies))}
+        beneficiary of each binding id (the ones known). A refusal is looked for in the
+        generations before, at and after now's (`now` epoch seconds): one written by an instance
+        whose clock runs a little ahead is found too."""
+        now = int(time.time()) if now is None else now
+        generations = [self._generation(now) + d for d in (-1, 0, 1)]
+        asked = [x for cid in command_ids for x in (cid, refusal_field(cid), refusal_bucket(cid))]
+
+        async def run() -> list:
+            pipe = self._redis.pipeline(transaction=False)
+            if command_ids:
+                pipe.fcall("bnd_outcomes", 0, *generations, "|", *asked)
+            for pid in person_ids:
+                pipe.hget(people_key(pid), pid)
+            for bid in binding_ids:
+                pipe.hget(id_key(bid), bid)
+            return await pipe.execute(raise_on_error=False)
+        answers = await calling_functions(run, self.load_functions)
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        replies = iter(answers)
+        outs = {}
+        for cid, found in zip(command_ids, next(replies) if command_ids else []):
+            if found[:1] == b"o":
+                outs[cid] = _decode_outcome(found[1:])
+            elif found[:1] == b"r":
+                outs[cid] = _decode_refusal(found[1:])
         people = {pid: decode_insured(pid, raw) for pid in person_ids if (raw := next(replies))}
         owners = {bid: raw.decode() for bid in binding_ids if (raw := next(replies))}
         return outs, people, owners
@@ -279,12 +357,13 @@ class BindingStore:
         False where the beneficiary's bindings changed since they were read."""
         if not plans:
             return []
-        calls = [json.dumps(self._plan_json(p, payers_ended_before), separators=(",", ":")) for p in plans]
+        calls = [(json.dumps(self._plan_json(p, payers_ended_before), separators=(",", ":")), *self._refusals(p))
+                 for p in plans]
 
         async def run() -> list:
             pipe = self._redis.pipeline(transaction=False)
             for call in calls:
-                pipe.fcall("bnd_commit", 0, call)
+                pipe.fcall("bnd_commit", 0, *call)
             return await pipe.execute(raise_on_error=False)
         # an applied plan changed its record: redone after a reload, it fails the compare and is
         # decided again, reading what it wrote
@@ -294,8 +373,20 @@ class BindingStore:
                 raise r
         return [r == 1 for r in replies]
 
+    def _refusals(self, p: Plan) -> list[str | bytes | int]:
+        """The plan's refusals as the Function's arguments after the plan: (hash, field, record,
+        the hash's expiry) each; the field is binary, hence not in the plan's JSON."""
+        args: list[str | bytes | int] = []
+        for cid, r in p.outcomes:
+            if r.event_type == "BindingRejected":
+                generation = self._generation(r.at)
+                args += [refusal_key(cid, generation), refusal_field(cid), _encode_refusal(r),
+                         (generation + 2) * self._ttl]
+        return args
+
     def _plan_json(self, p: Plan, ended_before: date) -> dict:
-        plan: dict = {"outs": [[f"bnd:out:{cid}", _encode_outcome(r), self._ttl] for cid, r in p.outcomes]}
+        plan: dict = {"outs": [[f"bnd:out:{cid}", _encode_outcome(r), self._ttl] for cid, r in p.outcomes
+                               if r.event_type != "BindingRejected"]}
         if p.beneficiary_id is None:
             return plan
         ben = p.beneficiary_id

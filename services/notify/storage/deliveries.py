@@ -1,9 +1,13 @@
 """The notify service's Redis state, and the one layout of what it keeps there.
 
 Keys this service owns (README, "Redis keys"):
-- `ntf:person:{bucket}`   hash person_id -> 5 bytes of phone (big-endian integer, 0: none) followed by
-                          the masked name in UTF-8 (projection of PersonRegistered; a few dozen
-                          bytes a person, the listpack of the shared 65,536 person buckets)
+- `ntf:person:{bucket}`   hash person_id -> 5 bytes of phone (big-endian integer, 0: none; its top bit
+                          set when 3 bytes of the registering region follow), then the masked name
+                          in UTF-8 (projection of PersonRegistered; a few dozen bytes a person, the
+                          listpack of the shared 65,536 person buckets). The region decides who may
+                          change the phone (contract version 3); contacts from before it have none
+- `ntf:moving:{bucket}`   hash person_id -> the region his own bureau transferred him to
+                          (PersonTransferred), until that region registers him
 - `ntf:phone:{bucket}`    hash phone -> the person ids registered with that phone, comma-separated
                           (at most PHONES_PER_NUMBER, the latest kept): the reverse index of the
                           contacts, written where they are projected, read by the SMS uplink
@@ -16,6 +20,7 @@ Keys this service owns (README, "Redis keys"):
                           reply, kept ASK_TTL_SECONDS (7 days) so that binding's refusal of it
                           (BindingRejected) can be told to the grantor who replied
 - `ntf:inst`              hash institution code -> registered name (projection of InstitutionRegistered)
+- `ntf:inst:region`       hash institution code -> its region: only that region's bureau renames it
 - `ntf:ends:{YYYYMMDD}:{k}` hash binding_id -> "grantor|beneficiary": the bindings in force that end
                           that day (k: one of 32 buckets by binding id, so each stays a listpack),
                           expiring a week after the day: projection of binding.events for the
@@ -51,15 +56,19 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shared.envelope import CHINA_TZ
+from shared.registrations import Standing, read_standing
 from shared.state import person_bucket
 from services.notify.domain.notices import Notice
 
 LIBRARY = files("services.notify.storage").joinpath("notify.lua").read_text
 DUE = "ntf:due"
 INSTITUTIONS = "ntf:inst"
+INSTITUTION_REGIONS = "ntf:inst:region"
 END_BUCKETS = 32
 DONE_BUCKETS = 256  # never change: a record is found only in the bucket it was written to
 _PHONE_BYTES = 5
+_WITH_REGION = 1 << (8 * _PHONE_BYTES - 1)  # a mobile number is below 2^35: the top bit is free
+_REGION_BYTES = 3  # six digits are below 2^24
 _KEEP_ENDED_DAYS = 8  # an end day's bindings stay a week past it (the check looks 7 days ahead)
 PHONE_BUCKETS = 65_536
 PHONES_PER_NUMBER = 4  # a family may register one phone for several people; more is not a family
@@ -69,6 +78,10 @@ ASK_TTL_SECONDS = 7 * 86_400  # a refusal comes within seconds; a week covers an
 
 def _person_key(person_id: str) -> str:
     return f"ntf:person:{person_bucket(person_id)}"
+
+
+def _moving_key(person_id: str) -> str:
+    return f"ntf:moving:{person_bucket(person_id)}"
 
 
 def _phone_key(phone: str) -> str:
@@ -108,14 +121,28 @@ def _notice_json(notice: Notice) -> str:
     return json.dumps(vars(notice), ensure_ascii=False, separators=(",", ":"))
 
 
-def encode_contact(phone: str | None, masked_name: str) -> bytes:
-    """A mainland mobile number fits 5 bytes as an integer; the masked name follows."""
-    return int(phone or 0).to_bytes(_PHONE_BYTES, "big") + masked_name.encode()
+def encode_contact(phone: str | None, masked_name: str, region: str | None = None) -> bytes:
+    """A mainland mobile number fits 5 bytes as an integer; the region (3 bytes) and the masked
+    name follow."""
+    if region is None:
+        return int(phone or 0).to_bytes(_PHONE_BYTES, "big") + masked_name.encode()
+    return ((int(phone or 0) | _WITH_REGION).to_bytes(_PHONE_BYTES, "big") + int(region).to_bytes(_REGION_BYTES, "big")
+            + masked_name.encode())
 
 
 def decode_contact(raw: bytes) -> tuple[str, str]:
+    """(phone or '', masked name)."""
     number = int.from_bytes(raw[:_PHONE_BYTES], "big")
-    return (str(number) if number else "", raw[_PHONE_BYTES:].decode())
+    start = _PHONE_BYTES + (_REGION_BYTES if number & _WITH_REGION else 0)
+    number &= ~_WITH_REGION
+    return (str(number) if number else "", raw[start:].decode())
+
+
+def contact_region(raw: bytes) -> str | None:
+    """The region that registered the contact (None: a contact from before regions were kept)."""
+    if not raw[0] & (_WITH_REGION >> 8 * (_PHONE_BYTES - 1)):
+        return None
+    return f"{int.from_bytes(raw[_PHONE_BYTES:_PHONE_BYTES + _REGION_BYTES], 'big'):06d}"
 
 
 _SEP = "|"
@@ -211,16 +238,23 @@ class DeliveryStore:
         await self._redis.function_load(LIBRARY(), replace=True)
 
     # -- projections ----------------------------------------------------------------------------
-    async def save_contacts(self, people: list[tuple[str, str | None, str]]) -> None:
-        """The contacts, and the phone index beside them: a person's new phone added, the old one
-        (a phone changed) taken out. A person's registrations are on one partition, so no other
-        consumer changes that person's contact between the look and the write."""
-        latest = {person_id: (phone or "", masked_name) for person_id, phone, masked_name in people}
+    async def save_contacts(self, people: list[tuple[str, str | None, str, str]],
+                            transfers: dict[str, str | None] | None = None) -> None:
+        """The contacts (person, phone, masked name, region), and the phone index beside them: a
+        person's new phone added, the old one (a phone changed) taken out; and the transfers set
+        (None: spent). A person's registrations are on one partition, so no other consumer changes
+        that person's contact between the look and the write."""
+        latest = {person_id: (phone or "", masked_name, region) for person_id, phone, masked_name, region in people}
         before = await self.contacts(list(latest))
         ops: list[tuple[str, str, str]] = []
         pipe = self._redis.pipeline(transaction=False)
-        for person_id, (phone, masked_name) in latest.items():
-            pipe.hset(_person_key(person_id), person_id, encode_contact(phone, masked_name))
+        for person_id, region in (transfers or {}).items():
+            if region is None:
+                pipe.hdel(_moving_key(person_id), person_id)
+            else:
+                pipe.hset(_moving_key(person_id), person_id, region)
+        for person_id, (phone, masked_name, region) in latest.items():
+            pipe.hset(_person_key(person_id), person_id, encode_contact(phone, masked_name, region))
             old = before.get(person_id, ("",))[0]
             if old and old != phone:
                 ops.append(("del", old, person_id))
@@ -281,6 +315,11 @@ class DeliveryStore:
         current = await self.contacts(sorted({pid for ids in candidates.values() for pid in ids}))
         return {phone: [pid for pid in ids if current.get(pid, ("",))[0] == phone] for phone, ids in candidates.items()}
 
+    async def standing(self, person_ids: list[str]) -> dict[str, Standing]:
+        """Where each person is registered and where his own bureau transferred him (the rules of
+        `shared.registrations`), one round trip."""
+        return await read_standing(self._redis, person_ids, _person_key, _moving_key, lambda _, raw: contact_region(raw))
+
     async def contacts(self, person_ids: list[str]) -> dict[str, tuple[str, str]]:
         """person_id -> (phone or '', masked name) for those known; one command for them all."""
         if not person_ids:
@@ -288,8 +327,17 @@ class DeliveryStore:
         found = await self._redis.fcall("contacts", len(person_ids), *map(_person_key, person_ids), *person_ids)
         return {pid: decode_contact(raw) for pid, raw in zip(person_ids, found) if raw}
 
-    async def save_institutions(self, names: dict[str, str]) -> None:
-        await self._redis.hset(INSTITUTIONS, mapping=names)
+    async def save_institutions(self, names: dict[str, str], regions: dict[str, str]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(INSTITUTIONS, mapping=names)
+        pipe.hset(INSTITUTION_REGIONS, mapping=regions)
+        await pipe.execute()
+
+    async def institution_regions(self, codes: list[str]) -> dict[str, str]:
+        if not codes:
+            return {}
+        found = await self._redis.hmget(INSTITUTION_REGIONS, codes)
+        return {code: raw.decode() for code, raw in zip(codes, found) if raw}
 
     async def institution_names(self, codes: list[str]) -> dict[str, str]:
         if not codes:
