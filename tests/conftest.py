@@ -16,7 +16,7 @@ from tests.support import Bus
 ALL_TOPICS = [t.BUREAU_ACCOUNTS, t.BUREAU_INSTITUTIONS, t.BINDING_COMMANDS, t.BINDING_EVENTS, t.HIS_CHARGES, t.SETTLEMENT_RESULTS,
               "settlement.queries",
               *t.all_bureau_postings(), t.NOTIFY_DELIVERIES, "reply.tests", t.GATEWAY_AUDIT,
-              t.HIS_RECONCILIATION, t.BUREAU_DISPUTES, t.SMS_UPLINK]
+              t.HIS_RECONCILIATION, t.BUREAU_DISPUTES, t.SMS_UPLINK, t.GATEWAY_REVOCATIONS]
 ALL_TOPICS += [t.dead_letter_topic(x) for x in (t.BUREAU_ACCOUNTS, t.BUREAU_INSTITUTIONS, t.BINDING_COMMANDS, t.HIS_CHARGES,
                                                  t.SETTLEMENT_RESULTS, t.BINDING_EVENTS,
                                                  t.HIS_RECONCILIATION, t.BUREAU_DISPUTES, t.SMS_UPLINK)]

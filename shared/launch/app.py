@@ -2,7 +2,13 @@
 
 Environment: `DURATION` (seconds, then stop as Ctrl-C does), `DEMO=0` (no simulator),
 `SIM_RATE` (messages/s, default 20), `SIM_SIZE` (small | medium | large), `RUN_DIR` (default
-`.run`: logs in `<RUN_DIR>/logs/<service>.log`).
+`.run`: logs in `<RUN_DIR>/logs/<service>.log`), `HTTP_PORT` (the API and console's port; default
+a free one), `ADMIN_PORT` (the gateway's operator port; default a free one).
+
+Tokens (contract version 3): two development issuers are made for the run (shared.tokens.DevIssuers,
+Ed25519 keys in `<RUN_DIR>/issuers`, mode 0600): the app's, which mints the seeded grantor's token
+and the simulator's, and the windows' sign-on, which mints the clerk's; the gateway believes them
+through the issuers file (`GATEWAY_TOKEN_ISSUERS`).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from shared.identity import mask_id_number
 from shared.launch.metrics import Figures, Rate, read, scrape
 from shared.launch.processes import Child, descendants, stop_all, wait_until
 from shared.launch import view
-from shared.tokens import mint
+from shared.tokens import DevIssuers
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("binding", "settlement", "notify", "gateway")
@@ -59,15 +65,22 @@ class Run:
 
     # -- start -----------------------------------------------------------------------------------
 
-    def start_services(self, env: dict[str, str]) -> None:
+    def start_services(self, env: dict[str, str], infra) -> None:
         for name in SERVICES:
             if not (ROOT / "services" / name / "__main__.py").exists():
                 say(f"  {name:<11} not in this build: skipped")
                 continue
-            port = free_port()
+            # The API and console on HTTP_PORT when it is set (a port the user can bookmark); the
+            # other services, and the gateway's operator port, on free ones.
+            port = int(os.environ["HTTP_PORT"]) if name == "gateway" and os.environ.get("HTTP_PORT") else free_port()
+            admin = None
             log = self.logs / f"{name}.log"
-            child_env = env | {"HTTP_PORT": str(port), "LOG_FORMAT": "json", "LOG_FILE": str(log)}
-            self.services.append(Child(name, f"services.{name}", [], child_env, log, ROOT, port))
+            child_env = env | infra.service_env(name) | {"HTTP_PORT": str(port), "LOG_FORMAT": "json",
+                                                         "LOG_FILE": str(log)}
+            if name == "gateway":
+                admin = int(os.environ.get("ADMIN_PORT") or free_port())
+                child_env["ADMIN_PORT"] = str(admin)
+            self.services.append(Child(name, f"services.{name}", [], child_env, log, ROOT, port, admin))
 
     def wait_ready(self, timeout: float = 180) -> bool:
         pending = list(self.services)
@@ -88,7 +101,7 @@ class Run:
                 f"{s.name} (log {s.log_path}):\n{s.tail()}" for s in pending)))
         return False
 
-    def surfaces(self, key: str) -> list[str]:
+    def surfaces(self, issuers: DevIssuers) -> list[str]:
         """One line per HTTP surface, the tokens, the processes."""
         lines = []
         gateway = next((s for s in self.services if s.name == "gateway"), None)
@@ -99,15 +112,15 @@ class Run:
             if gateway.serves("/console"):
                 lines.append(f"  console     {gateway.url}/console")
         for s in self.services:
-            if s.serves("/metrics"):
-                lines.append(f"  {s.name + ' metrics':<22}{s.url}/metrics")
+            if s.serves_metrics():
+                lines.append(f"  {s.name + ' metrics':<22}{s.metrics_url}")
             else:
                 lines.append(f"  {s.name + ' metrics':<22}not served by this build")
         from simulator.province import build_province
 
         grantor = build_province(self.size, SIM_SEED).demo_grantor()
-        app_token = mint(key, "app", person_id=grantor.person_id)
-        window_token = mint(key, "window", clerk_id=CLERK, region=CLERK_REGION)
+        app_token = issuers.mint("app", person_id=grantor.person_id)
+        window_token = issuers.mint("window", clerk_id=CLERK, region=CLERK_REGION)
         seeded = "a seeded grantor" if self.demo else "not seeded: DEMO=0"
         tokens = self.dir / "tokens.txt"
         tokens.touch(mode=0o600)
@@ -129,7 +142,7 @@ class Run:
     # -- watch -----------------------------------------------------------------------------------
 
     def figures(self) -> Figures:
-        texts = {s.name: scrape(f"{s.url}/metrics") for s in self.services}
+        texts = {s.name: scrape(s.metrics_url) for s in self.services}
         status = None
         try:
             status = json.loads((self.dir / "simulator.json").read_text())
@@ -186,21 +199,21 @@ def main() -> int:
     say("starting the broker and Redis ...")
     infra = start_infra(run.dir / f"infra-{os.getpid()}")
     say(f"  Kafka {infra.kafka_bootstrap}   Redis {infra.redis_url}   ({infra.origin})")
-    key = secrets.token_urlsafe(48)
-    env = {**os.environ, **infra.env(), "PYTHONUNBUFFERED": "1", "GATEWAY_JWT_KEY": key, "SMS_PROVIDER": "sink",
+    issuers = DevIssuers.create(run.dir / "issuers")
+    env = {**os.environ, **infra.env(), **issuers.env(), "PYTHONUNBUFFERED": "1", "SMS_PROVIDER": "sink",
            # binding has no default: a random one per run (the run's Redis is new), unless given
            "NAME_DIGEST_KEY": os.environ.get("NAME_DIGEST_KEY") or secrets.token_hex(32)}
     status, figures, codes = 0, Figures(), {}
     try:
         say("starting the services ...")
-        run.start_services(env)
+        run.start_services(env, infra)
         try:
             up = run.wait_ready()
         except RuntimeError as exc:
             say(f"a service did not start: {exc}")
             status, up = 1, False
         if up:
-            run.header = run.surfaces(key)
+            run.header = run.surfaces(issuers)
             if run.demo:
                 run.start_simulator(env)
                 run.header.append(f"  simulator   {run.rate} messages/s, size {run.size} "

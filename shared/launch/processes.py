@@ -20,8 +20,8 @@ class Child:
     """One process, `python -m <module>`, with its log file and, if it serves HTTP, its port."""
 
     def __init__(self, name: str, module: str, args: list[str], env: dict[str, str], log_path: Path,
-                 cwd: Path, port: int | None = None) -> None:
-        self.name, self.port, self.log_path = name, port, log_path
+                 cwd: Path, port: int | None = None, admin_port: int | None = None) -> None:
+        self.name, self.port, self.admin_port, self.log_path = name, port, admin_port, log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._offset = log_path.stat().st_size if log_path.exists() else 0
         with open(log_path, "ab") as log:
@@ -36,6 +36,14 @@ class Child:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Where its /metrics is: the operator port when it has one (the gateway's), else its port."""
+        return f"http://127.0.0.1:{self.admin_port or self.port}/metrics"
+
+    def serves_metrics(self) -> bool:
+        return self.port is not None and _answers(self.metrics_url)
 
     def exited(self) -> bool:
         return self.process.poll() is not None
@@ -56,12 +64,7 @@ class Child:
             return False
 
     def serves(self, path: str) -> bool:
-        if self.port is None:
-            return False
-        try:
-            return httpx.get(f"{self.url}{path}", timeout=2.0).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return self.port is not None and _answers(f"{self.url}{path}")
 
     def tail(self, lines: int = 8) -> str:
         try:
@@ -87,6 +90,13 @@ class Child:
             except ProcessLookupError:
                 pass
             return self.process.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def stop_all(children: list[Child], timeout: float = 20) -> dict[str, int]:
