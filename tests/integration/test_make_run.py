@@ -66,6 +66,13 @@ def test_make_run_with_a_duration_settles_charges_then_stops_everything(tmp_path
     assert re.search(r"bureau events: credits [\d,]+, local debits [\d,]+, snapshots [\d,]+ sent; 0 refused", out), \
         out[-2000:]
     assert (run_dir / "logs" / "settlement.log").stat().st_size > 0
+    # contract version 3: everything the simulator's partners sent was signed and believed (no
+    # charge refused for its signature), and every posting and reply the platform wrote for them
+    # carried the platform's signature (the bureaus and the HIS checked each one)
+    play = (run_dir / "logs" / "simulator.log").read_text()
+    checked = re.search(r"platform signatures: (\d+) verified, (\d+) not", play)
+    assert checked and int(checked[1]) > 0 and checked[2] == "0", play[-2000:]
+    assert not re.search(r"UNSIGNED|UNKNOWN_SIGNER|BAD_SIGNATURE|NOT_SIGNERS", play), play[-2000:]
 
     # nothing left behind: the processes it named, and anything started with its directory
     started = re.search(r"processes\s+(.+)$", out, re.M)
