@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -34,7 +35,7 @@ from shared.logs import shown
 from shared.money import Fen, parse_yuan
 from shared.references import payment_reference
 from shared.registrations import person_changes
-from shared.signing import KeyFinder, SignatureRefused, Signer, SigningKey, verify_received
+from shared.signing import KEY_ID_PATTERN, SIGNER, KeyFinder, SignatureRefused, Signer, SigningKey, verify_received
 from shared.topics import BINDING_EVENTS, SETTLEMENT_RESULTS
 from services.binding import contract as c
 from services.binding.domain import rules
@@ -123,7 +124,7 @@ class BindingService:
             if isinstance(readable, envelope.Unreadable):
                 why = readable.error if isinstance(signer, Signer) else f"{signer.value}: {readable.error}"
                 await dead_letter(self._broker, msg, why)
-            elif (refusal := rules.sender_refusal(signer, readable.event_type)) is not None:
+            elif (refusal := rules.sender_refusal(signer, readable.event_type, _named_signer(msg))) is not None:
                 refused.append(self._not_believed(msg, readable, signer, refusal, now))
             elif readable.event_type in c.QUERY_TYPES:
                 queries.append((msg, readable))
@@ -155,7 +156,8 @@ class BindingService:
         command of the same id is answered under another), and whether to reply: never to a
         message not proven to come from anyone, a NOT_SIGNERS only where its signer may read."""
         reason = Reason(refusal.value)
-        detail = f"{signer.key_id} may not send {readable.event_type}" if isinstance(signer, Signer) else ""
+        named = signer.key_id if isinstance(signer, Signer) else _named_signer(msg)
+        detail = f"{named} may not send {readable.event_type}" if reason is Reason.NOT_SIGNERS else ""
         refused = BindingRefused(reason, detail)
         event = c.BindingRejected(command_id=readable.event_id, reason_code=reason, message_zh=refused.message_zh,
                                   message_en=refused.message_en)
@@ -180,7 +182,7 @@ class BindingService:
         event = self._rejection(readable.event_id, BindingRefused(Reason.PLATFORM_ERROR), epoch(envelope.now()))
         await self._broker.publish(event, BINDING_EVENTS, key=msg.key)
         signer = verify_received(msg, self._keys, envelope.now())
-        if rules.sender_refusal(signer, readable.event_type) is None:
+        if rules.sender_refusal(signer, readable.event_type, _named_signer(msg)) is None:
             await self._reply(reply_to(msg, msg.key, event))
 
     async def _decide(self, commands: list[_Command]) -> None:
@@ -644,6 +646,12 @@ def _read(msg: Received, cmd: envelope.Readable) -> _Command:
     except ValidationError as exc:
         return _Command(msg, cmd, None, refused=BindingRefused(c.reason_for(exc), c.describe(exc)))
     return _Command(msg, cmd, form)
+
+
+def _named_signer(msg: Received) -> str:
+    """The key id a message says signed it, when it is one (never raw header bytes in a reply)."""
+    named = msg.headers.get(SIGNER, "")
+    return named if re.fullmatch(KEY_ID_PATTERN, named) else ""
 
 
 def _made_by(command_id: str, state: list[Stored]) -> Stored | None:

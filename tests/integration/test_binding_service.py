@@ -393,7 +393,7 @@ async def _every_record(bootstrap: str, topic: str) -> list:
         await consumer.stop()
 
 
-@pytest.mark.parametrize("asked", [t.BINDING_EVENTS, t.BUREAU_POSTINGS, "reply.", "reply.a/b", "REPLY.tests"])
+@pytest.mark.parametrize("asked", [t.BINDING_EVENTS, t.bureau_postings("610100"), "reply.", "reply.a/b", "REPLY.tests"])
 async def test_a_reply_to_that_is_not_a_reply_topic_is_ignored(desk, bus, binding_service, asked):
     grantor, father = await desk.person(), await desk.person()
     cmd_id = str(uuid.uuid4())
@@ -407,7 +407,8 @@ async def test_a_reply_to_that_is_not_a_reply_topic_is_ignored(desk, bus, bindin
                    key=father["person_id"], headers={"reply_to": "reply.tests", "correlation_id": later_id})
     await bus.watchers["reply.tests"].wait_for(lambda r: payload_of(r).get("command_id") == later_id)
     on_events = [r for r in await _every_record(bus.bootstrap, t.BINDING_EVENTS) if cmd_id.encode() in r.value]
-    on_postings = [r for r in await _every_record(bus.bootstrap, t.BUREAU_POSTINGS) if cmd_id.encode() in r.value]
+    on_postings = [r for r in await _every_record(bus.bootstrap, t.bureau_postings("610100"))
+                   if cmd_id.encode() in r.value]
     assert (len(on_events), len(on_postings)) == (1, 0)
     assert f"ignored reply_to {json.dumps(asked)}" in binding_service.log_text()
 

@@ -28,7 +28,8 @@ from services.notify.providers.http_gateway import HttpSmsGateway
 from services.notify.storage.deliveries import DeliveryStore
 from services.notify.domain.notices import for_settlement
 from services.notify.usecases import NotifyService, message_id_for
-from tests.support import body, china_today, new_person_id
+from shared.signing import KeyRing
+from tests.support import body, china_today, dev_keys, institution_registered, new_person_id, signed_headers
 
 pytestmark = pytest.mark.integration
 
@@ -133,10 +134,13 @@ class Rig:
         provider = gateway_class(self.gateway.url, "id", "secret", "陕西医保", timeout)
         return NotifyService(self.store, self.broker, provider, parse_quiet_hours("22:00-07:00"), 3, 10,
                              lease_seconds=LEASE, unknown_wait_seconds=WAIT, unknown_retry_seconds=RETRY,
-                             clock=clock, **options)
+                             clock=clock, keys=KeyRing.load(dev_keys().partner_keys_file).find,
+                             signing_key=dev_keys().service("notify"), **options)
 
     def received(self, topic: str, value: bytes, key: str = "k") -> Received:
-        return Received(topic, 0, next(self._offsets), key.encode(), value, {})
+        """As consumed: signed as the partner it speaks for (partner topics)."""
+        headers = {k: v.decode() for k, v in signed_headers(topic, key.encode(), value)}
+        return Received(topic, 0, next(self._offsets), key.encode(), value, headers)
 
     async def register(self, service: NotifyService, phone: bool = True) -> dict:
         p = {"person_id": new_person_id(), "name": f"测{chr(0x4e00 + random.randrange(2000))}明",
@@ -372,8 +376,8 @@ async def test_someone_never_registered_gets_no_phone_after_the_wait_and_not_bef
 async def test_the_payment_sms_names_the_registered_institution_with_every_value_as_a_template_param(rig, gateway):
     clock = at(10, 5)
     notify = rig.instance(clock, template_codes={"payment": "SMS_900001"})
-    await notify.on_institutions([rig.received(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", {
-        "institution_code": "H61010001", "name": "西安市第一医院", "region": "610100", "kind": "hospital"}))])
+    await notify.on_institutions([rig.received(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", institution_registered(
+        "H61010001", "610100", name="西安市第一医院")))])
     grantor, patient = await rig.register(notify), await rig.register(notify)
 
     known = rig.payment(clock, grantor, patient, institution_name="HIS写的假医院")

@@ -21,7 +21,7 @@ from shared.devstack import free_port
 from shared.envelope import CHINA_TZ, seal
 from shared.references import payment_reference
 from shared.state import person_bucket
-from tests.support import body, new_person_id, payload_of, running
+from tests.support import body, institution_registered, new_person_id, payload_of, running
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ class Town:
         self.bus, self.redis, self.notify = bus, redis, notify
 
     async def institution(self, code: str = HOSPITAL, name: str = HOSPITAL_NAME) -> None:
-        event = {"institution_code": code, "name": name, "region": "610100", "kind": "hospital"}
+        event = institution_registered(code, "610100", name=name)
         await self.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", event), key=code)
         await self._until(lambda: self.redis.hexists("ntf:inst", code))
 

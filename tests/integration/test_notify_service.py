@@ -18,7 +18,7 @@ from shared.envelope import CHINA_TZ, seal
 from shared.state import person_bucket
 from services.notify.usecases import short_masked_name
 from tests.integration.test_notify_at_most_once import Gateway, Reply
-from tests.support import body, china_today, command, new_person_id, payload_of, running
+from tests.support import body, china_today, command, institution_registered, new_person_id, payload_of, running
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ class Family:
         self.people: list[dict] = []
 
     async def institution(self, code=HOSPITAL, name=HOSPITAL_NAME) -> None:
-        event = {"institution_code": code, "name": name, "region": "610100", "kind": "hospital"}
+        event = institution_registered(code, "610100", name=name)
         await self.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", event), key=code)
         async with asyncio.timeout(30):
             while not (await self.redis.hexists("stl:inst", code) and await self.redis.hexists("ntf:inst", code)):
@@ -243,8 +243,8 @@ async def test_after_a_restart_with_a_backlog_notify_reads_people_and_institutio
         # from ending as `no_phone`.
         notify.env = {**original, "NOTIFY_UNKNOWN_PERSON_WAIT_SECONDS": "0"}
         code = f"H{random.randrange(10**8):08d}"
-        await bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", {
-            "institution_code": code, "name": "渭南市中医医院", "region": "610100", "kind": "hospital"}), key=code)
+        await bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", institution_registered(
+            code, "610100", name="渭南市中医医院")), key=code)
         people = [{"person_id": new_person_id(), "name": f"测试{i % 10}明", "region": "610100",
                    "scheme": "employee", "employer": "单位", "balance": "9.00",
                    "phone": f"136{random.randrange(10**8):08d}"} for i in range(400)]

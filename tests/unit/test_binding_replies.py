@@ -28,6 +28,7 @@ from services.binding.usecases import BindingService
 GATEWAY, NOTIFY = SigningKey.generate("gateway:k1"), SigningKey.generate("notify:k1")
 BUREAU, BINDING = SigningKey.generate("bureau:610100:k1"), SigningKey.generate("binding:k1")
 STRANGER = SigningKey.generate("gateway:k9")  # not in the operator's file
+HIS = SigningKey.generate("his:H61010001:k1")  # an institution's: binding holds none of them
 NOW = datetime.now(timezone.utc)
 
 
@@ -111,7 +112,7 @@ async def test_a_reply_is_signed_with_bindings_key_over_what_it_carries():
 
 
 @pytest.mark.parametrize("signer, code", [(None, "UNSIGNED"), (STRANGER, "UNKNOWN_SIGNER"),
-                                          (BUREAU, "NOT_SIGNERS"), (NOTIFY, "NOT_SIGNERS")])
+                                          (BUREAU, "NOT_SIGNERS"), (NOTIFY, "NOT_SIGNERS"), (HIS, "NOT_SIGNERS")])
 async def test_a_query_not_believed_is_refused_on_binding_events(signer, code):
     broker = KeepingBroker()
     msg = query("reply.app", signer)
@@ -126,11 +127,12 @@ async def test_a_query_not_believed_is_refused_on_binding_events(signer, code):
         command_id, "BindingRejected")
 
 
-@pytest.mark.parametrize("signer", [None, STRANGER, BUREAU])
+@pytest.mark.parametrize("signer", [None, STRANGER, BUREAU, HIS])
 async def test_no_reply_to_a_sender_not_proven_or_that_cannot_read_it(signer):
     broker = KeepingBroker()
-    await service(broker).handle_command(query("reply.app", signer))
-    assert broker.on("reply.app") == []
+    # a HIS's own reply topic: its key is not verified here, so anyone could have named it
+    await service(broker).handle_command(query("reply.H61010001.results", signer))
+    assert broker.on("reply.H61010001.results") == []
 
 
 async def test_a_bad_signature_is_refused_and_not_replied():

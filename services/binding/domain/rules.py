@@ -41,9 +41,14 @@ def name_digest(name: str, key: bytes) -> str:
 NOTIFY_MAY_SEND = frozenset({"DisputePayment"})
 
 
-def sender_refusal(signer: Signer | SignatureRefused, event_type: str) -> SignatureRefused | None:
-    """Why a command or query is not believed from this signer, or None."""
+def sender_refusal(signer: Signer | SignatureRefused, event_type: str, key_id: str = "") -> SignatureRefused | None:
+    """Why a command or query is not believed from this signer, or None. `key_id`: the signer the
+    message names (its x-signer header). Binding holds no institution's keys (they are
+    settlement's projection): a key an institution's id names is refused NOT_SIGNERS unverified,
+    since no institution may send here whatever it signed (and, unverified, it is never replied to)."""
     if isinstance(signer, SignatureRefused):
+        if signer is SignatureRefused.UNKNOWN_SIGNER and key_id.startswith("his:"):
+            return SignatureRefused.NOT_SIGNERS
         return signer
     if signer.owner == "gateway":
         return None
