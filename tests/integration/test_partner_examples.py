@@ -186,8 +186,8 @@ async def _play(step: Step, bus, watcher: Watcher, redis, answers: set[str]) -> 
         try:
             found = await watcher.wait_for(match, ANSWER_TIMEOUT, count=seen + 1)
         except TimeoutError:
-            latest = [r.value.decode(errors="replace") + (f"  headers {dict(r.headers or ())}" if out.topic.endswith(".dlq")
-                                                          else "")
+            dlq = out.topic.endswith(".dlq")  # where the reason is in a header
+            latest = [r.value.decode(errors="replace") + (f"  headers {dict(r.headers or ())}" if dlq else "")
                       for r in watcher.matching(lambda r: r.topic == out.topic)][-3:]
             raise AssertionError(f"{out.name}: no answer on {out.topic} within {ANSWER_TIMEOUT:.0f} s; "
                                  f"the latest there:\n" + "\n".join(latest)) from None

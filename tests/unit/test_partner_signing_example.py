@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import shutil
 import subprocess
@@ -21,8 +22,8 @@ import pytest
 
 from shared import topics
 from shared.institutions import InstitutionRegistered
-from shared.signing import (ALGORITHM, ED25519, SIGNATURE, SIGNER, InstitutionKey, SigningKey, Signer,
-                            SignatureRefused, institution_keys, signed_bytes, verify)
+from shared.signing import (ALGORITHM, ED25519, REFUSAL_TEXTS, SIGNATURE, SIGNER, InstitutionKey, SigningKey,
+                            Signer, SignatureRefused, institution_keys, signed_bytes, verify)
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "partners.md"
@@ -104,10 +105,9 @@ def test_signing_gives_exactly_the_shown_signature_and_verify_accepts_it(example
 def test_the_example_value_is_the_charge_of_section_5_1(example) -> None:
     """The worked example signs a real example of the guide, and the registration of section 3
     lists the example's public key under its key id."""
-    import json
-
     value = json.loads(example["value"])
-    examples = {m["attrs"].split("|")[0].strip(): m["text"] for m in _EXAMPLE.finditer(GUIDE.read_text(encoding="utf-8"))
+    guide = GUIDE.read_text(encoding="utf-8")
+    examples = {m["attrs"].split("|")[0].strip(): m["text"] for m in _EXAMPLE.finditer(guide)
                 if "| input |" in m["attrs"]}
     assert value == json.loads(examples["charge-own-and-cash"])
     assert example["key"] == value["payload"]["patient_id"] and example["topic"] == topics.HIS_CHARGES
@@ -157,3 +157,17 @@ def test_the_java_example_prints_the_guide_s_signature(example, tmp_path) -> Non
                          capture_output=True, text=True, timeout=60)
     assert run.stdout.splitlines() == [f"{SIGNER}: {example['key-id']}", f"{ALGORITHM}: {ED25519}",
                                        f"{SIGNATURE}: {example['signature']}"]
+
+
+def test_every_table_of_refusal_codes_gives_the_platform_s_texts() -> None:
+    """Section 2.4 and the reason code lists of charges, bindings and reconciliation (sections 8,
+    11, 13) give each signature refusal with the texts the services answer (binding's capitalised,
+    with a full stop)."""
+    rows = re.findall(r"^\| `(UNSIGNED|UNKNOWN_SIGNER|BAD_SIGNATURE|NOT_SIGNERS)` \| ([^|]+) \| ([^|]+) \|",
+                      GUIDE.read_text(encoding="utf-8"), re.M)
+    assert len(rows) == 4 * 4, f"{len(rows)} rows: section 2.4 and the lists of sections 8, 11 and 13 give all four"
+    for code, zh, en in rows:
+        expected_zh, expected_en = REFUSAL_TEXTS[SignatureRefused(code)]
+        en = en.strip()
+        assert zh.strip() == expected_zh, code
+        assert en in (expected_en, expected_en[0].upper() + expected_en[1:] + "."), code
