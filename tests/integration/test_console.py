@@ -20,7 +20,7 @@ from shared.devstack import free_port
 from shared.envelope import now, seal
 from shared.identity import mask_id_number
 from shared.references import payment_reference
-from shared.tokens import mint
+from tests.integration.test_gateway import ISSUERS, gateway_env
 from tests.support import (ROOT, ServiceProcess, body, charge_submitted, china_today, command, eventually,
                            institution_registered, payload_of, person_registered, wait_registered)
 
@@ -31,8 +31,8 @@ except ImportError:  # reported by the fixture, as a failure that says how to fi
 
 pytestmark = pytest.mark.integration
 
-KEY = "integration-tests-console-jwt-key-0123456789"
-REGION, REGION_ZH = "610300", "宝鸡市"
+REGION, REGION_ZH = "610300", "宝鸡市"  # the clerks' region: the grantors here are insured in it
+ELSEWHERE = "610100"                  # where their beneficiaries are
 HOSPITAL = "H610300-CONSOLE"
 SHOTS = ROOT / ".run" / "screenshots"
 FULL_ID = re.compile(r"\d{17}[\dXx]")
@@ -58,14 +58,11 @@ def platform(infra, bus, tmp_path_factory):
                                log_dir / f"{name}.log") for name in ("binding", "settlement", "notify")]
     urls = {}
     for name, env in (("gateway", {}), ("impatient", {"GATEWAY_COMMAND_TIMEOUT_MS": "1"})):
-        port, instance = free_port(), f"console-{uuid.uuid4().hex[:8]}"
         # A reply topic and an audit projection group of its own: no gateway waits on a group
         # another module's gateways just left.
-        services.append(ServiceProcess("gateway", {**infra.env(), "LOG_LEVEL": "INFO", "GATEWAY_JWT_KEY": KEY,
-                                                   "HTTP_PORT": str(port), "GATEWAY_INSTANCE": instance,
-                                                   "GATEWAY_GROUP_ID": instance, **env},
-                                       log_dir / f"{name}.log"))
-        urls[name] = f"http://127.0.0.1:{port}"
+        settings = gateway_env(infra, log_dir, **env)
+        services.append(ServiceProcess("gateway", settings, log_dir / f"{name}.log"))
+        urls[name] = f"http://127.0.0.1:{settings['HTTP_PORT']}"
     try:
         for process in services:
             process.start()
@@ -114,7 +111,7 @@ class Counter:
         SHOTS.mkdir(parents=True, exist_ok=True)
         await self.page.screenshot(path=str(SHOTS / f"console-{name}.png"), full_page=True)
 
-    async def person(self, region="610100", scheme="employee", balance="0.00") -> dict:
+    async def person(self, region=REGION, scheme="employee", balance="0.00") -> dict:
         p = person_registered(region, scheme, balance)
         await self.bus.send(t.BUREAU_ACCOUNTS, seal("PersonRegistered", p), key=p["person_id"])
         await wait_registered(self.redis, [p["person_id"]], timeout=30)
@@ -166,8 +163,8 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def window(clerk: str = "clerk-bj-0001", role: str = "window") -> str:
-    return mint(KEY, role, clerk_id=clerk, region=REGION)  # type: ignore[arg-type]
+def window(clerk: str = "clerk-bj-0001", role: str = "window", **claims) -> str:
+    return ISSUERS.mint(role, clerk_id=clerk, region=REGION, **claims)  # type: ignore[arg-type]
 
 
 WINDOW = window()
@@ -201,7 +198,7 @@ async def test_sign_in_refuses_an_app_token_and_a_bad_one_and_shows_the_clerk_on
 
     await counter.sign_in("not-a-token")
     await expect(page.locator("#signin-token-error")).to_contain_text("令牌无效或已过期")
-    await counter.sign_in(mint(KEY, "app", person_id=someone["person_id"]))
+    await counter.sign_in(ISSUERS.mint("app", person_id=someone["person_id"]))
     await expect(page.locator("#signin-token-error")).to_contain_text("经办窗口只接受窗口令牌或主管令牌")
     await expect(page.locator("nav")).to_be_hidden()
     await counter.shot("sign-in-refused")
@@ -237,7 +234,7 @@ async def test_sign_in_refuses_an_app_token_and_a_bad_one_and_shows_the_clerk_on
 async def test_look_up_verifies_the_name_before_the_balance_and_lists_bindings_with_roles(counter):
     page = counter.page
     son = await counter.person(balance="321.00")
-    father = await counter.person(region=REGION, scheme="resident")
+    father = await counter.person(region=ELSEWHERE, scheme="resident")
     binding = await counter.bind(son, father)
     await counter.open(WINDOW)
 
@@ -257,7 +254,7 @@ async def test_look_up_verifies_the_name_before_the_balance_and_lists_bindings_w
     await counter.look_up(son, name=son["name"])
     await expect(facts).to_contain_text(f"{son['name']} 已核验 ✓")
     await expect(facts).to_contain_text("321.00 元")
-    await expect(facts).to_contain_text("西安市")
+    await expect(facts).to_contain_text(REGION_ZH)
     row = counter.row(binding)
     await expect(row).to_contain_text("授权者")
     await expect(row).to_contain_text(mask_id_number(father["person_id"]))
@@ -291,7 +288,7 @@ async def test_create_at_the_window_is_accepted_or_refused_beside_the_field_conc
     page = counter.page
     son, daughter = await counter.person(), await counter.person()
     resident = await counter.person(scheme="resident")
-    mother = await counter.person(region=REGION, scheme="resident")
+    mother = await counter.person(region=ELSEWHERE, scheme="resident")
     await counter.open(WINDOW)
     await counter.tab("办理绑定")
     await expect(page.locator("#create-grantor-id")).to_be_focused()
@@ -340,7 +337,7 @@ async def test_create_at_the_window_is_accepted_or_refused_beside_the_field_conc
 async def test_a_command_still_pending_shows_in_progress_then_its_outcome(counter, platform):
     page = counter.page
     son, daughter = await counter.person(), await counter.person()
-    mother = await counter.person(region=REGION, scheme="resident")
+    mother = await counter.person(region=ELSEWHERE, scheme="resident")
     counter.url = platform["impatient"]   # this gateway answers every command 202
     await counter.open(WINDOW)
     await counter.tab("办理绑定")
@@ -356,7 +353,7 @@ async def test_a_command_still_pending_shows_in_progress_then_its_outcome(counte
 
 async def test_a_change_of_order_shows_the_swap_before_it_is_confirmed_and_the_list_updates(counter):
     page = counter.page
-    mother = await counter.person(region=REGION, scheme="resident")
+    mother = await counter.person(region=ELSEWHERE, scheme="resident")
     son, daughter = await counter.person(), await counter.person()
     first = await counter.bind(son, mother, relation="mother", order=1)
     second = await counter.bind(daughter, mother, relation="mother", order=2)
@@ -400,7 +397,7 @@ async def test_a_change_of_order_shows_the_swap_before_it_is_confirmed_and_the_l
 async def test_revoke_is_confirmed_for_the_grantor_and_the_binding_shows_revoked(counter):
     page = counter.page
     son, stranger = await counter.person(), await counter.person()
-    father = await counter.person(region=REGION, scheme="resident")
+    father = await counter.person(region=ELSEWHERE, scheme="resident")
     binding = await counter.bind(son, father)
     await counter.open(WINDOW)
 
@@ -433,7 +430,7 @@ async def test_a_grantors_consumption_shows_totals_by_beneficiary_and_prints(cou
     page = counter.page
     await counter.hospital()
     son = await counter.person(balance="500.00")
-    father = await counter.person(region=REGION, scheme="resident")
+    father = await counter.person(region=ELSEWHERE, scheme="resident")
     binding = await counter.bind(son, father)
     r = await counter.http.put(f"/v1/bindings/{binding}/limit", json={"monthly_limit": "100.00",
                                                                        "requested_by": son["person_id"]},
@@ -521,7 +518,7 @@ async def test_the_audit_list_shows_a_clerk_his_own_actions_and_a_supervisor_the
 
 async def test_a_token_that_expires_mid_session_returns_the_clerk_to_sign_in(counter):
     page = counter.page
-    brief = mint(KEY, "window", clerk_id="clerk-bj-0002", region=REGION, ttl_seconds=10)
+    brief = window("clerk-bj-0002", ttl_seconds=10)
     await counter.open(brief)
     await expect(page.locator("#who")).to_contain_text("clerk-bj-0002")
     await counter.tab("操作记录")   # refreshes itself: the first answer after the expiry is 401
@@ -533,7 +530,7 @@ async def test_a_token_that_expires_mid_session_returns_the_clerk_to_sign_in(cou
 async def test_the_grantor_looked_up_limits_pauses_and_resumes_a_binding_each_confirmed(counter):
     page = counter.page
     son = await counter.person()
-    father = await counter.person(region=REGION, scheme="resident")
+    father = await counter.person(region=ELSEWHERE, scheme="resident")
     binding = await counter.bind(son, father)
     await counter.open(WINDOW)
     await counter.look_up(son, name=son["name"])
@@ -599,7 +596,7 @@ async def test_a_dispute_by_the_sms_reference_pauses_the_binding_and_is_listed_w
     page = counter.page
     await counter.hospital()
     son = await counter.person(balance="200.00")
-    father = await counter.person(region=REGION, scheme="resident")
+    father = await counter.person(region=ELSEWHERE, scheme="resident")
     binding = await counter.bind(son, father)
     charge = await counter.settle(father, 2345)
     reference = payment_reference(HOSPITAL, charge["charge_id"], son["person_id"])
@@ -669,3 +666,23 @@ async def test_a_dispute_by_the_sms_reference_pauses_the_binding_and_is_listed_w
     await page.get_by_role("button", name="确认恢复").click()
     await expect(page.locator("#pause-dialog")).to_be_hidden()
     await expect(counter.row(binding).locator("td").nth(5)).to_have_text("有效")
+
+
+async def test_the_openapi_page_renders_with_nothing_from_outside_under_the_consoles_policy(counter):
+    """/docs in the browser with every request off this origin refused: Swagger UI comes from the
+    gateway itself, and its policy (the console's) blocks nothing the page needs."""
+    page, outside = counter.page, []
+
+    async def only_this_origin(route):
+        if route.request.url.startswith(counter.url):
+            await route.continue_()
+        else:
+            outside.append(route.request.url)
+            await route.abort()
+    await page.route("**/*", only_this_origin)
+    response = await page.goto(f"{counter.url}/docs")
+    assert response.status == 200 and "script-src 'self'" in response.headers["content-security-policy"]
+    await expect(page.locator(".swagger-ui .info .title")).to_contain_text("Family mutual aid API")
+    await expect(page.locator(".opblock-summary-path", has_text="/v1/person-lookups")).to_be_visible()
+    await counter.shot("openapi-page")
+    assert outside == []

@@ -153,7 +153,8 @@ def test_app_service_publishes_its_http_port_on_localhost_only(
     assert env.get("HTTP_PORT") == str(port)
     # Inside the container it listens on every interface; the host publishes it on loopback only.
     assert env.get("HTTP_HOST") == "0.0.0.0"
-    assert [str(p) for p in services[name].get("ports") or []] == [f"127.0.0.1:{port}:{port}"]
+    published = [f"127.0.0.1:{port}:{port}"] + (["127.0.0.1:8090:8090"] if name == "gateway" else [])  # + its operator port
+    assert [str(p) for p in services[name].get("ports") or []] == published
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -172,20 +173,22 @@ def test_app_service_is_healthy_only_when_its_http_probe_answers(
         assert key in check, f"{name} healthcheck lacks {key}"
 
 
-def test_gateway_takes_its_token_key_from_the_environment_and_refuses_to_start_without_it(
+def test_gateway_believes_the_operators_token_issuers_and_holds_no_shared_token_key(
     services: dict[str, dict[str, Any]],
 ) -> None:
+    """Contract version 3: public keys of listed issuers (a file mounted read-only), no HMAC secret."""
     assert "gateway" in services
-    key = _environment(services["gateway"]).get("GATEWAY_JWT_KEY", "")
-    # `${VAR:?message}`: compose stops with the message when the variable is unset or empty,
-    # so no default (and no secret) is ever written in this file.
-    assert key.startswith("${GATEWAY_JWT_KEY:?") and key.endswith("}"), key
+    env = _environment(services["gateway"])
+    path = env.get("GATEWAY_TOKEN_ISSUERS", "")
+    assert any(str(v).endswith(f":{path}:ro") for v in services["gateway"].get("volumes", [])), path
+    assert all("GATEWAY_JWT_KEY" not in _environment(service) for service in services.values())
+    assert "127.0.0.1:8090:8090" in services["gateway"]["ports"]  # the operator port, on the host's loopback
 
 
 def test_secrets_are_never_written_in_the_file(services: dict[str, dict[str, Any]]) -> None:
     for name, service in services.items():
         env = _environment(service)
-        for var in ("GATEWAY_JWT_KEY", "NAME_DIGEST_KEY", "SMS_ACCESS_KEY_SECRET"):
+        for var in ("NAME_DIGEST_KEY", "SMS_ACCESS_KEY_SECRET"):
             if var in env:
                 assert env[var].startswith(f"${{{var}:?"), f"{name}: {var} must come from the environment"
 

@@ -117,7 +117,7 @@ async function api(method, path, body) {
     data = null;
   }
   if (response.status === 401 && state.me) signOut(M("signin.expired"));
-  return { status: response.status, ok: response.ok, data, path };
+  return { status: response.status, ok: response.ok, data, path, retryAfter: response.headers.get("Retry-After") };
 }
 
 /** A command answered 202 is still being decided: ask for its outcome until there is one. */
@@ -143,6 +143,7 @@ function problemOf(res) {
   const d = res.data || {};
   if (res.status === 0) return M("e.network");
   if (d.message_zh || d.message_en) return { zh: d.message_zh, en: d.message_en };
+  if (res.status === 429) return M("e.429", { seconds: res.retryAfter || "1" });
   if ((res.status === 404 || res.status === 405) && !d.reason_code && res.path && !res.path.includes("/commands/")) {
     return M("e.no_api", { path: res.path.split("?")[0].replace(/\d{17}[\dXx]/g, "…") });
   }

@@ -175,7 +175,8 @@ export const TEXTS = {
     "out.answered": "已答复", "out.forbidden": "无权限", "out.failed": "失败",
 
     "e.network": "无法连接平台，请检查网络后重试。",
-    "e.403": "无权办理此项。",
+    "e.403": "无权办理此项（经办人只能为本统筹区的授权人办理，查询本统筹区参保人及与其绑定的使用者）。",
+    "e.429": "操作过于频繁，请 {seconds} 秒后重试。",
     "e.404": "未找到。",
     "e.500": "平台处理异常，请稍后重试或联系12393。",
     "e.502": "平台服务暂时无法答复，请稍后重试。",
@@ -356,7 +357,8 @@ export const TEXTS = {
     "out.answered": "answered", "out.forbidden": "forbidden", "out.failed": "failed",
 
     "e.network": "The platform cannot be reached; check the network and retry.",
-    "e.403": "Not allowed.",
+    "e.403": "Not allowed (a clerk acts for grantors of the clerk's region, and looks up its persons and the beneficiaries bound with them).",
+    "e.429": "Too many requests; retry in {seconds} s.",
     "e.404": "Not found.",
     "e.500": "The platform failed to handle this; retry later or call 12393.",
     "e.502": "A platform service could not answer; retry shortly.",
