@@ -93,7 +93,7 @@ class Family:
         return body(r)
 
     async def postings(self, charge_id, count) -> list[dict]:
-        return [payload_of(r) for r in await self.bus.watchers[t.BUREAU_POSTINGS].wait_for(
+        return [payload_of(r) for r in await self.bus.watchers[t.bureau_postings(REGION)].wait_for(
             lambda r: payload_of(r).get("charge_id") == charge_id, count=count, timeout=60)]
 
     async def balance(self, person) -> str:
@@ -210,7 +210,7 @@ async def test_after_revoking_the_only_binding_new_charges_pay_cash_and_old_ones
                 and p["person_id"] == grantor["person_id"]]
     assert (credit["amount"], credit["account_seq"]) == ("20.00", 2)
     assert (await family.balance(grantor), await family.balance(patient)) == ("60.00", "5.00")
-    assert not family.bus.watchers[t.BUREAU_POSTINGS].matching(
+    assert not family.bus.watchers[t.bureau_postings(REGION)].matching(
         lambda r: payload_of(r).get("charge_id") == after["charge_id"])
 
 

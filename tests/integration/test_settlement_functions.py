@@ -7,6 +7,7 @@ and payer-index entries written as the binding service writes them (shared/bindi
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
@@ -18,7 +19,8 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from services.settlement.domain.waterfall import Account, Line, refund_plan, split
-from services.settlement.storage.accounts import ChargeToSettle, Movement, RefundToApply, SettlementStore
+from services.settlement.storage.accounts import (ChargeToSettle, InstitutionRegistration, Movement, PersonState,
+                                                  RefundToApply, Registration, SettlementStore, Transfer)
 from shared.devstack import LocalRedis, free_port
 from shared.identity import make_id_number
 from shared.state import person_bucket
@@ -230,21 +232,50 @@ async def test_a_recorded_refusal_stays_when_the_same_message_comes_again(store,
     assert await store.balance(patient) == 5_000
 
 
-@pytest.mark.parametrize("institution,region", [("H-unregistered", XIAN), (HOSPITAL, BAOJI)],
-                         ids=["unregistered institution", "institution named in another region"])
-async def test_a_charge_from_an_undesignated_institution_is_refused_until_it_is_registered(
-        store, client, institution, region):
+async def test_a_charge_from_an_undesignated_institution_is_refused_until_it_is_registered(store, client):
     patient = new_person()
     await store.register([(patient, XIAN, "e", 5_000)])
-    event = charge(patient, 1_000, institution=institution, institution_region=region)
+    event = charge(patient, 1_000, institution="H-unregistered", institution_region=XIAN)
 
     [first] = await store.settle([event])
-    await store.register_institutions([(institution, region, "clinic")])
+    await store.register_institutions([("H-unregistered", XIAN, "clinic")])
     [again] = await store.settle([event])
 
     assert (first.status, first.reason) == ("REJECTED", "UNKNOWN_INSTITUTION")
     assert again.status == "SETTLED"
     assert await store.balance(patient) == 4_000
+
+
+async def test_an_institution_never_moves_region_and_only_its_bureau_changes_its_keys(store, client):
+    """A charge naming another region than the institution's is refused, and no registration moves
+    it there: one signed by the other region's bureau changes nothing (NOT_SIGNERS); its own
+    region's bureau replaces its key list."""
+    patient = new_person()
+    await store.register([(patient, XIAN, "e", 5_000)])
+    event = charge(patient, 1_000, institution_region=BAOJI)
+    keys = [{"key_id": f"his:{HOSPITAL}:k2", "public_key": "A" * 44}]
+    moved, kept = await store.institutions_registered([
+        InstitutionRegistration(HOSPITAL, BAOJI, "clinic", keys, BAOJI),
+        InstitutionRegistration(HOSPITAL, XIAN, "clinic", keys, XIAN)])
+    [refused] = await store.settle([event])
+
+    assert (moved, kept) == ("NOT_SIGNERS", "OK")
+    assert (refused.status, refused.reason) == ("REJECTED", "UNKNOWN_INSTITUTION")
+    assert await client.hget("stl:inst", HOSPITAL) == f"{XIAN}|clinic".encode()
+    assert json.loads(await client.hget("stl:ikeys", HOSPITAL)) == {"region": XIAN, "keys": keys}
+
+
+async def test_a_transfer_lasts_until_the_region_it_names_registers_the_person(store, client):
+    """stl:moving (contract version 3): the region a person's own bureau let register him; a
+    registration by his own region keeps it, the one by that region ends it. Events of one batch
+    apply in their order."""
+    person, other = new_person(), new_person()
+    await store.bureau_events([Registration(person, XIAN, "e", 5_000), Transfer(person, BAOJI),
+                               Registration(person, XIAN, "e", 5_000)])
+    assert await store.people([person, other]) == {person: PersonState(XIAN, BAOJI), other: PersonState(None, None)}
+    await store.bureau_events([Registration(person, BAOJI, "e", 0)])
+    assert await store.people([person]) == {person: PersonState(BAOJI, None)}
+    assert await store.balance(person) == 5_000  # the account moves with him: the platform's balance is kept
 
 
 async def test_two_institutions_may_use_the_same_charge_id(store, client):

@@ -24,7 +24,8 @@ from shared.state import person_bucket
 from services.settlement.storage.accounts import Movement
 from tests.integration import test_settlement_books as books
 from tests.integration.test_settlement_functions import XIAN, make_store, valkey  # noqa: F401 - valkey: a fixture
-from tests.support import body, china_today, command, eventually, new_person_id, payload_of, running
+from tests.support import (body, china_today, command, eventually, institution_registered, new_person_id, payload_of,
+                           running)
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +49,7 @@ class Hospital:
         self.day = china_today().isoformat()
 
     async def register(self) -> None:
-        event = {"institution_code": self.code, "name": "对账医院", "region": "610100", "kind": "hospital"}
+        event = institution_registered(self.code, "610100", "对账医院")
         await self.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", event), key=self.code)
         await eventually(lambda: self.redis.hexists("stl:inst", self.code), 30, "the institution registered")
 
@@ -241,7 +242,8 @@ async def test_an_answer_waits_until_the_ledger_has_read_every_result_before_it(
 async def test_reports_that_cannot_be_reconciled_are_refused_with_a_reason(hospital, bus):
     cases = {
         "INVALID_RECONCILIATION": hospital.totals(charge_count="2"),
-        "UNKNOWN_INSTITUTION": hospital.totals(institution_code="H-nobody"),
+        # an institution never registered has no key the platform knows (contract version 3)
+        "UNKNOWN_SIGNER": hospital.totals(institution_code="H-nobody"),
         "DAY_NOT_KEPT": hospital.totals(day=(china_today() + timedelta(days=1)).isoformat()),
     }
     for reason, payload in cases.items():
@@ -286,18 +288,18 @@ async def test_a_snapshot_the_postings_in_flight_do_not_explain_is_announced_as_
 
     await snapshot("100.00", 1)   # 100.00 - 30.00 in flight = 70.00: explained, no drift
     await snapshot("110.00", 2)   # 110.00 - 30.00 = 80.00, the cache held 70.00: drift of -10.00
-    [drift] = await bus.watchers[t.BUREAU_POSTINGS].wait_for(drift_of)
+    [drift] = await bus.watchers[t.bureau_postings("610100")].wait_for(drift_of)
     assert drift.key == b"610100"
     assert payload_of(drift) == {"person_id": person["person_id"], "region": "610100", "bureau_seq": 2,
                                  "snapshot_balance": "110.00", "in_flight": "-30.00", "platform_balance": "70.00",
                                  "drift": "-10.00"}
     # Same consumer, same partition, in order: the first snapshot was read before, and said nothing.
-    assert len(bus.watchers[t.BUREAU_POSTINGS].matching(drift_of)) == 1
+    assert len(bus.watchers[t.bureau_postings("610100")].matching(drift_of)) == 1
     assert _metric(services, "fma_account_drift_total") == drifts + 1
     assert _metric(services, "fma_account_drift_fen_total") == drifted_fen + 1_000
 
     await snapshot("110.00", 2)   # redelivered: announced again, the same event; counted once
-    first, again = await bus.watchers[t.BUREAU_POSTINGS].wait_for(drift_of, count=2)
+    first, again = await bus.watchers[t.bureau_postings("610100")].wait_for(drift_of, count=2)
     assert body(first)["event_id"] == body(again)["event_id"]
     assert _metric(services, "fma_account_drift_total") == drifts + 1
     raw = await hospital.redis.hget(f"stl:acct:{person_bucket(person['person_id'])}", person["person_id"])
