@@ -1,6 +1,7 @@
 """The gateway's AsyncAPI document: `python -m services.gateway.asyncapi`.
 
-The gateway owns two messages: WindowActionAudited on gateway.audit (which it also reads back,
+The gateway owns TokenRevoked and ClerkRevoked on gateway.revocations (contract version 3: put
+there by its operator port, read back by every instance into Redis), and two more messages: WindowActionAudited on gateway.audit (which it also reads back,
 in its own consumer group, into the audit projection behind GET /v1/audit), and SmsReplyReceived
 on sms.uplink (a grantor's SMS reply, from the provider's callback POST /v1/sms/inbound, read by notify). The commands and queries it
 sends, and the answers it reads on its reply topic, are the binding and settlement services'
@@ -35,11 +36,18 @@ def gateway_document() -> dict:
                        topics.GATEWAY_AUDIT: {"key": "clerk id", "action": "send", "messages": {
                            c.WINDOW_ACTION_AUDITED: c.WindowActionAudited}},
                        topics.SMS_UPLINK: {"key": "the provider's message id", "action": "send", "messages": {
-                           c.SMS_REPLY_RECEIVED: c.SmsReplyReceived}}})
+                           c.SMS_REPLY_RECEIVED: c.SmsReplyReceived}},
+                       topics.GATEWAY_REVOCATIONS: {"key": "the jti, or the clerk id", "action": "send", "messages": {
+                           c.TOKEN_REVOKED: c.TokenRevoked, c.CLERK_REVOKED: c.ClerkRevoked}}})
     # ... and read back into the audit projection (GET /v1/audit).
     doc["operations"][f"receive:{topics.GATEWAY_AUDIT}"] = {
         "action": "receive", "channel": {"$ref": f"#/channels/{topics.GATEWAY_AUDIT}"},
         "messages": [{"$ref": f"#/channels/{topics.GATEWAY_AUDIT}/messages/{c.WINDOW_ACTION_AUDITED}"}]}
+    # ... and the revocations, by every instance (one group), into Redis.
+    doc["operations"][f"receive:{topics.GATEWAY_REVOCATIONS}"] = {
+        "action": "receive", "channel": {"$ref": f"#/channels/{topics.GATEWAY_REVOCATIONS}"},
+        "messages": [{"$ref": f"#/channels/{topics.GATEWAY_REVOCATIONS}/messages/{name}"}
+                     for name in (c.TOKEN_REVOKED, c.CLERK_REVOKED)]}
     return name_messages(doc, {**{("send", topic): spec for topic, spec in _SENT.items()},
                                **{("receive", topic): spec for topic, spec in _RECEIVED.items()}})
 
