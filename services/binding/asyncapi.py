@@ -1,7 +1,7 @@
 """The binding service's AsyncAPI document: `python -m services.binding.asyncapi`."""
 
 from shared import bureau, topics
-from shared.asyncapi import document, dump, name_messages
+from shared.asyncapi import document, dump, name_messages, signature_headers
 from services.binding import contract as c
 
 _OUTCOMES = {c.BINDING_CREATED: c.BindingCreated, c.BINDING_REVOKED: c.BindingRevoked,
@@ -32,15 +32,53 @@ def binding_document() -> dict:
             **_OUTCOMES, c.BINDINGS_LISTED: c.BindingsListed, c.COMMAND_OUTCOME_UNKNOWN: c.CommandOutcomeUnknown,
             c.PERSON_FOUND: c.PersonFound, c.DISPUTES_LISTED: c.DisputesListed}},
         topics.BUREAU_ACCOUNTS: {"key": "person ID number", "action": "receive", "messages": {
-            bureau.PERSON_REGISTERED: bureau.PersonRegistered}},
+            bureau.PERSON_REGISTERED: bureau.PersonRegistered, bureau.PERSON_TRANSFERRED: bureau.PersonTransferred}},
         topics.BUREAU_DISPUTES: {"key": "dispute id", "action": "receive", "messages": {
             c.DISPUTE_DECIDED: c.DisputeDecided}},
     })
     # FraudSuspected of kind grantor_dispute when a dispute opens, and ChargeSettled read for the
     # reference projection: settlement's messages (c.DisputeFraudSuspected is the grantor_dispute
     # case of settlement's FraudSuspected), named here and defined once, by settlement's document.
-    return name_messages(doc, {("send", topics.SETTLEMENT_RESULTS): ("charge id", [c.FRAUD_SUSPECTED]),
-                               ("receive", topics.SETTLEMENT_RESULTS): ("charge id", ["ChargeSettled"])})
+    return _signed(name_messages(doc, {("send", topics.SETTLEMENT_RESULTS): ("charge id", [c.FRAUD_SUSPECTED]),
+                                       ("receive", topics.SETTLEMENT_RESULTS): ("charge id", ["ChargeSettled"])}))
+
+
+# Contract version 3: who signs what binding reads. Its outcomes on binding.events are internal
+# (unsigned); the same outcomes on a reply topic are signed with binding:k1 (said by the channel,
+# as the messages are shared).
+_SIGNERS = {
+    topics.BINDING_COMMANDS: signature_headers(
+        "the gateway's (`gateway:k1`: every command and query, requested_by, channel and clerk_id being its "
+        "word), or notify's (`notify:k1`: DisputePayment for a grantor's SMS reply, and nothing else)",
+        ["gateway:k1", "notify:k1"]),
+    topics.BUREAU_ACCOUNTS: signature_headers(
+        "the bureau of the region the event speaks for (`bureau:<region>:<label>`, the operator's PARTNER_KEYS_FILE)",
+        ["bureau:610100:k1"]),
+    topics.BUREAU_DISPUTES: signature_headers(
+        "the bureau of the decision's region, which must be the grantor's (`bureau:<region>:<label>`)",
+        ["bureau:610100:k1"]),
+}
+_REFUSED = " A message not believed is refused UNSIGNED, UNKNOWN_SIGNER, BAD_SIGNATURE or NOT_SIGNERS"
+
+
+def _signed(doc: dict) -> dict:
+    for topic, headers in _SIGNERS.items():
+        for ref in doc["channels"][topic]["messages"].values():
+            doc["components"]["messages"][ref["$ref"].rsplit("/", 1)[1]]["headers"] = headers
+    channels = doc["channels"]
+    channels[topics.BINDING_COMMANDS]["description"] += (
+        _REFUSED + ": BindingRejected on binding.events under the event id of the command id and "
+        "`BindingRejected/<code>` (never the id its authentic outcome has), never recorded (a resend signed by the "
+        "gateway is decided afresh), replied on reply_to only for NOT_SIGNERS of a verified platform key.")
+    channels[topics.BUREAU_ACCOUNTS]["description"] += (
+        _REFUSED + " (dead-lettered, `dlq-error` beginning with the code). A PersonRegistered for a person "
+        "registered in another region is NOT_SIGNERS unless that region's bureau has published PersonTransferred "
+        "to the event's region; PersonTransferred only from the bureau of the person's region now.")
+    channels[topics.BUREAU_DISPUTES]["description"] += _REFUSED + " (dead-lettered, `dlq-error` beginning with the code)."
+    channels["reply_to"]["description"] += (
+        " Every reply is signed with binding:k1 (headers x-signer, x-signature-alg, x-signature).")
+    channels[topics.BINDING_EVENTS]["description"] += " Internal: the gateway and notify read it; unsigned."
+    return doc
 
 
 if __name__ == "__main__":

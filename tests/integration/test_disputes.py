@@ -16,7 +16,7 @@ from shared.references import payment_reference
 from services.binding.domain.rules import dispute_id_for
 from tests.integration.test_binding_limits_pause import Grantors
 from tests.integration.test_money_in_flight import HOSPITAL, REGION, Family, services  # noqa: F401 (fixture)
-from tests.support import body, command, payload_of
+from tests.support import AUTO, body, command, dev_keys, payload_of
 
 pytestmark = pytest.mark.integration
 
@@ -30,11 +30,13 @@ class Bureau(Family, Grantors):
                                                   "channel": channel} | extra, reference, event_id=event_id,
                                reply=True)
 
-    async def decide(self, dispute_id: str, decision: str, region: str = REGION, **changes) -> str:
+    async def decide(self, dispute_id: str, decision: str, region: str = REGION, signer=AUTO, **changes) -> str:
+        """Sent signed by the bureau of `region` unless `signer` says otherwise."""
         event_id = str(uuid.uuid4())
         payload = {"dispute_id": dispute_id, "region": region, "decision": decision,
                    "decided_at": envelope.now().isoformat(timespec="seconds")} | changes
-        await self.bus.send(t.BUREAU_DISPUTES, command("DisputeDecided", payload, event_id), key=dispute_id)
+        await self.bus.send(t.BUREAU_DISPUTES, command("DisputeDecided", payload, event_id), key=dispute_id,
+                            signer=signer)
         return event_id
 
     async def resolved(self, dispute_id: str, count: int = 1) -> list[dict]:
@@ -179,8 +181,14 @@ async def test_decisions_that_cannot_apply_are_dead_lettered_and_a_redelivery_ch
     son, father, binding_id, _, reference = await paid_by_grantor(bureau)
     dispute_id = (await bureau.dispute(son, reference))["payload"]["dispute_id"]
 
+    # contract version 3: only the bureau of the grantor's region decides, by its own key
     foreign = await bureau.decide(dispute_id, "upheld", region="610300")
-    assert "region 610300" in (await bureau.dead_letter(foreign))["dlq-error"]
+    error = (await bureau.dead_letter(foreign))["dlq-error"]
+    assert error.startswith("NOT_SIGNERS: ") and "region 610300" in error
+    posing = await bureau.decide(dispute_id, "upheld", signer=dev_keys().bureau("610300"))
+    assert (await bureau.dead_letter(posing))["dlq-error"].startswith("NOT_SIGNERS: ")
+    unsigned = await bureau.decide(dispute_id, "upheld", signer=None)
+    assert (await bureau.dead_letter(unsigned))["dlq-error"].startswith("UNSIGNED: ")
     unknown = await bureau.decide("DSP-" + "0" * 24, "upheld")
     assert "unknown dispute" in (await bureau.dead_letter(unknown))["dlq-error"]
     malformed = await bureau.decide(dispute_id, "upheld", decided_at=0)
