@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from shared.refusal import Refusal
-from shared.signing import REFUSAL_TEXTS, SignatureRefused
+from shared.signing import REFUSAL_TEXTS
 
 
 class Reason(StrEnum):
