@@ -3,7 +3,8 @@
 - `fma_binding_commands_total{outcome, reason}`: commands answered on binding.events, by outcome
   `created` (BindingCreated), `revoked` (BindingRevoked), `order_changed` (PaymentOrderChanged),
   `limit_set` (GrantorLimitSet), `paused` (BindingPaused), `resumed` (BindingResumed),
-  `dispute_opened` (DisputeOpened) or `rejected` (BindingRejected, `reason` its reason code; ""
+  `dispute_opened` (DisputeOpened) or `rejected` (BindingRejected, `reason` its reason code, among
+  them UNSIGNED, UNKNOWN_SIGNER, BAD_SIGNATURE and NOT_SIGNERS for commands not believed; ""
   otherwise).
 - `fma_binding_disputes_decided_total{decision}`: bureau decisions applied (`upheld`, `dismissed`);
   a redelivered decision counts again.

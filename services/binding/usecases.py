@@ -12,6 +12,12 @@ Disputes (非本人授权) take part in the same compare-and-set: opening one pa
 paid and records the dispute in its beneficiary's commit; a bureau's decision closes it the same
 way. The payment a dispute names is found in a projection of settlement.results kept here
 (`project_payments`), and an unknown reference is answered only once that projection has caught up.
+
+Contract version 3: every message read here is verified first (shared/signing.py, the operator's
+keys). A command or query is believed only from the gateway's key (notify's for DisputePayment);
+one that is not is answered BindingRejected with the refusal's code on binding.events, never
+recorded. Registrations and transfers are believed by shared/registrations.py, a bureau's decision
+only from the bureau of the grantor's region. Replies are signed with this service's key.
 """
 
 from __future__ import annotations

@@ -130,3 +130,22 @@ async def test_the_dispute_notify_asks_for_is_signed_with_notifys_own_key(town):
     headers = {k: v.decode() for k, v in asked.headers}
     ring = KeyRing.load(dev_keys().partner_keys_file)
     assert verify(t.BINDING_COMMANDS, asked.key, asked.value, headers, ring.find, now()).key_id == "notify:k1"
+
+
+async def test_a_refusal_of_a_command_binding_did_not_believe_is_not_told_to_the_grantor(town):
+    # Anyone may send a command under the id of one notify asked (it is derived from the reply); binding
+    # refuses it by a signature code, which says nothing of the grantor's dispute.
+    grantor = await town.person()
+    await send(town, reply(grantor["phone"], "BF 7K2P9QXM"))
+    [asked] = await wait_disputes(town, grantor)
+    command_id = body(asked)["event_id"]
+    forged = seal("BindingRejected", {"command_id": command_id, "reason_code": "UNSIGNED",
+                                      "message_zh": "消息未签名", "message_en": "The message carries no signature."})
+    decided = seal("BindingRejected", {"command_id": command_id, "reason_code": "UNKNOWN_REFERENCE",
+                                       "message_zh": "未查询到", "message_en": "No such payment."})
+    for event in (forged, decided):  # one partition, in this order
+        await town.bus.send(t.BINDING_EVENTS, event, key="7K2P9QXM")
+    [told] = await town.outcomes(decided)
+    assert told["payload"]["template"] == "dispute_refused_unknown"
+    assert town.bus.watchers[t.NOTIFY_DELIVERIES].matching(
+        lambda r: json.loads(r.value)["payload"]["source_event_id"] == json.loads(forged)["event_id"]) == []
