@@ -169,3 +169,17 @@ def test_signature_refusals_get_an_outcome_id_no_authentic_answer_of_the_same_me
     authentic = {ids.event_id(c.CHARGE_REJECTED, "H1", "e-1", r) for r in ("UNKNOWN_PATIENT", "INVALID_CHARGE")}
     refused = {ids.event_id(c.CHARGE_REJECTED, "H1", "e-1", r.value) for r in SignatureRefused}
     assert len(refused) == 4 and not authentic & refused
+
+
+def test_an_unsigned_message_is_answered_unsigned_when_readable_and_dead_lettered_naming_it_when_not():
+    service = SettlementService(store=None, broker=None, clock=lambda: NOW)  # type: ignore[arg-type]
+    answers = Answers()
+    readable = Received("his.charges", 0, 1, b"k", envelope.seal(c.CHARGE_SUBMITTED, CHARGE),
+                        {"reply_to": "reply.H1.x"})
+    service._unbelieved(answered_only_on(readable, None), SignatureRefused.UNSIGNED, answers)
+    service._unbelieved(Received("his.charges", 0, 2, b"k", b"not json", {}), SignatureRefused.UNSIGNED, answers)
+    [out] = answers.outcomes
+    assert json.loads(out.value)["payload"]["reason_code"] == "UNSIGNED" and out.topic == "settlement.results"
+    assert answers.replies == []  # a sender that proved nothing is not answered on the topic it names
+    [(dead, why)] = answers.dead
+    assert dead.offset == 2 and why.startswith("UNSIGNED: ")
