@@ -2,8 +2,8 @@
 
 import copy
 
-from shared import bureau, institutions, signing, topics
-from shared.asyncapi import document, dump, name_messages
+from shared import bureau, institutions, topics
+from shared.asyncapi import document, dump, name_messages, signature_headers
 from shared.regions import all_regions
 from services.settlement import contract as c
 from services.settlement import his_contract as h
@@ -48,50 +48,60 @@ def settlement_document() -> dict:
         "reply_to": {"key": "as the request", "action": "send", "messages": {
             c.CONSUMPTION_LISTED: c.ConsumptionListed, c.ACCOUNT_FOUND: c.AccountFound, c.CHARGE_SETTLED: c.ChargeSettled,
             c.CHARGE_REJECTED: c.ChargeRejected, c.REFUND_SETTLED: c.RefundSettled,
-            c.CHARGE_QUOTED: c.ChargeQuoted, c.CHARGE_QUOTE_RELEASED: c.ChargeQuoteReleased}},
+            c.CHARGE_QUOTED: c.ChargeQuoted, c.CHARGE_QUOTE_RELEASED: c.ChargeQuoteReleased,
+            h.INSTITUTION_RECONCILED: h.InstitutionReconciled,
+            h.INSTITUTION_RECONCILIATION_REJECTED: h.InstitutionReconciliationRejected}},
     }), _BY_NAME))
 
 
 # Contract version 3: one postings topic per region of the province (a bureau reads its own).
 POSTINGS = topics.BUREAU_POSTINGS + ".{region}"
-# What partners sign (received) and what the platform signs for them (sent): every message of these
-# channels carries the three signature headers. The reply topics' messages are shared with
-# settlement.results (internal, unsigned), so that channel says it in its description.
-_PARTNERS_SIGN = (topics.HIS_CHARGES, topics.HIS_RECONCILIATION, topics.BUREAU_ACCOUNTS, topics.BUREAU_INSTITUTIONS)
-_PLATFORM_SIGNS = (POSTINGS,)
-SIGNATURE_HEADERS = {
-    "type": "object", "required": list(signing.SIGNATURE_HEADERS),
-    "description": "Contract version 3: the sender's Ed25519 signature over `fma-sig-v1\\n` + topic + `\\n` + "
-                   "message key + `\\n` + signer + `\\n` + value, exactly as sent (docs/partners.md).",
-    "properties": {
-        signing.SIGNER: {"type": "string", "pattern": signing.KEY_ID_PATTERN, "description": (
-            "The signing key's id: `his:<institution>:<label>` (keys from its InstitutionRegistered), "
-            "`bureau:<region>:<label>` (the operator's PARTNER_KEYS_FILE), `settlement:k1` (the platform)."),
-            "examples": ["his:H610302001:2026-12", "bureau:610100:k1", "settlement:k1"]},
-        signing.ALGORITHM: {"const": signing.ED25519},
-        signing.SIGNATURE: {"type": "string", "contentEncoding": "base64",
-                            "description": "base64 of the 64-byte Ed25519 signature."}}}
+
+
+# Contract version 3: who signs the messages of each partner channel (received) and of the postings
+# topics (sent). The reply topics' messages are shared with settlement.results (internal, unsigned),
+# so that channel says it in its description.
+_BUREAU = signature_headers("the bureau of the region the event speaks for (`bureau:<region>:<label>`, the "
+                            "operator's PARTNER_KEYS_FILE)", ["bureau:610100:k1"])
+_HIS = signature_headers("the institution the message names (`his:<institution code>:<label>`, a key of its "
+                         "bureau-signed InstitutionRegistered)", ["his:H610302001:2026-12"])
+_SIGNERS = {topics.HIS_CHARGES: _HIS, topics.HIS_RECONCILIATION: _HIS, topics.BUREAU_ACCOUNTS: _BUREAU,
+            topics.BUREAU_INSTITUTIONS: _BUREAU,
+            POSTINGS: signature_headers("the platform's settlement service (`settlement:k1`, in the operator's "
+                                        "PARTNER_KEYS_FILE)", ["settlement:k1"])}
+_REFUSED = " A message not believed is refused UNSIGNED, UNKNOWN_SIGNER, BAD_SIGNATURE or NOT_SIGNERS"
 
 
 def _signed(doc: dict) -> dict:
     """Signature headers on every message of the partner channels; the region parameter of the
-    postings topics; who signs the replies."""
-    for topic in (*_PARTNERS_SIGN, *_PLATFORM_SIGNS):
+    postings topics; where refusals go; who signs the replies."""
+    for topic, headers in _SIGNERS.items():
         for ref in doc["channels"][topic]["messages"].values():
-            doc["components"]["messages"][ref["$ref"].rsplit("/", 1)[1]]["headers"] = copy.deepcopy(SIGNATURE_HEADERS)
-    doc["channels"][POSTINGS]["parameters"] = {"region": {
+            doc["components"]["messages"][ref["$ref"].rsplit("/", 1)[1]]["headers"] = copy.deepcopy(headers)
+    channels = doc["channels"]
+    channels[POSTINGS]["parameters"] = {"region": {
         "enum": [r.code for r in all_regions()],
         "description": "The account's (or the report's) pooling region: each bureau reads its own region's topic."}}
-    for topic in _PARTNERS_SIGN:
-        doc["channels"][topic]["description"] += (
-            " Signed by the partner the message speaks for; a message that is unsigned, signed by an unknown, "
-            "retired or not-yet-valid key, badly signed, or signed by another partner than the one it names is "
-            "refused UNSIGNED, UNKNOWN_SIGNER, BAD_SIGNATURE or NOT_SIGNERS.")
-    doc["channels"]["reply_to"]["description"] += (
-        " Every reply is signed by settlement:k1 (headers x-signer, x-signature-alg, x-signature); a HIS is "
+    for topic in (topics.HIS_CHARGES, topics.HIS_RECONCILIATION):
+        channels[topic]["description"] += (
+            _REFUSED + " (NOT_SIGNERS: it names another institution than its signer's): ChargeRejected (for "
+            "reconciliation InstitutionReconciliationRejected) on settlement.results, never recorded (a resend signed "
+            "by a key registered since is answered afresh), under an event id no authentic answer has; replied only "
+            "for NOT_SIGNERS, on the signer's own reply topics. reply_to must begin reply.<institution code>.")
+    channels[topics.BUREAU_ACCOUNTS]["description"] += (
+        _REFUSED + " (dead-lettered, `dlq-error` beginning with the code). A PersonRegistered for a person registered "
+        "in another region is NOT_SIGNERS unless that region's bureau has published PersonTransferred to the event's "
+        "region; PersonTransferred only from the bureau of the person's region now; AccountCredited, "
+        "AccountDebitedLocally, BalanceSnapshot and DailyPostingsReported only from the bureau of their region, "
+        "which must be the person's.")
+    channels[topics.BUREAU_INSTITUTIONS]["description"] += (
+        _REFUSED + " (dead-lettered, `dlq-error` beginning with the code). An institution is registered only by the "
+        "bureau of its region, never moves region by a registration, and a registration replaces its key list.")
+    channels["reply_to"]["description"] += (
+        " Every reply is signed with settlement:k1 (headers x-signer, x-signature-alg, x-signature); a HIS is "
         "answered only on a topic beginning reply.<its institution code>.")
-    doc["channels"][topics.SETTLEMENT_RESULTS]["description"] += (
-        " Internal: partners read their outcomes on their reply topics.")
+    channels[topics.SETTLEMENT_RESULTS]["description"] += (
+        " Internal: partners read their outcomes on their reply topics; unsigned.")
     return doc
 
 
