@@ -1,6 +1,9 @@
 """The gateway's use cases: each HTTP request becomes one command or query on Kafka, waits a
 bounded time for its answer on the gateway's reply topic, and is audited when a window clerk
 made it. The gateway owns no business state: every rule is the binding or settlement service's.
+Who may reach whom is the gateway's (domain/access.py): a clerk's scope is decided on where the
+binding service's registry says a person is insured (QueryPerson) and on the grantors of the
+bindings naming the person as beneficiary (QueryBindings), asked before the request itself.
 
 Commands are keyed as the binding service routes them: a CreateBinding by its beneficiary's ID
 number (contract.md); a RevokeBinding or ChangePaymentOrder names only a binding id, which the

@@ -202,8 +202,10 @@ def make_router(service: GatewayService) -> APIRouter:
         """Registered or not, region, scheme; with the name printed on the ID card, whether it
         is the registered one (`name_verified`) and then, for an employee, the personal account's
         balance. The name is compared by the binding service's keyed digest and never stored,
-        logged or echoed. A window or supervisor may look anyone up (audited as `lookup`); an app
-        token only its own person. 404 UNKNOWN_PERSON when no bureau registered the person."""
+        logged or echoed. A window or supervisor looks up persons of the clerk's region and the
+        beneficiaries bound with its grantors (audited as `lookup`; anyone else 403, audited
+        `forbidden`); an app token only its own person. 404 UNKNOWN_PERSON when no bureau
+        registered the person."""
         return await service.lookup(who, form)
 
     @router.get("/audit", response_model=c.AuditView, tags=["window"],
@@ -220,7 +222,8 @@ def make_router(service: GatewayService) -> APIRouter:
             page: Annotated[int, Query(ge=1, le=10_000)] = 1,
             page_size: Annotated[int, Query(ge=1, le=paging.MAX_PAGE_SIZE)] = paging.DEFAULT_PAGE_SIZE) -> Any:
         """Window actions, newest first, over at most 366 days: a `window` token sees its own
-        clerk's, a `supervisor` token every clerk's of its region; an app token none (403).
+        clerk's, a `supervisor` token every clerk's of its region and other regions' clerks'
+        actions about its region's persons (`subject_region`); an app token none (403).
         A command's outcome is accepted, refused or pending (no outcome within the wait)."""
         try:
             start, end = paging.date_range(date_from, date_to, envelope.now().date())
