@@ -60,7 +60,8 @@ def platform(infra, bus, tmp_path_factory):
     for name, env in (("gateway", {}), ("impatient", {"GATEWAY_COMMAND_TIMEOUT_MS": "1"})):
         # A reply topic and an audit projection group of its own: no gateway waits on a group
         # another module's gateways just left.
-        settings = gateway_env(infra, log_dir, **env)
+        # A short clock skew: the token that expires mid-session is refused soon after its exp.
+        settings = gateway_env(infra, log_dir, GATEWAY_TOKEN_CLOCK_SKEW_SECONDS="5", **env)
         services.append(ServiceProcess("gateway", settings, log_dir / f"{name}.log"))
         urls[name] = f"http://127.0.0.1:{settings['HTTP_PORT']}"
     try:

@@ -18,7 +18,10 @@ import httpx
 import pytest
 
 from shared import topics as t
+from shared.devkeys import DevKeys
 from shared.devstack import free_port
+from shared.envelope import now as china_now
+from shared.signing import KeyRing, verify
 from tests.integration.test_gateway import (Family, ISSUERS, app_token, auth, gateway_process, is_problem,
                                             window_token)
 from tests.support import ServiceProcess, body, eventually, payload_of, person_registered
@@ -313,11 +316,28 @@ async def test_the_openapi_page_needs_no_outside_network(family):
     assert "http://" not in page.text and "https://" not in page.text and "<script>" not in page.text
     sources = [part.split('"')[1] for part in page.text.split('src=')[1:]] + \
               [part.split('"')[1] for part in page.text.split('href=')[1:]]
-    assert sorted(sources) == ["/docs/assets/favicon-32x32.png", "/docs/assets/swagger-ui-bundle.js",
+    assert sorted(sources) == ["/docs/assets/favicon.png", "/docs/assets/swagger-ui-bundle.js",
                                "/docs/assets/swagger-ui.css", "/docs/docs.js"]
     for source, kind in zip(sorted(sources), ("image/png", "text/javascript", "text/css", "text/javascript")):
         served = await family.http.get(source)
         assert served.status_code == 200 and served.headers["content-type"].startswith(kind), source
     assert "SwaggerUIBundle" in (await family.http.get("/docs/assets/swagger-ui-bundle.js")).text
     assert "/openapi.json" in (await family.http.get("/docs/docs.js")).text
-    assert (await family.http.get("/docs/assets/index.html")).status_code == 404  # only what the page loads
+    assert (await family.http.get("/docs/assets/redoc.standalone.js")).status_code == 404  # only what the page loads
+
+
+# -- what the gateway writes ------------------------------------------------------------------------
+async def test_the_gateways_commands_and_queries_are_signed_with_its_key(family):
+    """binding.commands is believed only from the gateway's key (the binding service checks; here
+    the signature is checked as any reader would, against the operator's key file)."""
+    son, father = await family.person(region=BAOJI), await family.person()
+    created = await family.bind(window_token(clerk(), BAOJI), son, father)
+    assert created.status_code == 201, created.json()
+    sent = await family.bus.watchers[t.BINDING_COMMANDS].wait_for(
+        lambda m: son["person_id"].encode() in m.value and body(m)["event_type"] in ("CreateBinding", "QueryPerson"),
+        count=2)
+    ring = KeyRing.load(DevKeys.from_env().partner_keys_file)
+    for record in sent:
+        headers = {k: v.decode() for k, v in record.headers}
+        signer = verify(record.topic, record.key, record.value, headers, ring.find, china_now())
+        assert (headers.get("x-signer"), getattr(signer, "owner", signer)) == ("gateway:k1", "gateway"), signer

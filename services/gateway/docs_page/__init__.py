@@ -1,6 +1,7 @@
 """The OpenAPI page (/docs) with no outside network: Swagger UI's files come from the gateway
-itself (the PyPI package `swagger-ui-bundle`), under the same strict policy as the console (no
-inline script: the page's own start-up is docs.js beside this file)."""
+itself (the files the PyPI package `fastapi-offline` ships: Swagger UI 5, which reads the OpenAPI
+3.1 FastAPI writes), under the same strict policy as the console (no inline script: the page's
+own start-up is docs.js beside this file)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ from services.gateway.console import HEADERS
 HERE = Path(__file__).resolve().parent
 # Only what the page loads (Swagger UI's bundle, its stylesheet, its icon), by name.
 SWAGGER_ASSETS = {"swagger-ui-bundle.js": "text/javascript; charset=utf-8", "swagger-ui.css": "text/css; charset=utf-8",
-                  "favicon-32x32.png": "image/png"}
+                  "favicon.png": "image/png"}
 PAGE = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <title>{title} - Swagger UI</title>
 <link rel="stylesheet" href="/docs/assets/swagger-ui.css">
-<link rel="icon" href="/docs/assets/favicon-32x32.png">
+<link rel="icon" href="/docs/assets/favicon.png">
 </head>
 <body>
 <div id="swagger-ui"></div>
@@ -33,8 +34,8 @@ PAGE = """<!doctype html>
 
 
 def _swagger_dir() -> Path:
-    import swagger_ui_bundle  # imported when first served: nothing read at import time
-    return Path(swagger_ui_bundle.swagger_ui_path)
+    import fastapi_offline  # imported when first served: nothing read at import time
+    return Path(fastapi_offline.__file__).resolve().parent / "static"
 
 
 def router(title: str) -> APIRouter:
