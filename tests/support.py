@@ -123,6 +123,17 @@ def body(record: Any) -> dict[str, Any]:
 def payload_of(record: Any) -> dict[str, Any]:
     return body(record)["payload"]
 
+def own_stack(work_dir: Path, **options: Any) -> Any:
+    """A broker and Redis of a test module's own (shared.devstack.start_local) that believes the
+    session's partners: its development keys are the session's, or become the session's when the
+    module runs first (DEV_KEYS_DIR in this process's environment either way)."""
+    from shared.devstack import start_local
+
+    infra = start_local(work_dir, **options)
+    os.environ.update(infra.keys.env())
+    return infra
+
+
 AUTO = "auto"
 # Partner topics and who signs them by default (contract version 3).
 _HIS_TOPICS = frozenset({"his.charges", "his.reconciliation"})

@@ -27,11 +27,11 @@ from typing import Any
 import pytest
 
 from shared import envelope, topics as t
-from shared.devstack import Infra, start_local
+from shared.devstack import Infra
 from shared.kafka import ensure_topics
 from shared.state import make_redis
 from tests.support import (ServiceProcess, SigningProducer, Watcher, binding_form, cached_balances, charge_submitted,
-                           command, eventually, fen, institution_registered, pause, person_registered, resume,
+                           command, eventually, fen, institution_registered, own_stack, pause, person_registered, resume,
                            wait_registered, yuan)
 
 pytestmark = pytest.mark.integration
@@ -106,7 +106,7 @@ class Stream:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Infra:
-    infra = start_local(tmp_path_factory.mktemp("faults-stack"))  # appendfsync always, by default
+    infra = own_stack(tmp_path_factory.mktemp("faults-stack"))  # appendfsync always, by default
     yield infra
     infra.stop()
 
