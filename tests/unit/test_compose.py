@@ -251,8 +251,12 @@ def test_each_service_logs_in_as_its_own_principal_with_a_password_from_the_envi
     # what the service's settings make of it (with a password in place of the variable)
     from shared.settings import ServiceSettings
 
+    # Only what compose gives: the test session's own broker settings (TLS to the local stack, in
+    # this process's environment once an integration fixture ran) must not leak in.
+    no_tls = {"kafka_ssl_cafile": None, "kafka_ssl_certfile": None, "kafka_ssl_keyfile": None}
     security = ServiceSettings(**{k.lower(): v for k, v in env.items() if k.startswith("KAFKA_SASL_")
-                                  or k == "KAFKA_SECURITY_PROTOCOL"} | {"kafka_sasl_password": "x" * 32}).kafka_security()
+                                  or k == "KAFKA_SECURITY_PROTOCOL"} | no_tls
+                               | {"kafka_sasl_password": "x" * 32}).kafka_security()
     assert security.client_kwargs()["sasl_plain_username"] == name
 
 
