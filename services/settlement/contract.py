@@ -29,6 +29,7 @@ CHARGE_QUOTE_RELEASED = "ChargeQuoteReleased"
 CHARGE_SETTLED = "ChargeSettled"
 CHARGE_REJECTED = "ChargeRejected"
 REFUND_SETTLED = "RefundSettled"
+PAYMENT_REVERSED = "PaymentReversed"  # added (issue 21): an upheld dispute gives the grantor line back
 FRAUD_SUSPECTED = "FraudSuspected"
 POSTING = "Posting"
 QUERY_CONSUMPTION = "QueryConsumption"  # added: 家庭共济消费查询, on settlement.queries
@@ -172,6 +173,26 @@ class RefundSettled(BaseModel):
     settled_at: str = Field(description="When the platform applied the refund (its clock, not the HIS's).")
 
 
+class PaymentReversed(BaseModel):
+    """Issue 21: an upheld dispute (非本人授权, DisputeResolved upheld) gives the disputed grantor line
+    back to the grantor, net of what refunds had returned of it, as the platform's own movement
+    (one credit Posting with its account_seq). The institution owes the amount to the fund
+    (its daily ledger shows it, InstitutionReconciled `reversals`); no later refund can credit
+    this line again. One per dispute: a redelivered decision republishes the same bytes."""
+
+    charge_id: str
+    institution_code: str
+    dispute_id: str
+    patient_id: str = Field(description="The beneficiary the charge was for.")
+    grantor_id: str
+    binding_id: str
+    line_paid: Yuan = Field(description="What the grantor line paid of the charge.")
+    refunded_before: Yuan = Field(description="What refunds had returned of that line before the reversal.")
+    amount: Yuan = Field(description="Given back now: line_paid - refunded_before (0.00: nothing was left out).")
+    lines: list[SettledLine] = Field(description="The credit line (none when the amount is 0.00).")
+    reversed_at: str = Field(description="When the platform applied the reversal (its clock).")
+
+
 class ChargeRejected(BaseModel):
     charge_id: str
     refund_id: str | None = None
@@ -229,13 +250,16 @@ class FraudSuspected(BaseModel):
 class Posting(BaseModel):
     posting_id: str = Field(description=(
         "P:{institution}:{charge}:{line} for a charge's debit, R:{institution}:{charge}:{refund}:{line} "
-        "for a refund's credit; no part can hold ':', so ids never collide."))
+        "for a refund's credit, V:{institution}:{charge}:{dispute}:{line} for an upheld dispute's credit; no part can hold ':', so ids never collide."))
     region: str
     person_id: str
     direction: Literal["debit", "credit"]
     amount: Yuan
     charge_id: str
     refund_id: str | None = None
+    dispute_id: str | None = Field(None, description=(
+        "Added (issue 21): the upheld dispute of a PaymentReversed's credit (posting id "
+        "V:{institution}:{charge}:{dispute}:{line})."))
     beneficiary_id: str | None = None
     posted_at: str
     institution_code: str = Field(description="Added: the charge's institution.")

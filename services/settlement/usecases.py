@@ -46,14 +46,17 @@ from services.settlement.domain.authority import his_refusal, institution_refusa
 from services.settlement.signatures import Signatures, answered_only_on
 from shared.signing import REFUSAL_TEXTS, SignatureRefused, Signer, institution_keys
 from services.settlement.storage.accounts import (Applied, ChargeToSettle, InstitutionRegistration, Movement,
-                                                  PersonState, RefundToApply, Registration, SettlementStore,
-                                                  Transfer)
+                                                  PersonState, RefundToApply, Registration, Reversal,
+                                                  SettlementStore, Transfer)
 
 log = logging.getLogger("settlement")
 _MOVEMENT_KIND = {ACCOUNT_CREDITED: "credit", ACCOUNT_DEBITED_LOCALLY: "debit", BALANCE_SNAPSHOT: "snapshot"}
 # contract.md: a charge may be dated at most 10 minutes ahead of the platform's clock.
 MAX_AHEAD = timedelta(minutes=10)
 _INSTITUTION = re.compile(INSTITUTION_CODE_PATTERN)
+_CHARGE_ID = re.compile(c.CHARGE_ID_PATTERN)
+# binding.events: an upheld dispute makes settlement give the grantor line back (issue 21)
+DISPUTE_RESOLVED = "DisputeResolved"
 # A charge's Function call that answers these may have released a quote (queued in the outbox).
 _RELEASING = frozenset({Reason.QUOTE_EXPIRED.value, Reason.QUOTE_RELEASED.value})
 _EVENT_OF_OP = {"S": c.CHARGE_SUBMITTED, "Q": c.CHARGE_QUOTE_REQUESTED, "C": c.CHARGE_QUOTE_CANCELLED}
@@ -611,28 +614,57 @@ class SettlementService:
 
     # -- binding.events -----------------------------------------------------------------------
     async def follow_bindings(self, batch: list[Received]) -> None:
-        """A binding paused or revoked releases every quote it holds for (I-7)."""
+        """A binding paused or revoked releases every quote it holds for (I-7); an upheld dispute
+        gives the disputed grantor line back (issue 21), its outcomes published before the offsets
+        are committed, so a redelivery republishes the recorded reversal."""
         await self._each(topics.BINDING_EVENTS, batch, self._binding_batch, _dead)
         await self.announce_releases()
 
     async def _binding_batch(self, batch: list[Received]) -> Answers:
-        at = self._clock().isoformat(timespec="seconds")
+        now = self._clock()
+        at = now.isoformat(timespec="seconds")
+        answers = Answers()
         for msg in batch:
             try:
                 body = orjson.loads(msg.value)
                 kind = body.get("event_type") if isinstance(body, dict) else None
-                reason = _RELEASES_HOLDS.get(kind) if isinstance(kind, str) else None
-                payload = body.get("payload") if reason else None
-                binding_id, beneficiary = (payload.get("binding_id"), payload.get("beneficiary_id")) \
-                    if isinstance(payload, dict) else (None, None)
+                payload = body.get("payload") if isinstance(kind, str) else None
             except orjson.JSONDecodeError:
                 continue  # not ours to judge: the binding service's own readers dead-letter it
-            if not (isinstance(binding_id, str) and isinstance(beneficiary, str)
+            if not isinstance(payload, dict):
+                continue
+            if kind == DISPUTE_RESOLVED:
+                if payload.get("decision") == "upheld" and (reversal := _reversal(payload, at)):
+                    answers += await self._reverse(reversal)
+                continue
+            reason = _RELEASES_HOLDS.get(kind)
+            binding_id, beneficiary = payload.get("binding_id"), payload.get("beneficiary_id")
+            if not (reason and isinstance(binding_id, str) and isinstance(beneficiary, str)
                     and 0 < len(binding_id) <= 64 and 0 < len(beneficiary) <= 32):
                 continue
             if released := await self._store.release_binding(binding_id, beneficiary, reason, at):
                 log.info("binding %s %s: %d held quotes released", shown(binding_id), reason, released)
-        return Answers()
+        return answers
+
+    async def _reverse(self, r: Reversal) -> Answers:
+        """An upheld dispute: the grantor line given back (settlement.lua, reverse_payment), told as
+        PaymentReversed on settlement.results and a credit Posting for the grantor's bureau."""
+        [done] = await self._store.reverse([r])
+        answers = Answers()
+        if done.status != "REVERSED":
+            log.error("upheld dispute %s of charge %s: %s, nothing reversed", r.dispute_id, shown(r.charge_id),
+                      done.status)
+            return answers
+        if not done.replay:
+            log.info("upheld dispute %s: %s given back to grantor %s of charge %s", r.dispute_id,
+                     Fen(done.paid - done.refunded_before), mask_id_number(r.grantor_id), shown(r.charge_id))
+        value = outcomes.payment_reversed(r.institution_code, r.charge_id, r.dispute_id, done.patient_id,
+                                          r.grantor_id, r.binding_id, done.paid, done.refunded_before, done.lines,
+                                          done.at)
+        answers.outcomes.append(Outgoing(topics.SETTLEMENT_RESULTS, r.charge_id.encode(), value))
+        answers.outcomes += outcomes.postings(done.lines, "credit", r.institution_code, r.charge_id, None,
+                                              done.patient_id, done.at, dispute_id=r.dispute_id)
+        return answers
 
     # -- settlement.queries -------------------------------------------------------------------
     async def answer_query(self, msg: Received) -> None:
@@ -707,6 +739,18 @@ class SettlementService:
             balance=Fen(account.balance) if account and account.scheme == "employee" else None,
             held=Fen(account.held) if account and account.scheme == "employee" else None)
         return envelope.seal(c.ACCOUNT_FOUND, event, event_id=ids.event_id(c.ACCOUNT_FOUND, query_id))
+
+
+def _reversal(p: dict, at: str) -> Reversal | None:
+    """The Reversal an upheld DisputeResolved asks for, when its ids are the contract's (they go into
+    Redis keys and posting ids)."""
+    ids_ = [p.get(k) for k in ("dispute_id", "institution_code", "charge_id", "grantor_id", "binding_id")]
+    if not all(isinstance(x, str) and 0 < len(x) <= 64 and ":" not in x for x in ids_):
+        log.error("upheld DisputeResolved without usable ids: %s", shown(str(p.get("dispute_id"))))
+        return None
+    if not (_INSTITUTION.fullmatch(ids_[1]) and _CHARGE_ID.fullmatch(ids_[2])):
+        return None
+    return Reversal(*ids_, at=at)
 
 
 def _dead(msg: Received, exc: Exception) -> Answers:

@@ -36,7 +36,7 @@ Institution codes hold no ':', so `{institution}:{...}` keys and fields never co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from datetime import datetime
 from importlib.resources import files
@@ -49,7 +49,7 @@ from shared.envelope import CHINA_TZ
 from shared.state import calling_functions, person_bucket
 from services.settlement.storage.parts import keep_part
 from services.settlement.domain.consumption import Spent
-from services.settlement.domain.ids import posting_prefix
+from services.settlement.domain.ids import posting_prefix, reversal_prefix
 from services.settlement.domain.waterfall import Line
 
 _dumps = orjson.dumps  # the Function reads it with cjson; bytes go to Redis as they are
@@ -150,6 +150,33 @@ class Applied:
     replay: bool = False
     patient_id: str = ""
     until_ms: int = 0  # QUOTED: held until (epoch ms)
+
+
+@dataclass(frozen=True)
+class Reversal:
+    """An upheld dispute to apply: the grantor line of the charge to give back (reverse_payment)."""
+
+    dispute_id: str
+    institution_code: str
+    charge_id: str
+    grantor_id: str
+    binding_id: str
+    at: str  # the platform's clock: it dates the credit posting and the 对账 day
+
+
+@dataclass(frozen=True)
+class Reversed:
+    """reverse_payment's answer: REVERSED with the credit line (none when refunds had returned the
+    whole line already), what the line paid and what refunds had returned of it; or UNKNOWN_CHARGE
+    / UNKNOWN_LINE (nothing changed)."""
+
+    status: str
+    lines: list[Line] = field(default_factory=list)
+    at: str = ""
+    replay: bool = False
+    patient_id: str = ""
+    paid: int = 0
+    refunded_before: int = 0
 
 
 @dataclass(frozen=True)
@@ -296,6 +323,31 @@ class SettlementStore:
              _china_day(c.settled_at), c.institution_region, posting_prefix(c.institution_code, c.charge_id),
              c.quote_id, c.op]
             for c in charges]])
+
+    async def reverse(self, reversals: list[Reversal]) -> list[Reversed]:
+        """Apply upheld disputes in order, one pipeline (settlement.lua, reverse_payment)."""
+        if not reversals:
+            return []
+
+        async def run() -> list:
+            pipe = self._redis.pipeline(transaction=False)
+            for r in reversals:
+                pipe.fcall("reverse_payment", 0, _spent_field(r.institution_code, r.charge_id), r.dispute_id,
+                           r.grantor_id, r.binding_id, r.at, _china_day(r.at), self._record_ttl,
+                           reversal_prefix(r.institution_code, r.charge_id, r.dispute_id))
+            return await pipe.execute(raise_on_error=False)
+
+        out = []
+        for reply in await calling_functions(run, self.load_functions):
+            if isinstance(reply, Exception):
+                raise reply
+            status = reply[0].decode()
+            if status != "REVERSED":
+                out.append(Reversed(status))
+                continue
+            out.append(Reversed(status, _decode_lines(reply[1].decode()), reply[2].decode(), reply[3] == b"1",
+                                reply[4].decode(), int(reply[5]), int(reply[6])))
+        return out
 
     # -- quotes (预结算) ------------------------------------------------------------------------
     async def release_due(self, now_ms: int, at: str, most: int = 500) -> int:

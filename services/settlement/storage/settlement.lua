@@ -469,6 +469,65 @@ local function refund(keys, args)
   return {'REFUNDED', encoded, at, '0', record[3]}
 end
 
+-- An upheld dispute (DisputeResolved upheld on binding.events): the disputed grantor line is
+-- given back to the grantor as the platform's own movement, net of what refunds returned of it
+-- already, with the next account_seq and a credit posting; the limit comes back in the charge's
+-- month. The whole line is then out of reach of later refunds (`refunded` set to the line's
+-- amount), so no refund can credit it again. Keyed by the dispute (field v:{dispute} of the
+-- charge record): a redelivered decision answers the recorded reversal and changes nothing.
+-- ARGV: spent field ({institution}:{charge}), dispute_id, grantor_id, binding_id ('' : any),
+--       at (the platform's clock), posting day (YYYYMMDD of at), record ttl, posting id prefix
+-- Answers {'REVERSED', lines, at, replay, patient, line paid, refunded before} or
+-- {'UNKNOWN_CHARGE'} / {'UNKNOWN_LINE'} (nothing changed).
+local function reverse_payment(keys, args)
+  local spent_field, dispute, grantor, binding, at = args[1], args[2], args[3], args[4], args[5]
+  local post_day, record_ttl, prefix = args[6], args[7], args[8]
+  local charge_key = 'stl:charge:' .. spent_field
+  local done = redis.call('HGET', charge_key, 'v:' .. dispute)
+  if done then
+    local f = split(done, '|')
+    return {'REVERSED', f[1], f[2], '1', redis.call('HGET', charge_key, 'patient'), f[3], f[4]}
+  end
+  local record = redis.call('HMGET', charge_key, 'lines', 'refunded', 'patient', 'month')
+  if not record[1] then return {'UNKNOWN_CHARGE'} end
+  local paid = decode_lines(record[1])
+  local back = split(record[2], ',')
+  local index
+  for i, l in ipairs(paid) do
+    if l.source == 'grantor' and l.person == grantor and (binding == '' or not l.binding or l.binding == binding) then
+      index = i
+    end
+  end
+  if not index then return {'UNKNOWN_LINE'} end
+  local l = paid[index]
+  local before = tonumber(back[index])
+  local give = l.amount - before
+  back[index] = string.format('%d', l.amount)
+  local lines = {}
+  if give > 0 then
+    local account = read_account(l.person)
+    local line = {source = 'grantor', person = l.person, region = l.region, order = l.order, amount = give,
+      binding = l.binding}
+    line.aseq = post(l.person, account, give)
+    line.after = account.balance
+    if l.binding and record[4] then redis.call('HINCRBY', 'stl:used:' .. l.binding, record[4], -give) end
+    local spent_key = 'stl:spent:' .. l.person
+    local s = redis.call('HGET', spent_key, spent_field)
+    if s then
+      local f = split(s, '|')
+      redis.call('HSET', spent_key, spent_field, string.format('%s|%s|%s|%d|%s', f[1], f[2], f[3],
+        tonumber(f[4]) + give, f[5]))
+    end
+    lines = {line}
+  end
+  local encoded = encode_lines(lines)
+  local paid_s, before_s = string.format('%d', l.amount), string.format('%d', before)
+  redis.call('HSET', charge_key, 'refunded', table.concat(back, ','),
+    'v:' .. dispute, encoded .. '|' .. at .. '|' .. paid_s .. '|' .. before_s)
+  record_postings(lines, prefix, 'credit', post_day, record_ttl)
+  return {'REVERSED', encoded, at, '0', record[3], paid_s, before_s}
+end
+
 -- A batch of charges or refunds in ONE call, each applied by `settle` / `refund` above under
 -- its own pcall: a defect in one (a corrupt account entry, say) answers {'ERROR', message} for
 -- that one and the others go on. The whole call is atomic, which is stronger than each charge
@@ -629,5 +688,6 @@ redis.register_function('register_person', register_person)
 redis.register_function('transfer_person', transfer_person)
 redis.register_function('bureau_movement', bureau_movement)
 redis.register_function('register_institution', register_institution)
+redis.register_function('reverse_payment', reverse_payment)
 redis.register_function('release_due', release_due)
 redis.register_function('release_binding', release_binding)
