@@ -9,7 +9,8 @@ import json
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from shared.envelope import Envelope
 from shared.identity import IdNumber
@@ -92,12 +93,45 @@ class ChargeQuoteCancelled(_In):
     quote_id: ChargeId
 
 
+RefundPayer = Literal["own", "grantor_1", "grantor_2", "cash"]
+
+
+class RefundLine(_In):
+    payer: RefundPayer = Field(description="Whose line of the charge: the own account, the grantor of payment "
+                                           "order 1 or 2, or cash.")
+    amount: Yuan
+
+
 class ChargeRefunded(_In):
     charge_id: ChargeId
     institution_code: InstitutionCode = Field(description="Contract version 2: the charge's institution.")
     refund_id: ChargeId
     amount: Yuan
     refunded_at: Time
+    lines: list[RefundLine] | None = Field(None, min_length=1, max_length=4, description=(
+        "Added (issue 21): the payer lines this refund returns, each payer at most once, summing to `amount`; "
+        "a line more than that payer has left of the charge (or a payer the charge has not) is refused "
+        "REFUND_EXCEEDS_PAID. Without it: last paid, first refunded (cash, grantor 2, grantor 1, own)."))
+
+    @model_validator(mode="after")
+    def _lines_sum_to_amount(self) -> ChargeRefunded:
+        if self.lines is not None:
+            if len({x.payer for x in self.lines}) != len(self.lines):
+                raise PydanticCustomError("duplicate_payer", "each payer at most once in lines")
+            if sum(x.amount for x in self.lines) != self.amount:
+                raise PydanticCustomError("lines_not_amount", "lines do not sum to amount")
+        return self
+
+    def digest(self) -> str:
+        """As every message's, with `lines` left out when absent (refunds recorded before lines existed
+        keep their fingerprint)."""
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"lines"} if self.lines is None else None),
+                               sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+    def named_lines(self) -> str:
+        """The lines as the refund Function reads them: "payer:fen,..." ('' when none are named)."""
+        return ",".join(f"{x.payer}:{int(x.amount)}" for x in self.lines or ())
 
 
 class _ChargeSubmittedMessage(Envelope):
@@ -209,7 +243,10 @@ class ChargeRejected(BaseModel):
 class ChargeQuoted(BaseModel):
     """预结算 (issue 15): the whole split of a ChargeQuoteRequested, held as one unit until held_until."""
 
-    quote_id: str = Field(description="Derived from (institution_code, charge_id): one quote per charge.")
+    quote_id: str = Field(description=(
+        "Derived from (institution_code, charge_id): one quote per charge at a time. A quote cancelled or "
+        "expired may be requested again with new amounts (issue 21): that quote's id is the first one's "
+        "followed by .2, .3, ..."))
     charge_id: str
     institution_code: str
     patient_id: str

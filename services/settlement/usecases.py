@@ -223,7 +223,8 @@ class SettlementService:
         except (ValidationError, ChargeRefused):
             return self._admit_slowly(msg, now, answers, signer)
         return RefundToApply(message.event_id, refund.institution_code, refund.charge_id, refund.refund_id,
-                             refund.digest(), refund.amount, now.isoformat(timespec="seconds"))
+                             refund.digest(), refund.amount, now.isoformat(timespec="seconds"),
+                             refund.named_lines())
 
     def _admit_slowly(self, msg: Received, now: datetime, answers: Answers,
                       signer: Signer | None = None) -> ChargeToSettle | RefundToApply | None:
@@ -251,7 +252,8 @@ class SettlementService:
             refund = c.ChargeRefunded.model_validate(readable.body["payload"])
             self._check_time(refund.refunded_at, now, "refunded_at")
             return RefundToApply(readable.event_id, refund.institution_code, refund.charge_id, refund.refund_id,
-                                 refund.digest(), refund.amount, now.isoformat(timespec="seconds"))
+                                 refund.digest(), refund.amount, now.isoformat(timespec="seconds"),
+                             refund.named_lines())
         except ValidationError as exc:
             answers += self._rejected(msg, readable, ChargeRefused(c.reason_for(exc), c.describe(exc)))
         except ChargeRefused as refused:
@@ -326,7 +328,7 @@ class SettlementService:
         answers = Answers()
         if applied.status == "QUOTED":
             until = datetime.fromtimestamp(applied.until_ms / 1000, envelope.CHINA_TZ).isoformat(timespec="seconds")
-            value = outcomes.charge_quoted(todo.quote_id, todo.institution_code, todo.charge_id, todo.patient_id,
+            value = outcomes.charge_quoted(applied.quote_id or todo.quote_id, todo.institution_code, todo.charge_id, todo.patient_id,
                                            todo.borne, applied.lines, applied.at, until)
             if not applied.replay:
                 log.info("charge %s quoted, held until %s", shown(todo.charge_id), until)

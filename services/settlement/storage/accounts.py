@@ -81,6 +81,7 @@ class RefundToApply:
     digest: str
     amount: int
     settled_at: str  # the platform's clock: it dates the credit postings and the 对账 day
+    lines: str = ""  # the payer lines named (contract.ChargeRefunded.named_lines), '' for last paid first
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,7 @@ class Applied:
     replay: bool = False
     patient_id: str = ""
     until_ms: int = 0  # QUOTED: held until (epoch ms)
+    quote_id: str = ""  # QUOTED: the quote's id (a quote made again after a release: quote_id.2, .3, ...)
 
 
 @dataclass(frozen=True)
@@ -223,14 +225,20 @@ def _decode_lines(encoded: str) -> list[Line]:
     return lines
 
 
+# SETTLED's reason when a quote of the charge was released on the way (announced through the outbox)
+RELEASED_ON_THE_WAY = "QUOTE_RELEASED"
+
+
 def _applied(reply: list[str | bool]) -> Applied:
     """One item of a batch Function's cjson answer (strings; false for a missing field)."""
     status = reply[0]
     if status in ("SETTLED", "REFUNDED"):
         return Applied(status, _decode_lines(reply[1]), reply[2], replay=reply[3] == "1",
-                       patient_id=(reply[4] or "") if len(reply) > 4 else "")
+                       patient_id=(reply[4] or "") if len(reply) > 4 else "",
+                       reason=RELEASED_ON_THE_WAY if len(reply) > 5 and reply[5] == "R" else "")
     if status == "QUOTED":
-        return Applied(status, _decode_lines(reply[1]), reply[2], replay=reply[4] == "1", until_ms=int(reply[3]))
+        return Applied(status, _decode_lines(reply[1]), reply[2], replay=reply[4] == "1", until_ms=int(reply[3]),
+                       quote_id=(reply[5] or "") if len(reply) > 5 else "")
     if status == "RELEASED":
         return Applied(status, _decode_lines(reply[1]), reply[2], reason=reply[3], replay=reply[4] == "1")
     if status == "REJECTED":
@@ -412,7 +420,7 @@ class SettlementStore:
     def _refund_args(self, refunds: list[RefundToApply]) -> bytes:
         return _dumps([self._refund_common, [
             [r.institution_code, r.charge_id, r.event_id, r.refund_id, r.amount, r.settled_at, r.digest,
-             _china_day(r.settled_at), posting_prefix(r.institution_code, r.charge_id, r.refund_id)]
+             _china_day(r.settled_at), posting_prefix(r.institution_code, r.charge_id, r.refund_id), r.lines]
             for r in refunds]])
 
     async def register(self, people: list[tuple[str, str, str, int | None]]) -> None:
