@@ -411,6 +411,13 @@ async def test_only_projection_refusals_are_provisional_in_the_function(store, c
     [refused] = await store.settle([unknown], now_ms=T0)
     assert (refused.status, refused.reason) == ("REJECTED", "UNKNOWN_PATIENT")
     assert await client.get(f"stl:rej:{HOSPITAL}:{unknown.event_id}") is None      # not recorded
+    await store.register([(unknown.patient_id, XIAN, "e", 5_000)])
+    [changed] = await store.settle([unknown], now_ms=T0 + 1)        # the same message, once the projection knows him
+    assert changed.status == "SETTLED" and not changed.replay
+    unlisted = replace(charge(new_person(), 1_000), institution_code="H610300999999")
+    [no_inst] = await store.settle([unlisted], now_ms=T0 + 2)
+    assert (no_inst.status, no_inst.reason) == ("REJECTED", "UNKNOWN_INSTITUTION")
+    assert await client.get(f"stl:rej:H610300999999:{unlisted.event_id}") is None
     outside = new_person()
     await store.register([(outside, "110100", "e", 1_000)])
     beijing = charge(outside, 1_000)
