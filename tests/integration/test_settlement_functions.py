@@ -547,17 +547,22 @@ def move(person, kind, amount, seq, region=XIAN, through=0) -> Movement:
     return Movement(person, kind, amount, seq, region, through)
 
 
+async def bureau_movements(store: SettlementStore, moves: list[Movement]) -> list[tuple[str, int]]:
+    """Each movement's outcome and the balance after."""
+    return [(a.outcome, a.balance) for a in await store.movements_applied(moves)]
+
+
 async def test_bureau_movements_apply_once_per_bureau_seq(store, client):
     person = new_person()
     await store.register([(person, XIAN, "e", 1_000)])
 
-    assert await store.bureau_movements([move(person, "credit", 500, 1)]) == [("APPLIED", 1_500)]
-    assert await store.bureau_movements([move(person, "credit", 500, 1)]) == [("STALE", 1_500)]
-    assert await store.bureau_movements([move(person, "debit", 200, 2)]) == [("APPLIED", 1_300)]
-    assert await store.bureau_movements([move(person, "debit", 200, 2)]) == [("STALE", 1_300)]
-    assert await store.bureau_movements([move(person, "snapshot", 9_000, 5)]) == [("APPLIED", 9_000)]
-    assert await store.bureau_movements([move(person, "snapshot", 9_000, 5)]) == [("STALE", 9_000)]
-    assert await store.bureau_movements([move(person, "credit", 100, 4)]) == [("STALE", 9_000)]
+    assert await bureau_movements(store, [move(person, "credit", 500, 1)]) == [("APPLIED", 1_500)]
+    assert await bureau_movements(store, [move(person, "credit", 500, 1)]) == [("STALE", 1_500)]
+    assert await bureau_movements(store, [move(person, "debit", 200, 2)]) == [("APPLIED", 1_300)]
+    assert await bureau_movements(store, [move(person, "debit", 200, 2)]) == [("STALE", 1_300)]
+    assert await bureau_movements(store, [move(person, "snapshot", 9_000, 5)]) == [("APPLIED", 9_000)]
+    assert await bureau_movements(store, [move(person, "snapshot", 9_000, 5)]) == [("STALE", 9_000)]
+    assert await bureau_movements(store, [move(person, "credit", 100, 4)]) == [("STALE", 9_000)]
     assert await store.balance(person) == 9_000
 
 
@@ -565,10 +570,10 @@ async def test_a_bureau_debit_above_the_balance_leaves_a_deficit_that_pays_nothi
     person = new_person()
     await store.register([(person, XIAN, "e", 1_000)])
 
-    assert await store.bureau_movements([move(person, "debit", 1_001, 1)]) == [("NEGATIVE", -1)]
+    assert await bureau_movements(store, [move(person, "debit", 1_001, 1)]) == [("NEGATIVE", -1)]
     [paid] = await store.settle([charge(person, 500)])
     assert summary(paid.lines) == [("cash", None, None, 500, None)]
-    assert await store.bureau_movements([move(person, "credit", 50, 2)]) == [("APPLIED", 49)]
+    assert await bureau_movements(store, [move(person, "credit", 50, 2)]) == [("APPLIED", 49)]
     [then] = await store.settle([charge(person, 500)])
     assert summary(then.lines) == [("own", person, None, 49, 0), ("cash", None, None, 451, None)]
 
@@ -577,10 +582,10 @@ async def test_bureau_events_from_another_region_or_for_nobody_are_refused_and_k
     person, nobody = new_person(), new_person()
     await store.register([(person, XIAN, "e", 1_000)])
 
-    assert await store.bureau_movements([move(person, "credit", 500, 7, region=BAOJI)]) == [("FOREIGN_REGION", 1_000)]
-    assert await store.bureau_movements([move(person, "snapshot", 0, 8, region=BAOJI)]) == [("FOREIGN_REGION", 1_000)]
-    assert await store.bureau_movements([move(nobody, "credit", 700, 1)]) == [("UNREGISTERED", 0)]
-    assert await store.bureau_movements([move(person, "credit", 5, 1)]) == [("APPLIED", 1_005)]
+    assert await bureau_movements(store, [move(person, "credit", 500, 7, region=BAOJI)]) == [("FOREIGN_REGION", 1_000)]
+    assert await bureau_movements(store, [move(person, "snapshot", 0, 8, region=BAOJI)]) == [("FOREIGN_REGION", 1_000)]
+    assert await bureau_movements(store, [move(nobody, "credit", 700, 1)]) == [("UNREGISTERED", 0)]
+    assert await bureau_movements(store, [move(person, "credit", 5, 1)]) == [("APPLIED", 1_005)]
     assert await store.balance(nobody) is None
 
 
@@ -591,15 +596,15 @@ async def test_a_snapshot_taken_before_the_bureau_applied_a_platform_debit_does_
     await store.settle([charge(person, 1_000)])                       # seq 2: 6000 left
 
     # The bureau's 10000 includes neither posting; then 9000 includes the first only.
-    assert await store.bureau_movements([move(person, "snapshot", 10_000, 1, through=0)]) == [("APPLIED", 6_000)]
-    assert await store.bureau_movements([move(person, "snapshot", 7_500, 2, through=1)]) == [("APPLIED", 6_500)]
+    assert await bureau_movements(store, [move(person, "snapshot", 10_000, 1, through=0)]) == [("APPLIED", 6_000)]
+    assert await bureau_movements(store, [move(person, "snapshot", 7_500, 2, through=1)]) == [("APPLIED", 6_500)]
     assert await client.lrange(f"stl:pp:{person}", 0, -1) == [b"2|-1000"]
     # A snapshot that would undo the first posting again, or names one never made, is refused.
-    assert await store.bureau_movements([move(person, "snapshot", 10_000, 3, through=0)]) == [
+    assert await bureau_movements(store, [move(person, "snapshot", 10_000, 3, through=0)]) == [
         ("WATERMARK_BEHIND", 6_500)]
-    assert await store.bureau_movements([move(person, "snapshot", 10_000, 3, through=3)]) == [
+    assert await bureau_movements(store, [move(person, "snapshot", 10_000, 3, through=3)]) == [
         ("WATERMARK_AHEAD", 6_500)]
-    assert await store.bureau_movements([move(person, "snapshot", 6_400, 3, through=2)]) == [("APPLIED", 6_400)]
+    assert await bureau_movements(store, [move(person, "snapshot", 6_400, 3, through=2)]) == [("APPLIED", 6_400)]
     assert not await client.exists(f"stl:pp:{person}")
 
 

@@ -265,10 +265,6 @@ MOVING = "stl:moving"
 INSTITUTION_KEYS = "stl:ikeys"
 
 
-def _spent_field(institution_code: str, charge_id: str) -> str:
-    return f"{institution_code}:{charge_id}"
-
-
 class SettlementStore:
     def __init__(self, redis: Redis, provinces: list[str], rejection_ttl: int, record_ttl: int,
                  report_ttl: int = 7 * 86_400, quote_hold_ms: int = 15 * 60_000) -> None:
@@ -340,7 +336,7 @@ class SettlementStore:
         async def run() -> list:
             pipe = self._redis.pipeline(transaction=False)
             for r in reversals:
-                pipe.fcall("reverse_payment", 0, _spent_field(r.institution_code, r.charge_id), r.dispute_id,
+                pipe.fcall("reverse_payment", 0, f"{r.institution_code}:{r.charge_id}", r.dispute_id,
                            r.grantor_id, r.binding_id, r.at, _china_day(r.at), self._record_ttl,
                            reversal_prefix(r.institution_code, r.charge_id, r.dispute_id))
             return await pipe.execute(raise_on_error=False)
@@ -395,11 +391,6 @@ class SettlementStore:
             for r in releases:
                 pipe.lrem(OUTBOX, 1, r.raw)
             await pipe.execute()
-
-    async def quote_state(self, institution_code: str, charge_id: str) -> dict[str, str]:
-        """For tests and operators: the quote record."""
-        raw = await self._redis.hgetall(f"stl:quote:{institution_code}:{charge_id}")
-        return {k.decode(): v.decode() for k, v in raw.items()}
 
     async def used(self, binding_id: str, month: str) -> int:
         """What the binding paid or holds in `month` (YYYYMM) against its monthly limit."""
@@ -491,10 +482,6 @@ class SettlementStore:
         NEGATIVE, STALE or a refusal) and the balance after; a snapshot's drift figures come back
         from the same atomic step that applies it."""
         return await self.bureau_events(moves)  # type: ignore[return-value]  # movements answer
-
-    async def bureau_movements(self, moves: list[Movement]) -> list[tuple[str, int]]:
-        """Each movement's outcome and the balance after."""
-        return [(a.outcome, a.balance) for a in await self.movements_applied(moves)]
 
     async def report_part(self, region: str, day: str, report_id: str, part: int, parts: int,
                           body: dict) -> list[dict] | None:

@@ -588,7 +588,8 @@ local function reverse_payment(keys, args)
   return {'REVERSED', encoded, at, '0', record[3], paid_s, before_s}
 end
 
--- A batch of charges or refunds in ONE call, each applied by `settle` / `refund` above under
+-- A batch of charges or refunds in ONE call (the only way they are called: `settle` and `refund`
+-- above are not registered), each applied by `settle` / `refund` under
 -- its own pcall: a defect in one (a corrupt account entry, say) answers {'ERROR', message} for
 -- that one and the others go on. The whole call is atomic, which is stronger than each charge
 -- atomic on its own; as with separate calls, Redis does not undo the writes a failed charge made
@@ -740,8 +741,6 @@ local function register_institution(keys, args)
   return 'OK'
 end
 
-redis.register_function('settle', settle)
-redis.register_function('refund', refund)
 redis.register_function('settle_batch', settle_batch)
 redis.register_function('refund_batch', refund_batch)
 redis.register_function('register_person', register_person)
