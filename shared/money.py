@@ -19,7 +19,8 @@ from typing import Annotated, Any, Callable
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-__all__ = ["Fen", "InvalidAmount", "SignedYuan", "Yuan", "format_yuan", "parse_signed_yuan", "parse_yuan"]
+__all__ = ["SIGNED_YUAN_PATTERN", "YUAN_PATTERN", "Fen", "InvalidAmount", "SignedYuan", "Yuan", "format_yuan",
+           "parse_signed_yuan", "parse_yuan"]
 
 # Twelve integer digits is just under a trillion yuan: far above any
 # legitimate claim or fund balance, low enough to stop absurd input early.
@@ -119,6 +120,9 @@ def _serialize_yuan(fen: int) -> str:
     return format_yuan(fen)
 
 
+# The wire form of a Yuan, for schemas (AsyncAPI, OpenAPI): no sign, at most two decimals.
+YUAN_PATTERN = r"^(0|[1-9][0-9]{0,11})(\.[0-9]{1,2})?$"
+
 Yuan = Annotated[
     int,
     BeforeValidator(_validate_yuan),
@@ -127,7 +131,7 @@ Yuan = Annotated[
     WithJsonSchema(
         {
             "type": "string",
-            "pattern": r"^(0|[1-9][0-9]{0,11})(\.[0-9]{1,2})?$",
+            "pattern": YUAN_PATTERN,
             "examples": ["128.50"],
         }
     ),
