@@ -4,7 +4,6 @@ at-most-once paths, driven with an injected clock, are in test_notify_at_most_on
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import random
@@ -66,9 +65,10 @@ class Family:
     async def institution(self, code=HOSPITAL, name=HOSPITAL_NAME) -> None:
         event = institution_registered(code, "610100", name=name)
         await self.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", event), key=code)
-        async with asyncio.timeout(30):
-            while not (await self.redis.hexists("stl:inst", code) and await self.redis.hexists("ntf:inst", code)):
-                await asyncio.sleep(0.02)
+
+        async def known() -> bool:
+            return await self.redis.hexists("stl:inst", code) and await self.redis.hexists("ntf:inst", code)
+        await eventually(known, 30, f"institution {code} in settlement and notify", interval=0.02)
 
     async def person(self, scheme="employee", balance="0.00", phone=True, region="610100") -> dict:
         p = {"person_id": new_person_id(region), "name": f"测试{chr(0x4e00 + random.randrange(2000))}明",
@@ -78,10 +78,11 @@ class Family:
         p |= {"employer": "单位", "balance": balance} if scheme == "employee" else {"community": "社区"}
         await self.bus.send(t.BUREAU_ACCOUNTS, seal("PersonRegistered", p), key=p["person_id"])
         bucket = person_bucket(p["person_id"])
-        async with asyncio.timeout(30):
-            while not all([await self.redis.hexists(f"{k}:{bucket}", p["person_id"])
-                           for k in ("bnd:person", "stl:acct", "ntf:person")]):
-                await asyncio.sleep(0.02)
+
+        async def known() -> bool:
+            return all([await self.redis.hexists(f"{k}:{bucket}", p["person_id"])
+                        for k in ("bnd:person", "stl:acct", "ntf:person")])
+        await eventually(known, 30, "the person in binding, settlement and notify", interval=0.02)
         self.people.append(p)
         return p
 
