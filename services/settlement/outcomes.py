@@ -19,7 +19,7 @@ from shared.money import format_yuan
 from shared.references import payment_reference
 from services.settlement import contract as c
 from services.settlement.domain import ids
-from services.settlement.domain.waterfall import Line
+from services.settlement.domain.lines import Line
 
 
 _postings_topic = lru_cache(maxsize=64)(topics.bureau_postings)  # one per region: not worked out per posting

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
 from redis.asyncio import Redis
 
-from services.settlement.domain.waterfall import Account, Line, refund_plan, split
+from tests.oracle.waterfall import Account, Line, refund_plan, split
 from services.settlement.storage.accounts import Movement
 from tests.integration.test_settlement_functions import (HOSPITAL, XIAN, bind, bureau_movements, charge,
                                                          make_store, new_person, refund,

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from services.settlement.domain.waterfall import Account, Line, refund_plan, split
+from tests.oracle.waterfall import Account, Line, refund_plan, split
 from services.settlement.storage.accounts import (ChargeToSettle, InstitutionRegistration, Movement, PersonState,
                                                   RefundToApply, Registration, Reversal, SettlementStore,
                                                   Transfer)

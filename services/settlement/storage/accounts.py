@@ -50,7 +50,7 @@ from shared.state import calling_functions, person_bucket
 from services.settlement.storage.parts import keep_part
 from services.settlement.domain.consumption import Spent
 from services.settlement.domain.ids import posting_prefix, reversal_prefix
-from services.settlement.domain.waterfall import Line
+from services.settlement.domain.lines import Line
 
 _dumps = orjson.dumps  # the Function reads it with cjson; bytes go to Redis as they are
 LIBRARY = files("services.settlement.storage").joinpath("settlement.lua").read_text

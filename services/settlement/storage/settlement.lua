@@ -3,6 +3,12 @@
 -- atomically, with its idempotency record in the same step. Loaded once at start-up
 -- (FUNCTION LOAD REPLACE); Functions persist across a Redis restart, unlike EVAL scripts.
 --
+-- These Functions are the home of the settlement rules (issue 21): the waterfall, holds, limits
+-- and pause, refunds (last paid first, or the lines named), reversals of upheld disputes, and
+-- which refusals are recorded (PROVISIONAL, below). No Python code decides a split or a refund:
+-- tests/oracle/waterfall.py restates the waterfall plainly as the tests' oracle only (the
+-- hypothesis tests check these Functions against it), and is called by no service.
+--
 -- Account entry, in hash stl:acct:{bucket}, field person_id:
 --   "balance|bureau_seq|region|scheme|account_seq|watermark|held"
 -- balance in fen (may be below zero: never clamped); scheme e = employee with an account,
@@ -136,7 +142,7 @@ local function payers_of(patient, day)
   return payers
 end
 
--- The waterfall (domain/waterfall.py, split): each account pays from what is available (balance
+-- The waterfall (its oracle: tests/oracle/waterfall.py, split): each account pays from what is available (balance
 -- less held), a grantor also no more than its binding's monthly limit leaves; a paused binding
 -- pays nothing. Posted at once, or held for a quote (`holding`: the lines' `after` is then what is
 -- left to spend). What a grantor pays or holds counts against its limit in the charge's month
