@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from tests.oracle.waterfall import Account, Line, refund_plan, split
+from tests.oracle.waterfall import Account, Line, named_refund_plan, refund_plan, split
 from services.settlement.storage.accounts import (ChargeToSettle, InstitutionRegistration, Movement, PersonState,
                                                   RefundToApply, Registration, Reversal, SettlementStore,
                                                   Transfer)
@@ -638,7 +638,11 @@ def cases(draw):
     total = max(own or 0, 0) + sum(max(g.balance, 0) for g in grantors)
     borne = draw(st.one_of(st.integers(0, total + 10), st.just(total), big))
     resend = draw(st.booleans())
-    refunds = draw(st.lists(st.one_of(st.integers(0, 1_000), st.integers(0, borne + 1), st.just(borne)), max_size=4))
+    some = st.one_of(st.integers(0, 1_000), st.integers(0, borne + 1), st.just(borne))
+    # a refund is an amount (last paid first) or the payer lines it names (issue 21), some of them a
+    # payer the charge has not or more than that payer has left
+    named = st.dictionaries(st.sampled_from(["own", "grantor_1", "grantor_2", "cash"]), some, min_size=1, max_size=4)
+    refunds = draw(st.lists(st.one_of(some, named), max_size=4))
     quoted = draw(st.booleans())
     return own, grantors, borne, resend, refunds, quoted
 
@@ -650,7 +654,7 @@ async def set_held(client: Redis, person: str, held: int) -> None:
     await client.hset(key, person, "|".join([*fields, str(held)]))
 
 
-def test_the_functions_settle_and_refund_exactly_as_the_pure_waterfall(valkey, store):
+def test_the_functions_settle_and_refund_exactly_as_the_oracle(valkey, store):
     loop = asyncio.new_event_loop()  # private: the session loop belongs to pytest-asyncio
     client = Redis.from_url(valkey.url)
     local = make_store(client)
@@ -711,9 +715,14 @@ def test_the_functions_settle_and_refund_exactly_as_the_pure_waterfall(valkey, s
 
         back = [0] * len(expected)
         for amount in refund_amounts:
-            [done] = await local.refund([refund(paid.charge_id, amount)])
+            named = amount if isinstance(amount, dict) else None
+            if named is not None:
+                amount = sum(named.values())
+            [done] = await local.refund([refund(paid.charge_id, amount, lines=",".join(
+                f"{payer}:{fen}" for payer, fen in (named or {}).items()))])
             try:
-                plan = refund_plan(expected, back, amount)
+                plan = refund_plan(expected, back, amount) if named is None else \
+                    named_refund_plan(expected, back, amount, named)
             except ValueError:
                 assert (done.status, done.reason) == ("REJECTED", "REFUND_EXCEEDS_PAID")
                 continue
