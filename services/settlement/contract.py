@@ -15,7 +15,7 @@ from pydantic_core import PydanticCustomError
 from shared.envelope import Envelope
 from shared.identity import IdNumber
 from shared.institutions import INSTITUTION_CODE_PATTERN
-from shared.money import Yuan
+from shared.money import SignedYuan, Yuan
 from shared.regions import RegionCode
 from shared.wire import Day, Text, Time
 from services.settlement.domain.reasons import Reason
@@ -180,7 +180,7 @@ class SettledLine(BaseModel):
     region: str | None = None
     payment_order: int | None = None
     amount: Yuan
-    balance_after: Yuan | None = None
+    balance_after: SignedYuan | None = None
     binding_id: str | None = Field(None, description="Added (issue 15), grantor lines: the binding that paid.")
     reference: str | None = Field(None, description=(
         "Added (issue 15), grantor lines: the payment's reference (8 characters, shared/references.py), the one "
@@ -314,6 +314,8 @@ class QueryConsumption(_In):
 class Payment(BaseModel):
     charge_id: str
     institution_code: str
+    institution_name: str | None = Field(None, description=(
+        "Added: the institution's registered name (as the SMS name it); absent when none is registered."))
     settled_at: str
     paid: Yuan
     refunded: Yuan
@@ -354,7 +356,7 @@ class AccountFound(BaseModel):
     registered: bool = Field(description="Whether settlement has read a PersonRegistered for this person.")
     region: str | None = None
     scheme: Literal["employee", "resident"] | None = None
-    balance: Yuan | None = Field(None, description=(
+    balance: SignedYuan | None = Field(None, description=(
         "The platform's balance of the personal account (the bureau's last balance adjusted by the platform's "
         "later postings; may be negative); null for a resident (no personal account) or an unknown person."))
     held: Yuan | None = Field(None, description=(
@@ -381,6 +383,6 @@ class ReconciliationReport(BaseModel):
     platform_count: int
     bureau_count: int
     matched: int
-    platform_net: Yuan = Field(description="Credits minus debits the platform posted (may be negative).")
-    bureau_net: Yuan
+    platform_net: SignedYuan = Field(description="Credits minus debits the platform posted (may be negative).")
+    bureau_net: SignedYuan
     differences: list[ReconciliationDifference]

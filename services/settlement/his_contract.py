@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.money import Fen, Yuan
+from shared.money import Fen, SignedYuan, Yuan
 from shared.signing import REFUSAL_TEXTS
 from shared.wire import Count, Day, Text
 from services.settlement.contract import ChargeId, InstitutionCode
@@ -228,9 +228,9 @@ class AccountDriftDetected(BaseModel):
     person_id: str
     region: str
     bureau_seq: int = Field(description="The snapshot's bureau_seq.")
-    snapshot_balance: Yuan = Field(description="The snapshot's balance (may be negative).")
-    in_flight: Yuan = Field(description=(
+    snapshot_balance: SignedYuan = Field(description="The snapshot's balance (may be negative).")
+    in_flight: SignedYuan = Field(description=(
         "Signed sum of the platform's postings after postings_applied_through (credits positive, debits "
         "negative): what the snapshot does not include yet."))
-    platform_balance: Yuan = Field(description="The platform's balance of the account just before the snapshot.")
-    drift: Yuan = Field(description="platform_balance - (snapshot_balance + in_flight), signed.")
+    platform_balance: SignedYuan = Field(description="The platform's balance of the account just before the snapshot.")
+    drift: SignedYuan = Field(description="platform_balance - (snapshot_balance + in_flight), signed.")

@@ -404,7 +404,7 @@ class SettlementService:
                 continue
             found.append((msg, InstitutionRegistration(
                 i.institution_code, i.region, i.kind, [k.model_dump(mode="json") for k in i.public_keys],
-                signer.region or "")))
+                signer.region or "", i.name)))
             log.info("institution %s registered by %s with keys %s", i.institution_code, signer.key_id,
                      ", ".join(k.key_id for k in public_keys))
         if found:
@@ -700,9 +700,12 @@ class SettlementService:
     async def _consumption(self, readable: envelope.Readable, q: c.QueryConsumption) -> bytes:
         rows_by = by_beneficiary(await self._store.spending(q.grantor_id), q.date_from, q.date_to)
         limits = await self._limits(q.grantor_id, list(rows_by))
+        names = await self._store.institution_names(sorted({r.institution_code for rows in rows_by.values()
+                                                            for r in rows}))
         groups = [c.BeneficiarySpending(
             beneficiary_id=mask_id_number(beneficiary),
             payments=[c.Payment(charge_id=r.charge_id, institution_code=r.institution_code,
+                                institution_name=names.get(r.institution_code),
                                 settled_at=r.settled_at, paid=Fen(r.paid), refunded=Fen(r.refunded)) for r in rows],
             total_paid=Fen(sum(r.paid for r in rows)), total_refunded=Fen(sum(r.refunded for r in rows)),
             **limits.get(beneficiary, {}))

@@ -7,6 +7,7 @@ Keys this service owns (README, "Redis keys"):
 - `stl:pp:{person}`        list of "account_seq|signed fen": the platform's postings to the account
                            after the last snapshot's watermark (trimmed by each BalanceSnapshot)
 - `stl:inst`               hash institution code -> "region|kind" (projection of bureau.institutions)
+- `stl:inst:name`          hash institution code -> its registered name (the consumption query names it)
 - `stl:ikeys`              hash institution code -> JSON {"region", "keys": [{key_id, public_key, not_before,
                            not_after}]}: the institution's public keys, from the same registration (contract
                            version 3; a later registration replaces the list)
@@ -119,6 +120,7 @@ class InstitutionRegistration:
     kind: str
     public_keys: list[dict]
     signer_region: str
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -263,6 +265,7 @@ CALL_ITEMS = 250
 OUTBOX = "stl:quote:outbox"
 MOVING = "stl:moving"
 INSTITUTION_KEYS = "stl:ikeys"
+INSTITUTION_NAMES = "stl:inst:name"
 
 
 class SettlementStore:
@@ -467,8 +470,14 @@ class SettlementStore:
         pipe = self._redis.pipeline(transaction=False)
         for r in registrations:
             pipe.fcall("register_institution", 0, r.code, r.region, r.kind,
-                       _dumps({"region": r.region, "keys": r.public_keys}), r.signer_region)
+                       _dumps({"region": r.region, "keys": r.public_keys}), r.signer_region, r.name)
         return [a.decode() if isinstance(a, bytes) else str(a) for a in await pipe.execute()]
+
+    async def institution_names(self, codes: list[str]) -> dict[str, str]:
+        """The registered name of each institution that has one (`stl:inst:name`), one HMGET."""
+        if not codes:
+            return {}
+        return {code: raw.decode() for code, raw in zip(codes, await self._redis.hmget(INSTITUTION_NAMES, codes)) if raw}
 
     async def institution_keys(self, codes: list[str]) -> dict[str, bytes | None]:
         """The public keys each institution registered (as `institutions_registered` stored them),

@@ -737,13 +737,16 @@ end
 -- A registration replaces the previous one, its keys included (a key left out is retired), but
 -- only the bureau of the region the institution is registered in may change it (contract
 -- version 3): answers NOT_SIGNERS, changing nothing, when `signer_region` is another.
--- ARGV: institution code, region, kind, public keys (storage/accounts.py encodes them), signer_region
+-- ARGV: institution code, region, kind, public keys (storage/accounts.py encodes them), signer_region,
+-- registered name (kept apart in stl:inst:name, so the charge path's stl:inst stays `region|kind`)
 local function register_institution(keys, args)
   local code, region, kind, public_keys, signer_region = args[1], args[2], args[3], args[4], args[5]
+  local name = args[6] or ''
   local current = redis.call('HGET', 'stl:inst', code)
   if current and split(current, '|')[1] ~= signer_region then return 'NOT_SIGNERS' end
   redis.call('HSET', 'stl:inst', code, region .. '|' .. kind)
   redis.call('HSET', 'stl:ikeys', code, public_keys)
+  if name ~= '' then redis.call('HSET', 'stl:inst:name', code, name) end
   return 'OK'
 end
 
