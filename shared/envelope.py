@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -69,7 +69,16 @@ def read(raw: bytes, known_types: frozenset[str]) -> Readable | Unreadable:
 
 
 def now() -> datetime:
+    """The platform's clock, in China time (tests replace it to move time)."""
     return datetime.now(CHINA_TZ)
+
+
+def china_today(at: datetime | None = None) -> date:
+    """The day it is in China at `at` (default: the platform's clock now), whatever the host's zone.
+
+    The one place a China date is read off a clock: never `date.today()`, which is the host's day
+    (on a UTC host it is still yesterday in China between 00:00 and 08:00 China time)."""
+    return (at if at is not None else now()).astimezone(CHINA_TZ).date()
 
 
 def outcome_id(cause_id: str, event_type: str) -> str:

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 
+from shared import envelope
+
 __all__ = [
     "IdNumber",
     "Mobile",
@@ -69,7 +71,7 @@ def is_valid_id_number(s: Any, *, today: datetime.date | None = None) -> bool:
     """True for a well-formed 18-character ID with a real birth date and check digit.
 
     The birth date must lie between 1900-01-01 and ``today`` (defaults to the
-    current date, read at call time).
+    day it is in China by the platform's clock, read at call time: never the host's date).
     """
     if not isinstance(s, str):
         return False
@@ -79,7 +81,7 @@ def is_valid_id_number(s: Any, *, today: datetime.date | None = None) -> bool:
     birth = _birth_date(s)
     if birth is None:
         return False
-    latest = today if today is not None else datetime.date.today()
+    latest = today if today is not None else envelope.china_today()
     if not _EARLIEST_BIRTH <= birth <= latest:
         return False
     return check_digit(s[:17]) == s[17]

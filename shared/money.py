@@ -14,12 +14,13 @@ wraps the value in ``Fen`` to get it through validation unchanged.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-__all__ = ["Fen", "InvalidAmount", "Yuan", "format_yuan", "parse_yuan"]
+__all__ = ["SIGNED_YUAN_PATTERN", "YUAN_PATTERN", "Fen", "InvalidAmount", "SignedYuan", "Yuan", "format_yuan",
+           "parse_signed_yuan", "parse_yuan"]
 
 # Twelve integer digits is just under a trillion yuan: far above any
 # legitimate claim or fund balance, low enough to stop absurd input early.
@@ -68,6 +69,21 @@ def parse_yuan(text: str) -> int:
     return int(integer_part) * 100 + int(fraction.ljust(2, "0"))
 
 
+def parse_signed_yuan(text: str) -> int:
+    """Parse a yuan string that may carry a leading minus (``"-12.30"`` -> ``-1230``).
+
+    For the amounts the contract lets go below zero (a balance after a bureau's own spending,
+    money in flight, a drift, a net): the same strictness as ``parse_yuan`` otherwise. A minus
+    zero ("-0", "-0.00") is refused: ``format_yuan`` never writes it, so it names no amount.
+    """
+    if isinstance(text, str) and text.startswith("-"):
+        fen = -parse_yuan(text[1:])
+        if fen == 0:
+            raise InvalidAmount(f"amount {text!r} is a negative zero")
+        return fen
+    return parse_yuan(text)
+
+
 def format_yuan(fen: int) -> str:
     """Format fen as a yuan string with exactly two decimals.
 
@@ -82,21 +98,30 @@ def format_yuan(fen: int) -> str:
     return f"{sign}{yuan}.{cents:02d}"
 
 
-def _validate_yuan(value: Any) -> int:
-    if isinstance(value, Fen):
-        return value
-    try:
-        return parse_yuan(value)
-    except InvalidAmount as exc:
-        # A stable error type lets API layers map this to a reason code.
-        raise PydanticCustomError(
-            "invalid_amount", "invalid amount: {reason}", {"reason": str(exc)}
-        ) from None
+def _validator(parse: Callable[[str], int]) -> Callable[[Any], int]:
+    def validate(value: Any) -> int:
+        if isinstance(value, Fen):
+            return value
+        try:
+            return parse(value)
+        except InvalidAmount as exc:
+            # A stable error type lets API layers map this to a reason code.
+            raise PydanticCustomError(
+                "invalid_amount", "invalid amount: {reason}", {"reason": str(exc)}
+            ) from None
+    return validate
+
+
+_validate_yuan = _validator(parse_yuan)
+_validate_signed_yuan = _validator(parse_signed_yuan)
 
 
 def _serialize_yuan(fen: int) -> str:
     return format_yuan(fen)
 
+
+# The wire form of a Yuan, for schemas (AsyncAPI, OpenAPI): no sign, at most two decimals.
+YUAN_PATTERN = r"^(0|[1-9][0-9]{0,11})(\.[0-9]{1,2})?$"
 
 Yuan = Annotated[
     int,
@@ -106,9 +131,31 @@ Yuan = Annotated[
     WithJsonSchema(
         {
             "type": "string",
-            "pattern": r"^(0|[1-9][0-9]{0,11})(\.[0-9]{1,2})?$",
+            "pattern": YUAN_PATTERN,
             "examples": ["128.50"],
         }
     ),
 ]
 """Pydantic type: a yuan string at the edge, ``int`` fen after validation."""
+
+# A minus sign only before a non-zero amount: "-0.00" is refused, as by the parser.
+SIGNED_YUAN_PATTERN = (
+    r"^(0(\.[0-9]{1,2})?|-?0\.(0[1-9]|[1-9][0-9]?)|-?[1-9][0-9]{0,11}(\.[0-9]{1,2})?)$"
+)
+
+SignedYuan = Annotated[
+    int,
+    BeforeValidator(_validate_signed_yuan),
+    PlainSerializer(_serialize_yuan, return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": SIGNED_YUAN_PATTERN,
+            "examples": ["128.50", "-230.00"],
+        }
+    ),
+]
+"""Pydantic type: a yuan string that may be negative ("-12.30"), ``int`` fen after validation.
+
+Only for amounts the contract lets go below zero (``balance_after``, in-flight money, drift, a
+net); a charge's amounts stay ``Yuan``."""

@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+from shared.envelope import china_today
 from shared.identity import make_id_number
 from shared.money import format_yuan
 from shared.regions import find_region
@@ -205,7 +206,7 @@ def build_province(size: Size | str = "small", seed: int = 13, today: date | Non
     """The province for `seed`; `today` (China time) fixes the ages drawn, so tests pass one."""
     size = SIZES[size] if isinstance(size, str) else size
     rng = random.Random(seed)
-    draw = _Drawer(rng, today or date.today())
+    draw = _Drawer(rng, today or china_today())
     institutions = _institutions(rng, size)
     people: list[Person] = []
     bindings: list[Binding] = []

@@ -18,7 +18,6 @@ import os
 import random
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -436,6 +435,6 @@ def _dump(tally: Tally, path: Path | None) -> None:
     if path is None:
         return
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(tally.as_dict() | {"at": datetime.now().isoformat(timespec="seconds")}))
+    tmp.write_text(json.dumps(tally.as_dict() | {"at": now().isoformat(timespec="seconds")}))
     tmp.replace(path)
 

@@ -41,7 +41,7 @@ def new_person_id(region: str = "610100") -> str:
 
 def china_today() -> date:
     """Today in Shaanxi, as the services see it: never the host's time zone."""
-    return envelope.now().date()
+    return envelope.china_today()
 
 def command(event_type: str, payload: dict[str, Any], event_id: str | None = None) -> bytes:
     return envelope.seal(event_type, payload, event_id=event_id or str(uuid.uuid4()))
@@ -55,6 +55,7 @@ class Watcher:
         self._consumer = AIOKafkaConsumer(**client_kwargs(bootstrap, security, enable_auto_commit=False))
         self._topics = topics
         self.records: list[Any] = []
+        self._next: dict[TopicPartition, int] = {}  # the offset after the last record read, per partition
         self._changed = asyncio.Condition()
         self._task: asyncio.Task | None = None
 
@@ -77,8 +78,9 @@ class Watcher:
             batch = await self._consumer.getmany(timeout_ms=200)
             if batch:
                 async with self._changed:
-                    for records in batch.values():
+                    for tp, records in batch.items():
                         self.records.extend(records)
+                        self._next[tp] = records[-1].offset + 1
                     self._changed.notify_all()
 
     async def wait_for(self, match: Callable[[Any], bool], timeout: float = 60.0, count: int = 1) -> list[Any]:
@@ -89,6 +91,17 @@ class Watcher:
                     await self._changed.wait()
                 return found[:count]
         return await asyncio.wait_for(enough(), timeout)
+
+    async def caught_up(self, timeout: float = 60.0) -> None:
+        """Until every record its topics hold now has been read: what was published before this
+        call is in `records` after it, on every partition alike."""
+        ends = await self._consumer.end_offsets(list(self._consumer.assignment()))
+
+        async def read_all() -> None:
+            async with self._changed:
+                while any(self._next.get(tp, 0) < end for tp, end in ends.items()):
+                    await self._changed.wait()
+        await asyncio.wait_for(read_all(), timeout)
 
     def matching(self, match: Callable[[Any], bool]) -> list[Any]:
         """The records `match` accepts. The topics are shared by the whole session, and some tests
@@ -211,6 +224,11 @@ class Bus:
         await self._producer.send_and_wait(
             topic, value, key=raw_key, headers=[(k, v.encode()) for k, v in (headers or {}).items()])
 
+    async def caught_up(self, timeout: float = 60.0) -> None:
+        """Until the watchers have read everything published so far, on every partition."""
+        assert self._watcher is not None
+        await self._watcher.caught_up(timeout)
+
     async def stop(self) -> None:
         if self._watcher:
             await self._watcher.stop()
@@ -295,6 +313,27 @@ async def eventually(check: Callable[[], Any], timeout: float, what: str, interv
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout:.0f} s: {what}")
         await asyncio.sleep(interval)  # polling interval of a condition with a deadline
+
+
+async def handled(bus: Bus, group: str, record: Any, timeout: float = 60.0) -> None:
+    """Until consumer group `group` has committed past `record` (a record the bus's watchers
+    read), then until the watchers have read every topic up to where it ends then.
+
+    The platform's subscribers commit only after the handler returned, its outcomes published
+    (shared.kafka.consumer_options: NACK_ON_ERROR), and the SMS gateway or sink reached before
+    that. So after this, "nothing came of `record`" is a statement about a record the service
+    has handled, not one it has yet to reach: the positive signal a negative assertion needs."""
+    tp = TopicPartition(record.topic, record.partition)
+    reader = AIOKafkaConsumer(**client_kwargs(bus.bootstrap, bus.security, group_id=group,
+                                              enable_auto_commit=False))
+    await reader.start()  # never subscribes, so never joins the group: it only reads its offsets
+    try:
+        async def past() -> bool:
+            return (await reader.committed(tp) or 0) > record.offset
+        await eventually(past, timeout, f"{group} handled {record.topic}[{record.partition}]@{record.offset}")
+    finally:
+        await reader.stop()
+    await bus.caught_up(timeout)
 
 
 def person_registered(region: str = "610100", scheme: str = "employee", balance: str = "0.00",

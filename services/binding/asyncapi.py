@@ -40,7 +40,8 @@ def binding_document() -> dict:
     # reference projection: settlement's messages (c.DisputeFraudSuspected is the grantor_dispute
     # case of settlement's FraudSuspected), named here and defined once, by settlement's document.
     return _signed(name_messages(doc, {("send", topics.SETTLEMENT_RESULTS): ("charge id", [c.FRAUD_SUSPECTED]),
-                                       ("receive", topics.SETTLEMENT_RESULTS): ("charge id", ["ChargeSettled"])}))
+                                       ("receive", topics.SETTLEMENT_RESULTS): ("charge id", ["ChargeSettled",
+                                                                                              "RefundSettled"])}))
 
 
 # Contract version 3: who signs what binding reads. Its outcomes on binding.events are internal

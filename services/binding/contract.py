@@ -52,6 +52,7 @@ DISPUTE_DECIDED_TYPES = frozenset({DISPUTE_DECIDED})
 # settlement.results: read for the reference projection; FraudSuspected (kind grantor_dispute)
 # published there, as settlement publishes its identity-mismatch FraudSuspected
 CHARGE_SETTLED = "ChargeSettled"
+REFUND_SETTLED = "RefundSettled"  # read for what refunds returned of a payment (issue 21)
 FRAUD_SUSPECTED = "FraudSuspected"
 
 
@@ -357,7 +358,8 @@ class DisputeOpened(BaseModel):
     beneficiary_id: str
     charge_id: str
     institution_code: str
-    amount: Yuan = Field(description="What the grantor's account paid of the charge.")
+    amount: Yuan = Field(description=(
+        "What the grantor's account paid of the charge and refunds have not returned (issue 21: still out)."))
     channel: str
     opened_at: datetime
     grantor_region: str = Field(description="The grantor's region: its bureau decides (DisputeDecided).")
@@ -390,7 +392,9 @@ class DisputeResolved(BaseModel):
     beneficiary_id: str
     charge_id: str
     institution_code: str
-    amount: Yuan
+    amount: Yuan = Field(description=(
+        "What was still out of the payment when decided (refunds since it opened deducted). Upheld: settlement "
+        "gives the grantor line back, net of every refund of it, as PaymentReversed (issue 21)."))
     decided_at: datetime
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, Strict, StrictBool,
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool,
                       WithJsonSchema, model_validator)
 from pydantic_core import PydanticCustomError
 
 from shared.identity import IdNumber, Mobile
-from shared.money import InvalidAmount, format_yuan, parse_yuan
+from shared import limits
+from shared.limits import MonthlyLimit
+from shared.money import SIGNED_YUAN_PATTERN, YUAN_PATTERN
 from shared.regions import RegionCode
 from shared.references import read_reference
 from shared.wire import Day, Text, Time
@@ -60,27 +62,11 @@ TOKEN_REVOKED = "TokenRevoked"  # gateway.revocations (contract version 3)
 CLERK_REVOKED = "ClerkRevoked"
 
 PaymentOrder = Annotated[int, Strict(), Field(ge=1, le=2, description="顺位: 1 or 2.")]
-MAX_MONTHLY_LIMIT_FEN = 100_000_000  # 1,000,000.00 yuan a month (I-4)
-
-
-def _limit_fen(value: Any) -> int:
-    """A monthly limit: a yuan string from 0.00 to 1000000.00 (0: the binding pays nothing). Any
-    other value (a JSON number, a third decimal, above the bound) is INVALID_LIMIT."""
-    try:
-        fen = parse_yuan(value)
-    except InvalidAmount:
-        fen = -1
-    if not 0 <= fen <= MAX_MONTHLY_LIMIT_FEN:
-        raise PydanticCustomError("invalid_limit", "a monthly limit is a yuan string from 0.00 to 1000000.00")
-    return fen
-
-
-MonthlyLimit = Annotated[int, BeforeValidator(_limit_fen), PlainSerializer(format_yuan, return_type=str),
-                         WithJsonSchema({"type": "string", "pattern": r"^(0|[1-9][0-9]{0,6})(\.[0-9]{1,2})?$",
-                                         "examples": ["500.00"],
-                                         "description": "Yuan a calendar month (China time), 0.00 to 1000000.00."})]
-
-
+# Amounts in answers are passed on as settlement gave them (yuan strings); their schemas say which
+# may be negative: a balance (never clamped, contract version 2), never a payment or a refund.
+Amount = Annotated[str, WithJsonSchema({"type": "string", "pattern": YUAN_PATTERN, "examples": ["128.50"]})]
+SignedAmount = Annotated[str, WithJsonSchema({"type": "string", "pattern": SIGNED_YUAN_PATTERN,
+                                              "examples": ["1280.50", "-40.00"]})]
 def _reference(value: Any) -> str:
     """A payment reference as printed in the payment SMS (I-2), read leniently: case, spaces, O for 0,
     I/L for 1 and a leading BF (the SMS reply form) are forgiven."""
@@ -166,8 +152,8 @@ class LimitRequest(_Form):
         {"monthly_limit": "500.00"}, {"monthly_limit": None},
         {"monthly_limit": "0.00", "requested_by": "610102198503150018"}]})
 
-    monthly_limit: MonthlyLimit | None = Field(description="Yuan a month, 0.00 (pays nothing) to 1000000.00; "
-                                                           "null: no limit.")
+    monthly_limit: MonthlyLimit | None = Field(description=f"Yuan a month, {limits.catalogue()['min']} (pays "
+                                                           f"nothing) to {limits.catalogue()['max']}; null: no limit.")
     requested_by: IdNumber | None = Field(None, description=_GRANTOR_ASKS)
 
 
@@ -297,21 +283,24 @@ class PaymentRow(BaseModel):
     beneficiary_id: str = Field(description="Masked.")
     charge_id: str
     institution_code: str
+    institution_name: str | None = Field(None, description=(
+        "The institution's registered name (as the SMS name it), when settlement knows it; the console shows "
+        "it, else the code."))
     settled_at: str
-    paid: str = Field(description="Yuan paid from the grantor's account.")
-    refunded: str = Field(description="Yuan of it refunded since.")
+    paid: Amount = Field(description="Yuan paid from the grantor's account.")
+    refunded: Amount = Field(description="Yuan of it refunded since.")
 
 
 class BeneficiaryTotals(BaseModel):
     beneficiary_id: str = Field(description="Masked.")
     payments: int
-    total_paid: str
-    total_refunded: str
+    total_paid: Amount
+    total_refunded: Amount
     binding_id: str | None = Field(None, description="The binding that pays for this beneficiary.")
-    monthly_limit: str | None = Field(None, description="共济限额: yuan a calendar month (China time); null: none.")
-    used_this_month: str | None = Field(None, description="Yuan paid this month, held amounts included, "
+    monthly_limit: Amount | None = Field(None, description="共济限额: yuan a calendar month (China time); null: none.")
+    used_this_month: Amount | None = Field(None, description="Yuan paid this month, held amounts included, "
                                                           "refunds given back.")
-    left_this_month: str | None = Field(None, description="Yuan the limit still allows this month; null: no limit.")
+    left_this_month: Amount | None = Field(None, description="Yuan the limit still allows this month; null: no limit.")
     paused: bool | None = Field(None, description="Whether the binding is paused (pays nothing).")
 
 
@@ -331,8 +320,8 @@ class ConsumptionView(BaseModel):
     grantor_id: str = Field(description="Masked.")
     date_from: date = Field(alias="from", serialization_alias="from")
     date_to: date = Field(alias="to", serialization_alias="to")
-    total_paid: str = Field(description="Over the whole range, every page.")
-    total_refunded: str
+    total_paid: Amount = Field(description="Over the whole range, every page.")
+    total_refunded: Amount
     beneficiaries: list[BeneficiaryTotals]
     page: int
     page_size: int
@@ -348,7 +337,7 @@ class Dispute(BaseModel):
     beneficiary_id: str = Field(description="Masked.")
     charge_id: str
     institution_code: str
-    amount: str = Field(description="Yuan the disputed payment took from the grantor's account.")
+    amount: Amount = Field(description="Yuan the disputed payment took from the grantor's account.")
     status: Literal["open", "upheld", "dismissed"] = Field(description="open until the bureau decides; upheld: "
                                                                        "refunded through the institution; "
                                                                        "dismissed: the grantor may resume.")
@@ -401,8 +390,10 @@ class LookupView(BaseModel):
     scheme: Literal["employee", "resident"] | None
     name_verified: bool | None = Field(description="Whether the name sent is the registered one; null when no "
                                                    "name was sent.")
-    balance: str | None = Field(description="Yuan in the personal account as a charge would find it; only when "
-                                            "the name is verified and the person is an employee.")
+    balance: SignedAmount | None = Field(description="Yuan in the personal account as a charge would find it, "
+                                                     "negative when the bureau's own spending took it below zero "
+                                                     "(never clamped); only when the name is verified and the "
+                                                     "person is an employee.")
 
 
 class AuditEntry(BaseModel):

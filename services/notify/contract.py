@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from shared.identity import IdNumber, Mobile
-from shared.money import Yuan
+from shared.money import SignedYuan, Yuan
 from shared.references import REFERENCE_PATTERN
 from shared.wire import Day, Text, Time
 
@@ -49,7 +49,9 @@ class SettledLine(_In):
     source: Literal["own", "grantor", "cash"]
     person_id: IdNumber | None = None
     amount: Yuan
-    balance_after: Yuan | None = None
+    # Signed: a balance the bureau's own spending drove below zero is never clamped (contract v2), and
+    # the SMS of a payment or refund that left it there is the one most worth sending.
+    balance_after: SignedYuan | None = None
     # The payment's short reference (grantor lines, issue 15). Only shown when it has the
     # reference's shape; otherwise notify derives it (domain/notices.py): an odd one costs the SMS
     # nothing, as an odd institution code costs it only the institution's name.

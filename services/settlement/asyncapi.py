@@ -11,9 +11,11 @@ from services.settlement.handlers.subscribers import SETTLEMENT_QUERIES
 
 
 # Other services' messages settlement reads, named by event type (shared/asyncapi.py resolves them
-# to their owner's definitions): a binding paused or revoked releases its holds (issue 15).
+# to their owner's definitions): a binding paused or revoked releases its holds (issue 15); an
+# upheld dispute's DisputeResolved gives the grantor line back (PaymentReversed, issue 21).
 _BY_NAME = {
-    ("receive", topics.BINDING_EVENTS): ("beneficiary ID number", ["BindingPaused", "BindingRevoked"]),
+    ("receive", topics.BINDING_EVENTS): ("beneficiary ID number", ["BindingPaused", "BindingRevoked",
+                                                                   "DisputeResolved"]),
 }
 
 
@@ -26,7 +28,7 @@ def settlement_document() -> dict:
                                            "InstitutionReconciliationRejected)", "action": "send", "messages": {
             c.CHARGE_SETTLED: c.ChargeSettled, c.CHARGE_REJECTED: c.ChargeRejected,
             c.REFUND_SETTLED: c.RefundSettled, c.FRAUD_SUSPECTED: c.FraudSuspected,
-            c.CHARGE_QUOTED: c.ChargeQuoted, c.CHARGE_QUOTE_RELEASED: c.ChargeQuoteReleased,
+            c.PAYMENT_REVERSED: c.PaymentReversed, c.CHARGE_QUOTED: c.ChargeQuoted, c.CHARGE_QUOTE_RELEASED: c.ChargeQuoteReleased,
             h.INSTITUTION_RECONCILED: h.InstitutionReconciled,
             h.INSTITUTION_RECONCILIATION_REJECTED: h.InstitutionReconciliationRejected}},
         POSTINGS: {"key": "region code", "action": "send", "messages": {

@@ -9,12 +9,13 @@ import json
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from shared.envelope import Envelope
 from shared.identity import IdNumber
 from shared.institutions import INSTITUTION_CODE_PATTERN
-from shared.money import Yuan
+from shared.money import SignedYuan, Yuan
 from shared.regions import RegionCode
 from shared.wire import Day, Text, Time
 from services.settlement.domain.reasons import Reason
@@ -29,6 +30,7 @@ CHARGE_QUOTE_RELEASED = "ChargeQuoteReleased"
 CHARGE_SETTLED = "ChargeSettled"
 CHARGE_REJECTED = "ChargeRejected"
 REFUND_SETTLED = "RefundSettled"
+PAYMENT_REVERSED = "PaymentReversed"  # added (issue 21): an upheld dispute gives the grantor line back
 FRAUD_SUSPECTED = "FraudSuspected"
 POSTING = "Posting"
 QUERY_CONSUMPTION = "QueryConsumption"  # added: 家庭共济消费查询, on settlement.queries
@@ -91,12 +93,45 @@ class ChargeQuoteCancelled(_In):
     quote_id: ChargeId
 
 
+RefundPayer = Literal["own", "grantor_1", "grantor_2", "cash"]
+
+
+class RefundLine(_In):
+    payer: RefundPayer = Field(description="Whose line of the charge: the own account, the grantor of payment "
+                                           "order 1 or 2, or cash.")
+    amount: Yuan
+
+
 class ChargeRefunded(_In):
     charge_id: ChargeId
     institution_code: InstitutionCode = Field(description="Contract version 2: the charge's institution.")
     refund_id: ChargeId
     amount: Yuan
     refunded_at: Time
+    lines: list[RefundLine] | None = Field(None, min_length=1, max_length=4, description=(
+        "Added (issue 21): the payer lines this refund returns, each payer at most once, summing to `amount`; "
+        "a line more than that payer has left of the charge (or a payer the charge has not) is refused "
+        "REFUND_EXCEEDS_PAID. Without it: last paid, first refunded (cash, grantor 2, grantor 1, own)."))
+
+    @model_validator(mode="after")
+    def _lines_sum_to_amount(self) -> ChargeRefunded:
+        if self.lines is not None:
+            if len({x.payer for x in self.lines}) != len(self.lines):
+                raise PydanticCustomError("duplicate_payer", "each payer at most once in lines")
+            if sum(x.amount for x in self.lines) != self.amount:
+                raise PydanticCustomError("lines_not_amount", "lines do not sum to amount")
+        return self
+
+    def digest(self) -> str:
+        """As every message's, with `lines` left out when absent (refunds recorded before lines existed
+        keep their fingerprint)."""
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"lines"} if self.lines is None else None),
+                               sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+    def named_lines(self) -> str:
+        """The lines as the refund Function reads them: "payer:fen,..." ('' when none are named)."""
+        return ",".join(f"{x.payer}:{int(x.amount)}" for x in self.lines or ())
 
 
 class _ChargeSubmittedMessage(Envelope):
@@ -145,7 +180,7 @@ class SettledLine(BaseModel):
     region: str | None = None
     payment_order: int | None = None
     amount: Yuan
-    balance_after: Yuan | None = None
+    balance_after: SignedYuan | None = None
     binding_id: str | None = Field(None, description="Added (issue 15), grantor lines: the binding that paid.")
     reference: str | None = Field(None, description=(
         "Added (issue 15), grantor lines: the payment's reference (8 characters, shared/references.py), the one "
@@ -172,6 +207,26 @@ class RefundSettled(BaseModel):
     settled_at: str = Field(description="When the platform applied the refund (its clock, not the HIS's).")
 
 
+class PaymentReversed(BaseModel):
+    """Issue 21: an upheld dispute (非本人授权, DisputeResolved upheld) gives the disputed grantor line
+    back to the grantor, net of what refunds had returned of it, as the platform's own movement
+    (one credit Posting with its account_seq). The institution owes the amount to the fund
+    (its daily ledger shows it, InstitutionReconciled `reversals`); no later refund can credit
+    this line again. One per dispute: a redelivered decision republishes the same bytes."""
+
+    charge_id: str
+    institution_code: str
+    dispute_id: str
+    patient_id: str = Field(description="The beneficiary the charge was for.")
+    grantor_id: str
+    binding_id: str
+    line_paid: Yuan = Field(description="What the grantor line paid of the charge.")
+    refunded_before: Yuan = Field(description="What refunds had returned of that line before the reversal.")
+    amount: Yuan = Field(description="Given back now: line_paid - refunded_before (0.00: nothing was left out).")
+    lines: list[SettledLine] = Field(description="The credit line (none when the amount is 0.00).")
+    reversed_at: str = Field(description="When the platform applied the reversal (its clock).")
+
+
 class ChargeRejected(BaseModel):
     charge_id: str
     refund_id: str | None = None
@@ -188,7 +243,10 @@ class ChargeRejected(BaseModel):
 class ChargeQuoted(BaseModel):
     """预结算 (issue 15): the whole split of a ChargeQuoteRequested, held as one unit until held_until."""
 
-    quote_id: str = Field(description="Derived from (institution_code, charge_id): one quote per charge.")
+    quote_id: str = Field(description=(
+        "Derived from (institution_code, charge_id): one quote per charge at a time. A quote cancelled or "
+        "expired may be requested again with new amounts (issue 21): that quote's id is the first one's "
+        "followed by .2, .3, ..."))
     charge_id: str
     institution_code: str
     patient_id: str
@@ -229,13 +287,16 @@ class FraudSuspected(BaseModel):
 class Posting(BaseModel):
     posting_id: str = Field(description=(
         "P:{institution}:{charge}:{line} for a charge's debit, R:{institution}:{charge}:{refund}:{line} "
-        "for a refund's credit; no part can hold ':', so ids never collide."))
+        "for a refund's credit, V:{institution}:{charge}:{dispute}:{line} for an upheld dispute's credit; no part can hold ':', so ids never collide."))
     region: str
     person_id: str
     direction: Literal["debit", "credit"]
     amount: Yuan
     charge_id: str
     refund_id: str | None = None
+    dispute_id: str | None = Field(None, description=(
+        "Added (issue 21): the upheld dispute of a PaymentReversed's credit (posting id "
+        "V:{institution}:{charge}:{dispute}:{line})."))
     beneficiary_id: str | None = None
     posted_at: str
     institution_code: str = Field(description="Added: the charge's institution.")
@@ -253,6 +314,8 @@ class QueryConsumption(_In):
 class Payment(BaseModel):
     charge_id: str
     institution_code: str
+    institution_name: str | None = Field(None, description=(
+        "Added: the institution's registered name (as the SMS name it); absent when none is registered."))
     settled_at: str
     paid: Yuan
     refunded: Yuan
@@ -293,7 +356,7 @@ class AccountFound(BaseModel):
     registered: bool = Field(description="Whether settlement has read a PersonRegistered for this person.")
     region: str | None = None
     scheme: Literal["employee", "resident"] | None = None
-    balance: Yuan | None = Field(None, description=(
+    balance: SignedYuan | None = Field(None, description=(
         "The platform's balance of the personal account (the bureau's last balance adjusted by the platform's "
         "later postings; may be negative); null for a resident (no personal account) or an unknown person."))
     held: Yuan | None = Field(None, description=(
@@ -320,6 +383,6 @@ class ReconciliationReport(BaseModel):
     platform_count: int
     bureau_count: int
     matched: int
-    platform_net: Yuan = Field(description="Credits minus debits the platform posted (may be negative).")
-    bureau_net: Yuan
+    platform_net: SignedYuan = Field(description="Credits minus debits the platform posted (may be negative).")
+    bureau_net: SignedYuan
     differences: list[ReconciliationDifference]

@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.money import Yuan
+from shared.money import Fen, SignedYuan, Yuan
 from shared.signing import REFUSAL_TEXTS
 from shared.wire import Count, Day, Text
 from services.settlement.contract import ChargeId, InstitutionCode
@@ -103,6 +103,22 @@ class LedgerTotals(BaseModel):
     refund_total: Yuan
 
 
+class ReversalRow(BaseModel):
+    charge_id: str
+    dispute_id: str
+    amount: Yuan
+
+
+class LedgerReversals(BaseModel):
+    """Issue 21: upheld disputes the platform reversed that day (PaymentReversed, by reversed_at):
+    amounts the institution owes the fund. Not part of the comparison (the HIS books no reversal)."""
+
+    reversal_count: int = 0
+    reversal_total: Yuan = Field(default_factory=lambda: Fen(0))
+    reversals: list[ReversalRow] = Field(default_factory=list, description=(
+        "Detail level: each reversal (charge_id, dispute_id, amount); empty at totals level."))
+
+
 class ChargeAmounts(BaseModel):
     individual_borne: Yuan
     own: Yuan
@@ -136,6 +152,8 @@ class InstitutionReconciled(BaseModel):
     platform_totals: LedgerTotals = Field(description="What the platform settled for the institution that day.")
     institution_totals: LedgerTotals = Field(description="What the HIS reported (detail: summed from its rows).")
     detail_requested: bool = Field(description="Totals that differ: the platform asks for InstitutionDailyDetail.")
+    owed_to_fund: LedgerReversals = Field(default_factory=LedgerReversals, description=(
+        "Added (issue 21): upheld disputes reversed that day, owed by the institution to the fund."))
     differences: list[InstitutionDifference] = Field(description=(
         "Every charge and refund the two sides do not agree on (detail level; empty at totals level), in "
         "charge id order, then refunds; at most 1,000 a message (see answer_part)."))
@@ -160,6 +178,7 @@ class ReconciliationReason(StrEnum):
     DAY_NOT_KEPT = "DAY_NOT_KEPT"
     PARTS_INCONSISTENT = "PARTS_INCONSISTENT"
     DUPLICATE_ROW = "DUPLICATE_ROW"
+    DUPLICATE_REPORT_CONFLICT = "DUPLICATE_REPORT_CONFLICT"  # issue 21: an event_id reused with another body
     PLATFORM_ERROR = "PLATFORM_ERROR"
     # contract version 3: the report does not prove who sent it, or its signer is another institution
     UNSIGNED = "UNSIGNED"
@@ -179,6 +198,9 @@ MESSAGES = {
         "明细各分包的总包数不一致", "the detail's parts disagree on how many parts there are"),
     ReconciliationReason.DUPLICATE_ROW: (
         "明细中同一笔结算或退费出现多次", "the detail lists one charge or refund more than once"),
+    ReconciliationReason.DUPLICATE_REPORT_CONFLICT: (
+        "同一 event_id 的对账报告内容不一致；更正的报告请使用新的 event_id",
+        "a report with this event_id was received with another body; send a corrected report with a new event_id"),
     ReconciliationReason.PLATFORM_ERROR: (
         "平台内部错误，请稍后重发", "platform error; send the message again later"),
     **{ReconciliationReason(code.value): texts for code, texts in REFUSAL_TEXTS.items()},
@@ -206,9 +228,9 @@ class AccountDriftDetected(BaseModel):
     person_id: str
     region: str
     bureau_seq: int = Field(description="The snapshot's bureau_seq.")
-    snapshot_balance: Yuan = Field(description="The snapshot's balance (may be negative).")
-    in_flight: Yuan = Field(description=(
+    snapshot_balance: SignedYuan = Field(description="The snapshot's balance (may be negative).")
+    in_flight: SignedYuan = Field(description=(
         "Signed sum of the platform's postings after postings_applied_through (credits positive, debits "
         "negative): what the snapshot does not include yet."))
-    platform_balance: Yuan = Field(description="The platform's balance of the account just before the snapshot.")
-    drift: Yuan = Field(description="platform_balance - (snapshot_balance + in_flight), signed.")
+    platform_balance: SignedYuan = Field(description="The platform's balance of the account just before the snapshot.")
+    drift: SignedYuan = Field(description="platform_balance - (snapshot_balance + in_flight), signed.")

@@ -17,6 +17,7 @@ bytes; one that can be read is always answered, with InstitutionReconciliationRe
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -35,7 +36,7 @@ from shared.kafka import (Outage, Outgoing, Received, answer_or_dead_letter, dea
 from shared.logs import shown
 from shared.money import Fen, parse_yuan
 from services.settlement import his_contract as h
-from services.settlement.contract import CHARGE_ID_PATTERN, CHARGE_SETTLED, REFUND_SETTLED, describe
+from services.settlement.contract import CHARGE_ID_PATTERN, CHARGE_SETTLED, PAYMENT_REVERSED, REFUND_SETTLED, describe
 from services.settlement.domain import his_reconciliation as rec
 from services.settlement.domain.ids import event_id
 from services.settlement.metrics import ReconciliationMetrics
@@ -62,9 +63,15 @@ def ledger_item(value: bytes) -> LedgerItem | None:
     """What one settlement.results message adds to the ledger (None: nothing)."""
     body = orjson.loads(value)
     event_type = body.get("event_type")
-    if event_type not in (CHARGE_SETTLED, REFUND_SETTLED):
+    if event_type not in (CHARGE_SETTLED, REFUND_SETTLED, PAYMENT_REVERSED):
         return None
     p = body["payload"]
+    if event_type == PAYMENT_REVERSED:
+        if not (_INSTITUTION.fullmatch(p["institution_code"]) and _ID.fullmatch(p["charge_id"])
+                and _ID.fullmatch(p["dispute_id"])):
+            raise ValueError("an id outside the contract's alphabet")
+        return LedgerItem(p["institution_code"], _china_day(p["reversed_at"]), p["charge_id"],
+                          dispute_id=p["dispute_id"], refunded=parse_yuan(p["amount"]))
     # Only the settlement service writes these, but the ledger's keys and fields are built of them:
     # an id outside the contract's alphabet is never let in.
     if not (_INSTITUTION.fullmatch(p["institution_code"]) and _ID.fullmatch(p["charge_id"])
@@ -188,6 +195,8 @@ class Ledger:
             except ValidationError as exc:
                 raise Refused(h.ReconciliationReason.INVALID_RECONCILIATION, describe(exc)) from None
             await self._check(model)
+            if not await self._store.same_report(readable.event_id, _digest(payload)):
+                raise Refused(h.ReconciliationReason.DUPLICATE_REPORT_CONFLICT)
             if isinstance(model, h.InstitutionDailyTotals):
                 values = await self._on_totals(readable.event_id, model, ledger_read)
             else:
@@ -228,7 +237,8 @@ class Ledger:
         ours = await self._store.totals(t.institution_code, t.day.strftime("%Y%m%d"))
         theirs = rec.Totals(t.charge_count, t.individual_borne_total, t.own_total, t.family_total, t.cash_total,
                             t.refund_count, t.refund_total)
-        return await self._reconciled(answer_id, final, [], dict(
+        owed = await self._owed(t.institution_code, t.day, detail=False)
+        return await self._reconciled(answer_id, final, [], dict(owed_to_fund=owed,
             institution_code=t.institution_code, day=t.day, level="totals",
             result="balanced" if ours == theirs else "differs", report_for=source_id,
             platform_totals=_totals_out(ours), institution_totals=_totals_out(theirs), detail_requested=ours != theirs,
@@ -263,11 +273,18 @@ class Ledger:
         listed = [h.InstitutionDifference(kind=x.kind, charge_id=x.charge_id, refund_id=x.refund_id,
                                           platform=_amounts_out(x.platform), institution=_amounts_out(x.institution))
                   for x in differences]
-        return await self._reconciled(answer_id, final, listed, dict(
+        owed = await self._owed(d.institution_code, d.day, detail=True)
+        return await self._reconciled(answer_id, final, listed, dict(owed_to_fund=owed,
             institution_code=d.institution_code, day=d.day, level="detail",
             result="differs" if differences else "balanced", report_for=parts[0]["event_id"], report_id=d.report_id,
             parts=d.parts, platform_totals=_totals_out(rec.totals(ours)),
             institution_totals=_totals_out(rec.totals(theirs)), detail_requested=False, **self._when(d.day, final)))
+
+    async def _owed(self, institution_code: str, day: date, detail: bool) -> h.LedgerReversals:
+        """Upheld disputes reversed that day: what the institution owes the fund (issue 21)."""
+        count, total, rows = await self._store.reversals(institution_code, day.strftime("%Y%m%d"))
+        return h.LedgerReversals(reversal_count=count, reversal_total=Fen(total), reversals=[
+            h.ReversalRow(charge_id=c, dispute_id=d, amount=Fen(a)) for c, d, a in rows] if detail else [])
 
     def _when(self, day: date, final: bool) -> dict:
         now = self._clock()
@@ -307,6 +324,11 @@ class Ledger:
         self._metrics.refused(refused.reason.value)
         return envelope.seal(h.INSTITUTION_RECONCILIATION_REJECTED, event,
                              event_id=event_id(h.INSTITUTION_RECONCILIATION_REJECTED, source_id, refused.reason.value))
+
+
+def _digest(payload: object) -> str:
+    """A report's body as compared for a reused event_id: its payload, canonical JSON."""
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
 def _institution(payload: object) -> str | None:

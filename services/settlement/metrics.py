@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as PromCounter
 
 from shared.observability import Once
-from services.settlement.domain.waterfall import Line
+from services.settlement.domain.lines import Line
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ per account for its bureau's book, as the bytes that go on the wire.
 
 These run for every charge, so the messages are built as plain dicts in the field order and
 with the omissions of the contract's models (`contract.ChargeSettled`, `RefundSettled`,
-`Posting`, serialised with `exclude_none`), not as model objects; a unit test holds the two
+`Posting`, `PaymentReversed`, serialised with `exclude_none`), not as model objects; a unit test holds the two
 to the same bytes. Event ids derive from the charge (and refund), so a redelivery republishes
 the same bytes.
 """
@@ -19,7 +19,7 @@ from shared.money import format_yuan
 from shared.references import payment_reference
 from services.settlement import contract as c
 from services.settlement.domain import ids
-from services.settlement.domain.waterfall import Line
+from services.settlement.domain.lines import Line
 
 
 _postings_topic = lru_cache(maxsize=64)(topics.bureau_postings)  # one per region: not worked out per posting
@@ -68,6 +68,18 @@ def refund_settled(institution_code: str, charge_id: str, refund_id: str, patien
                          event_id=ids.event_id(c.REFUND_SETTLED, institution_code, charge_id, refund_id))
 
 
+def payment_reversed(institution_code: str, charge_id: str, dispute_id: str, patient_id: str, grantor_id: str,
+                     binding_id: str, paid: int, refunded_before: int, lines: list[Line], at: str) -> bytes:
+    """PaymentReversed: one per dispute, so its event id is the dispute's."""
+    payload = {"charge_id": charge_id, "institution_code": institution_code, "dispute_id": dispute_id,
+               "patient_id": patient_id, "grantor_id": grantor_id, "binding_id": binding_id,
+               "line_paid": format_yuan(paid), "refunded_before": format_yuan(refunded_before),
+               "amount": format_yuan(paid - refunded_before),
+               "lines": [_line(x, institution_code, charge_id) for x in lines], "reversed_at": at}
+    return envelope.seal(c.PAYMENT_REVERSED, payload, occurred_at=_time(at),
+                         event_id=ids.event_id(c.PAYMENT_REVERSED, institution_code, charge_id, dispute_id))
+
+
 def charge_quoted(quote_id: str, institution_code: str, charge_id: str, patient_id: str, borne: int,
                   lines: list[Line], quoted_at: str, held_until: str) -> bytes:
     payload = {"quote_id": quote_id, "charge_id": charge_id, "institution_code": institution_code,
@@ -89,7 +101,7 @@ def quote_released(quote_id: str, institution_code: str, charge_id: str, reason:
 
 
 def postings(lines: list[Line], direction: str, institution_code: str, charge_id: str, refund_id: str | None,
-             beneficiary_id: str, at: str) -> list[Outgoing]:
+             beneficiary_id: str, at: str, dispute_id: str | None = None) -> list[Outgoing]:
     """One posting per account touched, for its bureau's book: on the account's region's own topic
     (contract version 3, `bureau.postings.<region>`), keyed by the region."""
     out = []
@@ -99,11 +111,14 @@ def postings(lines: list[Line], direction: str, institution_code: str, charge_id
             continue
         if line.region is None or line.person_id is None or line.account_seq is None:
             raise ValueError(f"account line {i} without region, person or account_seq")
-        posting_id = ids.posting_id(institution_code, charge_id, refund_id, i)
+        posting_id = ids.reversal_prefix(institution_code, charge_id, dispute_id) + str(i) if dispute_id else \
+            ids.posting_id(institution_code, charge_id, refund_id, i)
         payload = {"posting_id": posting_id, "region": line.region, "person_id": line.person_id,
                    "direction": direction, "amount": format_yuan(line.amount), "charge_id": charge_id}
         if refund_id is not None:
             payload["refund_id"] = refund_id
+        if dispute_id is not None:
+            payload["dispute_id"] = dispute_id
         if line.source == "grantor":
             payload["beneficiary_id"] = beneficiary_id
         payload.update(posted_at=at, institution_code=institution_code, account_seq=line.account_seq)

@@ -46,14 +46,17 @@ from services.settlement.domain.authority import his_refusal, institution_refusa
 from services.settlement.signatures import Signatures, answered_only_on
 from shared.signing import REFUSAL_TEXTS, SignatureRefused, Signer, institution_keys
 from services.settlement.storage.accounts import (Applied, ChargeToSettle, InstitutionRegistration, Movement,
-                                                  PersonState, RefundToApply, Registration, SettlementStore,
-                                                  Transfer)
+                                                  PersonState, RefundToApply, Registration, Reversal,
+                                                  SettlementStore, Transfer)
 
 log = logging.getLogger("settlement")
 _MOVEMENT_KIND = {ACCOUNT_CREDITED: "credit", ACCOUNT_DEBITED_LOCALLY: "debit", BALANCE_SNAPSHOT: "snapshot"}
 # contract.md: a charge may be dated at most 10 minutes ahead of the platform's clock.
 MAX_AHEAD = timedelta(minutes=10)
 _INSTITUTION = re.compile(INSTITUTION_CODE_PATTERN)
+_CHARGE_ID = re.compile(c.CHARGE_ID_PATTERN)
+# binding.events: an upheld dispute makes settlement give the grantor line back (issue 21)
+DISPUTE_RESOLVED = "DisputeResolved"
 # A charge's Function call that answers these may have released a quote (queued in the outbox).
 _RELEASING = frozenset({Reason.QUOTE_EXPIRED.value, Reason.QUOTE_RELEASED.value})
 _EVENT_OF_OP = {"S": c.CHARGE_SUBMITTED, "Q": c.CHARGE_QUOTE_REQUESTED, "C": c.CHARGE_QUOTE_CANCELLED}
@@ -220,7 +223,8 @@ class SettlementService:
         except (ValidationError, ChargeRefused):
             return self._admit_slowly(msg, now, answers, signer)
         return RefundToApply(message.event_id, refund.institution_code, refund.charge_id, refund.refund_id,
-                             refund.digest(), refund.amount, now.isoformat(timespec="seconds"))
+                             refund.digest(), refund.amount, now.isoformat(timespec="seconds"),
+                             refund.named_lines())
 
     def _admit_slowly(self, msg: Received, now: datetime, answers: Answers,
                       signer: Signer | None = None) -> ChargeToSettle | RefundToApply | None:
@@ -248,7 +252,8 @@ class SettlementService:
             refund = c.ChargeRefunded.model_validate(readable.body["payload"])
             self._check_time(refund.refunded_at, now, "refunded_at")
             return RefundToApply(readable.event_id, refund.institution_code, refund.charge_id, refund.refund_id,
-                                 refund.digest(), refund.amount, now.isoformat(timespec="seconds"))
+                                 refund.digest(), refund.amount, now.isoformat(timespec="seconds"),
+                             refund.named_lines())
         except ValidationError as exc:
             answers += self._rejected(msg, readable, ChargeRefused(c.reason_for(exc), c.describe(exc)))
         except ChargeRefused as refused:
@@ -323,7 +328,7 @@ class SettlementService:
         answers = Answers()
         if applied.status == "QUOTED":
             until = datetime.fromtimestamp(applied.until_ms / 1000, envelope.CHINA_TZ).isoformat(timespec="seconds")
-            value = outcomes.charge_quoted(todo.quote_id, todo.institution_code, todo.charge_id, todo.patient_id,
+            value = outcomes.charge_quoted(applied.quote_id or todo.quote_id, todo.institution_code, todo.charge_id, todo.patient_id,
                                            todo.borne, applied.lines, applied.at, until)
             if not applied.replay:
                 log.info("charge %s quoted, held until %s", shown(todo.charge_id), until)
@@ -399,7 +404,7 @@ class SettlementService:
                 continue
             found.append((msg, InstitutionRegistration(
                 i.institution_code, i.region, i.kind, [k.model_dump(mode="json") for k in i.public_keys],
-                signer.region or "")))
+                signer.region or "", i.name)))
             log.info("institution %s registered by %s with keys %s", i.institution_code, signer.key_id,
                      ", ".join(k.key_id for k in public_keys))
         if found:
@@ -611,28 +616,57 @@ class SettlementService:
 
     # -- binding.events -----------------------------------------------------------------------
     async def follow_bindings(self, batch: list[Received]) -> None:
-        """A binding paused or revoked releases every quote it holds for (I-7)."""
+        """A binding paused or revoked releases every quote it holds for (I-7); an upheld dispute
+        gives the disputed grantor line back (issue 21), its outcomes published before the offsets
+        are committed, so a redelivery republishes the recorded reversal."""
         await self._each(topics.BINDING_EVENTS, batch, self._binding_batch, _dead)
         await self.announce_releases()
 
     async def _binding_batch(self, batch: list[Received]) -> Answers:
-        at = self._clock().isoformat(timespec="seconds")
+        now = self._clock()
+        at = now.isoformat(timespec="seconds")
+        answers = Answers()
         for msg in batch:
             try:
                 body = orjson.loads(msg.value)
                 kind = body.get("event_type") if isinstance(body, dict) else None
-                reason = _RELEASES_HOLDS.get(kind) if isinstance(kind, str) else None
-                payload = body.get("payload") if reason else None
-                binding_id, beneficiary = (payload.get("binding_id"), payload.get("beneficiary_id")) \
-                    if isinstance(payload, dict) else (None, None)
+                payload = body.get("payload") if isinstance(kind, str) else None
             except orjson.JSONDecodeError:
                 continue  # not ours to judge: the binding service's own readers dead-letter it
-            if not (isinstance(binding_id, str) and isinstance(beneficiary, str)
+            if not isinstance(payload, dict):
+                continue
+            if kind == DISPUTE_RESOLVED:
+                if payload.get("decision") == "upheld" and (reversal := _reversal(payload, at)):
+                    answers += await self._reverse(reversal)
+                continue
+            reason = _RELEASES_HOLDS.get(kind)
+            binding_id, beneficiary = payload.get("binding_id"), payload.get("beneficiary_id")
+            if not (reason and isinstance(binding_id, str) and isinstance(beneficiary, str)
                     and 0 < len(binding_id) <= 64 and 0 < len(beneficiary) <= 32):
                 continue
             if released := await self._store.release_binding(binding_id, beneficiary, reason, at):
                 log.info("binding %s %s: %d held quotes released", shown(binding_id), reason, released)
-        return Answers()
+        return answers
+
+    async def _reverse(self, r: Reversal) -> Answers:
+        """An upheld dispute: the grantor line given back (settlement.lua, reverse_payment), told as
+        PaymentReversed on settlement.results and a credit Posting for the grantor's bureau."""
+        [done] = await self._store.reverse([r])
+        answers = Answers()
+        if done.status != "REVERSED":
+            log.error("upheld dispute %s of charge %s: %s, nothing reversed", r.dispute_id, shown(r.charge_id),
+                      done.status)
+            return answers
+        if not done.replay:
+            log.info("upheld dispute %s: %s given back to grantor %s of charge %s", r.dispute_id,
+                     Fen(done.paid - done.refunded_before), mask_id_number(r.grantor_id), shown(r.charge_id))
+        value = outcomes.payment_reversed(r.institution_code, r.charge_id, r.dispute_id, done.patient_id,
+                                          r.grantor_id, r.binding_id, done.paid, done.refunded_before, done.lines,
+                                          done.at)
+        answers.outcomes.append(Outgoing(topics.SETTLEMENT_RESULTS, r.charge_id.encode(), value))
+        answers.outcomes += outcomes.postings(done.lines, "credit", r.institution_code, r.charge_id, None,
+                                              done.patient_id, done.at, dispute_id=r.dispute_id)
+        return answers
 
     # -- settlement.queries -------------------------------------------------------------------
     async def answer_query(self, msg: Received) -> None:
@@ -666,9 +700,12 @@ class SettlementService:
     async def _consumption(self, readable: envelope.Readable, q: c.QueryConsumption) -> bytes:
         rows_by = by_beneficiary(await self._store.spending(q.grantor_id), q.date_from, q.date_to)
         limits = await self._limits(q.grantor_id, list(rows_by))
+        names = await self._store.institution_names(sorted({r.institution_code for rows in rows_by.values()
+                                                            for r in rows}))
         groups = [c.BeneficiarySpending(
             beneficiary_id=mask_id_number(beneficiary),
             payments=[c.Payment(charge_id=r.charge_id, institution_code=r.institution_code,
+                                institution_name=names.get(r.institution_code),
                                 settled_at=r.settled_at, paid=Fen(r.paid), refunded=Fen(r.refunded)) for r in rows],
             total_paid=Fen(sum(r.paid for r in rows)), total_refunded=Fen(sum(r.refunded for r in rows)),
             **limits.get(beneficiary, {}))
@@ -707,6 +744,18 @@ class SettlementService:
             balance=Fen(account.balance) if account and account.scheme == "employee" else None,
             held=Fen(account.held) if account and account.scheme == "employee" else None)
         return envelope.seal(c.ACCOUNT_FOUND, event, event_id=ids.event_id(c.ACCOUNT_FOUND, query_id))
+
+
+def _reversal(p: dict, at: str) -> Reversal | None:
+    """The Reversal an upheld DisputeResolved asks for, when its ids are the contract's (they go into
+    Redis keys and posting ids)."""
+    ids_ = [p.get(k) for k in ("dispute_id", "institution_code", "charge_id", "grantor_id", "binding_id")]
+    if not all(isinstance(x, str) and 0 < len(x) <= 64 and ":" not in x for x in ids_):
+        log.error("upheld DisputeResolved without usable ids: %s", shown(str(p.get("dispute_id"))))
+        return None
+    if not (_INSTITUTION.fullmatch(ids_[1]) and _CHARGE_ID.fullmatch(ids_[2])):
+        return None
+    return Reversal(*ids_, at=at)
 
 
 def _dead(msg: Received, exc: Exception) -> Answers:

@@ -20,7 +20,7 @@ from shared.state import person_bucket
 from services.binding.domain.model import Binding, Relation
 from services.binding.domain.rules import name_digest
 from services.binding.storage.bindings import BindingStore, Plan, Stored, decode_bindings, decode_insured
-from tests.support import ServiceProcess, body, china_today, command, new_person_id, payload_of
+from tests.support import ServiceProcess, body, china_today, command, eventually, new_person_id, payload_of
 
 pytestmark = pytest.mark.integration
 
@@ -53,9 +53,8 @@ class Desk:
         person |= {"employer": "西安某公司", "balance": "1000.00"} if scheme == "employee" else {"community": "某社区"}
         await self.bus.send(t.BUREAU_ACCOUNTS, seal(PERSON_REGISTERED, person), key=person["person_id"])
         key = f"bnd:person:{person_bucket(person['person_id'])}"
-        async with asyncio.timeout(30):
-            while not await self.redis.hexists(key, person["person_id"]):
-                await asyncio.sleep(0.02)
+        await eventually(lambda: self.redis.hexists(key, person["person_id"]), 30, "the person registered",
+                         interval=0.02)
         return person
 
     @staticmethod
@@ -537,9 +536,9 @@ async def test_the_sweep_removes_bindings_ended_before_the_grace_period_from_the
         await _plant(desk.redis, b)
     key = f"bnd:pay:{father['person_id']}"
     assert await desk.redis.hlen(key) == 2
-    async with asyncio.timeout(30):  # the service sweeps every 0.5 s
-        while await desk.redis.hexists(key, long_ended.binding_id):
-            await asyncio.sleep(0.1)
+    async def swept() -> bool:
+        return not await desk.redis.hexists(key, long_ended.binding_id)
+    await eventually(swept, 30, "the sweep (every 0.5 s) removed the long-ended binding", interval=0.1)
     # The sweep that removed the first looked at the second too: within the grace period it
     # still pays for a charge dated while it was in force.
     assert await desk.redis.hexists(key, just_ended.binding_id)
@@ -551,7 +550,15 @@ async def test_every_write_prunes_the_beneficiarys_ended_bindings_from_the_payer
     await _plant(desk.redis, ended)
     # As written before the sweep existed: unknown to it, only a write can prune it.
     await desk.redis.zrem("bnd:ends", father["person_id"])
-    await asyncio.sleep(1.5)  # three sweep periods: the sweep cannot find it
+    # A witness the sweep does know, planted after: once it is gone, a sweep that started after
+    # the index looked as it does now has run, and it left the unknown one alone.
+    other_grantor, mother = await desk.person(), await desk.person()
+    witness = _past_binding(other_grantor, mother, ended_days_ago=GRACE_DAYS + 30)
+    await _plant(desk.redis, witness)
+
+    async def swept() -> bool:
+        return not await desk.redis.hexists(f"bnd:pay:{mother['person_id']}", witness.binding_id)
+    await eventually(swept, 30, "a sweep (every 0.5 s) removed the witness", interval=0.1)
     assert await desk.redis.hexists(f"bnd:pay:{father['person_id']}", ended.binding_id)
     assert (await desk.bind(newcomer, father))["event_type"] == "BindingCreated"
     assert not await desk.redis.hexists(f"bnd:pay:{father['person_id']}", ended.binding_id)

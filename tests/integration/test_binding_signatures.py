@@ -6,7 +6,6 @@ start without NAME_DIGEST_KEY."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 
@@ -19,7 +18,7 @@ from shared.signing import KeyRing, SigningKey, verify
 from shared.state import person_bucket
 from services.binding.storage.bindings import decode_insured
 from tests.integration.test_binding_service import Desk, binding_service  # noqa: F401 (fixture)
-from tests.support import ServiceProcess, body, command, dev_keys, payload_of
+from tests.support import ServiceProcess, body, command, dev_keys, eventually, payload_of
 
 pytestmark = pytest.mark.integration
 
@@ -153,9 +152,9 @@ async def test_a_person_moves_to_another_region_once_his_own_bureau_transferred_
 
 
 async def wait_until(read, expected, timeout: float = 30) -> None:
-    async with asyncio.timeout(timeout):
-        while await read() != expected:
-            await asyncio.sleep(0.02)
+    async def reached() -> bool:
+        return await read() == expected
+    await eventually(reached, timeout, f"{expected!r} read", interval=0.02)
 
 
 # -- NAME_DIGEST_KEY -----------------------------------------------------------------------------

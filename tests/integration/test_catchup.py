@@ -56,9 +56,12 @@ async def test_the_gate_opens_only_once_the_projection_has_committed_what_its_to
 async def test_an_empty_projection_topic_opens_the_gate_at_once(infra):
     topic = f"test.projection.{uuid.uuid4().hex[:8]}"
     await ensure_topics(infra.settings(), [topic])
+    # A group that never read (nor committed) anything: nothing to wait for on an empty topic.
     gate = ProjectionGate(infra.kafka_bootstrap, {topic: f"projector-{uuid.uuid4().hex[:8]}"}, security=infra.security)
     gate.close()
     try:
+        assert not gate.is_open  # closed until it has looked at the topic
         await asyncio.wait_for(gate.caught_up(), 30.0)
+        assert gate.is_open
     finally:
         await gate.stop()

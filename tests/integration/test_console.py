@@ -6,6 +6,7 @@ auto-waiting `expect` or a wait on a Kafka record; each screen is saved under .r
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -21,8 +22,8 @@ from shared.envelope import now, seal
 from shared.identity import mask_id_number
 from shared.references import payment_reference
 from tests.integration.test_gateway import ISSUERS, gateway_env
-from tests.support import (ROOT, ServiceProcess, body, charge_submitted, china_today, command, eventually,
-                           institution_registered, payload_of, person_registered, wait_registered)
+from tests.support import (ROOT, ServiceProcess, body, cached_balances, charge_submitted, china_today, command,
+                           eventually, institution_registered, payload_of, person_registered, wait_registered)
 
 try:
     from playwright.async_api import async_playwright, expect
@@ -465,7 +466,13 @@ async def test_a_grantors_consumption_shows_totals_by_beneficiary_and_prints(cou
     await expect(totals.locator("td").nth(5)).to_have_text("57.90")
     await expect(totals.locator("td").nth(6)).to_have_text("42.10")
     await expect(totals.locator("td").nth(7)).to_have_text("有效")
-    await expect(page.locator("#consumption-items tbody tr")).to_have_count(2)
+    items = page.locator("#consumption-items tbody tr")
+    await expect(items).to_have_count(2)
+    # The institution as the SMS name it: its registered name when settlement's answer carries it
+    # (institution_name), else its code.
+    listed = await counter.http.get(f"/v1/grantors/{son['person_id']}/consumption", headers=auth(WINDOW))
+    shown = listed.json()["items"][0].get("institution_name") or HOSPITAL
+    await expect(items.first.locator("td").nth(2)).to_have_text(shown)
     await counter.shot("consumption")
 
     await page.get_by_role("button", name="打印").click()
@@ -478,6 +485,59 @@ async def test_a_grantors_consumption_shows_totals_by_beneficiary_and_prints(cou
     await expect(page.locator("#consumption-items")).to_be_visible()
     await counter.shot("consumption-print")
     await page.emulate_media(media="screen")
+
+
+async def test_the_consumption_list_names_the_institution_by_its_registered_name_when_told_it(counter):
+    """The page shows `institution_name` when the API's item carries it. The answer is the real
+    gateway's, with the name added on its way to the page wherever settlement did not give it."""
+    page = counter.page
+    await counter.hospital()
+    son = await counter.person(balance="500.00")
+    father = await counter.person(region=ELSEWHERE, scheme="resident")
+    await counter.bind(son, father)
+    await counter.settle(father, 1230)
+
+    seen: list[str] = []
+
+    async def named(route):
+        response = await route.fetch()
+        view = await response.json()
+        for item in view["items"]:
+            item["institution_name"] = item.get("institution_name") or "宝鸡测试医院"
+        seen.append(route.request.url)
+        await route.fulfill(status=response.status, headers=response.headers, body=json.dumps(view))
+    await page.route(re.compile(r"/v1/grantors/[^/?]+/consumption\?"), named)
+    await counter.open(WINDOW)
+    await counter.look_up(son, name=son["name"])
+    await page.get_by_role("button", name="查询此人的共济消费").click()
+    row = page.locator("#consumption-items tbody tr")
+    await expect(row).to_have_count(1)
+    assert seen, "the consumption answer passed through the test's route"
+    await expect(row.locator("td").nth(2)).to_have_text("宝鸡测试医院")
+
+
+async def test_a_balance_the_bureau_drove_below_zero_shows_its_minus_and_that_it_pays_nothing(counter):
+    page = counter.page
+    son = await counter.person(balance="20.00")
+    await counter.bus.send(t.BUREAU_ACCOUNTS, seal("AccountDebitedLocally", {
+        "person_id": son["person_id"], "region": REGION, "amount": "60.00", "bureau_seq": 1}), key=son["person_id"])
+    await eventually(lambda: _balance_is(counter, son, -4_000), 30, "the bureau's own debit in settlement's cache")
+    r = await counter.http.post("/v1/person-lookups", json={"id_number": son["person_id"], "name": son["name"]},
+                                headers=auth(WINDOW))
+    assert r.status_code == 200 and r.json()["balance"] == "-40.00", r.json()   # the gateway's view: as is
+
+    await counter.open(WINDOW)
+    await counter.look_up(son, name=son["name"])
+    balance = page.locator("#lookup-facts dd.negative")
+    await expect(balance).to_contain_text("-40.00 元")
+    await expect(balance).to_contain_text("余额为负")
+    await page.locator("#lang").click()
+    await expect(balance).to_contain_text("-¥40.00")
+    await counter.shot("balance-negative")
+
+
+async def _balance_is(counter, person, fen: int) -> bool:
+    return (await cached_balances(counter.redis, [person["person_id"]]))[person["person_id"]] == fen
 
 
 async def test_the_audit_list_shows_a_clerk_his_own_actions_and_a_supervisor_the_regions(counter):
@@ -545,6 +605,11 @@ async def test_the_grantor_looked_up_limits_pauses_and_resumes_a_binding_each_co
     await page.keyboard.type("12.345")            # the keyboard alone: Enter confirms
     await page.keyboard.press("Enter")
     await expect(page.locator("#limit-amount-error")).to_contain_text("最多两位小数")
+    # The bounds come from the platform's catalogue (shared/limits.py), not from a copy in the page.
+    await expect(page.locator("#limit-amount-hint")).to_contain_text("0.00 至 1000000.00 元")
+    await page.locator("#limit-amount").fill("1000000.01")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#limit-amount-error")).to_contain_text("0.00 至 1000000.00")
     await page.locator("#limit-amount").fill("500")
     await counter.shot("limit-set")
     await page.keyboard.press("Enter")

@@ -49,6 +49,21 @@ class Bureau(Family, Grantors):
             lambda r: body(r).get("event_id") == event_id)
         return {k: v.decode() for k, v in r.headers}
 
+    async def send_refund(self, charge: dict, amount: str, refund_id: str, lines: list | None = None) -> None:
+        refund = {"charge_id": charge["charge_id"], "institution_code": HOSPITAL, "refund_id": refund_id,
+                  "amount": amount, "refunded_at": envelope.now().isoformat(timespec="seconds")}
+        if lines is not None:
+            refund["lines"] = lines
+        await self.bus.send(t.HIS_CHARGES, command("ChargeRefunded", refund), key=charge["patient_id"])
+
+    async def refund_refused(self, charge: dict, amount: str, refund_id: str, lines: list | None = None) -> str:
+        await self.send_refund(charge, amount, refund_id, lines)
+        [r] = await self.bus.watchers[t.SETTLEMENT_RESULTS].wait_for(
+            lambda r: payload_of(r).get("charge_id") == charge["charge_id"]
+            and payload_of(r).get("refund_id") == refund_id, timeout=60)
+        assert body(r)["event_type"] == "ChargeRejected", body(r)
+        return payload_of(r)["reason_code"]
+
     async def paused(self, beneficiary: dict, binding_id: str) -> bool:
         return (await self.payer(beneficiary, binding_id))[0].paused
 
@@ -214,7 +229,8 @@ async def test_a_dispute_arriving_while_a_refund_is_in_flight(bureau):
     opened, refunded = await asyncio.gather(bureau.dispute(son, reference), bureau.refund(charge, "30.00"))
     assert [(x["source"], x["person_id"], x["amount"], x["balance_after"]) for x in refunded["payload"]["lines"]] == [
         ("grantor", son["person_id"], "30.00", "100.00")]
-    assert opened["event_type"] == "DisputeOpened" and opened["payload"]["amount"] == "30.00"
+    # what is still out when it opens: all of it, or nothing once the refund reached the projection
+    assert opened["event_type"] == "DisputeOpened" and opened["payload"]["amount"] in ("30.00", "0.00")
     assert await bureau.paused(father, binding_id)
     _, later = await bureau.charge(father, 2_000)
     assert [(x["source"], x["amount"]) for x in later["payload"]["lines"]] == [("cash", "20.00")]
@@ -244,3 +260,150 @@ async def test_two_disputes_of_one_payment_at_once_open_one(bureau):
     assert sorted(kind(a) for a in answers) == [("BindingRejected", "ALREADY_DISPUTED"), ("DisputeOpened", None)]
     listed = await bureau.send("QueryDisputes", {"person_id": son["person_id"]}, son["person_id"], reply=True)
     assert len(listed["payload"]["disputes"]) == 1
+
+
+# -- issue 21: an upheld dispute makes the grantor whole ------------------------------------------
+def _fen(yuan: str) -> int:
+    units, _, cents = yuan.partition(".")
+    return int(units) * 100 + (-1 if units.startswith("-") else 1) * int(cents or 0)
+
+
+async def three_payers(bureau: Bureau):
+    """The issue's charge: 120.00 split own 20, grantor 1 50, grantor 2 30, cash 20."""
+    patient = await bureau.person(balance="20.00")
+    first, second = await bureau.person(balance="50.00"), await bureau.person(balance="30.00")
+    first_binding = await bureau.bind(first, patient, 1)
+    await bureau.bind(second, patient, 2)
+    charge, settled = await bureau.charge(patient, 12_000)
+    assert [(x["source"], x.get("payment_order"), x["amount"]) for x in settled["payload"]["lines"]] == [
+        ("own", None, "20.00"), ("grantor", 1, "50.00"), ("grantor", 2, "30.00"), ("cash", None, "20.00")]
+    reference = payment_reference(HOSPITAL, charge["charge_id"], first["person_id"])
+    return patient, first, second, first_binding, charge, reference
+
+
+async def reversed_of(bureau: Bureau, charge_id: str, count: int = 1) -> list:
+    return await bureau.bus.watchers[t.SETTLEMENT_RESULTS].wait_for(
+        lambda r: body(r)["event_type"] == "PaymentReversed" and payload_of(r)["charge_id"] == charge_id,
+        count=count, timeout=60)
+
+
+async def test_an_upheld_dispute_gives_the_grantor_line_back_and_every_book_agrees(bureau):
+    patient, first, second, binding_id, charge, reference = await three_payers(bureau)
+    charge_id = charge["charge_id"]
+    opened = await bureau.dispute(first, reference)
+    assert opened["payload"]["amount"] == "50.00"
+    dispute_id = opened["payload"]["dispute_id"]
+    await bureau.decide(dispute_id, "upheld")
+
+    [reversal] = await reversed_of(bureau, charge_id)
+    p = payload_of(reversal)
+    assert reversal.key == charge_id.encode()
+    assert {k: p[k] for k in ("dispute_id", "grantor_id", "binding_id", "patient_id", "line_paid",
+                              "refunded_before", "amount")} == {
+        "dispute_id": dispute_id, "grantor_id": first["person_id"], "binding_id": binding_id,
+        "patient_id": patient["person_id"], "line_paid": "50.00", "refunded_before": "0.00", "amount": "50.00"}
+    assert [(x["source"], x["person_id"], x["amount"], x["balance_after"]) for x in p["lines"]] == [
+        ("grantor", first["person_id"], "50.00", "50.00")]
+    assert await bureau.balance(first) == "50.00"               # exactly what it held before the payment
+
+    # the postings: the debit (account_seq 1) and the reversal's credit (account_seq 2)
+    postings = await bureau.postings(charge_id, 4)
+    mine = sorted((x["posting_id"], x["direction"], x["amount"], x["account_seq"]) for x in postings
+                  if x["person_id"] == first["person_id"])
+    credit_id = f"V:{HOSPITAL}:{charge_id}:{dispute_id}:0"
+    assert mine == [(f"P:{HOSPITAL}:{charge_id}:1", "debit", "50.00", 1), (credit_id, "credit", "50.00", 2)]
+    [credit] = [x for x in postings if x["posting_id"] == credit_id]
+    assert credit["dispute_id"] == dispute_id and credit["beneficiary_id"] == patient["person_id"]
+
+    # redelivery of the decision: the same PaymentReversed again, nothing more moves
+    await bureau.decide(dispute_id, "upheld")
+    first_time, again = await reversed_of(bureau, charge_id, count=2)
+    assert first_time.value == again.value
+    assert await bureau.balance(first) == "50.00"
+
+    # a later refund never reaches the reversed line: 70.00 is all that is left to refund
+    refused = await bureau.refund_refused(charge, "70.01", "R-over")
+    assert refused == "REFUND_EXCEEDS_PAID"
+    refunded = await bureau.refund(charge, "70.00", "R-all")
+    assert sorted((x["source"], x.get("person_id"), x["amount"]) for x in refunded["payload"]["lines"]) == sorted([
+        ("own", patient["person_id"], "20.00"), ("grantor", second["person_id"], "30.00"), ("cash", None, "20.00")])
+    assert await bureau.balance(first) == "50.00"
+
+    # bureau 对账: the region's book with these postings agrees on every one of them
+    day = envelope.now().astimezone(envelope.CHINA_TZ).date().isoformat()
+    # 3 debits, the credit (published twice: the redelivery republished it), 2 refund credits
+    ours = list({x["posting_id"]: x for x in await bureau.postings(charge_id, 7)}.values())
+    report = {"region": REGION, "day": day, "postings": [
+        {"posting_id": x["posting_id"], "direction": x["direction"], "amount": x["amount"]} for x in ours]}
+    report_id = str(uuid.uuid4())
+    await bureau.bus.send(t.BUREAU_ACCOUNTS, envelope.seal("DailyPostingsReported", report, event_id=report_id),
+                          key=REGION)
+    [answer] = await bureau.bus.watchers[t.bureau_postings(REGION)].wait_for(
+        lambda r: payload_of(r).get("report_for") == report_id, timeout=60)
+    named = {x["posting_id"] for x in ours}
+    assert len(named) == 6 and credit_id in named
+    assert [d for d in payload_of(answer)["differences"] if d["posting_id"] in named] == []
+
+    # HIS 对账: the day's detail shows the reversal as owed by the institution to the fund
+    detail_id = str(uuid.uuid4())
+    await bureau.bus.send(t.HIS_RECONCILIATION, command("InstitutionDailyDetail", {
+        "institution_code": HOSPITAL, "day": day, "report_id": f"D{uuid.uuid4().hex[:8]}"}, detail_id),
+        key=HOSPITAL)
+    [reconciled] = await bureau.bus.watchers[t.SETTLEMENT_RESULTS].wait_for(
+        lambda r: body(r)["event_type"] == "InstitutionReconciled" and payload_of(r)["report_for"] == detail_id,
+        timeout=60)
+    owed = payload_of(reconciled)["owed_to_fund"]
+    assert {"charge_id": charge_id, "dispute_id": dispute_id, "amount": "50.00"} in owed["reversals"]
+    assert _fen(owed["reversal_total"]) == sum(_fen(x["amount"]) for x in owed["reversals"])
+
+    # account 对账: a snapshot that includes only the debit explains the balance by the credit in flight
+    snapshot = {"person_id": first["person_id"], "region": REGION, "balance": "0.00", "bureau_seq": 1,
+                "postings_applied_through": 1}
+    await bureau.bus.send(t.BUREAU_ACCOUNTS, envelope.seal("BalanceSnapshot", snapshot), key=first["person_id"])
+
+    async def applied() -> bool:
+        from shared.state import person_bucket
+        raw = await bureau.redis.hget(f"stl:acct:{person_bucket(first['person_id'])}", first["person_id"])
+        return raw.split(b"|")[1] == b"1"
+    async with asyncio.timeout(30):
+        while not await applied():
+            await asyncio.sleep(0.02)
+    assert not await bureau.redis.exists(f"stl:drift:{first['person_id']}")   # same atomic step as the apply
+    assert await bureau.balance(first) == "50.00"
+
+
+async def test_a_refund_naming_the_grantor_line_credits_that_grantor(bureau):
+    patient, first, second, _, charge, _ = await three_payers(bureau)
+    await bureau.send_refund(charge, "50.00", "R-g1", lines=[{"payer": "grantor_1", "amount": "50.00"}])
+    refunded = await bureau.result(charge["charge_id"], "RefundSettled", "R-g1")
+    assert [(x["source"], x["person_id"], x["amount"], x["balance_after"]) for x in refunded["payload"]["lines"]] == [
+        ("grantor", first["person_id"], "50.00", "50.00")]
+    assert await bureau.refund_refused(charge, "0.01", "R-again", [{"payer": "grantor_1", "amount": "0.01"}]) == \
+        "REFUND_EXCEEDS_PAID"
+    assert await bureau.refund_refused(charge, "30.01", "R-g2", [{"payer": "grantor_2", "amount": "30.01"}]) == \
+        "REFUND_EXCEEDS_PAID"
+    assert await bureau.refund_refused(charge, "1.00", "R-sum", [{"payer": "cash", "amount": "2.00"}]) == \
+        "INVALID_CHARGE"
+    assert (await bureau.balance(first), await bureau.balance(second)) == ("50.00", "0.00")
+
+
+async def test_a_dispute_of_a_partly_refunded_payment_reports_and_decides_what_is_still_out(bureau):
+    patient, first, _, binding_id, charge, reference = await three_payers(bureau)
+    await bureau.send_refund(charge, "20.00", "R-part", lines=[{"payer": "grantor_1", "amount": "20.00"}])
+    await bureau.result(charge["charge_id"], "RefundSettled", "R-part")
+    # binding's reference projection has read the refund (its consumer of settlement.results)
+    key = f"bnd:refd:{first['person_id']}:{reference}"
+    async with asyncio.timeout(30):
+        while not await bureau.redis.hexists(key, "R-part"):
+            await asyncio.sleep(0.02)
+
+    opened = await bureau.dispute(first, reference)
+    assert opened["payload"]["amount"] == "30.00"
+    dispute_id = opened["payload"]["dispute_id"]
+    await bureau.decide(dispute_id, "upheld")
+    [resolved] = await bureau.resolved(dispute_id)
+    assert resolved["payload"]["amount"] == "30.00"
+    [reversal] = await reversed_of(bureau, charge["charge_id"])
+    p = payload_of(reversal)
+    assert (p["line_paid"], p["refunded_before"], p["amount"]) == ("50.00", "20.00", "30.00")
+    assert await bureau.balance(first) == "50.00"

@@ -22,8 +22,8 @@ from shared.tokens import TokenIssuer
 from shared.envelope import seal
 from tests.integration.test_gateway import (HOSPITAL, HOSPITAL_REGION, ISSUERS, Family, app_token, auth,
                                             gateway_process, is_problem, window_token)
-from tests.support import (ServiceProcess, body, charge_submitted, command, eventually, institution_registered,
-                           payload_of, person_registered)
+from tests.support import (ServiceProcess, body, charge_submitted, command, eventually, handled,
+                           institution_registered, payload_of, person_registered)
 
 pytestmark = pytest.mark.integration
 
@@ -133,6 +133,17 @@ async def test_a_lookup_shows_the_balance_only_for_a_verified_employee(family, p
         lambda r: r.key == clerk.encode(), count=5, timeout=30)
     assert {seal_payload(r)["action"] for r in records} == {"lookup"}
     assert {seal_payload(r).get("reason_code") for r in records} == {None, "NAME_MISMATCH", "UNKNOWN_PERSON"}
+    # The logs are read once binding and settlement have handled every query of these look-ups
+    # (each committed past it, its log lines written before), not merely once the audit is out.
+    asked = {p.encode() for p in (employee["person_id"], resident["person_id"], nobody)}
+    await family.bus.caught_up()
+    for topic, group in ((t.BINDING_COMMANDS, f"binding.{t.BINDING_COMMANDS}"),
+                         (t.SETTLEMENT_QUERIES, f"settlement.{t.SETTLEMENT_QUERIES}")):
+        queries = family.bus.watchers[topic].matching(
+            lambda r: r.key in asked and body(r)["event_type"].startswith("Query"))
+        assert queries, f"no look-up query on {topic}"
+        for query in queries:
+            await handled(family.bus, group, query)
     logs = "".join((platform["log_dir"] / name).read_text(errors="replace") for name in
                    ("binding.log", "settlement.log")) + platform["gateway"].log_text()
     for name in (employee["name"], resident["name"], "张三丰", "李四"):

@@ -254,3 +254,67 @@ async def test_a_hold_is_released_when_its_binding_is_paused_or_revoked(counter)
     assert (await counter.account(sister))["held"] == "0.00"
     await counter.settle(second, q["quote_id"], expect="ChargeRejected")
     await counter.rejected(second, "QUOTE_RELEASED")
+
+
+# --- one answer per message (issue 21) --------------------------------------------------------
+
+async def test_a_plain_charge_whose_quote_a_pause_released_is_answered_alike_when_redelivered_and_resent(counter):
+    """The HIS quotes, the grantor pauses, the HIS sends the charge without its quote_id at once
+    (settlement may or may not have read the BindingPaused yet): the charge settles as a plain
+    charge the paused binding pays nothing of, and its redelivery (the same bytes, the same
+    event_id) and the HIS's resend (the same body, a new event_id) get the same ChargeSettled,
+    byte for byte, with nothing posted twice."""
+    patient, father, sister, (b1, b2) = await counter.family_of_two()
+    charge = counter.new_charge(patient, 3_000)
+    q = (await counter.quote(charge))["payload"]
+    assert [(x.get("binding_id"), x["amount"]) for x in q["lines"]][:2] == [(b1, "20.00"), (b2, "10.00")]
+
+    paused = await counter.binding_outcome("PauseBinding", b1, father, patient)
+    assert paused["event_type"] == "BindingPaused", paused
+    message = command("ChargeSubmitted", charge)                     # no quote_id
+    await counter.bus.send(t.HIS_CHARGES, message, key=patient["person_id"])
+    first = await counter.result(charge["charge_id"], "ChargeSettled")
+    assert lines(first) == [("grantor", sister["person_id"], 2, "30.00", "20.00"), ("cash", None, None, "0.00", None)]
+    assert (await counter.released(charge))["payload"]["reason"] == "binding_paused"
+
+    await counter.bus.send(t.HIS_CHARGES, message, key=patient["person_id"])                      # redelivered
+    await counter.bus.send(t.HIS_CHARGES, command("ChargeSubmitted", charge), key=patient["person_id"])  # resent
+    answers = await counter.bus.watchers[t.SETTLEMENT_RESULTS].wait_for(
+        lambda r: payload_of(r).get("charge_id") == charge["charge_id"]
+        and body(r)["event_type"] in ("ChargeSettled", "ChargeRejected"), count=3, timeout=60)
+    assert [body(r)["event_type"] for r in answers] == ["ChargeSettled"] * 3
+    assert len({r.value for r in answers}) == 1                      # byte for byte
+    for person, balance in ((father, "20.00"), (sister, "20.00")):
+        account = await counter.account(person)
+        assert (account["balance"], account["held"]) == (balance, "0.00")
+    [debit] = await counter.postings(charge["charge_id"], 1)
+    assert (debit["person_id"], debit["amount"], debit["account_seq"]) == (sister["person_id"], "30.00", 1)
+
+
+async def test_a_cancelled_quote_quoted_again_with_corrected_amounts_is_held_and_settles_with_them(counter):
+    patient, father, sister, (b1, b2) = await counter.family_of_two()
+    charge = counter.new_charge(patient, 5_000)
+    q1 = (await counter.quote(charge))["payload"]
+    assert [x["amount"] for x in q1["lines"]] == ["20.00", "30.00", "0.00"]
+    await counter.cancel(charge, q1["quote_id"])
+
+    corrected = charge | {"total": "130.00", "individual_borne": "30.00"}     # fund 100.00 as before
+    await counter.bus.send(t.HIS_CHARGES, command("ChargeQuoteRequested", corrected), key=patient["person_id"])
+    [r] = await counter.bus.watchers[t.SETTLEMENT_RESULTS].wait_for(
+        lambda r: payload_of(r).get("charge_id") == charge["charge_id"]
+        and body(r)["event_type"] in ("ChargeQuoted", "ChargeRejected")
+        and payload_of(r).get("quote_id") != q1["quote_id"], timeout=60)
+    assert body(r)["event_type"] == "ChargeQuoted", body(r)
+    q2 = payload_of(r)
+    assert q2["quote_id"] == q1["quote_id"] + ".2" and q2["individual_borne"] == "30.00"
+    assert [(x.get("binding_id"), x["amount"]) for x in q2["lines"]] == [(b1, "20.00"), (b2, "10.00"), (None, "0.00")]
+    assert [(await counter.account(p))["held"] for p in (father, sister)] == ["20.00", "10.00"]
+
+    settled = await counter.settle(corrected, q2["quote_id"])
+    assert settled["payload"]["individual_borne"] == "30.00"
+    assert lines(settled) == [("grantor", father["person_id"], 1, "20.00", "0.00"),
+                              ("grantor", sister["person_id"], 2, "10.00", "40.00"),
+                              ("cash", None, None, "0.00", None)]
+    for person, balance in ((father, "0.00"), (sister, "40.00")):
+        account = await counter.account(person)
+        assert (account["balance"], account["held"]) == (balance, "0.00")

@@ -15,8 +15,9 @@ import pytest
 
 from services.settlement.storage.accounts import ChargeToSettle, Movement
 # The same private Valkey, store and clean slate per test as the settlement Function tests.
-from tests.integration.test_settlement_functions import (AT, BAOJI, DAY, HOSPITAL, XIAN, bind, clean, client,  # noqa: F401
-                                                         new_person, refund, store, valkey)
+from tests.integration.test_settlement_functions import (AT, BAOJI, DAY, HOSPITAL, XIAN, bind,  # noqa: F401
+                                                         bureau_movements, clean, client, new_person, refund,
+                                                         store, valkey)
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +85,7 @@ async def test_a_quote_holds_the_whole_split_and_settling_posts_exactly_it_after
     assert await store.used(f.b1, MONTH) == 6_000
 
     # The bureau debits the father's account meanwhile (spending at a local pharmacy).
-    assert await store.bureau_movements([Movement(f.father, "debit", 5_000, 1, XIAN)]) == [("APPLIED", 1_000)]
+    assert await bureau_movements(store, [Movement(f.father, "debit", 5_000, 1, XIAN)]) == [("APPLIED", 1_000)]
 
     [s] = await store.settle([c], now_ms=T0 + 1_000)      # no quote_id named: the live quote is posted
     assert s.status == "SETTLED"
@@ -93,7 +94,7 @@ async def test_a_quote_holds_the_whole_split_and_settling_posts_exactly_it_after
     assert await account(store, f.father) == (-5_000, 0)    # never clamped
     assert await account(store, f.sister) == (7_000, 0)
     assert await store.used(f.b1, MONTH) == 6_000            # counted once, when held
-    assert (await store.quote_state(HOSPITAL, c.charge_id))["state"] == "settled"
+    assert await client.hget(f"stl:quote:{HOSPITAL}:{c.charge_id}", "state") == b"settled"
     assert not await client.zcard("stl:quote:due") and not await client.exists(f"stl:bq:{f.b1}")
 
 
@@ -190,7 +191,10 @@ async def test_cancel_releases_every_hold_together_and_answers_the_same_again(st
     assert await account(store, f.father) == (2_000, 0)
     [named] = await store.settle([replace(c, quote_id=f"Q-{c.charge_id}")], now_ms=T0 + 3)
     assert (named.status, named.reason) == ("REJECTED", "QUOTE_RELEASED")
-    [plain] = await store.settle([c], now_ms=T0 + 3)                 # without the quote: a charge as today
+    # the refusal is that message's answer for good; a new message without the quote is a charge as today
+    [refused_again] = await store.settle([c], now_ms=T0 + 3)
+    assert (refused_again.status, refused_again.reason) == ("REJECTED", "QUOTE_RELEASED")
+    [plain] = await store.settle([replace(c, event_id=str(uuid.uuid4()))], now_ms=T0 + 3)
     assert plain.status == "SETTLED" and [l.amount for l in plain.lines] == [1_000, 2_000, 1_000, 0]
     assert await outbox(client) == []                                # a cancel is answered, not swept
 
@@ -332,3 +336,92 @@ async def test_a_paused_binding_pays_nothing_and_the_waterfall_goes_on(store, cl
     [s] = await store.settle([charge(f.patient, 4_000)], now_ms=T0)
     assert [(l.person_id, l.amount) for l in s.lines] == [(f.sister, 4_000), (None, 0)]
     assert await store.used(f.b1, MONTH) == 0 and await store.used(f.b2, MONTH) == 4_000
+
+
+# --- one answer per message (issue 21) --------------------------------------------------------
+
+async def test_a_plain_charge_whose_quote_a_pause_released_settles_plain_and_alike_when_redelivered(store, client):
+    f = await Family().make(store, client, first=2_000)
+    c = charge(f.patient, 5_000)
+    await store.settle([quote_of(c)], now_ms=T0)                    # father 2000, sister 3000 held
+    await bind(client, f.patient, f.father, 1, XIAN, paused=True, binding_id=f.b1)   # no event seen yet
+
+    first, redelivered = await store.settle([c], now_ms=T0 + 1), await store.settle([c], now_ms=T0 + 2)
+
+    assert first[0].status == "SETTLED" and not first[0].replay
+    assert [(l.person_id, l.amount) for l in first[0].lines] == [(f.sister, 5_000), (None, 0)]
+    assert (redelivered[0].status, redelivered[0].replay, redelivered[0].lines) == ("SETTLED", True, first[0].lines)
+    assert await account(store, f.father) == (2_000, 0) and await account(store, f.sister) == (5_000, 0)
+    [[_, _, reason, _, _]] = await outbox(client)                   # the quote's release is still announced
+    assert reason == "binding_paused"
+
+
+async def test_a_charge_naming_a_released_quote_is_refused_alike_every_time(store, client):
+    f = await Family().make(store, client)
+    c = charge(f.patient, 3_000)
+    await store.settle([quote_of(c)], now_ms=T0)
+    await store.settle([cancel_of(c)], now_ms=T0 + 1)
+    named = replace(c, quote_id=f"Q-{c.charge_id}")
+    answers = [(a.status, a.reason) for a in await store.settle([named, named], now_ms=T0 + 2)]
+    assert answers == [("REJECTED", "QUOTE_RELEASED")] * 2
+    assert await client.get(f"stl:rej:{HOSPITAL}:{named.event_id}") == b"QUOTE_RELEASED"
+
+
+async def test_a_cancelled_quote_is_quoted_again_with_new_amounts_under_a_new_id(store, client):
+    f = await Family().make(store, client)
+    c = charge(f.patient, 3_000)
+    [q1] = await store.settle([quote_of(c)], now_ms=T0)
+    await store.settle([cancel_of(c)], now_ms=T0 + 1)
+    corrected = replace(c, digest="d2", borne=2_500)
+
+    [q2] = await store.settle([quote_of(corrected)], now_ms=T0 + 2)
+    [resent] = await store.settle([quote_of(corrected)], now_ms=T0 + 3)
+
+    assert (q1.quote_id, q2.status, q2.quote_id) == (f"Q-{c.charge_id}", "QUOTED", f"Q-{c.charge_id}.2")
+    assert [l.amount for l in q2.lines] == [2_500, 0] and not q2.replay
+    assert (resent.status, resent.replay, resent.quote_id) == ("QUOTED", True, q2.quote_id)
+    assert await account(store, f.father) == (10_000, 2_500)
+    # the old quote's id is not this quote; the new one settles the corrected charge
+    [old] = await store.settle([replace(corrected, quote_id=q1.quote_id, event_id=str(uuid.uuid4()))],
+                               now_ms=T0 + 4)
+    assert (old.status, old.reason) == ("REJECTED", "QUOTE_UNKNOWN")
+    [s] = await store.settle([replace(corrected, quote_id=q2.quote_id, event_id=str(uuid.uuid4()))], now_ms=T0 + 5)
+    assert s.status == "SETTLED" and await account(store, f.father) == (7_500, 0)
+
+
+async def test_an_expired_quote_is_quoted_again_but_a_held_one_is_not(store, client):
+    f = await Family().make(store, client)
+    c = charge(f.patient, 3_000)
+    await store.settle([quote_of(c)], now_ms=T0)
+    [held] = await store.settle([quote_of(replace(c, digest="d2"))], now_ms=T0 + 1)
+    assert (held.status, held.reason) == ("REJECTED", "QUOTE_MISMATCH")
+    [again] = await store.settle([quote_of(replace(c, digest="d2", borne=1_000))], now_ms=T0 + HOLD_MS)
+    assert (again.status, again.quote_id, [l.amount for l in again.lines]) == (
+        "QUOTED", f"Q-{c.charge_id}.2", [1_000, 0])
+    assert await account(store, f.father) == (10_000, 1_000)
+
+
+async def test_only_projection_refusals_are_provisional_in_the_function(store, client):
+    """The refusals a Function never records (a resend may change them): the projection refusals.
+    The signature refusals are provisional too, decided before any Function runs."""
+    from services.settlement.domain.reasons import PROJECTION_REFUSALS, PROVISIONAL, Reason
+    assert sorted(x.decode() for x in await client.fcall_ro("provisional_refusals", 0)) == sorted(PROJECTION_REFUSALS)
+    assert PROVISIONAL == {Reason.UNKNOWN_PATIENT, Reason.UNKNOWN_INSTITUTION, Reason.UNSIGNED,
+                           Reason.UNKNOWN_SIGNER, Reason.BAD_SIGNATURE, Reason.NOT_SIGNERS}
+    unknown = charge(new_person(), 1_000)
+    [refused] = await store.settle([unknown], now_ms=T0)
+    assert (refused.status, refused.reason) == ("REJECTED", "UNKNOWN_PATIENT")
+    assert await client.get(f"stl:rej:{HOSPITAL}:{unknown.event_id}") is None      # not recorded
+    await store.register([(unknown.patient_id, XIAN, "e", 5_000)])
+    [changed] = await store.settle([unknown], now_ms=T0 + 1)        # the same message, once the projection knows him
+    assert changed.status == "SETTLED" and not changed.replay
+    unlisted = replace(charge(new_person(), 1_000), institution_code="H610300999999")
+    [no_inst] = await store.settle([unlisted], now_ms=T0 + 2)
+    assert (no_inst.status, no_inst.reason) == ("REJECTED", "UNKNOWN_INSTITUTION")
+    assert await client.get(f"stl:rej:H610300999999:{unlisted.event_id}") is None
+    outside = new_person()
+    await store.register([(outside, "110100", "e", 1_000)])
+    beijing = charge(outside, 1_000)
+    [far] = await store.settle([beijing], now_ms=T0)
+    assert (far.status, far.reason) == ("REJECTED", "OUTSIDE_PROVINCE")
+    assert await client.get(f"stl:rej:{HOSPITAL}:{beijing.event_id}") == b"OUTSIDE_PROVINCE"

@@ -4,7 +4,6 @@ at-most-once paths, driven with an injected clock, are in test_notify_at_most_on
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import random
@@ -18,7 +17,8 @@ from shared.envelope import CHINA_TZ, seal
 from shared.state import person_bucket
 from services.notify.usecases import short_masked_name
 from tests.integration.test_notify_at_most_once import Gateway, Reply
-from tests.support import body, china_today, command, institution_registered, new_person_id, payload_of, running
+from tests.support import (body, china_today, command, eventually, handled, institution_registered, new_person_id,
+                           payload_of, running)
 
 pytestmark = pytest.mark.integration
 
@@ -44,17 +44,31 @@ def services(infra, gateway, tmp_path_factory):
         yield services
 
 
+def notify_group(services, topic: str) -> str:
+    """The consumer group in which the notify process answers `topic` (shared.kafka.consumer_options)."""
+    return f"{services['notify'].env.get('NOTIFY_GROUP_ID', 'notify')}.{topic}"
+
+
+async def sms(gateway, phone: str, template: str, count: int = 1) -> list[dict]:
+    """The SMS of `template` to `phone`, once the gateway has taken `count` of them (any other
+    SMS to that phone is no sign of these)."""
+    return await eventually(lambda: (found := gateway.to(phone, template))[count - 1:] and found, 30,
+                            f"{count} SMS {template} to {phone[:3]}****")
+
+
 class Family:
     def __init__(self, bus, redis):
         self.bus, self.redis = bus, redis
         self.people: list[dict] = []
+        self.records: dict[str, object] = {}  # binding.events records by event id, for `handled`
 
     async def institution(self, code=HOSPITAL, name=HOSPITAL_NAME) -> None:
         event = institution_registered(code, "610100", name=name)
         await self.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", event), key=code)
-        async with asyncio.timeout(30):
-            while not (await self.redis.hexists("stl:inst", code) and await self.redis.hexists("ntf:inst", code)):
-                await asyncio.sleep(0.02)
+
+        async def known() -> bool:
+            return await self.redis.hexists("stl:inst", code) and await self.redis.hexists("ntf:inst", code)
+        await eventually(known, 30, f"institution {code} in settlement and notify", interval=0.02)
 
     async def person(self, scheme="employee", balance="0.00", phone=True, region="610100") -> dict:
         p = {"person_id": new_person_id(region), "name": f"测试{chr(0x4e00 + random.randrange(2000))}明",
@@ -64,10 +78,11 @@ class Family:
         p |= {"employer": "单位", "balance": balance} if scheme == "employee" else {"community": "社区"}
         await self.bus.send(t.BUREAU_ACCOUNTS, seal("PersonRegistered", p), key=p["person_id"])
         bucket = person_bucket(p["person_id"])
-        async with asyncio.timeout(30):
-            while not all([await self.redis.hexists(f"{k}:{bucket}", p["person_id"])
-                           for k in ("bnd:person", "stl:acct", "ntf:person")]):
-                await asyncio.sleep(0.02)
+
+        async def known() -> bool:
+            return all([await self.redis.hexists(f"{k}:{bucket}", p["person_id"])
+                        for k in ("bnd:person", "stl:acct", "ntf:person")])
+        await eventually(known, 30, "the person in binding, settlement and notify", interval=0.02)
         self.people.append(p)
         return p
 
@@ -85,6 +100,7 @@ class Family:
         await self.bus.send(t.BINDING_COMMANDS, command("CreateBinding", form, cmd_id), key=beneficiary["person_id"])
         [r] = await self.bus.watchers[t.BINDING_EVENTS].wait_for(lambda r: payload_of(r).get("command_id") == cmd_id)
         assert body(r)["event_type"] == "BindingCreated"
+        self.records[body(r)["event_id"]] = r
         return body(r)
 
     async def charge(self, patient, borne) -> dict:
@@ -129,14 +145,11 @@ async def test_a_payment_by_the_grantor_sends_one_sms_with_amount_and_balance(fa
     assert sent["payload"]["charge_id"] == payload_of(settled)["charge_id"] and sent["payload"]["segments"] <= 2
 
 
-async def test_no_sms_when_only_the_own_account_and_cash_pay(family, gateway, bus):
+async def test_no_sms_when_only_the_own_account_and_cash_pay(family, gateway, bus, services):
     patient = await family.person(balance="10.00")
     settled = await family.charge(patient, "25.00")
     assert [x["source"] for x in payload_of(settled)["lines"]] == ["own", "cash"]
-    marker = await family.person(scheme="resident")   # a later event, to know notify got past it
-    grantor = await family.person(balance="1.00")
-    await family.bind(grantor, marker)
-    await gateway.wait_for(grantor["phone"])
+    await handled(bus, notify_group(services, t.SETTLEMENT_RESULTS), settled)  # notify has read it
     assert gateway.to(patient["phone"]) == []
     assert family.bus.watchers[t.NOTIFY_DELIVERIES].matching(
         lambda r: payload_of(r).get("source_event_id") == body(settled)["event_id"]) == []
@@ -146,7 +159,7 @@ async def test_the_same_event_delivered_twice_sends_once(family, gateway, bus):
     mother, son = await family.person(scheme="resident"), await family.person(balance="50.00")
     await family.bind(son, mother)
     settled = await family.charge(mother, "5.00")
-    await gateway.wait_for(son["phone"], count=2)
+    await sms(gateway, son["phone"], "payment")
     await bus.send(t.SETTLEMENT_RESULTS, settled.value, key=settled.key.decode())   # redelivery
     outcomes = await family.deliveries(lambda b: b["payload"].get("source_event_id") == body(settled)["event_id"],
                                        count=2)
@@ -195,12 +208,14 @@ async def test_a_binding_ending_within_7_days_is_announced_once(family, gateway)
     soon = china_today() + timedelta(days=3)
     mother, son = await family.person(scheme="resident"), await family.person(balance="1.00")
     await family.bind(son, mother, end=soon)
-    await gateway.wait_for(son["phone"], count=2)
+    await sms(gateway, son["phone"], "binding_ending_grantor")
     # A second binding ending soon is announced by a later run of the check, a run that saw the
-    # first binding again: it must not have been told twice.
+    # first binding again: it must not have been told twice. A run publishes its outcomes once
+    # every SMS of it was sent: the daughter's outcome means that run is over.
     father, daughter = await family.person(scheme="resident"), await family.person(balance="1.00")
-    await family.bind(daughter, father, end=soon)
-    await gateway.wait_for(daughter["phone"], count=2)
+    created = await family.bind(daughter, father, end=soon)
+    await family.deliveries(lambda b: b["payload"]["binding_id"] == created["payload"]["binding_id"]
+                            and b["payload"]["template"] == "binding_ending_grantor")
     for grantor in (son, daughter):
         assert [r["TemplateCode"] for r in gateway.to(grantor["phone"])].count("binding_ending_grantor") == 1
 
@@ -208,8 +223,17 @@ async def test_a_binding_ending_within_7_days_is_announced_once(family, gateway)
 async def test_no_full_name_id_number_or_phone_reaches_a_log_or_an_sms(family, gateway, services):
     mother, son = await family.person(scheme="resident"), await family.person(balance="80.00")
     await family.bind(son, mother)
-    await family.charge(mother, "20.00")
-    await gateway.wait_for(son["phone"], count=2)
+    settled = await family.charge(mother, "20.00")
+    await sms(gateway, son["phone"], "payment")
+    # Every service done with what it was sent, its log lines about it written: each commits a
+    # record after handling it.
+    [bound] = await family.bus.watchers[t.BINDING_COMMANDS].wait_for(
+        lambda r: payload_of(r)["beneficiary"]["id_number"] == mother["person_id"])
+    [charged] = await family.bus.watchers[t.HIS_CHARGES].wait_for(
+        lambda r: payload_of(r)["charge_id"] == payload_of(settled)["charge_id"])
+    await handled(family.bus, f"binding.{t.BINDING_COMMANDS}", bound)
+    await handled(family.bus, f"settlement.{t.HIS_CHARGES}", charged)
+    await handled(family.bus, notify_group(services, t.SETTLEMENT_RESULTS), settled)
     logs = "".join(s.log_text() for s in services.values())
     texts = json.dumps([json.loads(r["TemplateParam"]) for r in gateway.requests], ensure_ascii=False)
     for p in family.people:
@@ -219,15 +243,12 @@ async def test_no_full_name_id_number_or_phone_reaches_a_log_or_an_sms(family, g
                 assert secret not in texts
 
 
-async def test_a_beneficiary_without_a_phone_gets_nothing_and_no_failure_is_reported(family, gateway):
+async def test_a_beneficiary_without_a_phone_gets_nothing_and_no_failure_is_reported(family, gateway, services):
     child, parent = await family.person(scheme="resident", phone=False), await family.person(balance="1.00")
     created = await family.bind(parent, child)
-    await gateway.wait_for(parent["phone"])
     [to_parent] = await family.deliveries(lambda b: b["payload"].get("source_event_id") == created["event_id"])
     assert to_parent["payload"]["recipient_role"] == "grantor"
-    marker, other = await family.person(balance="1.00"), await family.person(scheme="resident")
-    await family.bind(marker, other)
-    await gateway.wait_for(marker["phone"])
+    await handled(family.bus, notify_group(services, t.BINDING_EVENTS), family.records[created["event_id"]])
     assert family.bus.watchers[t.NOTIFY_DELIVERIES].matching(
         lambda r: payload_of(r).get("source_event_id") == created["event_id"]
         and payload_of(r)["recipient_role"] == "beneficiary") == []

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from shared.devstack import LocalRedis, free_port
 from shared.kafka import Outage
+from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -34,9 +35,7 @@ async def test_a_redis_outage_is_retried_with_back_off_and_logged_once(tmp_path,
         caplog.set_level(logging.INFO, logger="shared.kafka")
         retrying = asyncio.create_task(outage.retrying(work))
         began = time.monotonic()
-        async with asyncio.timeout(30):
-            while attempts < 6:  # several attempts while Redis is down
-                await asyncio.sleep(0.05)  # polling a counter, with a timeout
+        await eventually(lambda: attempts >= 6, 30, "six attempts while Redis is down")
         down_for = time.monotonic() - began
         server.start()
         assert await asyncio.wait_for(retrying, 30) is True

@@ -5,8 +5,10 @@ guide documents.
 The guide marks each fenced block with an HTML comment just before it:
 `<!-- example: NAME | ROLE | topic=... | key=... | headers=k:v,k:v | signer=... | varies=path,path -->`,
 where ROLE is `input` (published as it stands: the block's text is the message value), `output`
-(what the platform publishes in answer to the input before it), or `given` (a fact the examples
-stand on that no partner message makes; see `_given`). `varies` names the fields the platform
+(what the platform publishes in answer to the input before it), `sms` (the text of an SMS that
+input causes, `phone=` and `template=` naming it: looked for where notify's `sink` provider keeps
+what it sends, `_sms_sent`), or `given` (a fact the examples stand on that no partner message
+makes; see `_given`). `varies` names the fields the platform
 fills in from its clock or from where the record landed (dotted paths into the JSON,
 `header.NAME` for a header); they are left out of the comparison, everything else must be equal.
 
@@ -33,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from shared import bureau, topics
+from shared import bureau, envelope, topics
 from shared.institutions import INSTITUTION_REGISTERED
 from shared.kafka import ensure_topics
 from shared.signing import KeyRing, SigningKey, Signer, verify
@@ -70,6 +72,7 @@ class Block:
     headers: dict[str, str] = field(default_factory=dict)
     varies: tuple[str, ...] = ()
     signer: str = AUTO
+    attrs: dict[str, str] = field(default_factory=dict)
 
     @property
     def value(self) -> bytes:
@@ -96,14 +99,14 @@ def guide_blocks(text: str) -> list[Block]:
         headers = dict(h.split(":", 1) for h in attrs.get("headers", "").split(",") if h)
         varies = tuple(v for v in attrs.get("varies", "").split(",") if v)
         blocks.append(Block(name, role, attrs["topic"], match["text"], attrs.get("key"), headers, varies,
-                            attrs.get("signer", AUTO)))
+                            attrs.get("signer", AUTO), attrs))
     return blocks
 
 
 def guide_steps() -> list[Step]:
     steps: list[Step] = []
     for block in guide_blocks(GUIDE.read_text(encoding="utf-8")):
-        if block.role == "output":
+        if block.role in ("output", "sms"):
             assert steps and steps[-1].given_or_input.name == block.name, f"output {block.name} follows no input"
             steps[-1].outputs.append(block)
         else:
@@ -130,6 +133,9 @@ def test_the_guide_documents_an_answer_for_its_examples() -> None:
     assert len(steps) >= 10 and sum(len(s.outputs) for s in steps) >= 10
     for step in steps:
         for out in step.outputs:
+            if out.role == "sms":
+                assert out.attrs.get("phone") and out.attrs.get("template"), f"{out.name}: an SMS names phone and template"
+                continue
             # Every answer is an envelope, except a dead letter: the very bytes that were sent.
             assert out.json() is not None or (out.topic.endswith(".dlq") and out.text == step.given_or_input.text), \
                 f"{out.name}: an answer that is neither JSON nor the dead-lettered input"
@@ -178,11 +184,15 @@ async def _play(step: Step, bus, watcher: Watcher, redis, answers: set[str]) -> 
         return
     # What was there before: a rerun against a broker that keeps its topics finds the answers
     # of earlier runs (same ids), and a resend's answer is the same message again.
-    matchers = [_matcher(out) for out in step.outputs]
+    texts = [out for out in step.outputs if out.role == "sms"]
+    outputs = [out for out in step.outputs if out.role != "sms"]
+    matchers = [_matcher(out) for out in outputs]
     before = [len(watcher.matching(m)) for m in matchers]
     await bus.send(block.topic, _as_published(block, watcher), key=block.key, headers=block.headers or None,
                    signer=_signer(block.signer))
-    for out, match, seen in zip(step.outputs, matchers, before):
+    for out in texts:
+        await _sms_sent(out, redis)
+    for out, match, seen in zip(outputs, matchers, before):
         try:
             found = await watcher.wait_for(match, ANSWER_TIMEOUT, count=seen + 1)
         except TimeoutError:
@@ -232,7 +242,7 @@ def _check_signed(step: Step, out: Block, record: Any) -> None:
         return
     headers = {k: v.decode() for k, v in record.headers or ()}
     ring = KeyRing.load(dev_keys().partner_keys_file)
-    signer = verify(record.topic, record.key, record.value, headers, ring.find, datetime.now().astimezone())
+    signer = verify(record.topic, record.key, record.value, headers, ring.find, envelope.now())
     assert isinstance(signer, Signer) and signer.key_id == expected and signer.owner == "platform", (
         f"{out.name} on {out.topic}: signed {headers.get('x-signer')!r}, verified as {signer!r}, not by {expected}")
 
@@ -331,6 +341,22 @@ def _check(out: Block, record: Any) -> None:
     actual = json.loads(record.value)
     assert _without(actual, paths) == _without(expected, paths), (
         f"{where}: the platform published\n{json.dumps(actual, ensure_ascii=False, indent=2)}")
+
+
+async def _sms_sent(out: Block, redis) -> None:
+    """The SMS the guide quotes, as notify's `sink` provider kept it (ntf:sink, newest first: the
+    masked phone, the template, the text): the very text a real gateway would have been given."""
+    phone, template = out.attrs["phone"], out.attrs["template"]
+
+    async def sent() -> bool:
+        kept = [json.loads(r) for r in await redis.lrange("ntf:sink", 0, -1)]
+        return any(r["phone"] == phone and r["template"] == template and r["text"] == out.text for r in kept)
+    try:
+        await eventually(sent, ANSWER_TIMEOUT, f"{out.name}: SMS {template} to {phone}")
+    except (AssertionError, TimeoutError):
+        kept = [json.loads(r) for r in await redis.lrange("ntf:sink", 0, -1)]
+        raise AssertionError(f"{out.name}: no SMS {template} to {phone} with the guide's text; notify sent "
+                             f"{[(r['phone'], r['template'], r['text']) for r in kept][:5]}") from None
 
 
 async def _applied(block: Block, redis) -> None:

@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
 from redis.asyncio import Redis
 
-from services.settlement.domain.waterfall import Account, Line, refund_plan, split
+from tests.oracle.waterfall import Account, Line, refund_plan, split
 from services.settlement.storage.accounts import Movement
-from tests.integration.test_settlement_functions import (HOSPITAL, XIAN, bind, charge, make_store, new_person, refund,
+from tests.integration.test_settlement_functions import (HOSPITAL, XIAN, bind, bureau_movements, charge,
+                                                         make_store, new_person, refund,
                                                          valkey)  # noqa: F401 - valkey is a fixture
 
 pytestmark = pytest.mark.integration
@@ -117,7 +118,7 @@ class Books(RuleBasedStateMachine):
         book = self.books[person]
         book.bureau_seq += 1
         book.last_event = Movement(person, kind, amount, book.bureau_seq, XIAN, through)
-        [answer] = self.run(self.store.bureau_movements([book.last_event]))
+        [answer] = self.run(bureau_movements(self.store, [book.last_event]))
         return answer
 
     @rule(who=st.integers(0, 2), amount=amounts, credit=st.booleans())
@@ -147,7 +148,7 @@ class Books(RuleBasedStateMachine):
     def bureau_event_redelivered(self, who):
         book = self.books[[*self.patients, self.grantor][who]]
         if book.last_event is not None:
-            [(outcome, balance)] = self.run(self.store.bureau_movements([book.last_event]))
+            [(outcome, balance)] = self.run(bureau_movements(self.store, [book.last_event]))
             assert (outcome, balance) == ("STALE", book.true)
 
     @invariant()

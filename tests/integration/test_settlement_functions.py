@@ -18,9 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from services.settlement.domain.waterfall import Account, Line, refund_plan, split
+from tests.oracle.waterfall import Account, Line, named_refund_plan, refund_plan, split
 from services.settlement.storage.accounts import (ChargeToSettle, InstitutionRegistration, Movement, PersonState,
-                                                  RefundToApply, Registration, SettlementStore, Transfer)
+                                                  RefundToApply, Registration, Reversal, SettlementStore,
+                                                  Transfer)
 from shared.devstack import LocalRedis, free_port
 from shared.identity import make_id_number
 from shared.state import person_bucket
@@ -81,9 +82,9 @@ def charge(patient: str, borne: int, charge_id: str | None = None, digest: str =
 
 
 def refund(charge_id: str, amount: int, refund_id: str | None = None, digest: str = "refund-digest",
-           event_id: str | None = None, institution: str = HOSPITAL) -> RefundToApply:
+           event_id: str | None = None, institution: str = HOSPITAL, lines: str = "") -> RefundToApply:
     return RefundToApply(event_id or str(uuid.uuid4()), institution, charge_id, refund_id or str(uuid.uuid4()),
-                         digest, amount, REFUND_AT)
+                         digest, amount, REFUND_AT, lines)
 
 
 async def bind(client: Redis, patient: str, grantor: str, order: int, region: str,
@@ -359,6 +360,108 @@ async def test_a_refund_above_what_remains_is_rejected(store, client):
     assert summary(rest.lines) == [("own", f.patient, None, 1_000, 1_000)]
 
 
+async def test_a_refund_naming_its_lines_returns_exactly_those(store, client):
+    f = await Family(own=1_000, first=2_000, second=3_000).register(store, client)
+    paid = charge(f.patient, 10_000)
+    await store.settle([paid])  # own 1000, grantor 1 2000, grantor 2 3000, cash 4000
+
+    [named] = await store.refund([refund(paid.charge_id, 2_500, lines="grantor_1:2000,own:500")])
+
+    assert summary(named.lines) == [("own", f.patient, None, 500, 500), ("grantor", f.father, 1, 2_000, 2_000)]
+    assert [await store.balance(p) for p in (f.patient, f.father, f.sister)] == [500, 2_000, 0]
+    # without lines, last paid first, of what is left: cash
+    [plain] = await store.refund([refund(paid.charge_id, 4_000)])
+    assert summary(plain.lines) == [("cash", None, None, 4_000, None)]
+
+
+@pytest.mark.parametrize("named", ["grantor_1:2001", "grantor_2:3000,own:1001", "cash:4001"])
+async def test_a_named_line_above_what_that_payer_has_left_is_refused(store, client, named):
+    f = await Family(own=1_000, first=2_000, second=3_000).register(store, client)
+    paid = charge(f.patient, 10_000)
+    await store.settle([paid])
+    amount = sum(int(x.split(":")[1]) for x in named.split(","))
+
+    [applied] = await store.refund([refund(paid.charge_id, amount, lines=named)])
+
+    assert (applied.status, applied.reason) == ("REJECTED", "REFUND_EXCEEDS_PAID")
+    assert [await store.balance(p) for p in (f.patient, f.father, f.sister)] == [0, 0, 0]
+
+
+async def test_a_named_payer_the_charge_has_not_is_refused(store, client):
+    f = await Family(own=1_000, first=5_000, second=3_000).register(store, client)
+    paid = charge(f.patient, 3_000)  # own 1000, grantor 1 2000: grantor 2 paid nothing
+    await store.settle([paid])
+
+    [applied] = await store.refund([refund(paid.charge_id, 100, lines="grantor_2:100")])
+
+    assert (applied.status, applied.reason) == ("REJECTED", "REFUND_EXCEEDS_PAID")
+
+
+# --- upheld disputes (issue 21) ----------------------------------------------------------------
+
+def reversal(paid: ChargeToSettle, grantor: str, dispute_id: str = "DSP-1", at: str = REFUND_AT) -> Reversal:
+    return Reversal(dispute_id, paid.institution_code, paid.charge_id, grantor, "", at)
+
+
+async def test_an_upheld_dispute_gives_back_what_refunds_left_of_the_line_once(store, client):
+    f = await Family(own=1_000, first=2_000, second=3_000).register(store, client)
+    paid = charge(f.patient, 10_000)
+    await store.settle([paid])
+    await store.refund([refund(paid.charge_id, 500, lines="grantor_1:500")])
+
+    [done] = await store.reverse([reversal(paid, f.father)])
+
+    assert (done.status, done.paid, done.refunded_before, done.replay) == ("REVERSED", 2_000, 500, False)
+    assert summary(done.lines) == [("grantor", f.father, 1, 1_500, 2_000)]
+    assert done.lines[0].account_seq == 3          # debit 1, refund credit 2, reversal 3
+    assert await store.balance(f.father) == 2_000  # what it held before the payment
+    posted = await store.postings_of(XIAN, "20260602")
+    assert posted[f"V:{HOSPITAL}:{paid.charge_id}:DSP-1:0"] == ("credit", 1_500, f.father)
+    [spent] = await store.spending(f.father)
+    assert (spent.paid, spent.refunded) == (2_000, 2_000)
+
+    [again] = await store.reverse([reversal(paid, f.father)])
+    assert (again.status, again.replay, summary(again.lines), again.at) == (
+        "REVERSED", True, summary(done.lines), done.at)
+    assert await store.balance(f.father) == 2_000 and await store.account_seq(f.father) == 3
+
+    # the reversed line is out of reach: a refund naming it is refused, a plain one skips it
+    [named] = await store.refund([refund(paid.charge_id, 1, lines="grantor_1:1")])
+    assert (named.status, named.reason) == ("REJECTED", "REFUND_EXCEEDS_PAID")
+    [rest] = await store.refund([refund(paid.charge_id, 8_000)])
+    assert [x.source for x in rest.lines] == ["own", "grantor", "cash"]
+    assert {x.person_id for x in rest.lines if x.source == "grantor"} == {f.sister}
+    assert await store.balance(f.father) == 2_000
+
+
+async def test_a_reversal_gives_the_monthly_limit_back_in_the_charges_month(store, client):
+    patient, grantor = new_person(), new_person()
+    await store.register([(patient, XIAN, "r", None), (grantor, XIAN, "e", 10_000)])
+    binding_id = await bind(client, patient, grantor, 1, XIAN, limit=5_000)
+    paid = charge(patient, 3_000)
+    await store.settle([paid])
+    assert await store.used(binding_id, "202606") == 3_000
+
+    [done] = await store.reverse([Reversal("DSP-2", HOSPITAL, paid.charge_id, grantor, binding_id, REFUND_AT)])
+
+    assert done.status == "REVERSED" and await store.used(binding_id, "202606") == 0
+
+
+async def test_a_fully_refunded_line_reverses_nothing_and_an_unknown_charge_or_line_changes_nothing(store, client):
+    f = await Family(own=0, first=2_000, second=0).register(store, client)
+    paid = charge(f.patient, 2_000)
+    await store.settle([paid])
+    await store.refund([refund(paid.charge_id, 2_000)])
+
+    [done] = await store.reverse([reversal(paid, f.father)])
+    assert (done.status, done.lines, done.paid, done.refunded_before) == ("REVERSED", [], 2_000, 2_000)
+    assert await store.balance(f.father) == 2_000 and await store.account_seq(f.father) == 2
+
+    [unknown] = await store.reverse([Reversal("DSP-3", HOSPITAL, "no-such-charge", f.father, "", REFUND_AT)])
+    [no_line] = await store.reverse([reversal(paid, f.sister, "DSP-4")])
+    assert (unknown.status, no_line.status) == ("UNKNOWN_CHARGE", "UNKNOWN_LINE")
+
+
 async def test_a_refund_of_an_unknown_charge_is_rejected(store, client):
     [applied] = await store.refund([refund(str(uuid.uuid4()), 100)])
     assert (applied.status, applied.reason) == ("REJECTED", "UNKNOWN_CHARGE")
@@ -444,17 +547,22 @@ def move(person, kind, amount, seq, region=XIAN, through=0) -> Movement:
     return Movement(person, kind, amount, seq, region, through)
 
 
+async def bureau_movements(store: SettlementStore, moves: list[Movement]) -> list[tuple[str, int]]:
+    """Each movement's outcome and the balance after."""
+    return [(a.outcome, a.balance) for a in await store.movements_applied(moves)]
+
+
 async def test_bureau_movements_apply_once_per_bureau_seq(store, client):
     person = new_person()
     await store.register([(person, XIAN, "e", 1_000)])
 
-    assert await store.bureau_movements([move(person, "credit", 500, 1)]) == [("APPLIED", 1_500)]
-    assert await store.bureau_movements([move(person, "credit", 500, 1)]) == [("STALE", 1_500)]
-    assert await store.bureau_movements([move(person, "debit", 200, 2)]) == [("APPLIED", 1_300)]
-    assert await store.bureau_movements([move(person, "debit", 200, 2)]) == [("STALE", 1_300)]
-    assert await store.bureau_movements([move(person, "snapshot", 9_000, 5)]) == [("APPLIED", 9_000)]
-    assert await store.bureau_movements([move(person, "snapshot", 9_000, 5)]) == [("STALE", 9_000)]
-    assert await store.bureau_movements([move(person, "credit", 100, 4)]) == [("STALE", 9_000)]
+    assert await bureau_movements(store, [move(person, "credit", 500, 1)]) == [("APPLIED", 1_500)]
+    assert await bureau_movements(store, [move(person, "credit", 500, 1)]) == [("STALE", 1_500)]
+    assert await bureau_movements(store, [move(person, "debit", 200, 2)]) == [("APPLIED", 1_300)]
+    assert await bureau_movements(store, [move(person, "debit", 200, 2)]) == [("STALE", 1_300)]
+    assert await bureau_movements(store, [move(person, "snapshot", 9_000, 5)]) == [("APPLIED", 9_000)]
+    assert await bureau_movements(store, [move(person, "snapshot", 9_000, 5)]) == [("STALE", 9_000)]
+    assert await bureau_movements(store, [move(person, "credit", 100, 4)]) == [("STALE", 9_000)]
     assert await store.balance(person) == 9_000
 
 
@@ -462,10 +570,10 @@ async def test_a_bureau_debit_above_the_balance_leaves_a_deficit_that_pays_nothi
     person = new_person()
     await store.register([(person, XIAN, "e", 1_000)])
 
-    assert await store.bureau_movements([move(person, "debit", 1_001, 1)]) == [("NEGATIVE", -1)]
+    assert await bureau_movements(store, [move(person, "debit", 1_001, 1)]) == [("NEGATIVE", -1)]
     [paid] = await store.settle([charge(person, 500)])
     assert summary(paid.lines) == [("cash", None, None, 500, None)]
-    assert await store.bureau_movements([move(person, "credit", 50, 2)]) == [("APPLIED", 49)]
+    assert await bureau_movements(store, [move(person, "credit", 50, 2)]) == [("APPLIED", 49)]
     [then] = await store.settle([charge(person, 500)])
     assert summary(then.lines) == [("own", person, None, 49, 0), ("cash", None, None, 451, None)]
 
@@ -474,10 +582,10 @@ async def test_bureau_events_from_another_region_or_for_nobody_are_refused_and_k
     person, nobody = new_person(), new_person()
     await store.register([(person, XIAN, "e", 1_000)])
 
-    assert await store.bureau_movements([move(person, "credit", 500, 7, region=BAOJI)]) == [("FOREIGN_REGION", 1_000)]
-    assert await store.bureau_movements([move(person, "snapshot", 0, 8, region=BAOJI)]) == [("FOREIGN_REGION", 1_000)]
-    assert await store.bureau_movements([move(nobody, "credit", 700, 1)]) == [("UNREGISTERED", 0)]
-    assert await store.bureau_movements([move(person, "credit", 5, 1)]) == [("APPLIED", 1_005)]
+    assert await bureau_movements(store, [move(person, "credit", 500, 7, region=BAOJI)]) == [("FOREIGN_REGION", 1_000)]
+    assert await bureau_movements(store, [move(person, "snapshot", 0, 8, region=BAOJI)]) == [("FOREIGN_REGION", 1_000)]
+    assert await bureau_movements(store, [move(nobody, "credit", 700, 1)]) == [("UNREGISTERED", 0)]
+    assert await bureau_movements(store, [move(person, "credit", 5, 1)]) == [("APPLIED", 1_005)]
     assert await store.balance(nobody) is None
 
 
@@ -488,15 +596,15 @@ async def test_a_snapshot_taken_before_the_bureau_applied_a_platform_debit_does_
     await store.settle([charge(person, 1_000)])                       # seq 2: 6000 left
 
     # The bureau's 10000 includes neither posting; then 9000 includes the first only.
-    assert await store.bureau_movements([move(person, "snapshot", 10_000, 1, through=0)]) == [("APPLIED", 6_000)]
-    assert await store.bureau_movements([move(person, "snapshot", 7_500, 2, through=1)]) == [("APPLIED", 6_500)]
+    assert await bureau_movements(store, [move(person, "snapshot", 10_000, 1, through=0)]) == [("APPLIED", 6_000)]
+    assert await bureau_movements(store, [move(person, "snapshot", 7_500, 2, through=1)]) == [("APPLIED", 6_500)]
     assert await client.lrange(f"stl:pp:{person}", 0, -1) == [b"2|-1000"]
     # A snapshot that would undo the first posting again, or names one never made, is refused.
-    assert await store.bureau_movements([move(person, "snapshot", 10_000, 3, through=0)]) == [
+    assert await bureau_movements(store, [move(person, "snapshot", 10_000, 3, through=0)]) == [
         ("WATERMARK_BEHIND", 6_500)]
-    assert await store.bureau_movements([move(person, "snapshot", 10_000, 3, through=3)]) == [
+    assert await bureau_movements(store, [move(person, "snapshot", 10_000, 3, through=3)]) == [
         ("WATERMARK_AHEAD", 6_500)]
-    assert await store.bureau_movements([move(person, "snapshot", 6_400, 3, through=2)]) == [("APPLIED", 6_400)]
+    assert await bureau_movements(store, [move(person, "snapshot", 6_400, 3, through=2)]) == [("APPLIED", 6_400)]
     assert not await client.exists(f"stl:pp:{person}")
 
 
@@ -530,7 +638,11 @@ def cases(draw):
     total = max(own or 0, 0) + sum(max(g.balance, 0) for g in grantors)
     borne = draw(st.one_of(st.integers(0, total + 10), st.just(total), big))
     resend = draw(st.booleans())
-    refunds = draw(st.lists(st.one_of(st.integers(0, 1_000), st.integers(0, borne + 1), st.just(borne)), max_size=4))
+    some = st.one_of(st.integers(0, 1_000), st.integers(0, borne + 1), st.just(borne))
+    # a refund is an amount (last paid first) or the payer lines it names (issue 21), some of them a
+    # payer the charge has not or more than that payer has left
+    named = st.dictionaries(st.sampled_from(["own", "grantor_1", "grantor_2", "cash"]), some, min_size=1, max_size=4)
+    refunds = draw(st.lists(st.one_of(some, named), max_size=4))
     quoted = draw(st.booleans())
     return own, grantors, borne, resend, refunds, quoted
 
@@ -542,7 +654,7 @@ async def set_held(client: Redis, person: str, held: int) -> None:
     await client.hset(key, person, "|".join([*fields, str(held)]))
 
 
-def test_the_functions_settle_and_refund_exactly_as_the_pure_waterfall(valkey, store):
+def test_the_functions_settle_and_refund_exactly_as_the_oracle(valkey, store):
     loop = asyncio.new_event_loop()  # private: the session loop belongs to pytest-asyncio
     client = Redis.from_url(valkey.url)
     local = make_store(client)
@@ -603,9 +715,14 @@ def test_the_functions_settle_and_refund_exactly_as_the_pure_waterfall(valkey, s
 
         back = [0] * len(expected)
         for amount in refund_amounts:
-            [done] = await local.refund([refund(paid.charge_id, amount)])
+            named = amount if isinstance(amount, dict) else None
+            if named is not None:
+                amount = sum(named.values())
+            [done] = await local.refund([refund(paid.charge_id, amount, lines=",".join(
+                f"{payer}:{fen}" for payer, fen in (named or {}).items()))])
             try:
-                plan = refund_plan(expected, back, amount)
+                plan = refund_plan(expected, back, amount) if named is None else \
+                    named_refund_plan(expected, back, amount, named)
             except ValueError:
                 assert (done.status, done.reason) == ("REJECTED", "REFUND_EXCEEDS_PAID")
                 continue

@@ -463,6 +463,10 @@ async def test_grantor_sees_what_each_beneficiary_spent(counter, bus):
     assert listed["total_paid"] == "22.50"
     assert sorted(b["total_paid"] for b in listed["beneficiaries"]) == ["15.00", "7.50"]
     assert all("*" in b["beneficiary_id"] for b in listed["beneficiaries"])
+    # each payment names its institution by its registered name, as the SMS do (issue 21)
+    payments = [p for b in listed["beneficiaries"] for p in b["payments"]]
+    assert {(p["institution_code"], p.get("institution_name")) for p in payments} == {
+        (c, f"医院{c}") for c in {p["institution_code"] for p in payments}}
 
 
 async def test_reconciliation_lists_every_difference_with_the_bureaus_book(counter, bus):

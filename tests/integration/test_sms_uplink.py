@@ -3,13 +3,12 @@ a grantor's reply "BF 7K2P9QXM" from the phone registered for him or her becomes
 DisputePayment on binding.commands (watched here as any consumer watches it); a reply from an
 unknown phone, or one that holds no reference, asks nothing of binding.
 
-Every "nothing was asked" assertion first waits for a positive signal from notify (an SMS it
-sent, or the count of what it read going up), so it cannot pass merely because notify had not
-got there yet."""
+Every "nothing was asked" assertion first waits until notify has handled the reply in question
+(its consumer group committed past it: everything it asked or sent for it is out by then), so it
+cannot pass merely because notify had not got there yet."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import uuid
@@ -21,7 +20,7 @@ from shared.envelope import now as china_now, seal
 from shared.state import person_bucket
 from services.notify.storage.deliveries import PHONES_PER_NUMBER, DeliveryStore, encode_contact
 from tests.integration.test_notify_disputes import notify, town  # noqa: F401 (fixtures)
-from tests.support import body, new_person_id, payload_of
+from tests.support import body, eventually, handled, new_person_id, payload_of
 
 pytestmark = pytest.mark.integration
 
@@ -50,10 +49,18 @@ async def wait_disputes(town, person: dict, count: int = 1) -> list:
         timeout=30, count=count)
 
 
+async def handled_by_notify(town, event: bytes, count: int = 1) -> None:
+    """Until notify has handled the `count`th delivery of the reply `event` (and the watchers
+    have read everything published before that)."""
+    *_, record = await town.bus.watchers[t.SMS_UPLINK].wait_for(
+        lambda r: r.key == message_id_of(event).encode(), timeout=30, count=count)
+    await handled(town.bus, f"{town.notify.env['NOTIFY_GROUP_ID']}.{t.SMS_UPLINK}", record)
+
+
 async def counted(town, outcome: str, above: float) -> None:
-    async with asyncio.timeout(30):
-        while await town.metric("fma_sms_uplink_total", outcome) <= above:
-            await asyncio.sleep(0.05)
+    async def more() -> bool:
+        return await town.metric("fma_sms_uplink_total", outcome) > above
+    await eventually(more, 30, f"fma_sms_uplink_total{{outcome={outcome}}} above {above}")
 
 
 async def test_a_reply_with_a_reference_from_a_grantors_phone_asks_binding_to_dispute_that_payment(town):
@@ -70,6 +77,7 @@ async def test_a_reply_with_a_reference_from_a_grantors_phone_asks_binding_to_di
     await send(town, event)
     first, again = await wait_disputes(town, grantor, count=2)
     assert again.value == first.value and again.key == first.key
+    await handled_by_notify(town, event, count=2)
     assert len({body(r)["event_id"] for r in disputes_by(town, grantor)}) == 1
     assert await town.sink() == []  # a reply understood needs no SMS of notify's: binding's events answer it
 
@@ -77,8 +85,10 @@ async def test_a_reply_with_a_reference_from_a_grantors_phone_asks_binding_to_di
 async def test_a_reply_from_an_unknown_phone_asks_nothing_and_is_counted(town, notify):
     stranger = f"135{random.randrange(10**8):08d}"
     before = await town.metric("fma_sms_uplink_total", "unknown_phone")
-    await send(town, reply(stranger, "BF7K2P9QXM"))
+    event = reply(stranger, "BF7K2P9QXM")
+    await send(town, event)
     await counted(town, "unknown_phone", before)
+    await handled_by_notify(town, event)
     assert not town.bus.watchers[t.BINDING_COMMANDS].matching(
         lambda r: body(r)["event_type"] == "DisputePayment" and stranger in r.value.decode())
     assert await town.sink() == []
@@ -88,24 +98,31 @@ async def test_a_reply_from_an_unknown_phone_asks_nothing_and_is_counted(town, n
 @pytest.mark.parametrize("text", ["谁扣的钱？", "BF 123", "bf 7k2p9qxm 不是我", ""])
 async def test_a_reply_not_understood_asks_nothing_and_tells_the_person_how_to_reply_once_a_day(town, text):
     grantor = await town.person()
-    await send(town, reply(grantor["phone"], text))
-    async with asyncio.timeout(30):
-        while not (helps := [s for s in await town.sink() if s["template"] == "sms_reply_help"]):
-            await asyncio.sleep(0.02)
+    first = reply(grantor["phone"], text)
+    await send(town, first)
+
+    async def helps_sent() -> list[dict]:
+        return [s for s in await town.sink() if s["template"] == "sms_reply_help"]
+    helps = await eventually(helps_sent, 30, "an sms_reply_help in the sink", interval=0.02)
+    await handled_by_notify(town, first)
     assert helps[0]["phone"] == grantor["phone"][:3] + "****" + grantor["phone"][-4:]
     assert "BF" in helps[0]["text"]
     assert disputes_by(town, grantor) == []
     before = await town.metric("fma_sms_uplink_total", "not_understood")
-    await send(town, reply(grantor["phone"], "???"))  # another one that day: counted, not answered again
+    again = reply(grantor["phone"], "???")
+    await send(town, again)  # another one that day: counted, not answered again
     await counted(town, "not_understood", before)
+    await handled_by_notify(town, again)
     assert len([s for s in await town.sink() if s["template"] == "sms_reply_help"]) == 1
 
 
 async def test_an_unsubscribe_is_not_answered(town):
     grantor = await town.person()
     before = await town.metric("fma_sms_uplink_total", "opted_out")
-    await send(town, reply(grantor["phone"], "TD"))
+    event = reply(grantor["phone"], "TD")
+    await send(town, event)
     await counted(town, "opted_out", before)
+    await handled_by_notify(town, event)
     assert await town.sink() == [] and disputes_by(town, grantor) == []
 
 
@@ -114,8 +131,10 @@ async def test_after_a_phone_change_only_the_new_phone_speaks_for_the_person(tow
     old_phone = grantor["phone"]
     moved = await town.person(phone=f"136{random.randrange(10**8):08d}", person_id=grantor["person_id"])
     before = await town.metric("fma_sms_uplink_total", "unknown_phone")
-    await send(town, reply(old_phone, "BF7K2P9QXM"))
+    from_old = reply(old_phone, "BF7K2P9QXM")
+    await send(town, from_old)
     await counted(town, "unknown_phone", before)
+    await handled_by_notify(town, from_old)
     await send(town, reply(moved["phone"], "BF7K2P9QXM"))
     [command] = await wait_disputes(town, grantor)
     assert json.loads(command.value)["payload"]["reference"] == "7K2P9QXM"

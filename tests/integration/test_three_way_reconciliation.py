@@ -353,3 +353,20 @@ def test_a_snapshot_drifts_exactly_by_what_the_postings_in_flight_do_not_explain
     finally:
         loop.run_until_complete(client.aclose())
         loop.close()
+
+
+async def test_a_corrected_report_reusing_its_event_id_is_refused_as_a_conflict(hospital, day_of_charges):
+    """Issue 21: never the old report's answer for a new body; the first body's redelivery still is."""
+    first = hospital.totals(charge_count=2, individual_borne_total="280.00", own_total="50.00",
+                            family_total="100.00", cash_total="130.00", refund_count=1, refund_total="10.00")
+    event_id = await hospital.report("InstitutionDailyTotals", first)
+    [answer] = await hospital.answers(event_id)
+    corrected = first | {"cash_total": "131.00", "individual_borne_total": "281.00"}
+    await hospital.report("InstitutionDailyTotals", corrected, event_id=event_id)
+    [refused] = await hospital.bus.watchers[t.SETTLEMENT_RESULTS].wait_for(
+        lambda r: body(r)["event_type"] == "InstitutionReconciliationRejected"
+        and payload_of(r)["source_event_id"] == event_id)
+    assert payload_of(refused)["reason_code"] == "DUPLICATE_REPORT_CONFLICT"
+    await hospital.report("InstitutionDailyTotals", first, event_id=event_id)       # a redelivery of the first
+    first_answer, again = await hospital.answers(event_id, count=2)
+    assert first_answer.value == again.value == answer.value

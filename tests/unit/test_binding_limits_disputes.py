@@ -131,10 +131,17 @@ def test_a_payment_disputed_already_is_refused():
 
 
 def test_the_dispute_id_depends_on_grantor_and_reference_only():
-    assert dispute_id_for(GRANTOR, "7K2P9QXM") == dispute_id_for(GRANTOR, "7K2P9QXM")
-    assert len({dispute_id_for(GRANTOR, "7K2P9QXM"), dispute_id_for(OTHER, "7K2P9QXM"),
-                dispute_id_for(GRANTOR, "7K2P9QXN")}) == 3
-    assert GRANTOR not in dispute_id_for(GRANTOR, "7K2P9QXM")
+    by_app, _ = open_dispute(payment(), None, binding(), GRANTOR, "app", AT)
+    # Everything else about the asking differs: channel, time, the binding's state, the payment's
+    # other fields as read a day later.
+    by_sms, _ = open_dispute(payment(charge_id="C2", amount=1, institution_code="H610300-9"), None,
+                             binding(paused=True, binding_id="BND-0009"), GRANTOR, "sms", AT + 86_400)
+    assert by_app.dispute_id == by_sms.dispute_id
+    # Stored and published: the same in every process and release, or a redelivered DisputePayment
+    # would find no dispute under the id its first delivery recorded.
+    assert by_app.dispute_id == "DSP-6cd84d18497459ac926f4575"
+    assert len({by_app.dispute_id, dispute_id_for(OTHER, "7K2P9QXM"), dispute_id_for(GRANTOR, "7K2P9QXN")}) == 3
+    assert GRANTOR not in by_app.dispute_id and "7K2P9QXM" not in by_app.dispute_id.upper()
 
 
 def test_the_paying_binding_is_the_one_the_line_names_else_the_grantors_covering_the_day():

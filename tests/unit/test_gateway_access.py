@@ -18,10 +18,33 @@ def test_an_app_token_sees_only_its_own_person():
         access.check_may_see(APP, OTHER)
 
 
-@pytest.mark.parametrize("clerk", [WINDOW, SUPERVISOR])
-def test_a_clerk_sees_and_grants_for_anyone(clerk):
-    access.check_may_see(clerk, OTHER)
-    access.check_may_grant(clerk, OTHER)
+def allowed(check, principal: Principal, person_id: str) -> bool:
+    try:
+        check(principal, person_id)
+    except access.Forbidden:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("check", [access.check_may_see, access.check_may_grant])
+def test_a_clerk_passes_the_role_check_for_anyone_an_app_only_for_its_own_person(check):
+    """The role check only: the clerk's region is check_acts_in_region's (next test)."""
+    seen = {(p.role, person): allowed(check, p, person) for p in (APP, WINDOW, SUPERVISOR) for person in (ME, OTHER)}
+    assert seen == {("app", ME): True, ("app", OTHER): False, ("window", ME): True, ("window", OTHER): True,
+                    ("supervisor", ME): True, ("supervisor", OTHER): True}
+
+
+def test_a_clerk_acts_only_for_grantors_of_the_clerks_region():
+    def acts(principal: Principal, grantor_region: str | None) -> bool:
+        try:
+            access.check_acts_in_region(principal, grantor_region)
+        except access.Forbidden:
+            return False
+        return True
+    assert acts(WINDOW, "610100") and acts(SUPERVISOR, "610100")
+    assert not acts(WINDOW, "610300") and not acts(SUPERVISOR, "610300")
+    assert acts(WINDOW, None)  # not registered: the binding service refuses it with its own reason
+    assert acts(APP, "610300")  # an app acts for its own person, wherever insured
 
 
 def test_an_app_token_creates_a_binding_only_as_its_grantor():

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from services.settlement.domain.his_reconciliation import (Book, ChargeAmounts, DuplicateRow, Totals, book_of,
                                                           charge_amounts, compare, totals)
 from services.settlement import outcomes
-from services.settlement.domain.waterfall import Line
+from services.settlement.domain.lines import Line
 from services.settlement.his_contract import MAX_ROWS_PER_PART, InstitutionDailyDetail, InstitutionDailyTotals
 from services.settlement.ledger import drift_detected, ledger_item
 from services.settlement.storage.accounts import Movement

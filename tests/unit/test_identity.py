@@ -262,3 +262,46 @@ def test_a_bad_phone_gives_invalid_phone(bad: object) -> None:
     with pytest.raises(ValidationError) as info:
         Person(id_number=KNOWN_GOOD_ID, phone=bad)
     assert [e["type"] for e in info.value.errors()] == ["invalid_phone"]
+
+
+@pytest.fixture
+def utc_host(monkeypatch):
+    """The host's zone set to UTC for the test (the process's local time follows TZ)."""
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_person_born_today_in_china_is_valid_at_half_past_midnight_china_time_on_a_utc_host(
+        utc_host, monkeypatch) -> None:
+    """Issue 21: the birth-date bound is the day in China by the platform's clock, not the host's
+    date. The clock is injected at 00:30 China time of the day after the host's UTC date: on this
+    UTC host it is still 16:30 the day before, so the host's date.today() would refuse the person."""
+    from shared import envelope
+
+    born = datetime.date.today() + datetime.timedelta(days=1)    # the host's (UTC) date + 1
+    moment = datetime.datetime.combine(born, datetime.time(0, 30), envelope.CHINA_TZ)
+    assert moment.astimezone().date() == born - datetime.timedelta(days=1)   # the host is still on yesterday
+    monkeypatch.setattr(envelope, "now", lambda: moment)
+    number = make_id_number("610102", born, 7)
+
+    assert envelope.china_today() == born
+    assert is_valid_id_number(number)
+
+    class Person(BaseModel):
+        person_id: IdNumber
+    assert Person(person_id=number).person_id == number
+    # ...and a day later than China's today is still refused.
+    assert not is_valid_id_number(make_id_number("610102", born + datetime.timedelta(days=1), 7))
+
+
+def test_china_today_reads_any_instant_in_china_time() -> None:
+    from shared.envelope import china_today
+
+    utc = datetime.timezone.utc
+    assert china_today(datetime.datetime(2026, 5, 21, 16, 0, tzinfo=utc)) == datetime.date(2026, 5, 22)
+    assert china_today(datetime.datetime(2026, 5, 21, 15, 59, 59, tzinfo=utc)) == datetime.date(2026, 5, 21)

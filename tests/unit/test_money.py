@@ -7,7 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from shared.money import Fen, InvalidAmount, Yuan, format_yuan, parse_yuan
+import re
+
+from shared.money import (SIGNED_YUAN_PATTERN, Fen, InvalidAmount, SignedYuan, Yuan, format_yuan, parse_signed_yuan,
+                          parse_yuan)
 
 # No example database: tests must not write files into the tree.
 no_db = settings(database=None)
@@ -169,3 +172,48 @@ def test_json_numbers_are_refused_by_a_yuan_field() -> None:
 def test_the_json_schema_of_a_yuan_field_is_a_string() -> None:
     schema = Payment.model_json_schema()
     assert schema["properties"]["amount"]["type"] == "string"
+
+
+# -- signed amounts (balances, in flight, drift, net: contract version 2 never clamps) --------------
+class _Balance(BaseModel):
+    balance_after: SignedYuan
+
+
+@pytest.mark.parametrize("text,fen", [("-12.30", -1230), ("-0.01", -1), ("-0.5", -50), ("0", 0), ("0.00", 0),
+                                      ("128.50", 12850), ("-230.00", -23000)])
+def test_signed_yuan_strings_may_carry_a_minus(text: str, fen: int) -> None:
+    assert parse_signed_yuan(text) == fen
+    assert _Balance.model_validate({"balance_after": text}).balance_after == fen
+    assert re.fullmatch(SIGNED_YUAN_PATTERN, text)
+
+
+@pytest.mark.parametrize("text", ["-0", "-0.00", "--1.00", "- 1.00", "+1.00", "-1.005", "-01.00", "-", "-1e2",
+                                  "−1.00"])
+def test_malformed_signed_yuan_strings_are_refused_by_parser_and_schema_alike(text: str) -> None:
+    with pytest.raises(InvalidAmount):
+        parse_signed_yuan(text)
+    with pytest.raises(ValidationError):
+        _Balance.model_validate({"balance_after": text})
+    assert not re.fullmatch(SIGNED_YUAN_PATTERN, text)
+
+
+@pytest.mark.parametrize("value", [-12.3, -1230, None, True])
+def test_signed_yuan_refuses_non_strings(value: object) -> None:
+    with pytest.raises(ValidationError):
+        _Balance.model_validate({"balance_after": value})
+
+
+@given(st.integers(min_value=-(10**14) + 1, max_value=10**14 - 1))
+@settings(max_examples=300)
+def test_signed_yuan_round_trips_through_json_and_matches_its_schema(fen: int) -> None:
+    text = format_yuan(fen)
+    assert re.fullmatch(SIGNED_YUAN_PATTERN, text)
+    assert _Balance.model_validate_json(_Balance(balance_after=Fen(fen)).model_dump_json()).balance_after == fen
+
+
+def test_an_unsigned_yuan_field_still_refuses_a_minus() -> None:
+    class Charge(BaseModel):
+        total: Yuan
+
+    with pytest.raises(ValidationError):
+        Charge.model_validate({"total": "-1.00"})

@@ -137,3 +137,15 @@ def test_template_codes_must_name_real_templates():
     assert NotifySettings(sms_template_codes={"payment": "SMS_1"}).sms_template_codes == {"payment": "SMS_1"}
     with pytest.raises(ValidationError):
         NotifySettings(sms_template_codes={"paymnet": "SMS_1"})
+
+
+def test_a_grantor_line_with_a_negative_balance_after_is_read_and_told_as_is() -> None:
+    """Contract version 2 never clamps a balance: notify reads "-40.00" as well as "40.00" (issue 21)."""
+    grantor = "610102198503150018"
+    payload = ChargeSettledIn.model_validate({
+        "charge_id": "C1", "patient_id": "610302195501200031", "institution_code": "H61010001",
+        "settled_at": "2026-11-20T10:15:00+08:00",
+        "lines": [{"source": "grantor", "person_id": grantor, "amount": "60.00", "balance_after": "-40.00"}],
+    }).model_dump(mode="json", exclude_none=True)
+    [notice] = for_settlement("e1", "ChargeSettled", payload)
+    assert (notice.values["amount"], notice.values["balance"]) == ("60.00", "-40.00")

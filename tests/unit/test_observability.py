@@ -19,7 +19,7 @@ from services.binding.metrics import BindingMetrics, labels_of
 from services.notify import contract as nc
 from services.notify.metrics import NotifyMetrics, sms_outcome
 from services.notify.metrics import tally as sms_tally
-from services.settlement.domain.waterfall import Line
+from services.settlement.domain.lines import Line
 from services.settlement.metrics import (QUOTED, REFUNDED, QuoteReleased, Refused, Settled, SettlementMetrics,
                                          is_cross_region, tally)
 from shared import envelope

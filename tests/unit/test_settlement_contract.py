@@ -98,3 +98,44 @@ def test_a_daily_report_part_lies_within_its_parts():
     for bad in ({"part": 3, "parts": 2}, {"part": 0}, {"parts": "2"}, {"day": 20260601}):
         with pytest.raises(ValidationError):
             DailyPostingsReported.model_validate(report | bad)
+
+
+# -- issue 21: refunds that name their lines ------------------------------------------------------
+from hypothesis import given, strategies as st  # noqa: E402
+
+from services.settlement.contract import ChargeRefunded  # noqa: E402
+
+_REFUND = {"charge_id": "C-1", "institution_code": "H610100-01", "refund_id": "R-1", "amount": "30.00",
+           "refunded_at": "2026-06-01T10:00:00+08:00"}
+
+
+def test_a_refund_without_lines_keeps_the_fingerprint_it_had_before_lines_existed():
+    import hashlib
+    import json
+    # the fields a ChargeRefunded had before issue 21, fingerprinted as every message is
+    old = {"charge_id": "C-1", "institution_code": "H610100-01", "refund_id": "R-1", "amount": "30.00",
+           "refunded_at": "2026-06-01T10:00:00+08:00"}
+    before = hashlib.sha256(json.dumps(old, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+    assert ChargeRefunded.model_validate(_REFUND).digest() == before
+    named = ChargeRefunded.model_validate(_REFUND | {"lines": [{"payer": "grantor_1", "amount": "30.00"}]})
+    assert named.digest() != before and named.named_lines() == "grantor_1:3000"
+
+
+@pytest.mark.parametrize("lines", [
+    [{"payer": "grantor_1", "amount": "20.00"}],                                       # not the amount
+    [{"payer": "own", "amount": "15.00"}, {"payer": "own", "amount": "15.00"}],        # a payer twice
+    [{"payer": "grantor_3", "amount": "30.00"}],                                       # no such payer
+    []])
+def test_lines_that_are_not_the_refund_are_an_invalid_charge(lines):
+    with pytest.raises(ValidationError) as refused:
+        ChargeRefunded.model_validate(_REFUND | {"lines": lines})
+    assert c.reason_for(refused.value) is Reason.INVALID_CHARGE
+
+
+@given(st.dictionaries(st.sampled_from(["own", "grantor_1", "grantor_2", "cash"]), st.integers(0, 10**8),
+                       min_size=1))
+def test_named_lines_say_each_payer_once_in_fen_and_sum_to_the_amount(fen):
+    total = sum(fen.values())
+    refund = ChargeRefunded.model_validate(_REFUND | {"amount": f"{total // 100}.{total % 100:02d}", "lines": [
+        {"payer": p, "amount": f"{v // 100}.{v % 100:02d}"} for p, v in fen.items()]})
+    assert dict((p, int(v)) for p, v in (x.split(":") for x in refund.named_lines().split(","))) == fen

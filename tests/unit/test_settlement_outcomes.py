@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from services.settlement import contract as c
 from services.settlement import outcomes
 from services.settlement.domain import ids
-from services.settlement.domain.waterfall import Line
+from services.settlement.domain.lines import Line
 from shared import envelope
 from shared.money import Fen
 from shared.references import payment_reference

@@ -1,4 +1,5 @@
-"""Tests for services.settlement.domain.waterfall: the payment waterfall (支付顺序) and its refund.
+"""Tests for tests.oracle.waterfall, the payment waterfall (支付顺序) and its refund as the tests'
+oracle that the settlement Function is checked against.
 
 Pure unit tests over integer fen: no broker, no Redis, no files.
 """
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.settlement.domain.waterfall import Account, Line, refund_plan, split
+from tests.oracle.waterfall import Account, Line, refund_plan, split
 from shared.identity import make_id_number
 
 # No example database: tests must not write files into the tree.

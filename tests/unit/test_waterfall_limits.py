@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.settlement.domain.waterfall import Account, Line, split
+from tests.oracle.waterfall import Account, Line, split
 from shared.identity import make_id_number
 
 no_db = settings(database=None, deadline=None, max_examples=300)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 
 from shared.bureau import speaks_for_region
+from shared.limits import MAX_MONTHLY_LIMIT_FEN as MAX_MONTHLY_LIMIT, is_allowed_monthly_limit  # noqa: F401 (tests)
 from shared.regions import is_in_province
 from shared.signing import SignatureRefused, Signer
 from services.binding.domain.model import Binding, Dispute, DisputeStatus, Insured, Payment, Relation, Scheme
@@ -21,7 +22,6 @@ from services.binding.domain.reasons import BindingRefused, Reason
 
 MAX_GRANTORS = 2
 PAYMENT_ORDERS = (1, 2)
-MAX_MONTHLY_LIMIT = 100_000_000  # fen: 1,000,000.00 yuan a month
 _DISPUTE_NAMESPACE = uuid.UUID("3d0c61a2-9b54-5f1e-a7c3-15d15b0e7a11")
 _SIGNATURE = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -246,7 +246,7 @@ def set_grantor_limit(binding: Binding | None, requested_by: str, monthly_limit:
     """The most the grantor's account pays for this beneficiary in a calendar month (China time),
     in fen; None lifts the limit, 0 pays nothing. Settlement applies it inside its debit."""
     binding = _grantors_binding(binding, requested_by, today)
-    if monthly_limit is not None and not 0 <= monthly_limit <= MAX_MONTHLY_LIMIT:
+    if monthly_limit is not None and not is_allowed_monthly_limit(monthly_limit):
         raise BindingRefused(Reason.INVALID_LIMIT, f"{monthly_limit} fen")
     return replace(binding, monthly_limit=monthly_limit)
 

@@ -35,6 +35,9 @@ millions of people and bindings each byte here is megabytes:
                           `binding.references`): "beneficiary|binding_id|institution|charge_id|
                           amount_fen|charged YYYYMMDD|grantor_region", expiring
                           BINDING_DISPUTE_WINDOW_DAYS after the charge (EXAT): what DisputePayment finds
+- `bnd:refd:{grantor}:{reference}` hash refund_id -> fen: what RefundSettled grantor lines returned of
+                          that payment (issue 21), expiring with the dispute window after the refund; a
+                          payment found by its reference is what is still out (amount less these)
 - `bnd:dsp:{dispute_id}`  a dispute, permanent (`_encode_dispute`): "status|grantor|reference|
                           binding_id|beneficiary|charge_id|institution|amount_fen|channel|
                           opened_at|decided_at|grantor_region|paused_binding"; written only in the
@@ -52,7 +55,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from functools import cache
 from pathlib import Path
@@ -217,6 +220,10 @@ def _decode_refusal(raw: bytes) -> Recorded:
 
 def ref_key(grantor_id: str, reference: str) -> str:
     return f"bnd:ref:{grantor_id}:{reference}"
+
+
+def refunds_key(grantor_id: str, reference: str) -> str:
+    return f"bnd:refd:{grantor_id}:{reference}"
 
 
 def encode_payment(p: Payment) -> str:
@@ -421,16 +428,34 @@ class BindingStore:
             pipe.set(ref_key(p.grantor_id, p.reference), encode_payment(p), exat=expires_at)
         await pipe.execute()
 
+    async def save_refunds(self, refunds: list[tuple[str, str, str, int, int]]) -> None:
+        """What refunds returned of grantor payments: (grantor, reference, refund_id, fen, expiry epoch
+        seconds), one round trip. A redelivery writes the same field again."""
+        if not refunds:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for grantor, reference, refund_id, amount, expires_at in refunds:
+            pipe.hset(refunds_key(grantor, reference), refund_id, amount)
+            pipe.expireat(refunds_key(grantor, reference), expires_at)
+        await pipe.execute()
+
     async def payments_and_disputes(self, refs: list[tuple[str, str]], dispute_ids: list[str],
                                     ) -> tuple[dict[tuple[str, str], Payment], dict[str, Dispute]]:
-        """One round trip: the payments known by (grantor, reference), and the disputes by id."""
+        """One round trip: the payments known by (grantor, reference), each with what is still out
+        (its amount less what refunds returned), and the disputes by id."""
         pipe = self._redis.pipeline(transaction=False)
         for grantor, reference in refs:
             pipe.get(ref_key(grantor, reference))
+            pipe.hvals(refunds_key(grantor, reference))
         for dispute_id in dispute_ids:
             pipe.get(dispute_key(dispute_id))
         replies = iter(await pipe.execute())
-        payments = {(g, r): decode_payment(g, r, raw) for g, r in refs if (raw := next(replies))}
+        payments = {}
+        for g, r in refs:
+            raw, refunded = next(replies), next(replies)
+            if raw:
+                p = decode_payment(g, r, raw)
+                payments[g, r] = replace(p, amount=max(0, p.amount - sum(int(x) for x in refunded)))
         disputes = {d: decode_dispute(d, raw) for d in dispute_ids if (raw := next(replies))}
         return payments, disputes
 

@@ -170,7 +170,7 @@ def make_router(service: GatewayService) -> APIRouter:
         """Every payment from the grantor's account in the range (at most 366 days), newest
         first, one page at a time; totals cover the whole range."""
         try:
-            start, end = paging.date_range(date_from, date_to, envelope.now().date())
+            start, end = paging.date_range(date_from, date_to, envelope.china_today())
         except paging.BadRange as exc:
             raise ProblemRaised(own_refusal("INVALID_DATES", str(exc))) from None
         listed = await service.consumption_of(who, person_id, start, end)
@@ -226,7 +226,7 @@ def make_router(service: GatewayService) -> APIRouter:
         actions about its region's persons (`subject_region`); an app token none (403).
         A command's outcome is accepted, refused or pending (no outcome within the wait)."""
         try:
-            start, end = paging.date_range(date_from, date_to, envelope.now().date())
+            start, end = paging.date_range(date_from, date_to, envelope.china_today())
         except paging.BadRange as exc:
             raise ProblemRaised(own_refusal("INVALID_DATES", str(exc))) from None
         return await service.audit_list(who, clerk_id, start, end, page, page_size)

@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
+
+from shared import limits, refusals
 
 HERE = Path(__file__).resolve().parent
 ASSETS = {"console.js": "text/javascript; charset=utf-8", "texts.js": "text/javascript; charset=utf-8",
@@ -30,6 +32,11 @@ def router() -> APIRouter:
     async def page() -> FileResponse:
         return FileResponse(HERE / "index.html", media_type="text/html; charset=utf-8", headers=HEADERS)
 
+    @routes.get("/console/catalogue.json")
+    async def catalogue() -> JSONResponse:
+        """The rules and words the console shows, from the shared kernel (never copied into texts.js)."""
+        return JSONResponse(catalogue_body(), headers=HEADERS)
+
     @routes.get("/console/{asset}")
     async def asset(asset: str) -> FileResponse:
         if asset not in ASSETS:
@@ -37,3 +44,8 @@ def router() -> APIRouter:
         return FileResponse(HERE / asset, media_type=ASSETS[asset], headers=HEADERS)
 
     return routes
+
+
+def catalogue_body() -> dict:
+    """A monthly limit's bounds and every refusal's words (code -> {zh, en}), as one JSON document."""
+    return {"monthly_limit": limits.catalogue(), "refusals": refusals.catalogue()}

@@ -4,7 +4,7 @@
 // Every value from the API is written with textContent (never as HTML), ID numbers are shown
 // masked as the API returns them, and nothing about a person is written to the browser console.
 
-import { REASONS, REGIONS, TEXTS } from "./texts.js";
+import { REGIONS, TEXTS } from "./texts.js";
 
 const TOKEN_KEY = "fma.console.token";
 const LANG_KEY = "fma.console.lang";
@@ -33,11 +33,27 @@ const state = {
 };
 
 // -- words ----------------------------------------------------------------------------------------
+// The platform's own rules and words, written once in its shared kernel and served by the gateway
+// (GET /console/catalogue.json, read at start): a monthly limit's bounds, and each refusal's words.
+const catalogue = { monthly_limit: { min: "0.00", max: "", pattern: "^$" }, refusals: {} };
+
+async function loadCatalogue() {
+  const response = await fetch("/console/catalogue.json", { cache: "no-store", credentials: "omit" });
+  if (!response.ok) throw new Error(`catalogue: ${response.status}`);
+  Object.assign(catalogue, await response.json());
+}
+
 const M = (key, vars = {}) => ({ key, vars });
 
+// Messages that are a refusal's own words: read from the catalogue, never copied into texts.js.
+const REFUSAL_WORDS = { "v.id": "INVALID_ID_NUMBER", "v.phone": "INVALID_PHONE", "lookup.unknown": "UNKNOWN_PERSON",
+                        "e.500": "PLATFORM_ERROR" };
+
 function t(key, vars = {}) {
-  const text = TEXTS[state.lang][key] ?? TEXTS.zh[key] ?? key;
-  return text.replace(/\{(\w+)\}/g, (_, name) => String(vars[name] ?? ""));
+  const refusal = catalogue.refusals[REFUSAL_WORDS[key]];
+  const text = (refusal && (refusal[state.lang] || refusal.zh)) ?? TEXTS[state.lang][key] ?? TEXTS.zh[key] ?? key;
+  const all = { limit_min: catalogue.monthly_limit.min, limit_max: catalogue.monthly_limit.max, ...vars };
+  return text.replace(/\{(\w+)\}/g, (_, name) => String(all[name] ?? ""));
 }
 
 /** A message: a text key, or the platform's own words in both languages. */
@@ -305,7 +321,17 @@ function bindingStatus(b) {
   return "active";
 }
 
-const yuanOrNone = (amount) => (amount == null ? t("b.no_limit") : t("p.yuan", { amount }));
+/** A yuan string as a clerk reads it. A balance may be below zero (never clamped): its minus stays
+ *  in front of the whole amount ("-40.00 元", "-¥40.00"), never between the currency and the digits. */
+function yuan(amount) {
+  const text = String(amount);
+  const negative = text.startsWith("-");
+  const shown = t("p.yuan", { amount: negative ? text.slice(1) : text });
+  return negative ? `-${shown}` : shown;
+}
+
+const isNegative = (amount) => String(amount ?? "").startsWith("-");
+const yuanOrNone = (amount) => (amount == null ? t("b.no_limit") : yuan(amount));
 
 function facts(dl, rows) {
   dl.replaceChildren();
@@ -345,15 +371,16 @@ function renderLookup() {
   let nameText = t("p.name_unverified"), nameClass = "warn";
   if (verified) [nameText, nameClass] = [t("p.name_verified", { name: L.name }), "ok"];
   else if (p.name_verified === false) nameText = t("p.name_mismatch");
-  let balance = t("p.balance_hidden");
-  if (verified) balance = p.balance != null ? t("p.yuan", { amount: p.balance }) : t("p.balance_none");
+  let balance = t("p.balance_hidden"), balanceClass = verified ? "" : "muted";
+  if (verified) balance = p.balance != null ? yuan(p.balance) : t("p.balance_none");
+  if (verified && isNegative(p.balance)) [balance, balanceClass] = [t("p.balance_negative", { balance }), "negative"];
   facts($("lookup-facts"), [
     [t("p.id"), p.person_id],
     [t("p.registered"), t(p.registered === false ? "p.registered_no" : "p.registered_yes")],
     [t("p.region"), regionName(p.region, p.region_name)],
     [t("p.scheme"), p.scheme ? t(`scheme.${p.scheme}`) : ""],
     [t("p.name"), nameText, nameClass],
-    [t("p.balance"), balance, verified ? "" : "muted"],
+    [t("p.balance"), balance, balanceClass],
   ]);
   $("lookup-consumption").hidden = !(verified && L.bindings.some((b) => b.role === "grantor"));
   $("lookup-disputes").hidden = !L.bindings.some((b) => b.role === "grantor");
@@ -440,8 +467,6 @@ async function confirmRevoke() {
 }
 
 // -- 8. a monthly limit, and 9. pause or resume (the grantor looked up; confirmed in a dialog) -----------
-const LIMIT = /^(0|[1-9]\d{0,6})(\.\d{1,2})?$/;
-
 function openLimit(b) {
   state.dialog = { kind: "limit", binding: b };
   $("limit-form").reset();
@@ -462,7 +487,9 @@ function renderLimit() {
 async function confirmLimit(clear = false) {
   const b = state.dialog.binding;
   const amount = $("limit-amount").value.trim();
-  if (!clear && (!LIMIT.test(amount) || Number(amount) > 1000000)) {
+  const bounds = catalogue.monthly_limit;
+  if (!clear && (!new RegExp(bounds.pattern).test(amount) || Number(amount) < Number(bounds.min)
+                 || Number(amount) > Number(bounds.max))) {
     return showErrors("limit", [{ slot: "limit-amount", message: M(amount ? "v.limit" : "v.required") }]);
   }
   const limit = clear ? null : amount;
@@ -470,7 +497,7 @@ async function confirmLimit(clear = false) {
                        { monthly_limit: limit }, (res) => {
     const set = res.data.outcome?.monthly_limit ?? limit;
     return set == null ? M("limit.cleared", { id: b.binding_id })
-                       : M("limit.done", { id: b.binding_id, limit: t("p.yuan", { amount: set }) });
+                       : M("limit.done", { id: b.binding_id, limit: yuan(set) });
   }, { INVALID_LIMIT: "limit-amount" });
 }
 
@@ -825,8 +852,8 @@ function renderConsumption() {
   facts($("consumption-facts"), [
     [t("c.grantor"), v.grantor_id || c.person.person_id],
     [t("c.range"), t("b.date_range", { start: v.from, end: v.to })],
-    [t("c.total_paid"), t("p.yuan", { amount: v.total_paid })],
-    [t("c.total_refunded"), t("p.yuan", { amount: v.total_refunded })],
+    [t("c.total_paid"), yuan(v.total_paid)],
+    [t("c.total_refunded"), yuan(v.total_refunded)],
     [t("c.count"), String(v.total_items)],
   ]);
   const totals = $("consumption-totals").querySelector("tbody");
@@ -850,7 +877,8 @@ function renderConsumption() {
     const tr = document.createElement("tr");
     cell(tr, chinaTime(i.settled_at));
     cell(tr, i.beneficiary_id, "mono");
-    cell(tr, i.institution_code);
+    // Named as the SMS name it (its registered name) when settlement tells it; else its code.
+    cell(tr, i.institution_name || i.institution_code);
     cell(tr, i.charge_id, "mono small");
     cell(tr, i.paid, "num");
     cell(tr, i.refunded, "num");
@@ -1020,8 +1048,8 @@ function renderAudit() {
     cell(tr, TEXTS.zh[`act.${e.action}`] ? t(`act.${e.action}`) : e.action || "");
     cell(tr, e.subject_id || "", "mono");
     cell(tr, TEXTS.zh[`out.${e.outcome}`] ? t(`out.${e.outcome}`) : e.outcome || "", `outcome-${e.outcome}`);
-    const reason = REASONS[e.reason_code];
-    cell(tr, reason ? reason[state.lang === "en" ? 1 : 0] : e.reason_code || "");
+    const reason = catalogue.refusals[e.reason_code];
+    cell(tr, reason ? reason[state.lang] || reason.zh : e.reason_code || "");
     cell(tr, e.command_id || "", "mono small");
     body.append(tr);
   }
@@ -1095,7 +1123,7 @@ function onSubmit(id, handler) {
   });
 }
 
-function start() {
+async function start() {
   onSubmit("signin-form", () => signIn($("signin-token").value));
   onSubmit("lookup-form", lookUp);
   onSubmit("create-form", submitCreate);
@@ -1135,6 +1163,11 @@ function start() {
   });
   window.addEventListener("beforeprint", renderWho);
 
+  try {
+    await loadCatalogue();
+  } catch {
+    announce(M("e.503"));   // the gateway is unreachable: nothing else would work either
+  }
   dateDefaults();
   renderAll();
   route(false);

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.refusals import BINDING_REFUSALS, GATEWAY_REFUSALS
+
 # BindingRejected reason codes (contract.md) that say the request collides with what exists, or
 # with the binding's state (paused already, not paused, a dispute open, the payment disputed already).
 CONFLICTS = frozenset({"DUPLICATE_BINDING", "TOO_MANY_GRANTORS", "PAYMENT_ORDER_TAKEN", "ALREADY_PAUSED",
@@ -15,17 +17,11 @@ _STATUS = {"BINDING_NOT_FOUND": 404, "UNKNOWN_REFERENCE": 404, "NOT_GRANTOR": 40
            "PLATFORM_ERROR": 500}
 _TITLES = {409: "Conflicts with an existing binding", 404: "Not found", 403: "Forbidden",
            422: "Refused", 429: "Too Many Requests", 500: "Platform error"}
-# The reasons the gateway gives itself, when a request never reaches the binding service
-# (the same words the binding service uses for these codes).
-OWN_MESSAGES = {
-    "INVALID_COMMAND": ("请求缺少字段或字段类型错误", "A field is missing or has the wrong type."),
-    "INVALID_ID_NUMBER": ("身份证号码格式或校验位不正确", "The ID number is malformed or its check digit is wrong."),
-    "INVALID_PHONE": ("手机号码格式不正确", "The mobile phone number is not a valid mainland number."),
-    "INVALID_DATES": ("起止日期无效", "The start and end dates are invalid."),
-    "UNKNOWN_PERSON": ("未查询到参保信息", "No insurance registration was found for this person."),
-    "INVALID_LIMIT": ("每月共济限额须为0.00至1000000.00元", "The monthly limit must be from 0.00 to 1000000.00 yuan."),
-    "IDEMPOTENCY_KEY_REUSED": ("该幂等键已用于另一笔不同的请求", "This Idempotency-Key was already used for a different request."),
-}
+# The reasons the gateway gives itself, when a request never reaches the binding service: the
+# binding service's own words for these codes, from the one catalogue (shared/refusals.py).
+OWN_MESSAGES = {code: BINDING_REFUSALS[code] for code in ("INVALID_COMMAND", "INVALID_ID_NUMBER", "INVALID_PHONE",
+                                                          "INVALID_DATES", "UNKNOWN_PERSON", "INVALID_LIMIT")
+                } | GATEWAY_REFUSALS
 _OWN_REASON_BY_ERROR = {"invalid_id_number": "INVALID_ID_NUMBER", "invalid_phone": "INVALID_PHONE",
                         "invalid_limit": "INVALID_LIMIT"}
 

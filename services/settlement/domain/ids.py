@@ -30,6 +30,11 @@ def posting_prefix(institution_code: str, charge_id: str, refund_id: str | None 
     return f"R:{_part(institution_code)}:{_part(charge_id)}:{_part(refund_id)}:"
 
 
+def reversal_prefix(institution_code: str, charge_id: str, dispute_id: str) -> str:
+    """An upheld dispute's credit (PaymentReversed): V and four parts, beside P (three) and R (four)."""
+    return f"V:{_part(institution_code)}:{_part(charge_id)}:{_part(dispute_id)}:"
+
+
 def posting_id(institution_code: str, charge_id: str, refund_id: str | None, line: int) -> str:
     return f"{posting_prefix(institution_code, charge_id, refund_id)}{line}"
 

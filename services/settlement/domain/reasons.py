@@ -32,9 +32,14 @@ class Reason(StrEnum):
     NOT_SIGNERS = "NOT_SIGNERS"
 
 
-# Refusals read off a projection (who is registered, which institutions are designated): one that
-# is behind must not become a permanent answer, so these are never recorded as final.
-PROVISIONAL = frozenset({Reason.UNKNOWN_PATIENT, Reason.UNKNOWN_INSTITUTION})
+# One answer per message (issue 21): every refusal is recorded by the message's event id, but these,
+# which a resend may legitimately change. The settle Function decides it for the refusals read off
+# its projections (who is registered, which institutions are designated: settlement.lua, PROVISIONAL,
+# answered by FCALL provisional_refusals); the signature refusals of contract version 3 (the key
+# projection may be behind) are answered before any Function and never recorded either.
+PROJECTION_REFUSALS = frozenset({Reason.UNKNOWN_PATIENT, Reason.UNKNOWN_INSTITUTION})
+SIGNATURE_REFUSALS = frozenset({Reason.UNSIGNED, Reason.UNKNOWN_SIGNER, Reason.BAD_SIGNATURE, Reason.NOT_SIGNERS})
+PROVISIONAL = PROJECTION_REFUSALS | SIGNATURE_REFUSALS
 
 
 MESSAGES: dict[Reason, tuple[str, str]] = {

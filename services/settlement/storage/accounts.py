@@ -7,6 +7,7 @@ Keys this service owns (README, "Redis keys"):
 - `stl:pp:{person}`        list of "account_seq|signed fen": the platform's postings to the account
                            after the last snapshot's watermark (trimmed by each BalanceSnapshot)
 - `stl:inst`               hash institution code -> "region|kind" (projection of bureau.institutions)
+- `stl:inst:name`          hash institution code -> its registered name (the consumption query names it)
 - `stl:ikeys`              hash institution code -> JSON {"region", "keys": [{key_id, public_key, not_before,
                            not_after}]}: the institution's public keys, from the same registration (contract
                            version 3; a later registration replaces the list)
@@ -36,7 +37,7 @@ Institution codes hold no ':', so `{institution}:{...}` keys and fields never co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from datetime import datetime
 from importlib.resources import files
@@ -49,8 +50,8 @@ from shared.envelope import CHINA_TZ
 from shared.state import calling_functions, person_bucket
 from services.settlement.storage.parts import keep_part
 from services.settlement.domain.consumption import Spent
-from services.settlement.domain.ids import posting_prefix
-from services.settlement.domain.waterfall import Line
+from services.settlement.domain.ids import posting_prefix, reversal_prefix
+from services.settlement.domain.lines import Line
 
 _dumps = orjson.dumps  # the Function reads it with cjson; bytes go to Redis as they are
 LIBRARY = files("services.settlement.storage").joinpath("settlement.lua").read_text
@@ -81,6 +82,7 @@ class RefundToApply:
     digest: str
     amount: int
     settled_at: str  # the platform's clock: it dates the credit postings and the 对账 day
+    lines: str = ""  # the payer lines named (contract.ChargeRefunded.named_lines), '' for last paid first
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class InstitutionRegistration:
     kind: str
     public_keys: list[dict]
     signer_region: str
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,34 @@ class Applied:
     replay: bool = False
     patient_id: str = ""
     until_ms: int = 0  # QUOTED: held until (epoch ms)
+    quote_id: str = ""  # QUOTED: the quote's id (a quote made again after a release: quote_id.2, .3, ...)
+
+
+@dataclass(frozen=True)
+class Reversal:
+    """An upheld dispute to apply: the grantor line of the charge to give back (reverse_payment)."""
+
+    dispute_id: str
+    institution_code: str
+    charge_id: str
+    grantor_id: str
+    binding_id: str
+    at: str  # the platform's clock: it dates the credit posting and the 对账 day
+
+
+@dataclass(frozen=True)
+class Reversed:
+    """reverse_payment's answer: REVERSED with the credit line (none when refunds had returned the
+    whole line already), what the line paid and what refunds had returned of it; or UNKNOWN_CHARGE
+    / UNKNOWN_LINE (nothing changed)."""
+
+    status: str
+    lines: list[Line] = field(default_factory=list)
+    at: str = ""
+    replay: bool = False
+    patient_id: str = ""
+    paid: int = 0
+    refunded_before: int = 0
 
 
 @dataclass(frozen=True)
@@ -196,14 +227,20 @@ def _decode_lines(encoded: str) -> list[Line]:
     return lines
 
 
+# SETTLED's reason when a quote of the charge was released on the way (announced through the outbox)
+RELEASED_ON_THE_WAY = "QUOTE_RELEASED"
+
+
 def _applied(reply: list[str | bool]) -> Applied:
     """One item of a batch Function's cjson answer (strings; false for a missing field)."""
     status = reply[0]
     if status in ("SETTLED", "REFUNDED"):
         return Applied(status, _decode_lines(reply[1]), reply[2], replay=reply[3] == "1",
-                       patient_id=(reply[4] or "") if len(reply) > 4 else "")
+                       patient_id=(reply[4] or "") if len(reply) > 4 else "",
+                       reason=RELEASED_ON_THE_WAY if len(reply) > 5 and reply[5] == "R" else "")
     if status == "QUOTED":
-        return Applied(status, _decode_lines(reply[1]), reply[2], replay=reply[4] == "1", until_ms=int(reply[3]))
+        return Applied(status, _decode_lines(reply[1]), reply[2], replay=reply[4] == "1", until_ms=int(reply[3]),
+                       quote_id=(reply[5] or "") if len(reply) > 5 else "")
     if status == "RELEASED":
         return Applied(status, _decode_lines(reply[1]), reply[2], reason=reply[3], replay=reply[4] == "1")
     if status == "REJECTED":
@@ -228,10 +265,7 @@ CALL_ITEMS = 250
 OUTBOX = "stl:quote:outbox"
 MOVING = "stl:moving"
 INSTITUTION_KEYS = "stl:ikeys"
-
-
-def _spent_field(institution_code: str, charge_id: str) -> str:
-    return f"{institution_code}:{charge_id}"
+INSTITUTION_NAMES = "stl:inst:name"
 
 
 class SettlementStore:
@@ -297,6 +331,31 @@ class SettlementStore:
              c.quote_id, c.op]
             for c in charges]])
 
+    async def reverse(self, reversals: list[Reversal]) -> list[Reversed]:
+        """Apply upheld disputes in order, one pipeline (settlement.lua, reverse_payment)."""
+        if not reversals:
+            return []
+
+        async def run() -> list:
+            pipe = self._redis.pipeline(transaction=False)
+            for r in reversals:
+                pipe.fcall("reverse_payment", 0, f"{r.institution_code}:{r.charge_id}", r.dispute_id,
+                           r.grantor_id, r.binding_id, r.at, _china_day(r.at), self._record_ttl,
+                           reversal_prefix(r.institution_code, r.charge_id, r.dispute_id))
+            return await pipe.execute(raise_on_error=False)
+
+        out = []
+        for reply in await calling_functions(run, self.load_functions):
+            if isinstance(reply, Exception):
+                raise reply
+            status = reply[0].decode()
+            if status != "REVERSED":
+                out.append(Reversed(status))
+                continue
+            out.append(Reversed(status, _decode_lines(reply[1].decode()), reply[2].decode(), reply[3] == b"1",
+                                reply[4].decode(), int(reply[5]), int(reply[6])))
+        return out
+
     # -- quotes (预结算) ------------------------------------------------------------------------
     async def release_due(self, now_ms: int, at: str, most: int = 500) -> int:
         """Release, whole, every quote held until `now_ms` or earlier; each release is queued in the
@@ -336,11 +395,6 @@ class SettlementStore:
                 pipe.lrem(OUTBOX, 1, r.raw)
             await pipe.execute()
 
-    async def quote_state(self, institution_code: str, charge_id: str) -> dict[str, str]:
-        """For tests and operators: the quote record."""
-        raw = await self._redis.hgetall(f"stl:quote:{institution_code}:{charge_id}")
-        return {k.decode(): v.decode() for k, v in raw.items()}
-
     async def used(self, binding_id: str, month: str) -> int:
         """What the binding paid or holds in `month` (YYYYMM) against its monthly limit."""
         return int(await self._redis.hget(f"stl:used:{binding_id}", month) or 0)
@@ -360,7 +414,7 @@ class SettlementStore:
     def _refund_args(self, refunds: list[RefundToApply]) -> bytes:
         return _dumps([self._refund_common, [
             [r.institution_code, r.charge_id, r.event_id, r.refund_id, r.amount, r.settled_at, r.digest,
-             _china_day(r.settled_at), posting_prefix(r.institution_code, r.charge_id, r.refund_id)]
+             _china_day(r.settled_at), posting_prefix(r.institution_code, r.charge_id, r.refund_id), r.lines]
             for r in refunds]])
 
     async def register(self, people: list[tuple[str, str, str, int | None]]) -> None:
@@ -416,8 +470,14 @@ class SettlementStore:
         pipe = self._redis.pipeline(transaction=False)
         for r in registrations:
             pipe.fcall("register_institution", 0, r.code, r.region, r.kind,
-                       _dumps({"region": r.region, "keys": r.public_keys}), r.signer_region)
+                       _dumps({"region": r.region, "keys": r.public_keys}), r.signer_region, r.name)
         return [a.decode() if isinstance(a, bytes) else str(a) for a in await pipe.execute()]
+
+    async def institution_names(self, codes: list[str]) -> dict[str, str]:
+        """The registered name of each institution that has one (`stl:inst:name`), one HMGET."""
+        if not codes:
+            return {}
+        return {code: raw.decode() for code, raw in zip(codes, await self._redis.hmget(INSTITUTION_NAMES, codes)) if raw}
 
     async def institution_keys(self, codes: list[str]) -> dict[str, bytes | None]:
         """The public keys each institution registered (as `institutions_registered` stored them),
@@ -431,10 +491,6 @@ class SettlementStore:
         NEGATIVE, STALE or a refusal) and the balance after; a snapshot's drift figures come back
         from the same atomic step that applies it."""
         return await self.bureau_events(moves)  # type: ignore[return-value]  # movements answer
-
-    async def bureau_movements(self, moves: list[Movement]) -> list[tuple[str, int]]:
-        """Each movement's outcome and the balance after."""
-        return [(a.outcome, a.balance) for a in await self.movements_applied(moves)]
 
     async def report_part(self, region: str, day: str, report_id: str, part: int, parts: int,
                           body: dict) -> list[dict] | None:

@@ -6,6 +6,8 @@
 -- Hash stl:ild:{institution}:{YYYYMMDD} (China date of the outcome's settled_at):
 --   c:{charge_id}             "borne|own|family|cash" (fen) of a ChargeSettled
 --   r:{charge_id}:{refund_id} fen of a RefundSettled
+--   v:{charge_id}:{dispute_id} fen of a PaymentReversed (an upheld dispute: owed by the institution
+--                             to the fund, issue 21); t:reversals t:reversed its totals
 --   t:charges t:borne t:own t:family t:cash t:refunds t:refunded   the day's totals
 -- Charge and refund ids hold no ':' (contract.py), so fields never collide.
 --
@@ -13,7 +15,8 @@
 -- redelivered or republished outcome (the same bytes) changes nothing.
 
 -- ARGV[1]: ttl seconds; ARGV[2] (cjson): items, each
---   [key, field, value, 'c', borne, own, family, cash] or [key, field, value, 'r', amount]
+--   [key, field, value, 'c', borne, own, family, cash], [key, field, value, 'r', amount] or
+--   [key, field, value, 'v', amount]
 -- Answers {fresh, conflicts}: how many were new, how many named a known field with another value
 -- (a defect upstream: the first value is kept).
 local function ledger_record(keys, args)
@@ -29,6 +32,9 @@ local function ledger_record(keys, args)
         redis.call('HINCRBY', key, 't:own', x[6])
         redis.call('HINCRBY', key, 't:family', x[7])
         redis.call('HINCRBY', key, 't:cash', x[8])
+      elseif x[4] == 'v' then
+        redis.call('HINCRBY', key, 't:reversals', 1)
+        redis.call('HINCRBY', key, 't:reversed', x[5])
       else
         redis.call('HINCRBY', key, 't:refunds', 1)
         redis.call('HINCRBY', key, 't:refunded', x[5])

@@ -4,6 +4,8 @@ Keys (README, "Redis keys"):
 - `stl:ild:{institution}:{YYYYMMDD}` hash: the platform's ledger of the institution-day, a projection of
                            settlement.results written only through ledger.lua (`settlement_ledger`)
 - `stl:ihr:{institution}:{YYYYMMDD}:{report_id}` hash part -> one part of an InstitutionDailyDetail
+- `stl:ird:{event_id}`     digest of a HIS report's payload, so a reused event_id with another body is refused
+                           DUPLICATE_REPORT_CONFLICT (issue 21)
 - `stl:irc:{event_id}`     an InstitutionReconciled answer's messages as published (a redelivery answers
                            them again)
 - `stl:drift:{person}`     hash bureau_seq -> "platform|in_flight|snapshot" fen of a BalanceSnapshot that
@@ -38,9 +40,12 @@ class LedgerItem:
     refund_id: str | None = None
     amounts: ChargeAmounts | None = None
     refunded: int = 0
+    dispute_id: str | None = None  # a PaymentReversed: `refunded` is then the amount reversed
 
     def encoded(self) -> list:
         key = f"stl:ild:{self.institution_code}:{self.day}"
+        if self.dispute_id is not None:
+            return [key, f"v:{self.charge_id}:{self.dispute_id}", str(self.refunded), "v", self.refunded]
         if self.refund_id is not None:
             return [key, f"r:{self.charge_id}:{self.refund_id}", str(self.refunded), "r", self.refunded]
         a = self.amounts
@@ -91,6 +96,19 @@ class LedgerStore:
                 charge_id, refund_id = rest.split(":")
                 refunds[charge_id, refund_id] = int(value)
         return Book(charges, refunds)
+
+    async def reversals(self, institution_code: str, day: str) -> tuple[int, int, list[tuple[str, str, int]]]:
+        """The day's upheld disputes reversed (owed by the institution to the fund): count, fen, and
+        each (charge_id, dispute_id, fen) in id order."""
+        raw = await self._redis.hgetall(f"stl:ild:{institution_code}:{day}")
+        rows = sorted((*k.decode()[2:].split(":"), int(v)) for k, v in raw.items() if k.startswith(b"v:"))
+        return int(raw.get(b"t:reversals") or 0), int(raw.get(b"t:reversed") or 0), rows
+
+    async def same_report(self, event_id: str, digest: str) -> bool:
+        """Whether a report with this event_id, if one came before, had this body (its digest is kept
+        as long as answers are): a corrected report must not get the old report's answer."""
+        earlier = await self._redis.set(f"stl:ird:{event_id}", digest, nx=True, get=True, ex=self._report_ttl)
+        return earlier is None or earlier.decode() == digest
 
     async def is_designated(self, institution_code: str) -> bool:
         return bool(await self._redis.hexists("stl:inst", institution_code))

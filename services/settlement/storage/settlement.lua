@@ -3,6 +3,12 @@
 -- atomically, with its idempotency record in the same step. Loaded once at start-up
 -- (FUNCTION LOAD REPLACE); Functions persist across a Redis restart, unlike EVAL scripts.
 --
+-- These Functions are the home of the settlement rules (issue 21): the waterfall, holds, limits
+-- and pause, refunds (last paid first, or the lines named), reversals of upheld disputes, and
+-- which refusals are recorded (PROVISIONAL, below). No Python code decides a split or a refund:
+-- tests/oracle/waterfall.py restates the waterfall plainly as the tests' oracle only (the
+-- hypothesis tests check these Functions against it), and is called by no service.
+--
 -- Account entry, in hash stl:acct:{bucket}, field person_id:
 --   "balance|bureau_seq|region|scheme|account_seq|watermark|held"
 -- balance in fen (may be below zero: never clamped); scheme e = employee with an account,
@@ -21,7 +27,7 @@
 -- (China time, the charge's day), against its monthly limit; refunds give back in that month.
 -- Quotes (预结算), one per charge: stl:quote:{institution}:{charge} (hash: quote_id, digest,
 -- lines, patient, borne, month, at, until (epoch ms), state held|settled|released, reason,
--- released_at); stl:quote:due (zset "{institution}:{charge}" by until); stl:bq:{binding} (set of
+-- released_at, gen: 1, or the generation of a quote made again after a release, issue 21); stl:quote:due (zset "{institution}:{charge}" by until); stl:bq:{binding} (set of
 -- "{institution}:{charge}" the binding holds for); stl:quote:outbox (list of cjson releases to
 -- announce as ChargeQuoteReleased, removed once published).
 --
@@ -99,9 +105,25 @@ local function record_postings(lines, prefix, direction, post_day, ttl)
   end
 end
 
+-- One answer per message (issue 21): every refusal is recorded by the message's event id, so its
+-- redelivery is answered the same, except these, read off a projection (who is registered, which
+-- institutions are designated), which a resend may legitimately change once the projection has
+-- caught up. (The signature refusals of contract version 3 never reach a Function: they are
+-- provisional too, services/settlement/domain/reasons.py.)
+local PROVISIONAL = {UNKNOWN_PATIENT = true, UNKNOWN_INSTITUTION = true}
+
 local function reject(rej_key, code, ttl)
+  if PROVISIONAL[code] then return {'REJECTED', code} end
   redis.call('SET', rej_key, code, 'EX', ttl)
   return {'REJECTED', code}
+end
+
+-- For the service and its tests: the refusals the Functions never record.
+local function provisional_refusals(keys, args)
+  local out = {}
+  for code in pairs(PROVISIONAL) do table.insert(out, code) end
+  table.sort(out)
+  return out
 end
 
 -- Bindings in force on the charge's day, in payment order, with their monthly limit (fen, or nil
@@ -120,7 +142,7 @@ local function payers_of(patient, day)
   return payers
 end
 
--- The waterfall (domain/waterfall.py, split): each account pays from what is available (balance
+-- The waterfall (its oracle: tests/oracle/waterfall.py, split): each account pays from what is available (balance
 -- less held), a grantor also no more than its binding's monthly limit leaves; a paused binding
 -- pays nothing. Posted at once, or held for a quote (`holding`: the lines' `after` is then what is
 -- left to spend). What a grantor pays or holds counts against its limit in the charge's month
@@ -166,15 +188,15 @@ local function waterfall(patient, me, borne, day, month, holding, ttl)
   return lines
 end
 
--- The checks a charge and a quote share, read off projections (not recorded but OUTSIDE_PROVINCE).
+-- The checks a charge and a quote share, read off projections (PROVISIONAL but OUTSIDE_PROVINCE).
 -- Answers the patient's account, or a reply.
 local function admit(rej_key, institution, institution_region, patient, province, ttl)
   local designated = redis.call('HGET', 'stl:inst', institution)
   if not designated or split(designated, '|')[1] ~= institution_region then
-    return nil, {'REJECTED', 'UNKNOWN_INSTITUTION'}
+    return nil, reject(rej_key, 'UNKNOWN_INSTITUTION', ttl)
   end
   local me = read_account(patient)
-  if not me then return nil, {'REJECTED', 'UNKNOWN_PATIENT'} end
+  if not me then return nil, reject(rej_key, 'UNKNOWN_PATIENT', ttl) end
   if not string.find(',' .. province .. ',', ',' .. me.region .. ',', 1, true) then
     return nil, reject(rej_key, 'OUTSIDE_PROVINCE', ttl)
   end
@@ -235,6 +257,7 @@ end
 
 -- Post exactly the held split, whatever happened to the balances since (a balance may go below
 -- zero: never clamped), unless a binding of it is gone or paused: then the whole quote is released.
+-- Answers nil when it released the quote instead (the caller decides what the charge gets).
 local function settle_held(qkey, member, charge_key, digest, settled_at, patient, borne, spent_field, day,
                            prefix, post_day, record_ttl)
   local q = redis.call('HMGET', qkey, 'lines', 'month')
@@ -245,7 +268,7 @@ local function settle_held(qkey, member, charge_key, digest, settled_at, patient
   for _, l in ipairs(held) do
     if l.binding and bindings[l.binding] ~= '' then
       release(qkey, member, bindings[l.binding] and 'binding_paused' or 'binding_revoked', settled_at, true)
-      return {'REJECTED', 'QUOTE_RELEASED'}
+      return nil
     end
   end
   local lines = {}
@@ -290,33 +313,44 @@ local function settle(keys, args)
   local refused = redis.call('GET', rej_key)
   if refused then return {'REJECTED', refused} end
 
+  -- A charge that names no quote settles as a plain charge whatever became of an earlier quote of
+  -- it (expired, cancelled, or released here because a binding of it was paused or revoked since);
+  -- one that names its quote is refused when the quote cannot be posted. Either answer is recorded
+  -- (by the message's event id), so a redelivery is answered the same.
   local qkey = 'stl:quote:' .. spent_field
   local q = redis.call('HMGET', qkey, 'quote_id', 'digest', 'state', 'until', 'reason')
+  local released_now = false
   if q[1] then
-    if quote_id ~= '' and quote_id ~= q[1] then return {'REJECTED', 'QUOTE_UNKNOWN'} end
+    if quote_id ~= '' and quote_id ~= q[1] then return reject(rej_key, 'QUOTE_UNKNOWN', ttl) end
     if q[3] == 'held' then
-      if q[2] ~= digest then return {'REJECTED', 'QUOTE_MISMATCH'} end
+      if q[2] ~= digest then return reject(rej_key, 'QUOTE_MISMATCH', ttl) end
       if tonumber(q[4]) > now_ms then
-        return settle_held(qkey, spent_field, charge_key, digest, settled_at, patient, borne, spent_field, day,
-          prefix, post_day, record_ttl)
+        local posted = settle_held(qkey, spent_field, charge_key, digest, settled_at, patient, borne, spent_field,
+          day, prefix, post_day, record_ttl)
+        if posted then return posted end
+        if quote_id ~= '' then return reject(rej_key, 'QUOTE_RELEASED', ttl) end
+        released_now = true
+      else
+        release(qkey, spent_field, 'expired', settled_at, true)
+        if quote_id ~= '' then return reject(rej_key, 'QUOTE_EXPIRED', ttl) end
+        released_now = true
       end
-      release(qkey, spent_field, 'expired', settled_at, true)
-      if quote_id ~= '' then return {'REJECTED', 'QUOTE_EXPIRED'} end
     elseif quote_id ~= '' then
-      return {'REJECTED', q[5] == 'expired' and 'QUOTE_EXPIRED' or 'QUOTE_RELEASED'}
+      return reject(rej_key, q[5] == 'expired' and 'QUOTE_EXPIRED' or 'QUOTE_RELEASED', ttl)
     end
   elseif quote_id ~= '' then
-    return {'REJECTED', 'QUOTE_UNKNOWN'}
+    return reject(rej_key, 'QUOTE_UNKNOWN', ttl)
   end
 
-  -- Refusals read off a projection are not recorded: a resend after the registration lands settles.
+  -- Refusals read off a projection are not recorded (PROVISIONAL): a resend after the registration lands settles.
   local me, refusal = admit(rej_key, institution, institution_region, patient, province, ttl)
   if not me then return refusal end
   local month = string.format('%d', math.floor(day / 100))
   local lines = waterfall(patient, me, borne, day, month, false, record_ttl)
   local encoded = record_charge(charge_key, lines, digest, settled_at, patient, borne, month, spent_field, day,
     prefix, post_day, record_ttl)
-  return {'SETTLED', encoded, settled_at, '0'}
+  -- 'R': a quote of it was released on the way (queued in the outbox: wake the announcer)
+  return {'SETTLED', encoded, settled_at, '0', '', released_now and 'R' or ''}
 end
 
 -- 预结算: the whole split held as one unit (accounts' held, the bindings' limits) until the
@@ -334,11 +368,19 @@ local function quote(keys, args)
   local quote_id, now_ms, hold_ms = args[14], tonumber(args[15]), tonumber(args[16])
 
   local qkey = 'stl:quote:' .. spent_field
-  local q = redis.call('HMGET', qkey, 'quote_id', 'digest', 'state', 'lines', 'at', 'until')
+  local q = redis.call('HMGET', qkey, 'quote_id', 'digest', 'state', 'lines', 'at', 'until', 'gen')
+  local gen = 1
   if q[1] then
-    if q[2] ~= digest then return {'REJECTED', 'QUOTE_MISMATCH'} end
-    if q[3] == 'held' and tonumber(q[6]) <= now_ms then release(qkey, spent_field, 'expired', at, true) end
-    return {'QUOTED', q[4], q[5], q[6], '1'}
+    if q[3] == 'held' and tonumber(q[6]) <= now_ms then
+      release(qkey, spent_field, 'expired', at, true)
+      q[3] = 'released'
+    end
+    if q[2] == digest then return {'QUOTED', q[4], q[5], q[6], '1', q[1]} end
+    -- A quote cancelled or expired (or released by a binding) may be quoted again with new
+    -- amounts (issue 21): the next generation, with an id of its own (quote_id.2, .3, ...).
+    if q[3] ~= 'released' then return {'REJECTED', 'QUOTE_MISMATCH'} end
+    gen = tonumber(q[7] or '1') + 1
+    quote_id = quote_id .. '.' .. gen
   end
   if redis.call('EXISTS', charge_key) == 1 then return {'REJECTED', 'ALREADY_SETTLED'} end
   local refused = redis.call('GET', rej_key)
@@ -350,14 +392,15 @@ local function quote(keys, args)
   local lines = waterfall(patient, me, borne, day, month, true, record_ttl)
   local encoded = encode_lines(lines)
   local till = string.format('%d', now_ms + hold_ms)
+  redis.call('HDEL', qkey, 'reason', 'released_at')
   redis.call('HSET', qkey, 'quote_id', quote_id, 'digest', digest, 'lines', encoded, 'patient', patient,
-    'borne', borne, 'month', month, 'at', at, 'until', till, 'state', 'held')
+    'borne', borne, 'month', month, 'at', at, 'until', till, 'state', 'held', 'gen', gen)
   redis.call('EXPIRE', qkey, record_ttl)
   redis.call('ZADD', DUE, till, spent_field)
   for _, l in ipairs(lines) do
     if l.binding then redis.call('SADD', 'stl:bq:' .. l.binding, spent_field) end
   end
-  return {'QUOTED', encoded, at, till, '0'}
+  return {'QUOTED', encoded, at, till, '0', quote_id}
 end
 
 -- ChargeQuoteCancelled: the whole quote released (idempotent: a released quote answers how it
@@ -402,14 +445,21 @@ local function release_binding(keys, args)
   return n
 end
 
+-- A paid line as a refund names it: own, grantor_1, grantor_2 (by payment order), cash.
+local function payer_of(l)
+  if l.source == 'grantor' then return 'grantor_' .. l.order end
+  return l.source
+end
+
 -- KEYS: charge record, rejection record (as settle)
 -- ARGV: spent field, refund_id, amount, settled_at (the platform's clock), digest, rejection ttl,
---       posting day (YYYYMMDD of settled_at), record ttl, posting id prefix
+--       posting day (YYYYMMDD of settled_at), record ttl, posting id prefix, the payer lines named
+--       ("payer:fen,...", '' for none)
 local function refund(keys, args)
   local charge_key, rej_key = keys[1], keys[2]
   local spent_field, refund_id, amount, at, digest, ttl =
     args[1], args[2], tonumber(args[3]), args[4], args[5], args[6]
-  local post_day, record_ttl, prefix = args[7], args[8], args[9]
+  local post_day, record_ttl, prefix, named = args[7], args[8], args[9], args[10] or ''
 
   local done = redis.call('HGET', charge_key, 'r:' .. refund_id)
   if done then
@@ -428,12 +478,28 @@ local function refund(keys, args)
   for i, l in ipairs(paid) do room = room + l.amount - tonumber(back[i]) end
   if amount > room then return reject(rej_key, 'REFUND_EXCEEDS_PAID', ttl) end
 
-  -- Last paid, first refunded: cash, then grantor 2, grantor 1, the own account last. Lines are
-  -- built last to first, then applied first to last, so account_seq follows the lines' order.
+  -- Named lines (issue 21) return exactly those; else last paid, first refunded: cash, then grantor
+  -- 2, grantor 1, the own account last. Lines are built last to first, then applied first to last,
+  -- so account_seq follows the lines' order.
+  local want = {}
+  if named ~= '' then
+    for _, item in ipairs(split(named, ',')) do
+      local payer, fen = string.match(item, '^([%w_]+):(%d+)$')
+      local found
+      for i, l in ipairs(paid) do
+        if payer_of(l) == payer then found = i end
+      end
+      if not found or tonumber(fen) > paid[found].amount - tonumber(back[found]) then
+        return reject(rej_key, 'REFUND_EXCEEDS_PAID', ttl)
+      end
+      want[found] = tonumber(fen)
+    end
+  end
   local lines, remaining = {}, amount
   for i = #paid, 1, -1 do
     local l = paid[i]
     local give = math.min(l.amount - tonumber(back[i]), remaining)
+    if named ~= '' then give = want[i] or 0 end
     if give > 0 then
       remaining = remaining - give
       back[i] = string.format('%d', tonumber(back[i]) + give)
@@ -469,7 +535,67 @@ local function refund(keys, args)
   return {'REFUNDED', encoded, at, '0', record[3]}
 end
 
--- A batch of charges or refunds in ONE call, each applied by `settle` / `refund` above under
+-- An upheld dispute (DisputeResolved upheld on binding.events): the disputed grantor line is
+-- given back to the grantor as the platform's own movement, net of what refunds returned of it
+-- already, with the next account_seq and a credit posting; the limit comes back in the charge's
+-- month. The whole line is then out of reach of later refunds (`refunded` set to the line's
+-- amount), so no refund can credit it again. Keyed by the dispute (field v:{dispute} of the
+-- charge record): a redelivered decision answers the recorded reversal and changes nothing.
+-- ARGV: spent field ({institution}:{charge}), dispute_id, grantor_id, binding_id ('' : any),
+--       at (the platform's clock), posting day (YYYYMMDD of at), record ttl, posting id prefix
+-- Answers {'REVERSED', lines, at, replay, patient, line paid, refunded before} or
+-- {'UNKNOWN_CHARGE'} / {'UNKNOWN_LINE'} (nothing changed).
+local function reverse_payment(keys, args)
+  local spent_field, dispute, grantor, binding, at = args[1], args[2], args[3], args[4], args[5]
+  local post_day, record_ttl, prefix = args[6], args[7], args[8]
+  local charge_key = 'stl:charge:' .. spent_field
+  local done = redis.call('HGET', charge_key, 'v:' .. dispute)
+  if done then
+    local f = split(done, '|')
+    return {'REVERSED', f[1], f[2], '1', redis.call('HGET', charge_key, 'patient'), f[3], f[4]}
+  end
+  local record = redis.call('HMGET', charge_key, 'lines', 'refunded', 'patient', 'month')
+  if not record[1] then return {'UNKNOWN_CHARGE'} end
+  local paid = decode_lines(record[1])
+  local back = split(record[2], ',')
+  local index
+  for i, l in ipairs(paid) do
+    if l.source == 'grantor' and l.person == grantor and (binding == '' or not l.binding or l.binding == binding) then
+      index = i
+    end
+  end
+  if not index then return {'UNKNOWN_LINE'} end
+  local l = paid[index]
+  local before = tonumber(back[index])
+  local give = l.amount - before
+  back[index] = string.format('%d', l.amount)
+  local lines = {}
+  if give > 0 then
+    local account = read_account(l.person)
+    local line = {source = 'grantor', person = l.person, region = l.region, order = l.order, amount = give,
+      binding = l.binding}
+    line.aseq = post(l.person, account, give)
+    line.after = account.balance
+    if l.binding and record[4] then redis.call('HINCRBY', 'stl:used:' .. l.binding, record[4], -give) end
+    local spent_key = 'stl:spent:' .. l.person
+    local s = redis.call('HGET', spent_key, spent_field)
+    if s then
+      local f = split(s, '|')
+      redis.call('HSET', spent_key, spent_field, string.format('%s|%s|%s|%d|%s', f[1], f[2], f[3],
+        tonumber(f[4]) + give, f[5]))
+    end
+    lines = {line}
+  end
+  local encoded = encode_lines(lines)
+  local paid_s, before_s = string.format('%d', l.amount), string.format('%d', before)
+  redis.call('HSET', charge_key, 'refunded', table.concat(back, ','),
+    'v:' .. dispute, encoded .. '|' .. at .. '|' .. paid_s .. '|' .. before_s)
+  record_postings(lines, prefix, 'credit', post_day, record_ttl)
+  return {'REVERSED', encoded, at, '0', record[3], paid_s, before_s}
+end
+
+-- A batch of charges or refunds in ONE call (the only way they are called: `settle` and `refund`
+-- above are not registered), each applied by `settle` / `refund` under
 -- its own pcall: a defect in one (a corrupt account entry, say) answers {'ERROR', message} for
 -- that one and the others go on. The whole call is atomic, which is stronger than each charge
 -- atomic on its own; as with separate calls, Redis does not undo the writes a failed charge made
@@ -508,14 +634,14 @@ end
 
 -- common: [rejection ttl, record ttl]
 -- item: [institution, charge_id, event_id, refund_id, amount, settled_at, digest, posting day,
---        posting id prefix]
+--        posting id prefix, payer lines named]
 local function refund_batch(keys, args)
   local batch = cjson.decode(args[1])
   local ttl, record_ttl = batch[1][1], batch[1][2]
   local out = {}
   for i, x in ipairs(batch[2]) do
     local ok, reply = pcall(refund, {'stl:charge:' .. x[1] .. ':' .. x[2], 'stl:rej:' .. x[1] .. ':' .. x[3]},
-      {x[1] .. ':' .. x[2], x[4], x[5], x[6], x[7], ttl, x[8], record_ttl, x[9]})
+      {x[1] .. ':' .. x[2], x[4], x[5], x[6], x[7], ttl, x[8], record_ttl, x[9], x[10] or ''})
     out[i] = ok and reply or failure(reply)
   end
   return cjson.encode(out)
@@ -611,23 +737,27 @@ end
 -- A registration replaces the previous one, its keys included (a key left out is retired), but
 -- only the bureau of the region the institution is registered in may change it (contract
 -- version 3): answers NOT_SIGNERS, changing nothing, when `signer_region` is another.
--- ARGV: institution code, region, kind, public keys (storage/accounts.py encodes them), signer_region
+-- ARGV: institution code, region, kind, public keys (storage/accounts.py encodes them), signer_region,
+-- registered name (kept apart in stl:inst:name, so the charge path's stl:inst stays `region|kind`)
 local function register_institution(keys, args)
   local code, region, kind, public_keys, signer_region = args[1], args[2], args[3], args[4], args[5]
+  local name = args[6] or ''
   local current = redis.call('HGET', 'stl:inst', code)
   if current and split(current, '|')[1] ~= signer_region then return 'NOT_SIGNERS' end
   redis.call('HSET', 'stl:inst', code, region .. '|' .. kind)
   redis.call('HSET', 'stl:ikeys', code, public_keys)
+  if name ~= '' then redis.call('HSET', 'stl:inst:name', code, name) end
   return 'OK'
 end
 
-redis.register_function('settle', settle)
-redis.register_function('refund', refund)
 redis.register_function('settle_batch', settle_batch)
 redis.register_function('refund_batch', refund_batch)
 redis.register_function('register_person', register_person)
 redis.register_function('transfer_person', transfer_person)
 redis.register_function('bureau_movement', bureau_movement)
 redis.register_function('register_institution', register_institution)
+redis.register_function('reverse_payment', reverse_payment)
+redis.register_function{function_name = 'provisional_refusals', callback = provisional_refusals,
+  flags = {'no-writes'}}
 redis.register_function('release_due', release_due)
 redis.register_function('release_binding', release_binding)

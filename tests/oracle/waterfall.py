@@ -1,20 +1,25 @@
-"""The payment waterfall (支付顺序) and its refund, as pure functions over integer fen.
+"""The tests' oracle of the payment waterfall (支付顺序) and its refund, as pure functions over
+integer fen.
 
-The settlement Function (storage/settlement.lua) applies exactly these rules atomically in
-Redis; tests check the two agree.
+The settlement rules live in one place, the Redis Functions (services/settlement/storage/
+settlement.lua): they decide and apply every split and refund atomically. This module is not
+called by any service; it restates the rules plainly so that tests (hypothesis among them) can
+check the Functions against it.
 
 Issue 15: an account pays from what is available (balance less what live quotes hold); a
 grantor's binding may be paused (it pays nothing, the waterfall goes on) or limited to what is
 left of its monthly limit. A quote (预结算) is the same split, held instead of posted: its lines
-tell what is left to spend (`held=True`).
+tell what is left to spend (`held=True`). Issue 21: a refund may name the payer lines it returns
+(`named_refund_plan`); without them, last paid first (`refund_plan`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-Source = Literal["own", "grantor", "cash"]
+from services.settlement.domain.lines import Line, Source
+
+__all__ = ["Account", "Line", "Source", "named_refund_plan", "payer_of", "refund_plan", "split"]
 
 
 @dataclass(frozen=True)
@@ -33,20 +38,6 @@ class Account:
     @property
     def available(self) -> int:
         return self.balance - self.held
-
-
-@dataclass(frozen=True)
-class Line:
-    source: Source
-    amount: int
-    person_id: str | None = None
-    region: str | None = None
-    payment_order: int | None = None
-    balance_after: int | None = None
-    # The posting's place in its account's sequence (contract version 2): given by the Function
-    # that applies the line, never by the pure plan.
-    account_seq: int | None = None
-    binding_id: str | None = None  # grantor lines: the binding that paid
 
 
 def split(borne: int, own: Account | None, grantors: list[Account], held: bool = False) -> list[Line]:
@@ -93,6 +84,27 @@ def refund_plan(paid: list[Line], refunded: list[int], amount: int) -> list[int]
         give = min(paid[i].amount - refunded[i], remaining)
         plan[i] = give
         remaining -= give
+    return plan
+
+
+def payer_of(line: Line) -> str:
+    """A paid line as a refund names it (contract.RefundLine): own, grantor_1, grantor_2, cash."""
+    return f"grantor_{line.payment_order}" if line.source == "grantor" else line.source
+
+
+def named_refund_plan(paid: list[Line], refunded: list[int], amount: int, named: dict[str, int]) -> list[int]:
+    """A refund naming its lines (issue 21): exactly `named` (payer -> fen) goes back, each no more
+    than that payer has left of the charge; a payer the charge has not, or more than is left, is
+    refused, as is an amount above what is left of the whole charge."""
+    room = sum(line.amount - back for line, back in zip(paid, refunded))
+    if amount < 0 or amount > room:
+        raise ValueError("refund exceeds what was paid")
+    plan = [0] * len(paid)
+    for payer, fen in named.items():
+        found = [i for i, line in enumerate(paid) if payer_of(line) == payer]
+        if not found or fen > paid[found[-1]].amount - refunded[found[-1]]:
+            raise ValueError("refund exceeds what was paid")
+        plan[found[-1]] = fen
     return plan
 
 
