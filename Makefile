@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP) stunnel
-	$(BIN)/python -m shared.launch
+	$(BIN)/python -m tooling.launch
 
 # The console's browser tests drive Debian's chromium through Playwright (never `playwright install`,
 # which downloads a browser): installed here when missing and running as root; otherwise those

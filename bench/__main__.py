@@ -39,8 +39,8 @@ import time
 from pathlib import Path
 
 from shared import topics as t
-from shared.devstack import start_local
 from shared.state import make_redis
+from tooling.devstack import start_local
 from bench import platform as plat
 from bench import raw
 from bench import signatures as sig

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
-from shared.devstack import LocalRedis, free_port
 from shared.kafka_security import client_kwargs
 from shared.regions import all_regions
 from shared.state import make_redis
+from tooling.devstack import LocalRedis, free_port
 from bench.population import HOSPITAL, REGION, Population, now
 from bench.stack import create_topics, producer
 

@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from shared.devstack import die_with_parent, free_port, stop_process
 from shared.kafka_security import client_kwargs
+from tooling.devstack import die_with_parent, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 6

@@ -5,7 +5,7 @@ A HIS message is signed with its institution's key (`his:<code>:k1`), a bureau m
 key of the bureau of the region it speaks for (`bureau:<region>:k1`), and what the app's back end
 and the service windows put on binding.commands (and the SMS uplink) with the gateway's key: the
 simulator plays them all. The keys are the development keys of the running stack (DEV_KEYS_DIR,
-shared/devkeys.py); the platform's public keys are the operator's file (PARTNER_KEYS_FILE).
+tooling/devkeys.py); the platform's public keys are the operator's file (PARTNER_KEYS_FILE).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from shared.devkeys import DevKeys
 from shared.signing import KeyRing, SignatureRefused, Signer, SigningKey, verify
 from shared.topics import (BINDING_COMMANDS, BUREAU_ACCOUNTS, BUREAU_DISPUTES, BUREAU_INSTITUTIONS, HIS_CHARGES,
                            HIS_RECONCILIATION, SMS_UPLINK)
+from tooling.devkeys import DevKeys
 
 HIS_TOPICS = frozenset({HIS_CHARGES, HIS_RECONCILIATION})
 BUREAU_TOPICS = frozenset({BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, BUREAU_DISPUTES})

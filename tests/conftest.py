@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-from shared.devstack import Infra, start_infra
 from shared.kafka import ensure_topics
 from shared.state import make_redis
 from shared import topics as t
+from tooling.devstack import Infra, start_infra
 from tests.support import Bus
 
 ALL_TOPICS = [t.BUREAU_ACCOUNTS, t.BUREAU_INSTITUTIONS, t.BINDING_COMMANDS, t.BINDING_EVENTS, t.HIS_CHARGES, t.SETTLEMENT_RESULTS,

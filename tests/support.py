@@ -22,11 +22,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared import envelope
-from shared.devstack import die_with_parent, free_port, stop_process
-from shared.devkeys import DevKeys
 from shared.identity import make_id_number
 from shared.kafka_security import KafkaSecurity, client_kwargs
 from shared.signing import SigningKey
+from tooling.devkeys import DevKeys
+from tooling.devstack import die_with_parent, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 # The binding service has no default NAME_DIGEST_KEY: one random key per test session, so every
@@ -137,10 +137,10 @@ def payload_of(record: Any) -> dict[str, Any]:
     return body(record)["payload"]
 
 def own_stack(work_dir: Path, **options: Any) -> Any:
-    """A broker and Redis of a test module's own (shared.devstack.start_local) that believes the
+    """A broker and Redis of a test module's own (tooling.devstack.start_local) that believes the
     session's partners: its development keys are the session's, or become the session's when the
     module runs first (DEV_KEYS_DIR in this process's environment either way)."""
-    from shared.devstack import start_local
+    from tooling.devstack import start_local
 
     infra = start_local(work_dir, **options)
     os.environ.update(infra.keys.env())

@@ -11,8 +11,8 @@ import pytest
 
 from shared import topics as t
 from shared.bureau import PERSON_REGISTERED
-from shared.devstack import free_port
 from shared.envelope import outcome_id, seal
+from tooling.devstack import free_port
 from tests.support import binding_form, command, payload_of, person_registered, running, wait_registered
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.catchup import ProjectionGate
-from shared.devstack import Infra
 from shared.kafka import ensure_topics
+from tooling.devstack import Infra
 
 pytestmark = pytest.mark.integration
 

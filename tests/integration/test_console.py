@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from shared import topics as t
-from shared.devstack import free_port
 from shared.envelope import now, seal
 from shared.identity import mask_id_number
 from shared.references import payment_reference
+from tooling.devstack import free_port
 from tests.integration.test_gateway import ISSUERS, gateway_env
 from tests.support import (ROOT, ServiceProcess, body, cached_balances, charge_submitted, china_today, command,
                            eventually, institution_registered, payload_of, person_registered, wait_registered)

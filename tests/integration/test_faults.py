@@ -8,7 +8,7 @@ into a fresh consumer group. After each: every charge and refund has exactly one
 outcome, no account is debited twice, each account's opening balance - debits + credits is its
 balance in Redis to the fen, and the postings (deduplicated by posting id) say the same.
 
-The module runs on a broker and a Redis of its own (`shared.devstack.start_local`): it restarts
+The module runs on a broker and a Redis of its own (`tooling.devstack.start_local`): it restarts
 that Redis, and its tens of thousands of records stay out of the other modules' consumer groups
 (services there read their topics from the earliest offset).
 """
@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 
 from shared import envelope, topics as t
-from shared.devstack import Infra
 from shared.kafka import ensure_topics
 from shared.state import make_redis
+from tooling.devstack import Infra
 from tests.support import (ServiceProcess, SigningProducer, Watcher, binding_form, cached_balances, charge_submitted,
                            command, eventually, fen, institution_registered, own_stack, pause, person_registered, resume,
                            wait_registered, yuan)

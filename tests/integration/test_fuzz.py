@@ -37,9 +37,9 @@ from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, Phase, given, seed as hypothesis_seed, settings, strategies as st
 
 from shared import envelope, topics as t
-from shared.devstack import Infra
 from shared.kafka import ensure_topics
 from shared.state import make_redis
+from tooling.devstack import Infra
 from tests.support import (ServiceProcess, Watcher, binding_form, cached_balances, charge_submitted, command, dev_keys,
                            eventually, institution_registered, own_stack, person_registered, signed_as, wait_registered)
 

@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from shared import topics as t
-from shared.devstack import free_port
 from shared.envelope import seal
 from shared.identity import mask_id_number
 from shared.tokens import DevIssuers, TokenIssuer
+from tooling.devstack import free_port
 from tests.support import (ServiceProcess, body, china_today, command, eventually, institution_registered, payload_of,
                            person_registered, wait_registered)
 

@@ -18,10 +18,10 @@ import httpx
 import pytest
 
 from shared import topics as t
-from shared.devkeys import DevKeys
-from shared.devstack import free_port
 from shared.envelope import now as china_now
 from shared.signing import KeyRing, verify
+from tooling.devkeys import DevKeys
+from tooling.devstack import free_port
 from tests.integration.test_gateway import (Family, ISSUERS, app_token, auth, gateway_process, is_problem,
                                             window_token)
 from tests.support import ServiceProcess, body, eventually, payload_of, person_registered

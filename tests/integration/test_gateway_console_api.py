@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from shared import topics as t
-from shared.devstack import free_port
 from shared.identity import mask_id_number
 from shared.tokens import TokenIssuer
 from shared.envelope import seal
+from tooling.devstack import free_port
 from tests.integration.test_gateway import (HOSPITAL, HOSPITAL_REGION, ISSUERS, Family, app_token, auth,
                                             gateway_process, is_problem, window_token)
 from tests.support import (ServiceProcess, body, charge_submitted, command, eventually, handled,

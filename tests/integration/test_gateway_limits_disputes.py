@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from shared import topics as t
-from shared.devstack import free_port
 from shared.envelope import seal
 from shared.identity import mask_id_number
 from shared.references import payment_reference
+from tooling.devstack import free_port
 from tests.integration.test_gateway import Family, app_token, auth, gateway_process, is_problem, window_token
 from tests.support import (ServiceProcess, body, charge_submitted, command, eventually, institution_registered,
                            payload_of, person_registered, wait_registered)

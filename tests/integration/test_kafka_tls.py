@@ -1,7 +1,7 @@
 """The broker's TLS for real (contract version 3, "The broker knows every client"): the local
 stack serves Kafka only through stunnel, with a CA made at start; with mutual TLS it also refuses
 a client without a certificate of that CA. Services, the tests' clients and the simulator all
-come in this way (shared/devstack.py)."""
+come in this way (tooling/devstack.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
-from shared.devstack import DevCertificates, Infra, start_local
 from shared.kafka import ensure_topics, make_broker
 from shared.kafka_security import KafkaSecurity, client_kwargs
+from tooling.devstack import DevCertificates, Infra, start_local
 from tests.support import Watcher
 
 pytestmark = pytest.mark.integration

@@ -39,7 +39,7 @@ def test_make_run_with_a_duration_settles_charges_then_stops_everything(tmp_path
     run_dir = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "DEMO")}
     env |= {"DURATION": "40", "RUN_DIR": str(run_dir), "DEVSTACK_NO_DOCKER": "1", "PYTHONUNBUFFERED": "1"}
-    done = subprocess.run([sys.executable, "-m", "shared.launch"], cwd=ROOT, env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "tooling.launch"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=240)
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]

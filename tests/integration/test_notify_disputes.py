@@ -17,10 +17,10 @@ from datetime import datetime
 import pytest
 
 from shared import topics as t
-from shared.devstack import free_port
 from shared.envelope import CHINA_TZ, seal
 from shared.references import payment_reference
 from shared.state import person_bucket
+from tooling.devstack import free_port
 from tests.support import body, institution_registered, new_person_id, payload_of, running
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared import topics as t
-from shared.devstack import LocalRedis, free_port
 from shared.envelope import seal
+from tooling.devstack import LocalRedis, free_port
 from tests.support import (ServiceProcess, binding_form, body, charge_submitted, command, eventually,
                            institution_registered, payload_of, person_registered, wait_registered)
 

@@ -10,8 +10,8 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from shared.devstack import LocalRedis, free_port
 from shared.kafka import Outage
+from tooling.devstack import LocalRedis, free_port
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from itertools import count
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
@@ -22,9 +22,10 @@ from tests.oracle.waterfall import Account, Line, named_refund_plan, refund_plan
 from services.settlement.storage.accounts import (ChargeToSettle, InstitutionRegistration, Movement, PersonState,
                                                   RefundToApply, Registration, Reversal, SettlementStore,
                                                   Transfer)
-from shared.devstack import LocalRedis, free_port
+from shared.binding_index import Payer, decode_payers, encode_payer, in_force, payers_in_force, payers_key
 from shared.identity import make_id_number
 from shared.state import person_bucket
+from tooling.devstack import LocalRedis, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -752,6 +753,85 @@ def test_the_functions_settle_and_refund_exactly_as_the_oracle(valkey, store):
     @given(cases())
     def check(case):
         loop.run_until_complete(one(*case))
+
+    try:
+        check()
+    finally:
+        loop.run_until_complete(client.aclose())
+        loop.close()
+
+
+# --- the payer index: one codec (shared/binding_index.py), read alike by the settle Function ---
+
+CHARGE_DAY = date(2026, 6, 1)  # DAY as a date
+
+
+@st.composite
+def index_entries(draw):
+    """Up to three bindings of one patient written through the codec, each with its own grantor:
+    either payment order, dates ending before, covering (from one day to a year) or starting after
+    the charge's day, any limit or none, paused or not, some cut to the old 5-field value. At most
+    one binding of each order is in force on the day (as the binding service keeps them)."""
+    entries = []
+    for n in range(draw(st.integers(1, 3))):
+        start = CHARGE_DAY + timedelta(days=draw(st.sampled_from([-400, -30, -1, 0, 1, 30])))
+        end = start + timedelta(days=draw(st.sampled_from([0, 1, 30, 365])))
+        payer = Payer(f"BND-{n}-{uuid.uuid4().hex[:8]}", new_person(), draw(st.sampled_from([1, 2])), start, end,
+                      draw(st.sampled_from(PROVINCES)), draw(st.none() | st.integers(0, 15_000)), draw(st.booleans()))
+        entries.append((payer, draw(st.booleans())))
+    orders = [p.payment_order for p, _ in entries if in_force(p, CHARGE_DAY)]
+    assume(len(orders) == len(set(orders)))
+    return entries
+
+
+def test_a_payer_written_through_the_codec_pays_through_the_function_as_the_codec_reads_it_back(valkey):
+    """encode_payer -> bnd:pay -> FCALL settle pays exactly the bindings payers_in_force chooses
+    (dates, order, limit, pause, the old 5-field value), and decode_payers reads back what was written."""
+    loop = asyncio.new_event_loop()  # private: the session loop belongs to pytest-asyncio
+    client = Redis.from_url(valkey.url)
+    local = make_store(client)
+    balance = 10_000
+
+    async def one(entries):
+        await client.flushdb()
+        await local.register_institutions([(HOSPITAL, XIAN, "hospital")])
+        patient = new_person()
+        await local.register([(patient, XIAN, "r", None)] + [(p.grantor_id, p.grantor_region, "e", balance)
+                                                              for p, _ in entries])
+        written = []
+        for payer, old in entries:
+            value = encode_payer(payer)
+            if old:  # the value written before limits and pause: its first five fields
+                value = "|".join(value.split("|")[:5])
+                payer = replace(payer, monthly_limit_fen=None, paused=False)
+            await client.hset(payers_key(patient), payer.binding_id, value)
+            written.append(payer)
+
+        # back: the codec reads the index as written, from Redis and from the store settlement reads it with
+        expected_index = sorted(written, key=lambda p: (p.payment_order, p.binding_id))
+        assert decode_payers(await client.hgetall(payers_key(patient))) == expected_index
+        assert decode_payers(await local.payers(patient)) == expected_index
+
+        [applied] = await local.settle([charge(patient, 1_000_000)])
+
+        chosen = payers_in_force(await local.payers(patient), CHARGE_DAY)
+        amounts = [(p, min(balance, balance if p.monthly_limit_fen is None else p.monthly_limit_fen))
+                   for p in chosen if not p.paused]
+        expected = [("grantor", p.grantor_id, p.payment_order, amount, balance - amount)
+                    for p, amount in amounts if amount > 0]
+        grantor_lines = [l for l in applied.lines if l.source == "grantor"]
+        assert summary(grantor_lines) == expected
+        assert [l.binding_id for l in grantor_lines] == [p.binding_id for p, amount in amounts if amount > 0]
+        for payer in written:
+            paid = sum(l.amount for l in grantor_lines if l.binding_id == payer.binding_id)
+            assert await local.balance(payer.grantor_id) == balance - paid
+            assert await local.used(payer.binding_id, "202606") == paid
+
+    @settings(max_examples=60, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(index_entries())
+    def check(entries):
+        loop.run_until_complete(one(entries))
 
     try:
         check()

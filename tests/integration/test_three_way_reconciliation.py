@@ -18,9 +18,9 @@ from redis.asyncio import Redis
 
 from shared import topics as t
 from shared.binding_index import Payer, encode_payer, payers_key
-from shared.devstack import free_port
 from shared.envelope import now, seal
 from shared.state import person_bucket
+from tooling.devstack import free_port
 from services.settlement.storage.accounts import Movement
 from tests.integration import test_settlement_books as books
 from tests.integration.test_settlement_functions import XIAN, make_store, valkey  # noqa: F401 - valkey: a fixture

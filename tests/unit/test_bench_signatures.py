@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from bench.population import HOSPITAL, REGION, Population
 from bench.profile import share_in
 from bench.signatures import counted, difference, ed25519
-from shared.devkeys import DevKeys
 from shared.signing import InstitutionKey, KeyRing, institution_keys, verify
+from tooling.devkeys import DevKeys
 from simulator.partners import Partners, as_text
 
 

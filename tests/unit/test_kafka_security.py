@@ -20,10 +20,10 @@ from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLS
 from pydantic import ValidationError
 
 from shared.catchup import ProjectionGate
-from shared.devstack import DevCertificates, Infra, free_port
 from shared.kafka import admin_client, ensure_topics, make_broker
 from shared.kafka_security import KafkaSecurity, client_kwargs, from_env
 from shared.settings import KafkaClientSettings, ServiceSettings
+from tooling.devstack import DevCertificates, Infra, free_port
 
 PASSWORD = "s3cret-Pa55-never-shown"
 VARIABLES = ("KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD",

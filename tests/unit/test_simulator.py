@@ -12,12 +12,12 @@ from datetime import date, datetime
 import pytest
 
 from shared.bureau import AccountMovement, BalanceSnapshot, PersonRegistered
-from shared.devkeys import DevKeys
 from shared.envelope import CHINA_TZ
 from shared.identity import is_valid_id_number
 from shared.institutions import InstitutionRegistered
 from shared.money import format_yuan, parse_yuan
 from shared.regions import is_in_province
+from tooling.devkeys import DevKeys
 from services.binding.contract import CreateBinding
 from services.settlement.contract import ChargeRefunded, ChargeSubmitted
 from simulator.grantors import GrantorActions
@@ -210,7 +210,7 @@ async def test_pace_stops_on_the_event_and_after_the_duration():
 
 def test_the_tally_keeps_the_latest_sms_as_notify_published_them():
     from simulator.tally import RECENT_SMS, Tally
-    from shared.launch.view import sms_line
+    from tooling.launch.view import sms_line
 
     tally = Tally(regions={})
     for i in range(RECENT_SMS + 2):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.devstack import die_with_parent
+from tooling.devstack import die_with_parent
 
 
 class Child:

@@ -23,9 +23,9 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from shared.devkeys import DevKeys
 from shared.kafka_security import KafkaSecurity, client_kwargs, from_env
 from shared.settings import ServiceSettings
+from tooling.devkeys import DevKeys
 
 log = logging.getLogger("devstack")
 
@@ -173,7 +173,7 @@ class Infra:
     kafka_idempotence: bool
     origin: str
     redis: LocalRedis | None = None
-    # Contract version 3: the development trust anchor and keys (shared/devkeys.py), made at start.
+    # Contract version 3: the development trust anchor and keys (tooling/devkeys.py), made at start.
     keys: DevKeys | None = None
     # How clients reach the broker (TLS through stunnel for the local one): services get it in
     # `env()`, this process's own clients from `kafka_client()` and `settings()`.

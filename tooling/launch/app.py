@@ -25,12 +25,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 
-from shared.devstack import free_port, start_infra
 from shared.identity import mask_id_number
-from shared.launch.metrics import Figures, Rate, read, scrape
-from shared.launch.processes import Child, descendants, stop_all, wait_until
-from shared.launch import view
 from shared.tokens import DevIssuers
+from tooling.devstack import free_port, start_infra
+from tooling.launch import view
+from tooling.launch.metrics import Figures, Rate, read, scrape
+from tooling.launch.processes import Child, descendants, stop_all, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("binding", "settlement", "notify", "gateway")

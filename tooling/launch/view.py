@@ -8,8 +8,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from shared.launch.metrics import Figures
 from shared.money import format_yuan
+from tooling.launch.metrics import Figures
 
 SOURCES = (("own", "own accounts 个账"), ("grantor", "grantors 共济"), ("cash", "cash 现金"))
 

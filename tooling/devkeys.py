@@ -63,7 +63,7 @@ class DevKeys:
     def from_env(cls) -> DevKeys:
         folder = os.environ.get("DEV_KEYS_DIR")
         if not folder:
-            raise RuntimeError("DEV_KEYS_DIR is not set: start the stack with shared.devstack (make run, the tests)")
+            raise RuntimeError("DEV_KEYS_DIR is not set: start the stack with tooling.devstack (make run, the tests)")
         return cls(Path(folder))
 
     def _entry(self, key_id: str, owner: str, not_before: str, not_after: str,

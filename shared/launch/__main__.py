@@ -1,8 +1,0 @@
-"""`python -m shared.launch` (what `make run` runs)."""
-
-import sys
-
-from shared.launch.app import main
-
-if __name__ == "__main__":
-    sys.exit(main())
