@@ -13,11 +13,18 @@ Layout: hash `bnd:pay:{beneficiary_id}`, field `binding_id`, value
 - paused: `p` while the grantor (or an open dispute) has paused the binding, empty otherwise. A
   paused binding stays in the index (it is not revoked) and pays nothing.
 The value written before limits and pause had the first five fields only; readers take it as no
-limit, not paused. Only bindings not revoked are present; the reader filters by the charge's date.
+limit, not paused. Only bindings not revoked are present; the reader filters by the day: a binding
+is in force on a China date when start <= date <= end (a renewal queued to start later, or one
+whose end the sweep has not removed yet, is in the index but not in force).
+
+This module is the only Python reader of the layout (the settle Function reads it in Lua,
+storage/settlement.lua `payers_of`; tests/integration/test_settlement_functions.py checks that
+both read what `encode_payer` writes alike).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
@@ -52,6 +59,33 @@ def decode_payer(binding_id: str, value: str) -> Payer:
     limit, paused = (rest + ["", ""])[:2]
     return Payer(binding_id, grantor_id, int(order), _day(start), _day(end), region,
                  int(limit) if limit else None, paused == PAUSED)
+
+
+def in_force(payer: Payer, day: date) -> bool:
+    """The binding covers `day` (a China date, both ends included), paused or not."""
+    return payer.start_date <= day <= payer.end_date
+
+
+def decode_payers(entries: Mapping[str | bytes, str | bytes]) -> list[Payer]:
+    """A beneficiary's whole index (its hash, as HGETALL answers it), in payment order."""
+    payers = [decode_payer(_text(binding_id), _text(value)) for binding_id, value in entries.items()]
+    return sorted(payers, key=lambda p: (p.payment_order, p.binding_id))
+
+
+def payers_in_force(entries: Mapping[str | bytes, str | bytes], day: date) -> list[Payer]:
+    """The bindings that may pay on `day`, in payment order, as the settle Function chooses them
+    (paused ones included: they are in force and pay nothing)."""
+    return [p for p in decode_payers(entries) if in_force(p, day)]
+
+
+def grantor_payer(entries: Mapping[str | bytes, str | bytes], grantor_id: str, day: date) -> Payer | None:
+    """The grantor's binding in force on `day`, or None: never a renewal still to start, never
+    one that has ended."""
+    return next((p for p in payers_in_force(entries, day) if p.grantor_id == grantor_id), None)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _day(text: str) -> date:

@@ -24,6 +24,7 @@ import orjson
 from pydantic import ValidationError
 
 from shared import envelope, topics
+from shared.binding_index import Payer, grantor_payer
 from shared.bureau import (ACCOUNT_CREDITED, ACCOUNT_DEBITED_LOCALLY, BALANCE_SNAPSHOT, BUREAU_EVENT_TYPES,
                            DAILY_POSTINGS_REPORTED, PERSON_REGISTERED, PERSON_TRANSFERRED, AccountMovement,
                            BalanceSnapshot, DailyPostingsReported, PersonRegistered, PersonTransferred,
@@ -718,22 +719,23 @@ class SettlementService:
                              event_id=ids.event_id(c.CONSUMPTION_LISTED, readable.event_id))
 
     async def _limits(self, grantor_id: str, beneficiaries: list[str]) -> dict[str, dict]:
-        """Per beneficiary, the grantor's binding as the payer index holds it (I-1): its monthly
-        limit, what is used (paid or held) this calendar month (China time) and left, paused."""
-        found: dict[str, tuple[str, int | None, bool]] = {}
+        """Per beneficiary, the grantor's binding in force today (China time) as the payer index
+        holds it (I-1, read by shared/binding_index.py): its monthly limit, what is used (paid or
+        held) this calendar month and left, paused. A renewal queued to start later is not it."""
+        today = envelope.china_today(self._clock())
+        found: dict[str, Payer] = {}
         for beneficiary in beneficiaries:
-            for binding_id, value in (await self._store.payers(beneficiary)).items():
-                f = value.split("|")
-                if f[0] == grantor_id:
-                    limit = int(f[5]) if len(f) > 5 and f[5] else None
-                    found[beneficiary] = (binding_id, limit, len(f) > 6 and f[6] == "p")
-        month = self._clock().astimezone(envelope.CHINA_TZ).strftime("%Y%m")
-        used = await self._store.used_many([b for b, _, _ in found.values()], month)
+            payer = grantor_payer(await self._store.payers(beneficiary), grantor_id, today)
+            if payer is not None:
+                found[beneficiary] = payer
+        month = today.strftime("%Y%m")
+        used = await self._store.used_many([p.binding_id for p in found.values()], month)
         return {beneficiary: {
-            "binding_id": binding_id, "paused": paused, "used_this_month": Fen(used[binding_id]),
-            "monthly_limit": None if limit is None else Fen(limit),
-            "left_this_month": None if limit is None else Fen(max(limit - used[binding_id], 0))}
-            for beneficiary, (binding_id, limit, paused) in found.items()}
+            "binding_id": p.binding_id, "paused": p.paused, "used_this_month": Fen(used[p.binding_id]),
+            "monthly_limit": None if p.monthly_limit_fen is None else Fen(p.monthly_limit_fen),
+            "left_this_month": None if p.monthly_limit_fen is None
+            else Fen(max(p.monthly_limit_fen - used[p.binding_id], 0))}
+            for beneficiary, p in found.items()}
 
     async def _account(self, query_id: str, q: c.QueryAccount) -> bytes:
         """The account as the next charge would find it: the balance the settle Function pays from."""
