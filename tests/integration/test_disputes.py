@@ -16,7 +16,7 @@ from shared.references import payment_reference
 from services.binding.domain.rules import dispute_id_for
 from tests.integration.test_binding_limits_pause import Grantors
 from tests.integration.test_money_in_flight import HOSPITAL, REGION, Family, services  # noqa: F401 (fixture)
-from tests.support import AUTO, body, command, dev_keys, payload_of
+from tests.support import AUTO, body, command, dev_keys, eventually, payload_of
 
 pytestmark = pytest.mark.integration
 
@@ -365,9 +365,7 @@ async def test_an_upheld_dispute_gives_the_grantor_line_back_and_every_book_agre
         from shared.state import person_bucket
         raw = await bureau.redis.hget(f"stl:acct:{person_bucket(first['person_id'])}", first["person_id"])
         return raw.split(b"|")[1] == b"1"
-    async with asyncio.timeout(30):
-        while not await applied():
-            await asyncio.sleep(0.02)
+    await eventually(applied, 30, "settlement applied the snapshot (bureau seq 1)", interval=0.02)
     assert not await bureau.redis.exists(f"stl:drift:{first['person_id']}")   # same atomic step as the apply
     assert await bureau.balance(first) == "50.00"
 
@@ -393,9 +391,8 @@ async def test_a_dispute_of_a_partly_refunded_payment_reports_and_decides_what_i
     await bureau.result(charge["charge_id"], "RefundSettled", "R-part")
     # binding's reference projection has read the refund (its consumer of settlement.results)
     key = f"bnd:refd:{first['person_id']}:{reference}"
-    async with asyncio.timeout(30):
-        while not await bureau.redis.hexists(key, "R-part"):
-            await asyncio.sleep(0.02)
+    await eventually(lambda: bureau.redis.hexists(key, "R-part"), 30, "binding's projection read refund R-part",
+                     interval=0.02)
 
     opened = await bureau.dispute(first, reference)
     assert opened["payload"]["amount"] == "30.00"

@@ -10,7 +10,6 @@ faking an ended binding with Redis writes would test the fake, not the platform.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import timedelta
 
@@ -18,8 +17,8 @@ import pytest
 
 from shared import envelope, topics as t
 from shared.envelope import seal
-from tests.support import (binding_form, body, charge_submitted, china_today, command, institution_registered,
-                           payload_of, person_registered, running, wait_registered)
+from tests.support import (binding_form, body, charge_submitted, china_today, command, eventually,
+                           institution_registered, payload_of, person_registered, running, wait_registered)
 
 pytestmark = pytest.mark.integration
 
@@ -43,9 +42,10 @@ class Family:
     async def hospital(self) -> None:
         await self.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered",
                                                         institution_registered(HOSPITAL, REGION)), key=HOSPITAL)
-        async with asyncio.timeout(30):
-            while (await self.redis.hget("stl:inst", HOSPITAL) or b"").split(b"|")[0] != REGION.encode():
-                await asyncio.sleep(0.02)
+        async def registered():
+            return (await self.redis.hget("stl:inst", HOSPITAL) or b"").split(b"|")[0] == REGION.encode()
+
+        await eventually(registered, 30, f"settlement registered {HOSPITAL} in {REGION}", interval=0.02)
 
     async def person(self, scheme="employee", balance="0.00") -> dict:
         p = person_registered(REGION, scheme=scheme, balance=balance)

@@ -13,8 +13,8 @@ from shared import topics as t
 from shared.envelope import seal
 from shared.state import person_bucket
 from shared.kafka import ensure_topics
-from tests.support import (AUTO, TopicView, Watcher, body, china_today, command, dev_keys, institution_registered,
-                           new_person_id, payload_of, running)
+from tests.support import (AUTO, TopicView, Watcher, body, china_today, command, dev_keys, eventually,
+                           institution_registered, new_person_id, payload_of, running)
 
 pytestmark = pytest.mark.integration
 
@@ -43,9 +43,10 @@ class Counter:
     async def institution(self, code, region, kind="hospital") -> None:
         event = institution_registered(code, region, f"医院{code}", kind)
         await self.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", event), key=code)
-        async with asyncio.timeout(30):
-            while (await self.redis.hget("stl:inst", code) or b"").split(b"|")[0] != region.encode():
-                await asyncio.sleep(0.02)
+        async def registered():
+            return (await self.redis.hget("stl:inst", code) or b"").split(b"|")[0] == region.encode()
+
+        await eventually(registered, 30, f"settlement registered institution {code} in {region}", interval=0.02)
 
     async def person(self, region="610100", scheme="employee", balance="0.00") -> dict:
         p = {"person_id": new_person_id(region), "name": f"患者{uuid.uuid4().hex[:4]}", "region": region,
@@ -53,10 +54,11 @@ class Counter:
         p |= {"employer": "单位", "balance": balance} if scheme == "employee" else {"community": "社区"}
         await self.bus.send(t.BUREAU_ACCOUNTS, seal("PersonRegistered", p), key=p["person_id"])
         bucket = person_bucket(p["person_id"])
-        async with asyncio.timeout(30):
-            while not (await self.redis.hexists(f"bnd:person:{bucket}", p["person_id"])
-                       and await self.redis.hexists(f"stl:acct:{bucket}", p["person_id"])):
-                await asyncio.sleep(0.02)
+        async def known():
+            return (await self.redis.hexists(f"bnd:person:{bucket}", p["person_id"])
+                    and await self.redis.hexists(f"stl:acct:{bucket}", p["person_id"]))
+
+        await eventually(known, 30, "binding and settlement registered the person", interval=0.02)
         return p
 
     async def bind(self, grantor, beneficiary, order, start=None, end=None) -> str:
@@ -103,12 +105,11 @@ class Counter:
     async def bureau_seq_reached(self, person, seq) -> None:
         """Wait for the settlement consumer of bureau.accounts to have applied `seq`: a positive
         signal from the same consumer, after every earlier event of the person (same partition)."""
-        async with asyncio.timeout(30):
-            while True:
-                raw = await self.redis.hget(f"stl:acct:{person_bucket(person['person_id'])}", person["person_id"])
-                if raw and int(raw.split(b"|")[1]) >= seq:
-                    return
-                await asyncio.sleep(0.02)
+        async def reached():
+            raw = await self.redis.hget(f"stl:acct:{person_bucket(person['person_id'])}", person["person_id"])
+            return raw and int(raw.split(b"|")[1]) >= seq
+
+        await eventually(reached, 30, f"settlement applied bureau seq {seq}", interval=0.02)
 
     async def balance(self, person) -> int:
         raw = await self.redis.hget(f"stl:acct:{person_bucket(person['person_id'])}", person["person_id"])
@@ -469,6 +470,27 @@ async def test_grantor_sees_what_each_beneficiary_spent(counter, bus):
         (c, f"医院{c}") for c in {p["institution_code"] for p in payments}}
 
 
+async def test_the_consumption_view_shows_the_binding_in_force_today_not_a_queued_renewal(counter, bus):
+    grantor = await counter.person(balance="100.00")
+    kid = await counter.person(scheme="resident")
+    today = china_today()
+    current = await counter.bind(grantor, kid, order=1, start=today, end=today + timedelta(days=10))
+    renewal = await counter.bind(grantor, kid, order=1, start=today + timedelta(days=11),
+                                 end=today + timedelta(days=100))
+    index = await counter.redis.hgetall(f"bnd:pay:{kid['person_id']}")
+    assert {k.decode() for k in index} == {current, renewal}
+    charge = counter.charge(kid, "4.00")
+    await counter.submit(charge)
+    await counter.result(charge["charge_id"], "ChargeSettled")
+    query_id = str(uuid.uuid4())
+    await bus.send("settlement.queries", command("QueryConsumption", {
+        "grantor_id": grantor["person_id"], "date_from": today.isoformat(), "date_to": today.isoformat()},
+        query_id), headers={"reply_to": "reply.tests", "correlation_id": query_id})
+    [reply] = await bus.watchers["reply.tests"].wait_for(lambda r: payload_of(r).get("command_id") == query_id)
+    [group] = payload_of(reply)["beneficiaries"]
+    assert (group["binding_id"], group["used_this_month"], group["paused"]) == (current, "4.00", False)
+
+
 async def test_reconciliation_lists_every_difference_with_the_bureaus_book(counter, bus):
     patient = await counter.person(region="610300", balance="10.00")
     grantor = await counter.person(region="610100", balance="100.00")
@@ -567,9 +589,9 @@ async def test_a_charge_for_a_patient_registered_late_settles_when_resent(counte
     await counter.bus.send(t.BUREAU_ACCOUNTS, seal("PersonRegistered", {
         "person_id": person["person_id"], "name": person["name"], "region": "610100", "scheme": "employee",
         "employer": "x", "balance": "10.00"}), key=person["person_id"])
-    async with asyncio.timeout(30):
-        while not await counter.redis.hexists(f"stl:acct:{person_bucket(person['person_id'])}", person["person_id"]):
-            await asyncio.sleep(0.02)
+    await eventually(lambda: counter.redis.hexists(f"stl:acct:{person_bucket(person['person_id'])}",
+                                                   person["person_id"]),
+                     30, "settlement registered the late person", interval=0.02)
     await counter.submit(charge, event_id=event_id)
     [settled] = await counter.result(charge["charge_id"], "ChargeSettled")
     assert lines(settled) == [("own", person["person_id"], None, "1.00", "9.00"), ("cash", None, None, "0.00", None)]
