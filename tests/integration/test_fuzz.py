@@ -437,7 +437,9 @@ async def settles(platform: Platform, patient: dict, charge_id: str | None = Non
                                                  lambda r: _payload(r).get("charge_id") == charge["charge_id"])]
         if any(b.get("event_type") == "ChargeSettled" for b in results):
             return next(b for b in results if b.get("event_type") == "ChargeSettled")
-        if results and results[-1]["payload"].get("reason_code") in ("UNKNOWN_INSTITUTION", "UNKNOWN_PATIENT") \
+        # provisional refusals (a projection not yet read: the institution, its keys, the patient)
+        if results and results[-1]["payload"].get("reason_code") in ("UNKNOWN_INSTITUTION", "UNKNOWN_PATIENT",
+                                                                     "UNKNOWN_SIGNER") \
                 and len(results) < 20:
             await platform.send(t.HIS_CHARGES, command("ChargeSubmitted", charge), patient["person_id"])
             await eventually(lambda: len(platform.on(t.SETTLEMENT_RESULTS, lambda r: _payload(r).get("charge_id")
