@@ -15,25 +15,15 @@ import pytest
 
 from shared import topics as t
 from shared.envelope import seal
-from tests.integration.test_notify_at_most_once import Gateway
-from tests.integration.test_notify_service import HOSPITAL, Family
+from tests.integration.test_notify_service import HOSPITAL, Family, gateway, sms_gateway_env  # noqa: F401 (fixture)
 from tests.support import body, cached_balances, charge_submitted, command, eventually, fen, payload_of, running
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def gateway():
-    g = Gateway()
-    yield g
-    g.server.shutdown()
-
-
-@pytest.fixture(scope="module")
 def services(infra, gateway, tmp_path_factory):
-    env = {**infra.env(), "LOG_LEVEL": "INFO", "SMS_PROVIDER": "http", "SMS_GATEWAY_URL": gateway.url,
-           "SMS_ACCESS_KEY_ID": "test-id", "SMS_ACCESS_KEY_SECRET": "test-secret", "SMS_RETRY_BASE_MS": "50",
-           "QUIET_HOURS": "00:00-00:00"}
+    env = sms_gateway_env(infra, gateway)
     with running(("binding", "settlement", "notify"), env, tmp_path_factory.mktemp("negative")) as services:
         yield services
 

@@ -34,12 +34,17 @@ def gateway():
     g.server.shutdown()
 
 
+def sms_gateway_env(infra, gateway) -> dict[str, str]:
+    """The services' environment with notify sending through the test's SMS gateway, at any hour."""
+    return {**infra.env(), "LOG_LEVEL": "INFO", "SMS_PROVIDER": "http", "SMS_GATEWAY_URL": gateway.url,
+            "SMS_ACCESS_KEY_ID": "test-id", "SMS_ACCESS_KEY_SECRET": "test-secret", "SMS_RETRY_BASE_MS": "50",
+            "QUIET_HOURS": "00:00-00:00"}
+
+
 @pytest.fixture(scope="module")
 def services(infra, gateway, tmp_path_factory):
     logs = tmp_path_factory.mktemp("notify")
-    env = {**infra.env(), "LOG_LEVEL": "INFO", "SMS_PROVIDER": "http", "SMS_GATEWAY_URL": gateway.url,
-           "SMS_ACCESS_KEY_ID": "test-id", "SMS_ACCESS_KEY_SECRET": "test-secret", "SMS_RETRY_BASE_MS": "50",
-           "QUIET_HOURS": "00:00-00:00", "NOTIFY_EXPIRY_CHECK_SECONDS": "1"}
+    env = sms_gateway_env(infra, gateway) | {"NOTIFY_EXPIRY_CHECK_SECONDS": "1"}
     with running(("binding", "settlement", "notify"), env, logs) as services:
         yield services
 
