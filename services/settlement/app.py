@@ -19,16 +19,16 @@ from shared.topics import HIS_RECONCILIATION
 from services.settlement.config import SettlementSettings
 from services.settlement.handlers.subscribers import SETTLEMENT_QUERIES, register
 from services.settlement.handlers.ledger import ledger_caught_up, register_ledger
-from services.settlement.ledger import Ledger
 from services.settlement.metrics import ReconciliationMetrics
 from services.settlement.storage.ledger import LedgerStore
 from services.settlement.metrics import SettlementMetrics
 from services.settlement.storage.accounts import SettlementStore
 from services.settlement.signatures import Signatures
 from services.settlement.usecases import SettlementService
+from services.settlement.usecases.his_reconciliation import Ledger
 
 CONSUMED = [HIS_CHARGES, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, SETTLEMENT_QUERIES, BINDING_EVENTS]
-CONSUMED += [HIS_RECONCILIATION]  # 对账 with the HIS (ledger.py); settlement.results is its own output: no DLQ
+CONSUMED += [HIS_RECONCILIATION]  # 对账 with the HIS (usecases/his_reconciliation.py); settlement.results is its own output: no DLQ
 # contract version 3: one postings topic per region of the province, each bureau reading its own
 TOPICS = [SETTLEMENT_RESULTS, *all_bureau_postings(), *CONSUMED, *(dead_letter_topic(t) for t in CONSUMED)]
 
@@ -73,7 +73,7 @@ def create_app(settings: SettlementSettings | None = None) -> FastStream:
     @app.after_startup
     async def announce() -> None:
         # 预结算: expired quotes released and every release announced (outbox), in this process
-        sweeper.append(asyncio.create_task(service.run_sweeper(settings.settlement_quote_sweep_seconds)))
+        sweeper.append(asyncio.create_task(service.quotes.run_sweeper(settings.settlement_quote_sweep_seconds)))
         await gate.caught_up()
         logging.getLogger("settlement").info("service ready: settlement")
 

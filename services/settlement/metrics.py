@@ -123,7 +123,7 @@ class SettlementMetrics:
                                    ["outcome", "reason"], registry=registry)
         self._once = Once()
         # 对账 per account (issue 15): a BalanceSnapshot found the cache off by more than the
-        # platform's postings after its watermark explain (usecases.py, _bureau_batch).
+        # platform's postings after its watermark explain (usecases/bureau_books.py, _bureau_batch).
         self._drift = PromCounter("fma_account_drift", "BalanceSnapshots that found the platform's balance off by "
                                   "more than its postings in flight explain.", registry=registry)
         self._drift_fen = PromCounter("fma_account_drift_fen", "Fen of those drifts (absolute).", registry=registry)
@@ -173,7 +173,7 @@ class SettlementMetrics:
 
 
 class ReconciliationMetrics:
-    """对账 with the HIS (ledger.py): answers by level and result, refusals by reason.
+    """对账 with the HIS (usecases/his_reconciliation.py): answers by level and result, refusals by reason.
 
     - `fma_institution_reconciliations_total{level="totals"|"detail", result="balanced"|"differs"}`:
       final answers, each counted once (a redelivery answered from its record is not).

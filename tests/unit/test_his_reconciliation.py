@@ -14,7 +14,8 @@ from services.settlement.domain.his_reconciliation import (Book, ChargeAmounts, 
 from services.settlement import outcomes
 from services.settlement.domain.lines import Line
 from services.settlement.his_contract import MAX_ROWS_PER_PART, InstitutionDailyDetail, InstitutionDailyTotals
-from services.settlement.ledger import drift_detected, ledger_item
+from services.settlement.usecases.bureau_books import drift_detected
+from services.settlement.usecases.his_reconciliation import ledger_item
 from services.settlement.storage.accounts import Movement
 from services.settlement.storage.accounts import MovementApplied
 

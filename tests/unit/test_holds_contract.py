@@ -11,7 +11,7 @@ from datetime import date, timedelta
 from services.settlement import contract as c
 from services.settlement.domain import ids
 from services.settlement.storage.accounts import ChargeToSettle
-from services.settlement.usecases import Answers, SettlementService
+from services.settlement.usecases import Answers, Charges, SettlementService
 from shared import envelope
 from shared.identity import make_id_number
 from shared.kafka import Received
@@ -24,8 +24,8 @@ CHARGE = {"charge_id": "C-1", "institution_code": "H610100-01", "institution_reg
           "individual_borne": "60.00", "charged_at": (NOW - timedelta(minutes=1)).isoformat(timespec="seconds")}
 
 
-def service() -> SettlementService:
-    return SettlementService(store=None, broker=None, clock=lambda: NOW)  # type: ignore[arg-type]
+def service() -> Charges:
+    return SettlementService(store=None, broker=None, clock=lambda: NOW).charges  # type: ignore[arg-type]
 
 
 def message(event_type: str, payload: dict) -> Received:
@@ -103,6 +103,7 @@ async def test_only_a_binding_paused_or_revoked_releases_holds_and_nothing_read_
               envelope.seal("BindingCreated", {"binding_id": "B0", "beneficiary_id": PATIENT}),
               envelope.seal("BindingPaused", {"binding_id": "B1", "beneficiary_id": PATIENT, "cause": "grantor"}),
               envelope.seal("BindingRevoked", {"binding_id": "B2", "beneficiary_id": PATIENT})]
-    answers = await s._binding_batch([Received("binding.events", 0, i, b"k", v, {}) for i, v in enumerate(values)])
+    answers = await s.bindings._binding_batch([Received("binding.events", 0, i, b"k", v, {})
+                                               for i, v in enumerate(values)])
     assert not answers.outcomes and not answers.dead
     assert store.asked == [("B1", PATIENT, "binding_paused"), ("B2", PATIENT, "binding_revoked")]

@@ -65,7 +65,7 @@ def test_a_refund_names_its_institution():
     (NOW.astimezone(CHINA_TZ).replace(tzinfo=None).isoformat() + "-05:00", False),
 ])
 def test_a_charge_is_dated_no_more_than_ten_minutes_ahead_and_no_older_than_the_age(charged_at, allowed):
-    service = SettlementService(store=None, broker=None, max_age=timedelta(days=7), clock=lambda: NOW)
+    service = SettlementService(store=None, broker=None, max_age=timedelta(days=7), clock=lambda: NOW).charges
     text = charged_at if isinstance(charged_at, str) else charged_at.isoformat()
     charge = c.ChargeSubmitted.model_validate(CHARGE | {"charged_at": text})
     if allowed:

@@ -143,7 +143,7 @@ CHARGE = {"charge_id": "C-1", "institution_code": "H1", "institution_region": "6
     ({k: v for k, v in CHARGE.items() if k != "institution_code"}, "INVALID_CHARGE"),
 ])
 def test_a_charge_naming_another_institution_than_its_signers_is_refused_not_signers(payload, reason):
-    service = SettlementService(store=None, broker=None, clock=lambda: NOW)  # type: ignore[arg-type]
+    service = SettlementService(store=None, broker=None, clock=lambda: NOW).charges  # type: ignore[arg-type]
     answers = Answers()
     msg = Received("his.charges", 0, 0, b"k", envelope.seal(c.CHARGE_SUBMITTED, payload), {})
     assert service._admit(msg, NOW, answers, H1) is None
@@ -172,7 +172,7 @@ def test_signature_refusals_get_an_outcome_id_no_authentic_answer_of_the_same_me
 
 
 def test_an_unsigned_message_is_answered_unsigned_when_readable_and_dead_lettered_naming_it_when_not():
-    service = SettlementService(store=None, broker=None, clock=lambda: NOW)  # type: ignore[arg-type]
+    service = SettlementService(store=None, broker=None, clock=lambda: NOW).charges  # type: ignore[arg-type]
     answers = Answers()
     readable = Received("his.charges", 0, 1, b"k", envelope.seal(c.CHARGE_SUBMITTED, CHARGE),
                         {"reply_to": "reply.H1.x"})

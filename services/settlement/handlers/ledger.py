@@ -1,4 +1,4 @@
-"""FastStream subscribers of 对账 with the HIS (ledger.py): the ledger projection of
+"""FastStream subscribers of 对账 with the HIS (usecases/his_reconciliation.py): the ledger projection of
 settlement.results, and his.reconciliation.
 
 - settlement.results in batches, in the group `<SETTLEMENT_GROUP_ID>.ledger`, offsets committed
@@ -19,7 +19,7 @@ from shared.catchup import ProjectionGate
 from shared.kafka import consumer_options, received
 from shared.topics import HIS_RECONCILIATION, SETTLEMENT_RESULTS
 from services.settlement.config import SettlementSettings
-from services.settlement.ledger import LEDGER_WAIT_SECONDS, Ledger
+from services.settlement.usecases.his_reconciliation import LEDGER_WAIT_SECONDS, Ledger
 
 
 def ledger_group(settings: SettlementSettings) -> str:

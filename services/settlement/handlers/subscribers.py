@@ -31,27 +31,27 @@ def register(broker: KafkaBroker, service: SettlementService, settings: Settleme
                                                        **batched))
     async def on_charges(msg: KafkaMessage) -> None:
         await gate.caught_up()
-        await service.handle_charges([received(r) for r in msg.raw_message])
+        await service.charges.handle_charges([received(r) for r in msg.raw_message])
 
     @broker.subscriber(BUREAU_ACCOUNTS, **consumer_options(settings, group, BUREAU_ACCOUNTS, **batched))
     async def on_bureau_accounts(msg: KafkaMessage) -> None:
-        await service.follow_bureaus([received(r) for r in msg.raw_message])
+        await service.books.follow_bureaus([received(r) for r in msg.raw_message])
 
     @broker.subscriber(BUREAU_INSTITUTIONS, **consumer_options(settings, group, BUREAU_INSTITUTIONS, **batched))
     async def on_institutions(msg: KafkaMessage) -> None:
-        await service.follow_institutions([received(r) for r in msg.raw_message])
+        await service.books.follow_institutions([received(r) for r in msg.raw_message])
 
     # Its own group (settlement's on binding.events): releases the holds of bindings paused or
     # revoked (issue 15, I-7).
     @broker.subscriber(BINDING_EVENTS, **consumer_options(settings, group, BINDING_EVENTS, **batched))
     async def on_binding_events(msg: KafkaMessage) -> None:
-        await service.follow_bindings([received(r) for r in msg.raw_message])
+        await service.bindings.follow_bindings([received(r) for r in msg.raw_message])
 
     @broker.subscriber(SETTLEMENT_QUERIES, **consumer_options(settings, group, SETTLEMENT_QUERIES,
                                                               listener=gate.listener()))
     async def on_query(msg: KafkaMessage) -> None:
         await gate.caught_up()
-        await answer_or_dead_letter(broker, received(msg.raw_message), service.answer_query, queries,
-                                    on_defect=service.answer_query_defect)
+        await answer_or_dead_letter(broker, received(msg.raw_message), service.queries.answer_query, queries,
+                                    on_defect=service.queries.answer_query_defect)
 
     return gate

@@ -40,8 +40,6 @@ from services.settlement.contract import CHARGE_ID_PATTERN, CHARGE_SETTLED, PAYM
 from services.settlement.domain import his_reconciliation as rec
 from services.settlement.domain.ids import event_id
 from services.settlement.metrics import ReconciliationMetrics
-from services.settlement.storage.accounts import Movement
-from services.settlement.storage.accounts import MovementApplied
 from services.settlement.storage.ledger import LedgerItem, LedgerStore, PartsInconsistent
 from services.settlement.domain.authority import his_refusal, reply_prefix
 from services.settlement.signatures import Signatures, answered_only_on
@@ -97,23 +95,6 @@ def _amounts_out(x: rec.ChargeAmounts | int | None) -> h.ChargeAmounts | h.Refun
     if isinstance(x, int):
         return h.RefundAmount(amount=Fen(x))
     return h.ChargeAmounts(individual_borne=Fen(x.borne), own=Fen(x.own), family=Fen(x.family), cash=Fen(x.cash))
-
-
-def drift_detected(move: Movement, applied: MovementApplied) -> tuple[Outgoing, int] | None:
-    """对账 per account: AccountDriftDetected for a snapshot that found the cache off by more than the
-    platform's postings after its watermark explain, with the drift in fen; None when they agree (or
-    for anything but a snapshot). A redelivered snapshot gets the same event (same id) again."""
-    if move.kind != "snapshot" or applied.platform_balance is None or applied.in_flight is None:
-        return None
-    drift = applied.platform_balance - (move.amount + applied.in_flight)
-    if drift == 0:
-        return None
-    event = h.AccountDriftDetected(person_id=move.person_id, region=move.region, bureau_seq=move.bureau_seq,
-                                   snapshot_balance=Fen(move.amount), in_flight=Fen(applied.in_flight),
-                                   platform_balance=Fen(applied.platform_balance), drift=Fen(drift))
-    value = envelope.seal(h.ACCOUNT_DRIFT_DETECTED, event,
-                          event_id=event_id(h.ACCOUNT_DRIFT_DETECTED, move.person_id, move.bureau_seq))
-    return Outgoing(topics.bureau_postings(move.region), move.region.encode(), value), drift
 
 
 class _Once:
