@@ -73,6 +73,39 @@ async def read_standing(redis: Redis, person_ids: list[str], person_key: Callabl
     return found
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """A person event judged: `refused` None when it is believed; the person's standing before
+    it and after it (the same when refused)."""
+
+    refused: SignatureRefused | None
+    before: Standing
+    after: Standing
+
+
+class People:
+    """The people of one batch as a projection has them (`known`, read once) and as the batch's
+    believed events leave them: each event is judged on what the ones before it left. The one
+    place where who may register or move whom (shared/bureau.py) meets a projection's state;
+    binding's, notify's and settlement's projections all judge through it."""
+
+    def __init__(self, known: dict[str, Standing]) -> None:
+        self._known = known
+
+    def judge(self, signer: Signer, event: PersonRegistered | PersonTransferred) -> Verdict:
+        before = self._known.get(event.person_id, Standing())
+        if isinstance(event, PersonRegistered):
+            refused = registration_refusal(signer, event.region, before.region, before.transferred_to)
+            # a registration in the region the person was transferred to spends the transfer
+            after = Standing(event.region, None if before.transferred_to == event.region else before.transferred_to)
+        else:
+            refused = transfer_refusal(signer, before.region)
+            after = Standing(before.region, event.to_region)
+        if refused is not None:
+            return Verdict(refused, before, before)
+        self._known[event.person_id] = after
+        return Verdict(None, before, after)
+
 async def person_changes(broker: KafkaBroker, batch: list[Received], find: KeyFinder, standing_of: StandingOf,
                          now: datetime | None = None) -> PersonChanges:
     """The person events of a batch that are believed, as changes to the projection that
@@ -99,27 +132,17 @@ async def person_changes(broker: KafkaBroker, batch: list[Received], find: KeyFi
     changes = PersonChanges()
     if not signed:
         return changes
-    known = await standing_of(list({event.person_id: None for _, _, event in signed}))
+    people = People(await standing_of(list({event.person_id: None for _, _, event in signed})))
     for msg, signer, event in signed:
-        now_standing = known.get(event.person_id, Standing())
-        if isinstance(event, PersonRegistered):
-            refused = registration_refusal(signer, event.region, now_standing.region, now_standing.transferred_to)
-            if refused is None:
-                changes.registered.append(event)
-                if now_standing.transferred_to is not None and event.region == now_standing.transferred_to:
-                    changes.transfers[event.person_id] = None  # moved: the transfer is spent
-                    now_standing = Standing(event.region)
-                else:
-                    now_standing = Standing(event.region, now_standing.transferred_to)
+        verdict = people.judge(signer, event)
+        if verdict.refused is not None:
+            await dead_letter(broker, msg, _why(verdict.refused, signer, event, verdict.before))
+        elif isinstance(event, PersonRegistered):
+            changes.registered.append(event)
+            if verdict.before.transferred_to is not None and verdict.after.transferred_to is None:
+                changes.transfers[event.person_id] = None  # moved: the transfer is spent
         else:
-            refused = transfer_refusal(signer, now_standing.region)
-            if refused is None:
-                changes.transfers[event.person_id] = event.to_region
-                now_standing = Standing(now_standing.region, event.to_region)
-        if refused is not None:
-            await dead_letter(broker, msg, _why(refused, signer, event, now_standing))
-            continue
-        known[event.person_id] = now_standing
+            changes.transfers[event.person_id] = event.to_region
     return changes
 
 

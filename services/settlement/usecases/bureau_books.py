@@ -15,11 +15,12 @@ from shared import envelope, topics
 from shared.bureau import (ACCOUNT_CREDITED, ACCOUNT_DEBITED_LOCALLY, BALANCE_SNAPSHOT, BUREAU_EVENT_TYPES,
                            DAILY_POSTINGS_REPORTED, PERSON_REGISTERED, PERSON_TRANSFERRED, AccountMovement,
                            BalanceSnapshot, DailyPostingsReported, PersonRegistered, PersonTransferred,
-                           movement_refusal, registration_refusal, speaks_for_region, transfer_refusal)
+                           movement_refusal, speaks_for_region)
 from shared.identity import mask_id_number
 from shared.institutions import INSTITUTION_EVENT_TYPES, InstitutionRegistered
 from shared.kafka import Outgoing, Received, is_transient
 from shared.money import Fen
+from shared.registrations import People, Standing
 from shared.signing import REFUSAL_TEXTS, SignatureRefused, Signer, institution_keys
 from services.settlement import contract as c
 from services.settlement import his_contract as h
@@ -28,8 +29,8 @@ from services.settlement.domain.authority import institution_refusal
 from services.settlement.domain.reconciliation import Entry, net, reconcile
 from services.settlement.metrics import SettlementMetrics
 from services.settlement.signatures import Signatures
-from services.settlement.storage.accounts import (InstitutionRegistration, Movement, MovementApplied, PersonState,
-                                                  Registration, SettlementStore, Transfer)
+from services.settlement.storage.accounts import (InstitutionRegistration, Movement, MovementApplied, Registration,
+                                                  SettlementStore, Transfer)
 from services.settlement.usecases.answers import Answers, Delivery, dead
 
 log = logging.getLogger("settlement")
@@ -181,34 +182,29 @@ class BureauBooks:
     async def _believed_about_people(
             self, events: list[tuple[Received, Signer, PersonRegistered | PersonTransferred | Movement]],
             answers: Answers) -> list[tuple[Received, Registration | Transfer | Movement]]:
-        """Registrations and transfers judged by who may register or move whom (shared/bureau.py),
-        against the person as the projection has him and as the batch's earlier events leave him
-        (one read for the batch); movements pass as they are (their region was judged already)."""
-        people = await self._store.people(sorted({e.person_id for _, _, e in events if not isinstance(e, Movement)}))
+        """Registrations and transfers judged by who may register or move whom, against the person
+        as the projection has him and as the batch's earlier events leave him (one read for the
+        batch), by the same judge as binding's and notify's projections (shared/registrations.py);
+        movements pass as they are (their region was judged already). The dead letters' reasons
+        are settlement's own words."""
+        states = await self._store.people(sorted({e.person_id for _, _, e in events if not isinstance(e, Movement)}))
+        people = People({pid: Standing(s.region, s.moving_to) for pid, s in states.items()})
         believed: list[tuple[Received, Registration | Transfer | Movement]] = []
         for msg, signer, event in events:
             if isinstance(event, Movement):
                 believed.append((msg, event))
                 continue
-            now = people[event.person_id]
+            verdict = people.judge(signer, event)
+            if verdict.refused is None:
+                believed.append((msg, _change(event)))
+                continue
+            refusal, now = verdict.refused, verdict.before
             if isinstance(event, PersonRegistered):
-                refusal = registration_refusal(signer, event.region, now.region, now.moving_to)
-                if refusal is None:
-                    people[event.person_id] = PersonState(
-                        event.region, None if now.moving_to == event.region else now.moving_to)
-                    believed.append((msg, Registration(event.person_id, event.region,
-                                                       "e" if event.scheme == "employee" else "r", event.balance)))
-                    continue
                 why = (f"{signer.key_id} may not register a person of region {now.region}"
-                       + (f" (transferred to {now.moving_to})" if now.moving_to else " (not transferred)")
+                       + (f" (transferred to {now.transferred_to})" if now.transferred_to else " (not transferred)")
                        if speaks_for_region(signer, event.region) else
                        f"{signer.key_id} may not register a person in region {event.region}")
             else:
-                refusal = transfer_refusal(signer, now.region)
-                if refusal is None:
-                    people[event.person_id] = PersonState(now.region, event.to_region)
-                    believed.append((msg, Transfer(event.person_id, event.to_region)))
-                    continue
                 why = f"{signer.key_id} may not transfer a person " + (
                     f"of region {now.region}" if now.region else "settlement has not registered")
             log.warning("%s: %s (%s)", refusal.value, why, mask_id_number(event.person_id))
@@ -245,6 +241,13 @@ class BureauBooks:
         value = envelope.seal(c.RECONCILIATION_REPORT, event, event_id=ids.event_id(
             c.RECONCILIATION_REPORT, report.region, day, report.report_id, *(p["event_id"] for p in parts)))
         return Outgoing(topics.bureau_postings(report.region), report.region.encode(), value)
+
+
+def _change(event: PersonRegistered | PersonTransferred) -> Registration | Transfer:
+    """A believed person event as the settlement Function applies it."""
+    if isinstance(event, PersonRegistered):
+        return Registration(event.person_id, event.region, "e" if event.scheme == "employee" else "r", event.balance)
+    return Transfer(event.person_id, event.to_region)
 
 
 def drift_detected(move: Movement, applied: MovementApplied) -> tuple[Outgoing, int] | None:
