@@ -1,4 +1,5 @@
-"""The settlement service's Redis state, changed only through the Functions in settlement.lua.
+"""The settlement service's Redis state, changed only through the `settlement` Function library
+(storage/library.py: common.lua, waterfall.lua, quotes.lua, charges.lua, bureau.lua).
 
 Keys this service owns (README, "Redis keys"):
 - `stl:acct:{bucket}`      hash person_id -> "balance|bureau_seq|region|scheme|account_seq|watermark|held"
@@ -40,7 +41,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from datetime import datetime
-from importlib.resources import files
 
 import orjson
 from redis.asyncio import Redis
@@ -48,13 +48,14 @@ from redis.exceptions import ResponseError
 
 from shared.envelope import CHINA_TZ
 from shared.state import calling_functions, person_bucket
+from services.settlement.storage.library import source
 from services.settlement.storage.parts import keep_part
 from services.settlement.domain.consumption import Spent
 from services.settlement.domain.ids import posting_prefix, reversal_prefix
 from services.settlement.domain.lines import Line
 
 _dumps = orjson.dumps  # the Function reads it with cjson; bytes go to Redis as they are
-LIBRARY = files("services.settlement.storage").joinpath("settlement.lua").read_text
+LIBRARY = source  # the library's source, read on first use
 
 
 @dataclass(frozen=True)
@@ -276,7 +277,7 @@ class SettlementStore:
         self._rejection_ttl = rejection_ttl
         self._record_ttl = record_ttl
         self._report_ttl = report_ttl
-        # What every item of a batch call shares (settlement.lua, settle_batch / refund_batch).
+        # What every item of a batch call shares (charges.lua, settle_batch / refund_batch).
         self._settle_common = [self._provinces, str(rejection_ttl), str(record_ttl)]
         self._quote_hold_ms = str(quote_hold_ms)
         self._now_ms = "0"  # the platform's clock of the batch being encoded (settle)
@@ -288,7 +289,7 @@ class SettlementStore:
 
     async def settle(self, charges: list[ChargeToSettle], now_ms: int = 0) -> list[Applied]:
         """One round trip for the whole batch, one Function call per CALL_ITEMS charges; each
-        charge (or quote request, or cancellation) is applied under its own pcall (settlement.lua,
+        charge (or quote request, or cancellation) is applied under its own pcall (charges.lua,
         settle_batch). `now_ms`, the platform's clock, decides whether a quote has expired."""
         common = [*self._settle_common, str(now_ms), self._quote_hold_ms]
         return await self._run("settle_batch", lambda items: self._settle_args(items, common), charges)
@@ -332,7 +333,7 @@ class SettlementStore:
             for c in charges]])
 
     async def reverse(self, reversals: list[Reversal]) -> list[Reversed]:
-        """Apply upheld disputes in order, one pipeline (settlement.lua, reverse_payment)."""
+        """Apply upheld disputes in order, one pipeline (charges.lua, reverse_payment)."""
         if not reversals:
             return []
 
