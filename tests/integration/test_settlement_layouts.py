@@ -1,7 +1,7 @@
 """One codec per stored layout, read alike by Python and by the Functions (issue 21): each test
 writes through a Python codec (services/settlement/storage/layouts.py, shared/binding_index.py),
 lets a Function read and change what was written (FCALL through SettlementStore or BindingStore),
-and reads the result back through the same codec, against a real Valkey server."""
+and reads the result back through the same codec, against the test session's real Redis."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import uuid
 from datetime import date
 
 import pytest
-from redis.asyncio import Redis
 
 from services.binding.storage.bindings import ENDS_KEY, BindingStore
 from services.settlement.domain.consumption import Spent
@@ -23,7 +22,6 @@ from services.settlement.storage.layouts import (INSTITUTION_KEYS, INSTITUTIONS,
 from services.settlement.storage.library import FILES
 from shared.binding_index import Payer, decode_payers, encode_payer, payers_key
 from shared.identity import make_id_number
-from tooling.devstack import LocalRedis, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -42,20 +40,10 @@ def person(n: int) -> str:
     return make_id_number("610102", date(1970, 1, 1 + n), n)
 
 
-@pytest.fixture(scope="module")
-def valkey(tmp_path_factory):
-    server = LocalRedis(free_port(), tmp_path_factory.mktemp("layouts-valkey"))
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-async def client(valkey):
-    client = Redis.from_url(valkey.url)
-    await client.flushdb()  # FUNCTION libraries survive FLUSHDB
-    yield client
-    await client.aclose()
+def client(clean_redis):
+    """The test session's Redis, emptied (tests/conftest.py)."""
+    return clean_redis
 
 
 @pytest.fixture

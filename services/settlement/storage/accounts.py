@@ -38,7 +38,7 @@ Institution codes hold no ':', so `{institution}:{...}` keys and fields never co
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from datetime import datetime
 
@@ -210,16 +210,10 @@ class Account:
 
 
 @dataclass(frozen=True)
-class Release:
+class Release(OutboxItem):
     """A quote released by the sweep or a binding's pause/revocation, waiting in the outbox."""
 
-    raw: bytes  # the outbox item, to remove it once published
-    quote_id: str
-    institution_code: str
-    charge_id: str
-    reason: str
-    lines: list[Line]
-    released_at: str
+    raw: bytes = b""  # the outbox item as stored, to remove it once published
 
 
 # SETTLED's reason when a quote of the charge was released on the way (announced through the outbox)
@@ -374,9 +368,7 @@ class SettlementStore:
         """The oldest releases not yet announced."""
         out = []
         for raw in await self._redis.lrange(OUTBOX, 0, most - 1):
-            item = OutboxItem.decode(raw)
-            out.append(Release(raw, item.quote_id, item.institution_code, item.charge_id, item.reason, item.lines,
-                               item.released_at))
+            out.append(replace(Release.decode(raw), raw=raw))
         return out
 
     async def announced(self, releases: list[Release]) -> None:
