@@ -17,9 +17,10 @@ limit, not paused. Only bindings not revoked are present; the reader filters by 
 is in force on a China date when start <= date <= end (a renewal queued to start later, or one
 whose end the sweep has not removed yet, is in the index but not in force).
 
-This module is the only Python reader of the layout (the settle Function reads it in Lua,
-storage/settlement.lua `payers_of`; tests/integration/test_settlement_functions.py checks that
-both read what `encode_payer` writes alike).
+This module is the only Python reader of the layout; binding_index.lua beside it is the only Lua
+reader, written into the `binding` and `settlement` Function libraries ahead of their own files
+(`LUA_READER`, shared/function_library.py). tests/integration/test_settlement_functions.py checks
+that the settle Function pays what `payers_in_force` chooses from what `encode_payer` writes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 from datetime import date
 
 PAUSED = "p"
+# The Lua reader of the same layout, as a (package, file) part of a Function library.
+LUA_READER = ("shared", "binding_index.lua")
 
 
 def payers_key(beneficiary_id: str) -> str:

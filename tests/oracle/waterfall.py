@@ -1,8 +1,8 @@
 """The tests' oracle of the payment waterfall (支付顺序) and its refund, as pure functions over
 integer fen.
 
-The settlement rules live in one place, the Redis Functions (services/settlement/storage/
-settlement.lua): they decide and apply every split and refund atomically. This module is not
+The settlement rules live in one place, the Redis Functions (services/settlement/storage/, the
+`settlement` library: waterfall.lua, charges.lua): they decide and apply every split and refund atomically. This module is not
 called by any service; it restates the rules plainly so that tests (hypothesis among them) can
 check the Functions against it.
 

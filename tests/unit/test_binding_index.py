@@ -63,7 +63,7 @@ def test_a_whole_index_reads_back_in_payment_order_from_text_or_bytes(entries):
     assert decode_payers(index) == decode_payers(as_redis) == expected
 
 
-# --- in force: start <= day <= end, China dates, both ends included (settlement.lua payers_of) ---
+# --- in force: start <= day <= end, China dates, both ends included (binding_index.lua payers_in_force) ---
 
 def test_a_binding_is_in_force_from_its_first_day_through_its_last():
     payer = Payer("BND-1", "G", 1, START, END, "610100")

@@ -1,6 +1,6 @@
-#!lua name=binding
--- The binding service's Redis Functions (storage/bindings.py holds the layouts). Loaded at
--- start-up with FUNCTION LOAD REPLACE; Functions persist across a Redis restart.
+-- The binding service's Redis Functions (storage/bindings.py holds the layouts), library
+-- `binding`: storage/bindings.py loads this file after shared/binding_index.lua (the payer
+-- index's reader) at start-up with FUNCTION LOAD REPLACE; Functions persist across a Redis restart.
 --
 -- bnd_commit touches only keys its caller names in the plan; bnd_sweep derives the payer index
 -- key (bnd:pay:{beneficiary}, shared/binding_index.py) from bnd:ends. All keys live on one Redis
@@ -78,14 +78,11 @@ local function sweep(keys, args)
   local due = redis.call('ZRANGEBYSCORE', 'bnd:ends', '-inf', '(' .. cutoff, 'LIMIT', 0, limit)
   local removed = 0
   for _, ben in ipairs(due) do
-    local pay_key = 'bnd:pay:' .. ben
-    local payers = redis.call('HGETALL', pay_key)
     local earliest = nil
-    for i = 1, #payers, 2 do
-      local _, _, ends = string.find(payers[i + 1], '^[^|]*|[^|]*|[^|]*|([^|]*)|')
-      local day = tonumber(ends)
+    for _, payer in ipairs(read_payers(ben)) do
+      local day = payer.end_day
       if day < cutoff then
-        redis.call('HDEL', pay_key, payers[i])
+        redis.call('HDEL', payers_key(ben), payer.binding)
         removed = removed + 1
       elseif earliest == nil or day < earliest then
         earliest = day

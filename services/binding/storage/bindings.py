@@ -45,7 +45,8 @@ millions of people and bindings each byte here is megabytes:
                           the binding and counts it open on the binding's line; deciding it
                           uncounts it), so a dispute and its binding never disagree
 - `bnd:dspg:{grantor}`    set of the grantor's dispute ids, for QueryDisputes
-Changes are applied only through the `binding` Function library (bindings.lua).
+Changes are applied only through the `binding` Function library (bindings.lua, after the payer
+index's reader shared/binding_index.lua).
 """
 
 from __future__ import annotations
@@ -58,12 +59,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from functools import cache
-from pathlib import Path
 
 from redis.asyncio import Redis
 
-from shared.binding_index import PAUSED, Payer, encode_payer, payers_key
+from shared.binding_index import LUA_READER, PAUSED, Payer, encode_payer, payers_key
 from shared.envelope import CHINA_TZ
+from shared.function_library import library as function_library
 from shared.registrations import Standing, read_standing
 from shared.state import calling_functions, person_bucket
 from services.binding.domain.model import (Binding, Dispute, DisputeStatus, Insured, Payment, Relation, Scheme,
@@ -82,7 +83,7 @@ _SIGNATURE_PREFIX = "sha256:"
 @cache
 def library() -> str:
     """The Function library's source, read on first use (no file I/O at import)."""
-    return Path(__file__).with_name("bindings.lua").read_text()
+    return function_library("binding", LUA_READER, ("services.binding.storage", "bindings.lua"))
 
 
 # -- layouts ---------------------------------------------------------------------------------

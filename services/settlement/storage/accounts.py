@@ -1,4 +1,5 @@
-"""The settlement service's Redis state, changed only through the Functions in settlement.lua.
+"""The settlement service's Redis state, changed only through the `settlement` Function library
+(storage/library.py: common.lua, waterfall.lua, quotes.lua, charges.lua, bureau.lua).
 
 Keys this service owns (README, "Redis keys"):
 - `stl:acct:{bucket}`      hash person_id -> "balance|bureau_seq|region|scheme|account_seq|watermark|held"
@@ -37,24 +38,27 @@ Institution codes hold no ':', so `{institution}:{...}` keys and fields never co
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from datetime import datetime
-from importlib.resources import files
 
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shared.envelope import CHINA_TZ
-from shared.state import calling_functions, person_bucket
+from shared.state import calling_functions
+from services.settlement.storage.layouts import (INSTITUTION_KEYS, INSTITUTION_NAMES, OUTBOX, SCHEMES,
+                                                  AccountEntry, OutboxItem, account_key, decode_lines, decode_posting,
+                                                  decode_spent, encode_institution_keys, postings_key, spent_key)
+from services.settlement.storage.library import source
 from services.settlement.storage.parts import keep_part
 from services.settlement.domain.consumption import Spent
 from services.settlement.domain.ids import posting_prefix, reversal_prefix
 from services.settlement.domain.lines import Line
 
 _dumps = orjson.dumps  # the Function reads it with cjson; bytes go to Redis as they are
-LIBRARY = files("services.settlement.storage").joinpath("settlement.lua").read_text
+LIBRARY = source  # the library's source, read on first use
 
 
 @dataclass(frozen=True)
@@ -206,25 +210,10 @@ class Account:
 
 
 @dataclass(frozen=True)
-class Release:
+class Release(OutboxItem):
     """A quote released by the sweep or a binding's pause/revocation, waiting in the outbox."""
 
-    raw: bytes  # the outbox item, to remove it once published
-    quote_id: str
-    institution_code: str
-    charge_id: str
-    reason: str
-    lines: list[Line]
-    released_at: str
-
-
-def _decode_lines(encoded: str) -> list[Line]:
-    lines = []
-    for part in filter(None, encoded.split(";")):
-        source, person, region, order, amount, after, seq, binding = (part.split(",") + ["", ""])[:8]
-        lines.append(Line(source, int(amount), person or None, region or None, int(order) if order else None,
-                          int(after) if after else None, int(seq) if seq else None, binding or None))
-    return lines
+    raw: bytes = b""  # the outbox item as stored, to remove it once published
 
 
 # SETTLED's reason when a quote of the charge was released on the way (announced through the outbox)
@@ -235,14 +224,14 @@ def _applied(reply: list[str | bool]) -> Applied:
     """One item of a batch Function's cjson answer (strings; false for a missing field)."""
     status = reply[0]
     if status in ("SETTLED", "REFUNDED"):
-        return Applied(status, _decode_lines(reply[1]), reply[2], replay=reply[3] == "1",
+        return Applied(status, decode_lines(reply[1]), reply[2], replay=reply[3] == "1",
                        patient_id=(reply[4] or "") if len(reply) > 4 else "",
                        reason=RELEASED_ON_THE_WAY if len(reply) > 5 and reply[5] == "R" else "")
     if status == "QUOTED":
-        return Applied(status, _decode_lines(reply[1]), reply[2], replay=reply[4] == "1", until_ms=int(reply[3]),
+        return Applied(status, decode_lines(reply[1]), reply[2], replay=reply[4] == "1", until_ms=int(reply[3]),
                        quote_id=(reply[5] or "") if len(reply) > 5 else "")
     if status == "RELEASED":
-        return Applied(status, _decode_lines(reply[1]), reply[2], reason=reply[3], replay=reply[4] == "1")
+        return Applied(status, decode_lines(reply[1]), reply[2], reason=reply[3], replay=reply[4] == "1")
     if status == "REJECTED":
         return Applied(status, [], reason=reply[1])
     if status == "ERROR":
@@ -262,10 +251,7 @@ def _failed(error: Exception, count: int) -> list[Applied]:
 # so a large batch goes as a few calls in one pipeline (still one round trip) and other clients
 # of the same Redis wait at most one call.
 CALL_ITEMS = 250
-OUTBOX = "stl:quote:outbox"
 MOVING = "stl:moving"
-INSTITUTION_KEYS = "stl:ikeys"
-INSTITUTION_NAMES = "stl:inst:name"
 
 
 class SettlementStore:
@@ -276,7 +262,7 @@ class SettlementStore:
         self._rejection_ttl = rejection_ttl
         self._record_ttl = record_ttl
         self._report_ttl = report_ttl
-        # What every item of a batch call shares (settlement.lua, settle_batch / refund_batch).
+        # What every item of a batch call shares (charges.lua, settle_batch / refund_batch).
         self._settle_common = [self._provinces, str(rejection_ttl), str(record_ttl)]
         self._quote_hold_ms = str(quote_hold_ms)
         self._now_ms = "0"  # the platform's clock of the batch being encoded (settle)
@@ -288,7 +274,7 @@ class SettlementStore:
 
     async def settle(self, charges: list[ChargeToSettle], now_ms: int = 0) -> list[Applied]:
         """One round trip for the whole batch, one Function call per CALL_ITEMS charges; each
-        charge (or quote request, or cancellation) is applied under its own pcall (settlement.lua,
+        charge (or quote request, or cancellation) is applied under its own pcall (charges.lua,
         settle_batch). `now_ms`, the platform's clock, decides whether a quote has expired."""
         common = [*self._settle_common, str(now_ms), self._quote_hold_ms]
         return await self._run("settle_batch", lambda items: self._settle_args(items, common), charges)
@@ -332,7 +318,7 @@ class SettlementStore:
             for c in charges]])
 
     async def reverse(self, reversals: list[Reversal]) -> list[Reversed]:
-        """Apply upheld disputes in order, one pipeline (settlement.lua, reverse_payment)."""
+        """Apply upheld disputes in order, one pipeline (charges.lua, reverse_payment)."""
         if not reversals:
             return []
 
@@ -352,7 +338,7 @@ class SettlementStore:
             if status != "REVERSED":
                 out.append(Reversed(status))
                 continue
-            out.append(Reversed(status, _decode_lines(reply[1].decode()), reply[2].decode(), reply[3] == b"1",
+            out.append(Reversed(status, decode_lines(reply[1].decode()), reply[2].decode(), reply[3] == b"1",
                                 reply[4].decode(), int(reply[5]), int(reply[6])))
         return out
 
@@ -382,9 +368,7 @@ class SettlementStore:
         """The oldest releases not yet announced."""
         out = []
         for raw in await self._redis.lrange(OUTBOX, 0, most - 1):
-            quote_id, member, reason, lines, at = orjson.loads(raw)
-            institution, charge_id = member.split(":", 1)
-            out.append(Release(raw, quote_id, institution, charge_id, reason, _decode_lines(lines), at))
+            out.append(replace(Release.decode(raw), raw=raw))
         return out
 
     async def announced(self, releases: list[Release]) -> None:
@@ -428,10 +412,10 @@ class SettlementStore:
             return {}
         pipe = self._redis.pipeline(transaction=False)
         for pid in person_ids:
-            pipe.hget(f"stl:acct:{person_bucket(pid)}", pid)
+            pipe.hget(account_key(pid), pid)
             pipe.hget(MOVING, pid)
         found = await pipe.execute()
-        return {pid: PersonState(raw.split(b"|")[2].decode() if raw else None, moving.decode() if moving else None)
+        return {pid: PersonState(AccountEntry.decode(raw).region if raw else None, moving.decode() if moving else None)
                 for pid, raw, moving in zip(person_ids, found[::2], found[1::2])}
 
     async def bureau_events(self, events: list[Registration | Transfer | Movement]) -> list[MovementApplied | None]:
@@ -470,7 +454,7 @@ class SettlementStore:
         pipe = self._redis.pipeline(transaction=False)
         for r in registrations:
             pipe.fcall("register_institution", 0, r.code, r.region, r.kind,
-                       _dumps({"region": r.region, "keys": r.public_keys}), r.signer_region, r.name)
+                       encode_institution_keys(r.region, r.public_keys), r.signer_region, r.name)
         return [a.decode() if isinstance(a, bytes) else str(a) for a in await pipe.execute()]
 
     async def institution_names(self, codes: list[str]) -> dict[str, str]:
@@ -504,34 +488,23 @@ class SettlementStore:
 
     async def spending(self, grantor_id: str) -> list[Spent]:
         """Every payment from the grantor's account, with what has been refunded of it."""
-        rows = []
-        for field, value in (await self._redis.hgetall(f"stl:spent:{grantor_id}")).items():
-            institution, charge_id = field.decode().split(":", 1)
-            day, beneficiary, paid, refunded, at = value.decode().split("|")
-            rows.append(Spent(charge_id, datetime.strptime(day, "%Y%m%d").date(), beneficiary, int(paid),
-                              int(refunded), at, institution))
-        return rows
+        return [decode_spent(f, v) for f, v in (await self._redis.hgetall(spent_key(grantor_id))).items()]
 
     async def postings_of(self, region: str, day: str) -> dict[str, tuple[str, int, str]]:
         """What the platform posted to `region`'s book on `day` (YYYYMMDD): id -> (direction, fen, person)."""
-        rows = {}
-        for posting_id, value in (await self._redis.hgetall(f"stl:posted:{region}:{day}")).items():
-            direction, amount, person = value.decode().split("|")
-            rows[posting_id.decode()] = (direction, int(amount), person)
-        return rows
+        return {posting_id.decode(): decode_posting(value)
+                for posting_id, value in (await self._redis.hgetall(postings_key(region, day))).items()}
 
     async def account(self, person_id: str) -> Account | None:
         """The account entry as the settle Function reads it (one HGET, so consistent): its first
         field is the balance a charge would pay from, the platform's balance (the bureau's last
         balance with the platform's later postings already applied; stl:pp only remembers those
         postings for the next snapshot). None for a person settlement has not registered."""
-        raw = await self._redis.hget(f"stl:acct:{person_bucket(person_id)}", person_id)
+        raw = await self._redis.hget(account_key(person_id), person_id)
         if not raw:
             return None
-        fields = raw.decode().split("|")
-        balance, _, region, scheme = fields[:4]
-        held = int(fields[6]) if len(fields) > 6 and fields[6] else 0
-        return Account(int(balance), region, "employee" if scheme == "e" else "resident", held)
+        entry = AccountEntry.decode(raw)
+        return Account(entry.balance, entry.region, SCHEMES[entry.scheme], entry.held)
 
     async def balance(self, person_id: str) -> int | None:
         """For tests and operators: the cached balance in fen."""
@@ -540,5 +513,5 @@ class SettlementStore:
 
     async def account_seq(self, person_id: str) -> int | None:
         """For tests and operators: the last platform posting's account_seq."""
-        raw = await self._redis.hget(f"stl:acct:{person_bucket(person_id)}", person_id)
-        return int(raw.split(b"|")[4]) if raw else None
+        raw = await self._redis.hget(account_key(person_id), person_id)
+        return AccountEntry.decode(raw).account_seq if raw else None

@@ -9,7 +9,7 @@ Keys (README, "Redis keys"):
 - `stl:irc:{event_id}`     an InstitutionReconciled answer's messages as published (a redelivery answers
                            them again)
 - `stl:drift:{person}`     hash bureau_seq -> "platform|in_flight|snapshot" fen of a BalanceSnapshot that
-                           found the cache drifted (settlement.lua, bureau_movement), to announce it again
+                           found the cache drifted (bureau.lua, bureau_movement), to announce it again
                            when the snapshot is redelivered
 It reads `stl:inst` (designated institutions, storage/accounts.py).
 """
