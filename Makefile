@@ -32,8 +32,11 @@ stunnel:
 	    && ! command -v stunnel >/dev/null && ! command -v stunnel4 >/dev/null; then \
 	  apt-get update && apt-get install -y --no-install-recommends stunnel4; fi
 
+# The whole suite on a UTC host, then the unit tests and the China-midnight module again on an
+# Asia/Shanghai host: China dates must come from the platform's clock, never the host's zone.
 test: $(STAMP) browser stunnel
-	$(BIN)/python -m pytest tests -q
+	TZ=UTC $(BIN)/python -m pytest tests -q
+	TZ=Asia/Shanghai $(BIN)/python -m pytest tests/unit tests/integration/test_china_midnight.py -q
 
 unit-tests: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q

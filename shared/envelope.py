@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from shared import clock
+
 SCHEMA_VERSION = 1
 CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
 # Outcome ids are derived from the command's id, so a republished outcome is byte-for-byte the
@@ -69,8 +71,9 @@ def read(raw: bytes, known_types: frozenset[str]) -> Readable | Unreadable:
 
 
 def now() -> datetime:
-    """The platform's clock, in China time (tests replace it to move time)."""
-    return datetime.now(CHINA_TZ)
+    """The platform's clock, in China time: the host's clock moved by CLOCK_OFFSET_SECONDS
+    (shared.clock; zero unless a test or a drill sets it)."""
+    return datetime.now(CHINA_TZ) + clock.offset()
 
 
 def china_today(at: datetime | None = None) -> date:

@@ -6,6 +6,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared import clock
+from shared.clock import MAX_OFFSET_SECONDS
 from shared.kafka_security import KafkaSecurity, Mechanism, Protocol
 from shared.signing import KeyRing, SigningKey
 
@@ -64,7 +66,24 @@ class KafkaClientSettings(BaseSettings):
                              ssl_keyfile=self.kafka_ssl_keyfile)
 
 
-class ServiceSettings(KafkaClientSettings):
+class ClockSettings(BaseSettings):
+    """Where the platform's clock stands (shared.clock): read by every service and by the simulator."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    clock_offset_seconds: int = Field(
+        0, ge=-MAX_OFFSET_SECONDS, le=MAX_OFFSET_SECONDS, description="For tests and drills only: seconds the "
+        "platform's clock runs ahead of the host's (negative: behind), at most 400 days either way. Every China "
+        "date and time the platform decides with (a charge's day, report days, limits' months, a binding's "
+        "start) follows it; signing keys' validity, API tokens and Redis/Kafka timestamps stay on real time. "
+        "Give every service of a platform, and the partners that talk to it, the same value. Production: 0.")
+
+    def apply_clock(self) -> None:
+        """Set the platform's clock; each service's app factory calls it once at start."""
+        clock.set_offset(self.clock_offset_seconds)
+
+
+class ServiceSettings(KafkaClientSettings, ClockSettings):
     """The base of each service's settings: where the broker and Redis are, and how to talk to them."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)

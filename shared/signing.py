@@ -30,6 +30,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared import clock
+
 PREFIX = b"fma-sig-v1\n"
 SIGNER = "x-signer"
 ALGORITHM = "x-signature-alg"
@@ -263,7 +265,9 @@ def verify(topic: str, key: bytes | None, value: bytes, headers: Mapping[str, st
     if not _KEY_ID.fullmatch(signer_id):
         return SignatureRefused.UNKNOWN_SIGNER
     known = find(signer_id)
-    if known is None or not known.valid_at(now):
+    # `now` is the platform's clock; a key's window was set by its owner in real time, so a clock a
+    # test or a drill moved (CLOCK_OFFSET_SECONDS) must neither expire keys early nor revive old ones.
+    if known is None or not known.valid_at(clock.real_time(now)):
         return SignatureRefused.UNKNOWN_SIGNER
     if algorithm != ED25519:
         return SignatureRefused.BAD_SIGNATURE

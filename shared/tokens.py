@@ -18,8 +18,7 @@ the claims every party codes against:
 - `jti` (optional, minted always here): the token's id, by which one token can be revoked.
 
 `TokenIssuer` is the other side, for `make run`, the simulator and the tests: an issuer's
-private key that mints, and `DevIssuers` makes the two a platform needs (the app's and the
-windows' sign-on) with the issuers file the gateway reads.
+private key that mints (`tooling.devkeys.DevIssuers` makes the two a local platform needs).
 """
 
 from __future__ import annotations
@@ -300,65 +299,3 @@ class TokenIssuer:
             else:
                 claims[name] = value
         return jwt.encode(claims, self.private_key, algorithm=self.algorithm, headers=headers or None)
-
-
-APP_ISSUER = "fma-dev-app"
-WINDOWS_ISSUER = "fma-dev-window-sign-on"
-ISSUERS_FILE = "token_issuers.json"
-APP_KEY_FILE, WINDOWS_KEY_FILE = "app_issuer.jwk.json", "windows_issuer.jwk.json"
-
-
-@dataclass(frozen=True)
-class DevIssuers:
-    """The two issuers of a local platform, made fresh: the app's back end (role `app`) and the
-    windows' sign-on (`window`, `supervisor`), Ed25519 keys. `write(dir)` puts their private keys
-    in `dir` (mode 0600) beside the public issuers file the gateway reads (`GATEWAY_TOKEN_ISSUERS`)."""
-
-    app: TokenIssuer
-    windows: TokenIssuer
-    dir: Path | None = None
-
-    @classmethod
-    def generate(cls, max_lifetime_seconds: int = 8 * 3600) -> "DevIssuers":
-        return cls(TokenIssuer.generate(APP_ISSUER, ["app"], kid="app-k1", max_lifetime_seconds=max_lifetime_seconds),
-                   TokenIssuer.generate(WINDOWS_ISSUER, ["window", "supervisor"], kid="windows-k1",
-                                        max_lifetime_seconds=max_lifetime_seconds))
-
-    @classmethod
-    def create(cls, dir: Path, max_lifetime_seconds: int = 8 * 3600) -> "DevIssuers":
-        return cls.generate(max_lifetime_seconds).write(dir)
-
-    def write(self, dir: Path) -> "DevIssuers":
-        dir.mkdir(parents=True, exist_ok=True)
-        self.app.save(dir / APP_KEY_FILE)
-        self.windows.save(dir / WINDOWS_KEY_FILE)
-        (dir / ISSUERS_FILE).write_text(json.dumps({"issuers": [self.app.entry(), self.windows.entry()]}, indent=2))
-        return DevIssuers(self.app, self.windows, dir)
-
-    @classmethod
-    def open(cls, dir: Path) -> "DevIssuers":
-        return cls(TokenIssuer.load(dir / APP_KEY_FILE), TokenIssuer.load(dir / WINDOWS_KEY_FILE), dir)
-
-    def _in_dir(self, name: str) -> Path:
-        if self.dir is None:
-            raise ValueError("DevIssuers.write(dir) first: the issuers have no files yet")
-        return self.dir / name
-
-    @property
-    def issuers_file(self) -> Path:
-        return self._in_dir(ISSUERS_FILE)
-
-    @property
-    def app_key_file(self) -> Path:
-        return self._in_dir(APP_KEY_FILE)
-
-    def env(self) -> dict[str, str]:
-        """What the gateway reads (the issuers) and what the simulator mints app tokens with."""
-        return {"GATEWAY_TOKEN_ISSUERS": str(self.issuers_file), "APP_TOKEN_ISSUER_FILE": str(self.app_key_file)}
-
-    def trusted(self, clock_skew_seconds: int = DEFAULT_CLOCK_SKEW_SECONDS) -> TrustedIssuers:
-        return TrustedIssuers.from_dict({"issuers": [self.app.entry(), self.windows.entry()]}, clock_skew_seconds)
-
-    def mint(self, role: Role, **claims: Any) -> str:
-        """A token of `role` from the issuer that may mint it."""
-        return (self.app if role == "app" else self.windows).mint(role, **claims)

@@ -6,7 +6,8 @@
 `--rate` is messages per second of every kind (HIS charges and refunds, bureau events); about
 four in five are charges. Defaults come from the environment: KAFKA_BOOTSTRAP_SERVERS,
 GATEWAY_URL, APP_TOKEN_ISSUER_FILE (the app back end's token issuer, which mints the grantors' app
-tokens), and the Kafka security settings (KAFKA_SECURITY_PROTOCOL, KAFKA_SSL_CAFILE, ...). Without
+tokens), the Kafka security settings (KAFKA_SECURITY_PROTOCOL, KAFKA_SSL_CAFILE, ...) and the
+services' CLOCK_OFFSET_SECONDS (the partners it plays keep the platform's time). Without
 a gateway the bindings go to binding.commands directly, as the gateway would put them there.
 
 Every message is signed as the partner it plays would sign it (contract version 3), with the
@@ -23,6 +24,7 @@ import signal
 import sys
 from pathlib import Path
 
+from shared.settings import ClockSettings
 from simulator.province import SIZES, build_province
 from simulator.run import Options, say, simulate
 
@@ -53,6 +55,7 @@ def parse(argv: list[str]) -> Options:
 
 
 async def main(opts: Options) -> int:
+    ClockSettings().apply_clock()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

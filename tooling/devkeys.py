@@ -7,18 +7,23 @@ go into `dir/partner_keys.json` (the PARTNER_KEYS_FILE), each private half into 
 (the SIGNING_KEY_FILE format: base64 of the 32 raw bytes). Institutions' keys (`his:<code>:k1`)
 are made on first use and travel in their InstitutionRegistered. `DEV_KEYS_DIR` names the folder
 to the processes that play the partners.
+
+`DevIssuers` makes the two token issuers of the HTTP API a local platform needs (the app's back end
+and the windows' sign-on) with the issuers file the gateway reads.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from shared.regions import all_regions
 from shared.signing import SigningKey
+from shared.tokens import DEFAULT_CLOCK_SKEW_SECONDS, Role, TokenIssuer, TrustedIssuers
 
 SERVICES = ("settlement", "binding", "notify", "gateway")
 PARTNER_KEYS = "partner_keys.json"
@@ -134,3 +139,65 @@ class DevKeys:
         """The settings of one service: the trust anchor and its own signing key."""
         key = self.service(name)
         return self.env() | {"SIGNING_KEY_ID": key.key_id, "SIGNING_KEY_FILE": str(self.key_file(key.key_id))}
+
+
+APP_ISSUER = "fma-dev-app"
+WINDOWS_ISSUER = "fma-dev-window-sign-on"
+ISSUERS_FILE = "token_issuers.json"
+APP_KEY_FILE, WINDOWS_KEY_FILE = "app_issuer.jwk.json", "windows_issuer.jwk.json"
+
+
+@dataclass(frozen=True)
+class DevIssuers:
+    """The two issuers of a local platform, made fresh: the app's back end (role `app`) and the
+    windows' sign-on (`window`, `supervisor`), Ed25519 keys. `write(dir)` puts their private keys
+    in `dir` (mode 0600) beside the public issuers file the gateway reads (`GATEWAY_TOKEN_ISSUERS`)."""
+
+    app: TokenIssuer
+    windows: TokenIssuer
+    dir: Path | None = None
+
+    @classmethod
+    def generate(cls, max_lifetime_seconds: int = 8 * 3600) -> "DevIssuers":
+        return cls(TokenIssuer.generate(APP_ISSUER, ["app"], kid="app-k1", max_lifetime_seconds=max_lifetime_seconds),
+                   TokenIssuer.generate(WINDOWS_ISSUER, ["window", "supervisor"], kid="windows-k1",
+                                        max_lifetime_seconds=max_lifetime_seconds))
+
+    @classmethod
+    def create(cls, dir: Path, max_lifetime_seconds: int = 8 * 3600) -> "DevIssuers":
+        return cls.generate(max_lifetime_seconds).write(dir)
+
+    def write(self, dir: Path) -> "DevIssuers":
+        dir.mkdir(parents=True, exist_ok=True)
+        self.app.save(dir / APP_KEY_FILE)
+        self.windows.save(dir / WINDOWS_KEY_FILE)
+        (dir / ISSUERS_FILE).write_text(json.dumps({"issuers": [self.app.entry(), self.windows.entry()]}, indent=2))
+        return DevIssuers(self.app, self.windows, dir)
+
+    @classmethod
+    def open(cls, dir: Path) -> "DevIssuers":
+        return cls(TokenIssuer.load(dir / APP_KEY_FILE), TokenIssuer.load(dir / WINDOWS_KEY_FILE), dir)
+
+    def _in_dir(self, name: str) -> Path:
+        if self.dir is None:
+            raise ValueError("DevIssuers.write(dir) first: the issuers have no files yet")
+        return self.dir / name
+
+    @property
+    def issuers_file(self) -> Path:
+        return self._in_dir(ISSUERS_FILE)
+
+    @property
+    def app_key_file(self) -> Path:
+        return self._in_dir(APP_KEY_FILE)
+
+    def env(self) -> dict[str, str]:
+        """What the gateway reads (the issuers) and what the simulator mints app tokens with."""
+        return {"GATEWAY_TOKEN_ISSUERS": str(self.issuers_file), "APP_TOKEN_ISSUER_FILE": str(self.app_key_file)}
+
+    def trusted(self, clock_skew_seconds: int = DEFAULT_CLOCK_SKEW_SECONDS) -> TrustedIssuers:
+        return TrustedIssuers.from_dict({"issuers": [self.app.entry(), self.windows.entry()]}, clock_skew_seconds)
+
+    def mint(self, role: Role, **claims: Any) -> str:
+        """A token of `role` from the issuer that may mint it."""
+        return (self.app if role == "app" else self.windows).mint(role, **claims)

@@ -28,12 +28,13 @@ TOPICS = [BINDING_COMMANDS, BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_DISPUTES, SE
 def create_app(settings: BindingSettings | None = None) -> FastStream:
     settings = settings or BindingSettings()
     configure_logging(settings.log_level, service="binding", fmt=settings.log_format, file=settings.log_file)
+    settings.apply_clock()  # CLOCK_OFFSET_SECONDS: zero but in tests and drills
     log = logging.getLogger("binding")
     obs = Observability("binding")
     broker = make_broker(settings, client_id="binding", middlewares=[obs.kafka_middleware])
     redis = make_redis(settings.redis_url)
     store = BindingStore(redis, outcome_ttl_seconds=settings.binding_outcome_ttl_days * 86_400)
-    service = BindingService(store, broker, today=lambda: envelope.now().date(), name_key=settings.name_key(),
+    service = BindingService(store, broker, today=envelope.china_today, name_key=settings.name_key(),
                              keys=settings.partner_keys().find, signing_key=settings.signing_key(),
                              payer_grace_days=settings.binding_payer_grace_days,
                              metrics=BindingMetrics(obs.registry), references_caught_up=references_waiter(settings),

@@ -65,6 +65,7 @@ def http_api(settings: GatewaySettings, service: GatewayService, metrics: Gatewa
 def create_app(settings: GatewaySettings | None = None) -> FastStreamAPI:
     settings = settings or GatewaySettings()
     configure_logging(settings.log_level, service="gateway", fmt=settings.log_format, file=settings.log_file)
+    settings.apply_clock()  # CLOCK_OFFSET_SECONDS: zero but in tests and drills
     log = logging.getLogger("gateway")
     obs = Observability("gateway")
     broker = make_broker(settings, client_id="gateway", middlewares=[obs.kafka_middleware])

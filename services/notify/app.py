@@ -58,6 +58,7 @@ async def every(seconds: float, job: Callable[[], Awaitable[int]], name: str, ga
 def create_app(settings: NotifySettings | None = None) -> FastStream:
     settings = settings or NotifySettings()
     configure_logging(settings.log_level, service="notify", fmt=settings.log_format, file=settings.log_file)
+    settings.apply_clock()  # CLOCK_OFFSET_SECONDS: zero but in tests and drills
     obs = Observability("notify")
     broker = make_broker(settings, client_id="notify", middlewares=[obs.kafka_middleware])
     redis = make_redis(settings.redis_url)

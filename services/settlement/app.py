@@ -36,6 +36,7 @@ TOPICS = [SETTLEMENT_RESULTS, *all_bureau_postings(), *CONSUMED, *(dead_letter_t
 def create_app(settings: SettlementSettings | None = None) -> FastStream:
     settings = settings or SettlementSettings()
     configure_logging(settings.log_level, service="settlement", fmt=settings.log_format, file=settings.log_file)
+    settings.apply_clock()  # CLOCK_OFFSET_SECONDS: zero but in tests and drills
     obs = Observability("settlement")
     broker = make_broker(settings, client_id="settlement", middlewares=[obs.kafka_middleware])
     redis = make_redis(settings.redis_url)

@@ -1,6 +1,6 @@
 """The HTTP API as the app and a service window use it: the gateway, binding and settlement
 services as processes against the real broker and Redis, driven over HTTP with httpx. Tokens
-come from the two development issuers (shared.tokens.DevIssuers) the gateways are told to believe."""
+come from the two development issuers (tooling.devkeys.DevIssuers) the gateways are told to believe."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 from shared import topics as t
 from shared.envelope import seal
 from shared.identity import mask_id_number
-from shared.tokens import DevIssuers, TokenIssuer
+from shared.tokens import TokenIssuer
+from tooling.devkeys import DevIssuers
 from tooling.devstack import free_port
 from tests.support import (ServiceProcess, body, china_today, command, eventually, institution_registered, payload_of,
                            person_registered, wait_registered)

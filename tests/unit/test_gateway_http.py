@@ -9,7 +9,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 import httpx
 
-from shared.tokens import DevIssuers, TokenIssuer
+from shared.tokens import TokenIssuer
+from tooling.devkeys import DevIssuers
 from services.gateway.app import http_api
 from services.gateway.config import GatewaySettings
 from services.gateway.metrics import GatewayMetrics

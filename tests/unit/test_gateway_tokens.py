@@ -9,7 +9,8 @@ import json
 import jwt
 import pytest
 
-from shared.tokens import (AUDIENCE, DevIssuers, InvalidToken, IssuersFileError, TokenIssuer, TrustedIssuers)
+from shared.tokens import AUDIENCE, InvalidToken, IssuersFileError, TokenIssuer, TrustedIssuers
+from tooling.devkeys import DevIssuers
 
 ME = "610102198503150018"
 NOW = 1_800_000_000

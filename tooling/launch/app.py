@@ -5,7 +5,7 @@ Environment: `DURATION` (seconds, then stop as Ctrl-C does), `DEMO=0` (no simula
 `.run`: logs in `<RUN_DIR>/logs/<service>.log`), `HTTP_PORT` (the API and console's port; default
 a free one), `ADMIN_PORT` (the gateway's operator port; default a free one).
 
-Tokens (contract version 3): two development issuers are made for the run (shared.tokens.DevIssuers,
+Tokens (contract version 3): two development issuers are made for the run (tooling.devkeys.DevIssuers,
 Ed25519 keys in `<RUN_DIR>/issuers`, mode 0600): the app's, which mints the seeded grantor's token
 and the simulator's, and the windows' sign-on, which mints the clerk's; the gateway believes them
 through the issuers file (`GATEWAY_TOKEN_ISSUERS`).
@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.live import Live
 
 from shared.identity import mask_id_number
-from shared.tokens import DevIssuers
+from tooling.devkeys import DevIssuers
 from tooling.devstack import free_port, start_infra
 from tooling.launch import view
 from tooling.launch.metrics import Figures, Rate, read, scrape
