@@ -24,7 +24,6 @@ from collections import Counter as TallyCounter
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-import orjson
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
@@ -34,6 +33,7 @@ from shared.logs import shown
 from shared.signing import (SIGNER, InstitutionKey, KeyRing, PartnerKey, SignatureRefused, Signer, SigningKey,
                             institution_keys, verify_received)
 from shared.topics import BUREAU_POSTINGS
+from services.settlement.storage.layouts import decode_institution_keys
 
 log = logging.getLogger("settlement")
 Verdict = Signer | SignatureRefused
@@ -96,9 +96,9 @@ class Signatures:
         if (parsed := self._parsed.get(raw)) is not None:
             return parsed
         try:
-            stored = orjson.loads(raw)
+            region, keys = decode_institution_keys(raw)
             parsed = {k.key_id: k for k in institution_keys(
-                code, stored["region"], [InstitutionKey.model_validate(k) for k in stored["keys"]])}
+                code, region, [InstitutionKey.model_validate(k) for k in keys])}
         except (ValueError, KeyError, TypeError, ValidationError) as exc:
             # written by this service from a validated registration: a defect, and no key believed
             log.error("institution %s: stored keys unreadable (%s); its messages are not believed", shown(code),

@@ -25,7 +25,7 @@ def institution_refusal(signer: Signer, event_region: str) -> SignatureRefused |
     """An InstitutionRegistered is believed only from the bureau of the region it names. (And a
     change of an institution already registered only from the bureau of its current region, so an
     institution never moves to another region by a registration: that part reads the projection,
-    in the same atomic step that registers it, settlement.lua `register_institution`.)"""
+    in the same atomic step that registers it, storage/bureau.lua `register_institution`.)"""
     return None if speaks_for_region(signer, event_region) else SignatureRefused.NOT_SIGNERS
 
 

@@ -1,4 +1,4 @@
-"""A line of a charge or refund as the settlement Functions answer it (storage/settlement.lua,
+"""A line of a charge or refund as the settlement Functions answer it (services/settlement/storage/*.lua,
 the home of the settlement rules): who paid or got back how much, the balance after, and the
 posting's place in its account's sequence."""
 

@@ -34,7 +34,7 @@ class Reason(StrEnum):
 
 # One answer per message (issue 21): every refusal is recorded by the message's event id, but these,
 # which a resend may legitimately change. The settle Function decides it for the refusals read off
-# its projections (who is registered, which institutions are designated: settlement.lua, PROVISIONAL,
+# its projections (who is registered, which institutions are designated: storage/common.lua, PROVISIONAL,
 # answered by FCALL provisional_refusals); the signature refusals of contract version 3 (the key
 # projection may be behind) are answered before any Function and never recorded either.
 PROJECTION_REFUSALS = frozenset({Reason.UNKNOWN_PATIENT, Reason.UNKNOWN_INSTITUTION})

@@ -191,7 +191,7 @@ class Reversed:
 class MovementApplied:
     """bureau_movement's answer; for a snapshot that found the cache drifted (or its redelivery),
     what the platform held before and what its postings after the watermark explain (对账 per
-    account, services/settlement/ledger.py)."""
+    account, services/settlement/usecases/his_reconciliation.py)."""
 
     outcome: str
     balance: int
