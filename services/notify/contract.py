@@ -154,7 +154,7 @@ class DisputeResolvedIn(_BindingChange):
 
 
 # The events that call for an SMS; the others (fraud reports, rejections) are only acknowledged,
-# except a rejection of a dispute notify asked for an SMS reply (usecases.NotifyService._refused).
+# except a rejection of a dispute notify asked for an SMS reply (usecases/notices.py, `Notices._refused`).
 READ: dict[str, type[BaseModel]] = {
     "ChargeSettled": ChargeSettledIn, "RefundSettled": RefundSettledIn, "BindingCreated": BindingCreatedIn,
     "BindingRevoked": BindingRevokedIn, "PaymentOrderChanged": PaymentOrderChangedIn,

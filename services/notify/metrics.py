@@ -31,7 +31,7 @@ UPLINK_OUTCOMES = ("dispute_asked", "not_understood", "opted_out", "unknown_phon
 
 
 def sms_outcome(outcome: dict[str, Any]) -> str:
-    """The `outcome` label of a recorded outcome (usecases.py's outcome dicts)."""
+    """The `outcome` label of a recorded outcome (usecases/deliveries.py's outcome dicts)."""
     if outcome["type"] == c.SMS_SENT:
         return "sent"
     return "unknown" if outcome.get("reason") == c.OUTCOME_UNKNOWN else "failed"

@@ -19,7 +19,7 @@ def register(broker: KafkaBroker, service: BindingService, settings: BindingSett
     gate = ProjectionGate.of(settings, {BUREAU_ACCOUNTS: f"{group}.{BUREAU_ACCOUNTS}"})
     commands, registry = Outage(BINDING_COMMANDS), Outage(BUREAU_ACCOUNTS)
 
-    # Batches: one Kafka fetch is decided with a few Redis round trips (usecases.py).
+    # Batches: one Kafka fetch is decided with a few Redis round trips (usecases/commands.py).
     @broker.subscriber(BINDING_COMMANDS, **consumer_options(settings, group, BINDING_COMMANDS, batch=True,
                                                             max_records=settings.binding_batch_size,
                                                             batch_timeout_ms=settings.binding_batch_timeout_ms,

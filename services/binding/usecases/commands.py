@@ -1,4 +1,5 @@
-"""The binding service's use cases: decide each command once, record it, publish its outcome.
+"""binding.commands: decide each command once, record it, publish its outcome (create, revoke,
+change of payment order, limit, pause, resume, and a grantor's dispute of a payment).
 
 Commands come in batches (one Kafka fetch) and are decided with three Redis round trips
 whatever the batch's size: one read of recorded outcomes, registrations and binding owners; one
@@ -9,15 +10,15 @@ rule stays in domain/rules.py; commands for one beneficiary are decided in order
 bindings the ones before it left.
 
 Disputes (非本人授权) take part in the same compare-and-set: opening one pauses the binding that
-paid and records the dispute in its beneficiary's commit; a bureau's decision closes it the same
-way. The payment a dispute names is found in a projection of settlement.results kept here
-(`project_payments`), and an unknown reference is answered only once that projection has caught up.
+paid and records the dispute in its beneficiary's commit (a bureau's decision closes it the same
+way, disputes.py). The payment a dispute names is found in the payment projection (payments.py),
+and an unknown reference is answered only once that projection has caught up.
 
 Contract version 3: every message read here is verified first (shared/signing.py, the operator's
 keys). A command or query is believed only from the gateway's key (notify's for DisputePayment);
 one that is not is answered BindingRejected with the refusal's code on binding.events, never
-recorded. Registrations and transfers are believed by shared/registrations.py, a bureau's decision
-only from the bureau of the grantor's region. Replies are signed with this service's key.
+recorded. Queries read on this topic are answered by queries.py. Replies are signed with this
+service's key.
 """
 
 from __future__ import annotations
@@ -25,47 +26,34 @@ from __future__ import annotations
 import json
 import logging
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 from faststream.kafka import KafkaBroker
-from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 
 from shared import envelope
 from shared.identity import mask_id_number
 from shared.kafka import Outgoing, Received, dead_letter, is_transient, publish_all, publish_replies, reply_to
 from shared.logs import shown
-from shared.money import Fen, parse_yuan
-from shared.references import payment_reference
-from shared.registrations import person_changes
+from shared.money import Fen
 from shared.signing import KEY_ID_PATTERN, SIGNER, KeyFinder, SignatureRefused, Signer, SigningKey, verify_received
 from shared.topics import BINDING_EVENTS, SETTLEMENT_RESULTS
 from services.binding import contract as c
 from services.binding.domain import rules
-from services.binding.domain.model import Binding, Dispute, Insured, Payment, Scheme
+from services.binding.domain.model import Binding, Dispute, Insured, Payment
 from services.binding.domain.reasons import BindingRefused, Reason
 from services.binding.metrics import BindingMetrics
-from services.binding.storage.bindings import (BindingStore, Plan, Recorded, Stored, decode_bindings, epoch,
-                                               moment)
+from services.binding.storage.bindings import BindingStore, Plan, Recorded, Stored, decode_bindings, epoch, moment
+from services.binding.usecases.outcomes import (apply_changes, binding_id_for, created, fen, made_by, recorded,
+                                                rejection, seal)
+from services.binding.usecases.queries import Queries
+from services.binding.usecases.sweeps import PayerIndex
 
 log = logging.getLogger("binding")
-_BINDING_NAMESPACE = uuid.UUID("0c5e3a4e-7f61-5d0a-8b53-6100b1d1a9c7")
-# Outcomes rebuilt from their record's payload (everything but command_id).
-_RECORDED_MODELS: dict[str, type[BaseModel]] = {
-    c.BINDING_REVOKED: c.BindingRevoked, c.PAYMENT_ORDER_CHANGED: c.PaymentOrderChanged,
-    c.GRANTOR_LIMIT_SET: c.GrantorLimitSet, c.BINDING_PAUSED: c.BindingPaused, c.BINDING_RESUMED: c.BindingResumed,
-    c.DISPUTE_OPENED: c.DisputeOpened}
 # Commands that name the binding they change (its beneficiary is found by bnd:id).
 _BY_BINDING_ID = (c.RevokeBinding, c.ChangePaymentOrder, c.SetGrantorLimit, c.PauseBinding, c.ResumeBinding)
-MAX_LISTED_DISPUTES = 100
-
-
-def binding_id_for(command_id: str) -> str:
-    """Derived from the command, so a redelivered CreateBinding can never make a second binding."""
-    return f"BND-{uuid.uuid5(_BINDING_NAMESPACE, command_id).hex[:24]}"
 
 
 @dataclass
@@ -89,28 +77,26 @@ class _Command:
         return self.cmd.event_id
 
 
-class BindingService:
+class Commands:
     def __init__(self, store: BindingStore, broker: KafkaBroker, today: Callable[[], date], *,
-                 name_key: bytes, payer_grace_days: int, keys: KeyFinder, signing_key: SigningKey,
-                 metrics: BindingMetrics | None = None,
-                 references_caught_up: Callable[[], Awaitable[None]] | None = None,
-                 dispute_window_days: int = 90) -> None:
+                 name_key: bytes, keys: KeyFinder, signing_key: SigningKey, metrics: BindingMetrics,
+                 payers: PayerIndex, queries: Queries,
+                 references_caught_up: Callable[[], Awaitable[None]] | None = None) -> None:
         self._store = store
         # Contract version 3: whose signatures are believed (the operator's trust anchor), and the
         # key this service signs its replies with.
         self._keys = keys
         self._signing_key = signing_key
-        self._metrics = metrics or BindingMetrics(CollectorRegistry())
+        self._metrics = metrics
         self._broker = broker
         self._today = today  # China time
         self._name_key = name_key
-        self._payer_grace = timedelta(days=payer_grace_days)
-        # Waits until the reference projection has read what settlement.results holds now: an
+        self._payers = payers  # a commit prunes the beneficiary's ended payers
+        self._queries = queries  # queries come on binding.commands too
+        # Waits until the payment projection has read what settlement.results holds now: an
         # unknown reference is answered only then (a projection behind is never a final answer).
         self._references_caught_up = references_caught_up
-        self._dispute_window = dispute_window_days * 86_400
 
-    # -- binding.commands -------------------------------------------------------------------
     async def handle_command(self, msg: Received) -> None:
         await self.handle_commands([msg])
 
@@ -154,7 +140,7 @@ class BindingService:
             await self._reply([r for x in commands for r in reply_to(x.msg, x.key, x.outcome)])
             log.info("%d commands answered", len(commands))
         for msg, readable in queries:
-            await self._reply(reply_to(msg, msg.key, await self._query(readable)))
+            await self._reply(reply_to(msg, msg.key, await self._queries.answer(readable)))
 
     def _not_believed(self, msg: Received, readable: envelope.Readable, signer: Signer | SignatureRefused,
                       refusal: SignatureRefused, now: datetime) -> tuple[Received, bytes, bool]:
@@ -185,7 +171,7 @@ class BindingService:
         readable = envelope.read(msg.value, c.COMMAND_TYPES)
         if isinstance(readable, envelope.Unreadable):
             return
-        event = self._rejection(readable.event_id, BindingRefused(Reason.PLATFORM_ERROR), epoch(envelope.now()))
+        event = rejection(readable.event_id, BindingRefused(Reason.PLATFORM_ERROR), epoch(envelope.now()))
         await self._broker.publish(event, BINDING_EVENTS, key=msg.key)
         signer = verify_received(msg, self._keys, envelope.now())
         if rules.sender_refusal(signer, readable.event_type, _named_signer(msg)) is None:
@@ -229,7 +215,7 @@ class BindingService:
         for x in commands:
             x.planned, x.defect = False, None
             if x.command_id in outs:
-                x.outcome, x.key = self._recorded(x.command_id, outs[x.command_id]), outs[x.command_id].key
+                x.outcome, x.key = recorded(x.command_id, outs[x.command_id]), outs[x.command_id].key
                 x.extra = self._published_with(x.command_id, outs[x.command_id])
                 continue
             try:
@@ -238,9 +224,9 @@ class BindingService:
                 if is_transient(exc):
                     raise
                 x.defect = exc
-                x.outcome, x.key = self._rejection(x.command_id, BindingRefused(Reason.PLATFORM_ERROR), at), x.msg.key
+                x.outcome, x.key = rejection(x.command_id, BindingRefused(Reason.PLATFORM_ERROR), at), x.msg.key
         to_commit = [p for p in plans.values() if p.outcomes or p.bindings is not None]
-        applied = await self._store.commit(to_commit, self._payers_ended_before())
+        applied = await self._store.commit(to_commit, self._payers.ended_before())
         lost = {p.beneficiary_id for p, ok in zip(to_commit, applied) if not ok}
         return [x for x in commands if x.planned and x.beneficiary_id in lost]
 
@@ -293,7 +279,7 @@ class BindingService:
         except BindingRefused as refused:
             return self._refuse(x, plan, refused, at)
         event_type, event = _amended(x.command_id, form, binding, changed, state)
-        _apply(state, changed)
+        apply_changes(state, changed)
         plan.bindings = state
         self._record(x, plan, event_type, event, at)
 
@@ -303,7 +289,7 @@ class BindingService:
         if kept:
             data = json.dumps({**json.loads(data), **kept}, ensure_ascii=False, separators=(",", ":"))
         plan.outcomes.append((x.command_id, Recorded(event_type, at, x.key, data)))
-        x.outcome = _seal(x.command_id, event_type, event, at)
+        x.outcome = seal(x.command_id, event_type, event, at)
         x.extra = self._published_with(x.command_id, plan.outcomes[-1][1])
 
     def _dispute(self, x: _Command, form: c.DisputePayment, state: list[Stored], plan: Plan,
@@ -319,7 +305,7 @@ class BindingService:
             return self._refuse(x, plan, refused, at)
         opened[dispute_id] = dispute
         if changed is not None:
-            _apply(state, [changed])
+            apply_changes(state, [changed])
             plan.bindings = state
         plan.disputes.append(dispute)
         log.info("dispute %s opened by grantor %s (%s) of charge %s, binding %s%s", dispute_id,
@@ -344,23 +330,23 @@ class BindingService:
         if recorded.get("paused_binding"):
             paused = c.BindingPaused(command_id=command_id, binding_id=o.binding_id, grantor_id=o.grantor_id,
                                      beneficiary_id=o.beneficiary_id, cause="dispute", dispute_id=o.dispute_id)
-            out.append(Outgoing(BINDING_EVENTS, r.key, _seal(command_id, c.BINDING_PAUSED, paused, r.at)))
+            out.append(Outgoing(BINDING_EVENTS, r.key, seal(command_id, c.BINDING_PAUSED, paused, r.at)))
         fraud = c.DisputeFraudSuspected(charge_id=o.charge_id, patient_id=o.beneficiary_id,
                                         institution_code=o.institution_code, dispute_id=o.dispute_id,
                                         grantor_id=o.grantor_id, binding_id=o.binding_id, amount=Fen(o.amount))
-        out.append(Outgoing(SETTLEMENT_RESULTS, o.charge_id.encode(), _seal(command_id, c.FRAUD_SUSPECTED, fraud, r.at)))
+        out.append(Outgoing(SETTLEMENT_RESULTS, o.charge_id.encode(), seal(command_id, c.FRAUD_SUSPECTED, fraud, r.at)))
         return out
 
     def _create(self, x: _Command, form: c.CreateBinding, state: list[Stored], plan: Plan,
                 people: dict[str, Insured], owners: dict[str, str], today: date, at: int) -> None:
         binding_id = binding_id_for(x.command_id)
-        made = _made_by(x.command_id, state)
+        made = made_by(x.command_id, state)
         if made is not None:
             # This very command made it already (a redelivery, or a resend however late): the
             # binding is never made again, whatever became of it, and the answer is the one the
             # command had, rebuilt from the binding as made.
             x.planned = False
-            x.outcome = self._created(x.command_id, made)
+            x.outcome = created(x.command_id, made)
             return
         if owners.get(binding_id) not in (None, form.beneficiary.id_number):
             # Another beneficiary's binding under this id: derived ids collided. Never overwrite
@@ -388,256 +374,13 @@ class BindingService:
         log.debug("binding %s created: grantor %s (%s) -> beneficiary %s (%s), order %d", b.binding_id,
                   mask_id_number(b.grantor_id), b.grantor_region, mask_id_number(b.beneficiary_id),
                   b.beneficiary_region, b.payment_order)
-        x.outcome = self._created(x.command_id, made)
+        x.outcome = created(x.command_id, made)
 
     def _refuse(self, x: _Command, plan: Plan, refused: BindingRefused, at: int) -> None:
         log.debug("command %s refused: %s", shown(x.command_id), refused.reason)
         plan.outcomes.append((x.command_id, Recorded(c.BINDING_REJECTED, at, x.key,
                                                      f"{refused.reason.value}|{refused.detail}")))
-        x.outcome = self._rejection(x.command_id, refused, at)
-
-    @staticmethod
-    def _created(command_id: str, made: Stored) -> bytes:
-        """BindingCreated as first published: the order the binding was created with, its time."""
-        event = c.BindingCreated(command_id=command_id,
-                                 **_binding_fields(made.binding.with_order(made.created_order)))
-        return _seal(command_id, c.BINDING_CREATED, event, made.created_at)
-
-    @staticmethod
-    def _rejection(command_id: str, refused: BindingRefused, at: int) -> bytes:
-        event = c.BindingRejected(command_id=command_id, reason_code=refused.reason,
-                                  message_zh=refused.message_zh, message_en=refused.message_en)
-        return _seal(command_id, c.BINDING_REJECTED, event, at)
-
-    def _recorded(self, command_id: str, r: Recorded) -> bytes:
-        """The recorded outcome, rebuilt to the same bytes."""
-        if r.event_type == c.BINDING_REJECTED:
-            reason, _, detail = r.data.partition("|")
-            return self._rejection(command_id, BindingRefused(Reason(reason), detail), r.at)
-        event = _RECORDED_MODELS[r.event_type].model_validate({**json.loads(r.data), "command_id": command_id})
-        return _seal(command_id, r.event_type, event, r.at)
-
-    def _payers_ended_before(self) -> date:
-        """Bindings that ended before this day leave the payer index; one that ended within the
-        grace period still pays for a charge dated while it was in force."""
-        return self._today() - self._payer_grace
-
-    async def sweep_payers(self) -> int:
-        """Remove the bindings that have ended from the payer index (periodic)."""
-        removed = await self._store.sweep_ended_payers(self._payers_ended_before())
-        if removed:
-            log.info("payer index: %d ended bindings removed", removed)
-        return removed
-
-    async def _query(self, cmd: envelope.Readable) -> bytes:
-        """The answer to a query (c.QUERY_TYPES), or its refusal when it is not well-formed."""
-        try:
-            c.CommandEnvelope.model_validate(cmd.body)
-            query = c.COMMAND_MODELS[cmd.event_type].model_validate(cmd.body["payload"])
-        except ValidationError as exc:
-            return self._rejection(cmd.event_id, BindingRefused(c.reason_for(exc), c.describe(exc)),
-                                   epoch(envelope.now()))
-        if isinstance(query, c.QueryCommandOutcome):
-            return await self._outcome_of(cmd.event_id, query.command_id)
-        if isinstance(query, c.QueryPerson):
-            return await self._person_found(cmd.event_id, query)
-        if isinstance(query, c.QueryDisputes):
-            return await self._disputes_listed(cmd.event_id, query)
-        return await self._bindings_listed(cmd.event_id, query)
-
-    async def _disputes_listed(self, query_id: str, query: c.QueryDisputes) -> bytes:
-        """The grantor's disputes, newest first, the beneficiary's ID masked."""
-        disputes = await self._store.disputes_of(query.person_id, MAX_LISTED_DISPUTES)
-        event = c.DisputesListed(command_id=query_id, person_id=mask_id_number(query.person_id), disputes=[
-            c.ListedDispute(dispute_id=d.dispute_id, reference=d.reference, binding_id=d.binding_id,
-                            beneficiary_id=mask_id_number(d.beneficiary_id), charge_id=d.charge_id,
-                            institution_code=d.institution_code, amount=Fen(d.amount), status=d.status.value,
-                            opened_at=moment(d.opened_at),
-                            decided_at=None if d.decided_at is None else moment(d.decided_at))
-            for d in disputes])
-        return envelope.seal(c.DISPUTES_LISTED, event, event_id=envelope.outcome_id(query_id, c.DISPUTES_LISTED))
-
-    async def _outcome_of(self, query_id: str, command_id: str) -> bytes:
-        """An earlier command's outcome, found and rebuilt exactly as a redelivery of that command
-        finds and rebuilds it (`_decide_round`, `_create`): a recorded outcome first, else the
-        binding the command made; so the answer is byte for byte what binding.events carried."""
-        binding_id = binding_id_for(command_id)
-        outs, _, owners = await self._store.lookup([command_id], [], [binding_id])
-        if command_id in outs:
-            return self._recorded(command_id, outs[command_id])
-        if (ben := owners.get(binding_id)) is not None:
-            records = await self._store.bindings_read([ben])
-            if (made := _made_by(command_id, decode_bindings(ben, records[ben]))) is not None:
-                return self._created(command_id, made)
-        event = c.CommandOutcomeUnknown(command_id=command_id)
-        return envelope.seal(c.COMMAND_OUTCOME_UNKNOWN, event,
-                             event_id=envelope.outcome_id(query_id, c.COMMAND_OUTCOME_UNKNOWN))
-
-    async def _person_found(self, query_id: str, query: c.QueryPerson) -> bytes:
-        """A person's registration as the rules see it; a name sent is compared by its keyed
-        digest (rules.name_matches, the comparison behind NAME_MISMATCH), never kept or logged."""
-        _, people, _ = await self._store.lookup([], [query.person_id], [])
-        insured = people.get(query.person_id)
-        matches = None
-        if insured is not None and query.name is not None:
-            matches = rules.name_matches(insured, query.name, self._name_key)
-        event = c.PersonFound(command_id=query_id, person_id=mask_id_number(query.person_id),
-                              registered=insured is not None, region=insured and insured.region,
-                              scheme=insured and insured.scheme.value, name_matches=matches)
-        return envelope.seal(c.PERSON_FOUND, event, event_id=envelope.outcome_id(query_id, c.PERSON_FOUND))
-
-    async def _bindings_listed(self, query_id: str, query: c.QueryBindings) -> bytes:
-        """我的共济关系: both roles of a person, the counterpart's ID masked."""
-        listed: list[c.ListedBinding] = []
-        if query.role in (None, "grantor"):
-            listed += [_listed(b, "grantor") for b in await self._store.bindings_of_grantor(query.person_id)]
-        if query.role in (None, "beneficiary"):
-            listed += [_listed(b, "beneficiary") for b in await self._store.bindings_of_beneficiary(query.person_id)]
-        event = c.BindingsListed(command_id=query_id, person_id=mask_id_number(query.person_id), bindings=listed)
-        return envelope.seal(c.BINDINGS_LISTED, event, event_id=envelope.outcome_id(query_id, c.BINDINGS_LISTED))
-
-    # -- bureau.accounts ----------------------------------------------------------------------
-    async def register_people(self, batch: list[Received]) -> None:
-        """Project PersonRegistered and PersonTransferred into the registry the rules check, each
-        believed only from the bureau it speaks for (shared/registrations.py); other bureau
-        events are the settlement service's business."""
-        changes = await person_changes(self._broker, batch, self._keys, self._store.standing)
-        people = [Insured(p.person_id, p.region, Scheme(p.scheme), rules.name_digest(p.name, self._name_key))
-                  for p in changes.registered]
-        if people or changes.transfers:
-            await self._store.save_insured(people, changes.transfers)
-
-
-    # -- bureau.disputes ------------------------------------------------------------------------
-    async def decide_dispute(self, msg: Received) -> None:
-        """A bureau's DisputeDecided: the dispute closed (and no longer counted open on its
-        binding) in its beneficiary's compare-and-set commit, then DisputeResolved on
-        binding.events. Anything that cannot be applied (malformed, unknown dispute, another
-        region than the grantor's, a second different decision) is dead-lettered with why; the
-        same decision again republishes the same DisputeResolved. Contract version 3: believed
-        only from the bureau of the decision's region, for a grantor of that region (else
-        NOT_SIGNERS, the dead letter's reason beginning with the code)."""
-        signer = verify_received(msg, self._keys, envelope.now())
-        readable = envelope.read(msg.value, c.DISPUTE_DECIDED_TYPES)
-        if isinstance(readable, envelope.Unreadable):
-            why = readable.error if isinstance(signer, Signer) else f"{signer.value}: {readable.error}"
-            return await dead_letter(self._broker, msg, why)
-        if isinstance(signer, SignatureRefused):
-            return await dead_letter(self._broker, msg, f"{signer.value}: DisputeDecided not believed")
-        try:
-            c.CommandEnvelope.model_validate(readable.body)
-            decided = c.DisputeDecided.model_validate(readable.body["payload"])
-        except ValidationError as exc:
-            return await dead_letter(self._broker, msg, f"invalid DisputeDecided: {c.describe(exc)}")
-        if (refusal := rules.decision_refusal(signer, decided.region)) is not None:
-            return await dead_letter(self._broker, msg, f"{refusal.value}: DisputeDecided {shown(decided.dispute_id)} "
-                                                        f"for region {decided.region} signed by {signer.key_id}")
-        try:
-            dispute = await self._close_dispute(decided)
-        except rules.DecisionRefused as refused:
-            code = f"{refused.code.value}: " if refused.code else ""
-            return await dead_letter(self._broker, msg, f"{code}DisputeDecided {shown(decided.dispute_id)}: {refused}")
-        event = c.DisputeResolved(dispute_id=dispute.dispute_id, decision=dispute.status.value,
-                                  binding_id=dispute.binding_id, grantor_id=dispute.grantor_id,
-                                  beneficiary_id=dispute.beneficiary_id, charge_id=dispute.charge_id,
-                                  institution_code=dispute.institution_code, amount=Fen(dispute.amount),
-                                  decided_at=moment(dispute.decided_at))
-        await self._broker.publish(
-            envelope.seal(c.DISPUTE_RESOLVED, event, event_id=envelope.outcome_id(dispute.dispute_id, c.DISPUTE_RESOLVED),
-                          occurred_at=moment(dispute.decided_at)),
-            BINDING_EVENTS, key=dispute.beneficiary_id.encode())
-        self._metrics.dispute_decided(dispute.status.value)
-
-    async def _close_dispute(self, decided: c.DisputeDecided) -> Dispute:
-        """The dispute as decided, committed (again until no command changed its beneficiary's
-        bindings in between)."""
-        while True:
-            _, found = await self._store.payments_and_disputes([], [decided.dispute_id])
-            dispute = found.get(decided.dispute_id)
-            ben = dispute.beneficiary_id if dispute else ""
-            raw = (await self._store.bindings_read([ben]))[ben] if ben else b""
-            state = decode_bindings(ben, raw)
-            binding = next((s.binding for s in state if dispute and s.binding.binding_id == dispute.binding_id), None)
-            result = rules.decide_dispute(dispute, decided.region, decided.decision, epoch(decided.decided_at),
-                                          binding)
-            if result is None:
-                return dispute
-            closed, changed = result
-            # decided on what is still out of the payment (issue 21): refunds since it opened count
-            payments, _ = await self._store.payments_and_disputes([(closed.grantor_id, closed.reference)], [])
-            if (payment := payments.get((closed.grantor_id, closed.reference))) is not None:
-                closed = replace(closed, amount=min(closed.amount, payment.amount))
-            plan = Plan(ben, expect=raw.decode(), disputes=[closed])
-            if changed is not None:
-                _apply(state, [changed])
-                plan.bindings = state
-            if (await self._store.commit([plan], self._payers_ended_before()))[0]:
-                log.info("dispute %s %s", closed.dispute_id, closed.status.value)
-                return closed
-
-    # -- settlement.results: the reference projection (payments and what refunds returned of them) --------------------------------------------
-    async def project_payments(self, batch: list[Received]) -> None:
-        """Keep each grantor line of a ChargeSettled findable by (grantor, reference) until the
-        dispute window after its charge closes. Other events, and lines of other sources, are
-        not this projection's; a record it cannot read is logged and passed over (settlement's
-        own topic: nothing to answer or dead-letter)."""
-        now = epoch(envelope.now())
-        kept, refunds = [], []
-        for msg in batch:
-            try:
-                payments = grantor_payments(msg.value)
-                returned = grantor_refunds(msg.value)
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                log.warning("reference projection: %s[%d]@%d not read: %s", msg.topic, msg.partition, msg.offset,
-                            exc.__class__.__name__)
-                continue
-            kept += [(p, until) for p, charged in payments if (until := charged + self._dispute_window) > now]
-            refunds += [(*r, until) for *r, at in returned if (until := at + self._dispute_window) > now]
-        # in this order: a batch holding a charge and its refund keeps both
-        await self._store.save_payments(kept)
-        await self._store.save_refunds(refunds)
-
-
-def _grantor_lines(value: bytes, event_type: str) -> tuple[dict, list[tuple[dict, str, str, int]]]:
-    """A settlement.results record of `event_type` (else none): its payload, and each grantor line
-    with an amount, as (line, grantor, reference, fen). A line without `reference` (written before
-    lines carried it) gets it computed."""
-    event = json.loads(value)
-    if not isinstance(event, dict) or event.get("event_type") != event_type:
-        return {}, []
-    p = event["payload"]
-    out = []
-    for line in p["lines"]:
-        if line.get("source") != "grantor" or not (amount := parse_yuan(line["amount"])):
-            continue
-        grantor = line["person_id"]
-        reference = line.get("reference") or payment_reference(p["institution_code"], p["charge_id"], grantor)
-        out.append((line, grantor, reference, amount))
-    return p, out
-
-
-def grantor_payments(value: bytes) -> list[tuple[Payment, int]]:
-    """The grantor payments of a settlement.results record (none unless ChargeSettled), each with
-    its charge's time (epoch seconds). A line without `binding_id` (written before lines carried
-    it) gets its binding found at dispute time."""
-    p, lines = _grantor_lines(value, c.CHARGE_SETTLED)
-    if not lines:
-        return []
-    charged = datetime.fromisoformat(p["charged_at"])
-    return [(Payment(grantor, reference, p["patient_id"], line.get("binding_id") or "", p["institution_code"],
-                     p["charge_id"], amount, charged.astimezone(envelope.CHINA_TZ).date(),
-                     line.get("region") or ""), epoch(charged)) for line, grantor, reference, amount in lines]
-
-
-def grantor_refunds(value: bytes) -> list[tuple[str, str, str, int, int]]:
-    """What a RefundSettled returned to grantors (issue 21): (grantor, reference, refund_id, fen,
-    refund time in epoch seconds) for each grantor line; none for any other record. A dispute then
-    reports and decides what is still out of the payment, not its original amount."""
-    p, lines = _grantor_lines(value, c.REFUND_SETTLED)
-    if not lines:
-        return []
-    at = epoch(datetime.fromisoformat(p["settled_at"]))
-    return [(grantor, reference, p["refund_id"], amount, at) for _, grantor, reference, amount in lines]
+        x.outcome = rejection(x.command_id, refused, at)
 
 
 def _amended(command_id: str, form: BaseModel, before: Binding, changed: list[Binding],
@@ -649,8 +392,8 @@ def _amended(command_id: str, form: BaseModel, before: Binding, changed: list[Bi
     if isinstance(form, c.RevokeBinding):
         return c.BINDING_REVOKED, c.BindingRevoked(**parties, start_date=b.start_date, end_date=b.end_date)
     if isinstance(form, c.SetGrantorLimit):
-        return c.GRANTOR_LIMIT_SET, c.GrantorLimitSet(**parties, monthly_limit=_fen(b.monthly_limit),
-                                                      previous_limit=_fen(before.monthly_limit))
+        return c.GRANTOR_LIMIT_SET, c.GrantorLimitSet(**parties, monthly_limit=fen(b.monthly_limit),
+                                                      previous_limit=fen(before.monthly_limit))
     if isinstance(form, c.PauseBinding):
         return c.BINDING_PAUSED, c.BindingPaused(**parties, cause="grantor")
     if isinstance(form, c.ResumeBinding):
@@ -661,16 +404,6 @@ def _amended(command_id: str, form: BaseModel, before: Binding, changed: list[Bi
         payment_order=b.payment_order, previous_order=before.payment_order,
         changes=[c.OrderChange(binding_id=x.binding_id, grantor_id=x.grantor_id, payment_order=x.payment_order,
                                previous_order=previous[x.binding_id]) for x in changed])
-
-
-def _fen(amount: int | None) -> Fen | None:
-    return None if amount is None else Fen(amount)
-
-
-def _apply(state: list[Stored], changed: list[Binding]) -> None:
-    """The beneficiary's bindings with `changed` in place of the ones they change."""
-    by_id = {b.binding_id: b for b in changed}
-    state[:] = [replace(s, binding=by_id.get(s.binding.binding_id, s.binding)) for s in state]
 
 
 def _read(msg: Received, cmd: envelope.Readable) -> _Command:
@@ -687,30 +420,3 @@ def _named_signer(msg: Received) -> str:
     """The key id a message says signed it, when it is one (never raw header bytes in a reply)."""
     named = msg.headers.get(SIGNER, "")
     return named if re.fullmatch(KEY_ID_PATTERN, named) else ""
-
-
-def _made_by(command_id: str, state: list[Stored]) -> Stored | None:
-    """The binding a CreateBinding made, among its beneficiary's bindings (its id is derived from
-    the command's)."""
-    binding_id = binding_id_for(command_id)
-    return next((s for s in state if s.binding.binding_id == binding_id), None)
-
-
-def _seal(command_id: str, event_type: str, event: BaseModel, at: int) -> bytes:
-    return envelope.seal(event_type, event, event_id=envelope.outcome_id(command_id, event_type),
-                         occurred_at=moment(at))
-
-
-def _binding_fields(b: Binding) -> dict:
-    return dict(binding_id=b.binding_id, grantor_id=b.grantor_id, beneficiary_id=b.beneficiary_id,
-                relation=b.relation.value, payment_order=b.payment_order, start_date=b.start_date,
-                end_date=b.end_date, grantor_region=b.grantor_region, beneficiary_region=b.beneficiary_region,
-                channel=b.channel)
-
-
-def _listed(b: Binding, role: str) -> c.ListedBinding:
-    counterpart = b.beneficiary_id if role == "grantor" else b.grantor_id
-    return c.ListedBinding(binding_id=b.binding_id, role=role, counterpart_id=mask_id_number(counterpart),
-                           relation=b.relation.value, payment_order=b.payment_order, start_date=b.start_date,
-                           end_date=b.end_date, status=b.status.value, grantor_region=b.grantor_region,
-                           beneficiary_region=b.beneficiary_region, monthly_limit=_fen(b.monthly_limit), paused=b.paused)
