@@ -10,10 +10,13 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from datetime import date
 from itertools import count
 from pathlib import Path
@@ -334,6 +337,71 @@ async def handled(bus: Bus, group: str, record: Any, timeout: float = 60.0) -> N
     finally:
         await reader.stop()
     await bus.caught_up(timeout)
+
+
+# -- The SMS gateway notify sends through in tests -------------------------------------------
+
+@dataclass
+class Reply:
+    status: int = 200
+    raw: bytes | None = None              # None: a well-formed OK answer
+    delay: float = 0.0                    # answer this late (the client may have given up)
+    hold: threading.Event | None = None   # answer only once this is set
+
+
+class SmsGateway:
+    """A scripted SMS gateway in Aliyun's SendSms shape: `plan[phone]` lists the replies to give
+    that phone's requests in turn; after them, OK. Every request is kept as received."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.plan: dict[str, list[Reply]] = {}
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                request["signed"] = bool(self.headers.get("X-Signature"))
+                gateway.requests.append(request)
+                planned = gateway.plan.get(request["PhoneNumbers"], [])
+                reply = planned.pop(0) if planned else Reply()
+                if reply.hold:
+                    reply.hold.wait(30)
+                time.sleep(reply.delay)
+                data = reply.raw if reply.raw is not None else json.dumps(
+                    {"Code": "OK", "BizId": uuid.uuid4().hex, "RequestId": "r"}).encode()
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the client gave up waiting
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/sms/send"
+
+    def to(self, phone: str, template: str | None = None) -> list[dict]:
+        return [r for r in self.requests if r["PhoneNumbers"] == phone
+                and (template is None or r["TemplateCode"] == template)]
+
+    async def wait_for(self, phone: str, count: int = 1, timeout: float = 30) -> list[dict]:
+        """Every request to `phone`, once there are `count` of them."""
+        return await eventually(lambda: len(found := self.to(phone)) >= count and found, timeout,
+                                f"{count} SMS to {phone}", interval=0.01)
+
+
+def sms_gateway_env(infra: Any, gateway: SmsGateway) -> dict[str, str]:
+    """A service environment with notify sending through `gateway`, at any hour."""
+    return {**infra.env(), "LOG_LEVEL": "INFO", "SMS_PROVIDER": "http", "SMS_GATEWAY_URL": gateway.url,
+            "SMS_ACCESS_KEY_ID": "test-id", "SMS_ACCESS_KEY_SECRET": "test-secret", "SMS_RETRY_BASE_MS": "50",
+            "QUIET_HOURS": "00:00-00:00"}
 
 
 def person_registered(region: str = "610100", scheme: str = "employee", balance: str = "0.00",

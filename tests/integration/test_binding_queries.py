@@ -12,21 +12,11 @@ import pytest
 from shared import topics as t
 from shared.bureau import PERSON_REGISTERED
 from shared.envelope import outcome_id, seal
-from tooling.devstack import free_port
-from tests.support import binding_form, command, payload_of, person_registered, running, wait_registered
+from tests.support import binding_form, command, payload_of, person_registered, wait_registered
 
 pytestmark = pytest.mark.integration
 
 REPLY_TOPIC = "reply.tests"
-
-
-@pytest.fixture(scope="module")
-def binding_service(infra, tmp_path_factory):
-    # A port of its own for the service's HTTP side, should it serve one: other test sessions
-    # may run a binding service on this machine at the same time.
-    env = {**infra.env(), "LOG_LEVEL": "INFO", "HTTP_PORT": str(free_port())}
-    with running(("binding",), env, tmp_path_factory.mktemp("binding-queries")) as services:
-        yield services["binding"]
 
 
 class Window:

@@ -1,6 +1,6 @@
 """The binding service's reference projection of settlement.results, through the real broker and
-Redis, with the binding service alone: the ChargeSettled events are published here as settlement
-publishes them. A dispute is never answered UNKNOWN_REFERENCE off a projection that is behind,
+Redis: the ChargeSettled events are published here as settlement publishes them (settlement
+never reads its own results, so the platform's settlement running beside binding changes nothing). A dispute is never answered UNKNOWN_REFERENCE off a projection that is behind,
 and a payment older than the dispute window is not disputable."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from shared import envelope, topics as t
 from shared.envelope import seal
 from shared.references import payment_reference
-from tests.integration.test_binding_limits_pause import Grantors, binding_service  # noqa: F401 (fixture)
+from tests.partners.grantors import Grantors
 
 pytestmark = pytest.mark.integration
 

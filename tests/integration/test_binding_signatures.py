@@ -17,7 +17,7 @@ from shared.envelope import now, outcome_id, seal
 from shared.signing import KeyRing, SigningKey, verify
 from shared.state import person_bucket
 from services.binding.storage.bindings import decode_insured
-from tests.integration.test_binding_service import Desk, binding_service  # noqa: F401 (fixture)
+from tests.partners.desk import Desk, desk_binding_env
 from tests.support import ServiceProcess, body, command, dev_keys, eventually, payload_of
 
 pytestmark = pytest.mark.integration
@@ -25,8 +25,14 @@ pytestmark = pytest.mark.integration
 GATEWAY = "gateway"
 
 
+@pytest.fixture(scope="module")
+def binding_service(infra, platform_pool):
+    with platform_pool.alone(("binding",), desk_binding_env(infra)) as services:
+        yield services["binding"]
+
+
 @pytest.fixture
-async def desk(bus, clean_redis, binding_service):  # noqa: F811 (the fixture imported above)
+async def desk(bus, clean_redis, binding_service):
     return Desk(bus, clean_redis)
 
 

@@ -20,8 +20,7 @@ from shared import topics as t
 from shared.envelope import now, seal
 from shared.identity import mask_id_number
 from shared.references import payment_reference
-from tooling.devstack import free_port
-from tests.integration.test_gateway import ISSUERS, gateway_env
+from tests.http_api import ISSUERS, gateway_env
 from tests.support import (ROOT, ServiceProcess, body, cached_balances, charge_submitted, china_today, command,
                            eventually, institution_registered, payload_of, person_registered, wait_registered)
 
@@ -51,26 +50,25 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def platform(infra, bus, tmp_path_factory):
-    """Binding, settlement, notify, the gateway as deployed and one that never waits for an
-    outcome (its page sees every command answered 202)."""
+def platform(infra, bus, services, tmp_path_factory):
+    """The session's platform (binding, settlement, notify), the gateway as deployed and one that
+    never waits for an outcome (its page sees every command answered 202)."""
     log_dir = tmp_path_factory.mktemp("console")
-    services = [ServiceProcess(name, {**infra.env(), "LOG_LEVEL": "INFO", "HTTP_PORT": str(free_port())},
-                               log_dir / f"{name}.log") for name in ("binding", "settlement", "notify")]
+    gateways = []
     urls = {}
     for name, env in (("gateway", {}), ("impatient", {"GATEWAY_COMMAND_TIMEOUT_MS": "1"})):
         # A reply topic and an audit projection group of its own: no gateway waits on a group
         # another module's gateways just left.
         # A short clock skew: the token that expires mid-session is refused soon after its exp.
         settings = gateway_env(infra, log_dir, GATEWAY_TOKEN_CLOCK_SKEW_SECONDS="5", **env)
-        services.append(ServiceProcess("gateway", settings, log_dir / f"{name}.log"))
+        gateways.append(ServiceProcess("gateway", settings, log_dir / f"{name}.log"))
         urls[name] = f"http://127.0.0.1:{settings['HTTP_PORT']}"
     try:
-        for process in services:
+        for process in gateways:
             process.start()
         yield urls
     finally:
-        for process in reversed(services):
+        for process in reversed(gateways):
             process.stop()
 
 

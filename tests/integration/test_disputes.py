@@ -14,15 +14,15 @@ from shared import envelope, topics as t
 from shared.envelope import outcome_id
 from shared.references import payment_reference
 from services.binding.domain.rules import dispute_id_for
-from tests.integration.test_binding_limits_pause import Grantors
-from tests.integration.test_money_in_flight import HOSPITAL, REGION, Family, services  # noqa: F401 (fixture)
+from tests.partners.grantors import Grantors
+from tests.partners.hospital import HOSPITAL, REGION, Family
 from tests.support import AUTO, body, command, dev_keys, eventually, payload_of
 
 pytestmark = pytest.mark.integration
 
 
 class Bureau(Family, Grantors):
-    """Grantors, a hospital's HIS (test_money_in_flight's) and the regional bureau."""
+    """Grantors, a hospital's HIS and the regional bureau."""
 
     async def dispute(self, grantor: dict, reference: str, channel: str = "app", event_id: str | None = None,
                       **extra) -> dict:

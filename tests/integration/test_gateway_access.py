@@ -21,10 +21,8 @@ from shared import topics as t
 from shared.envelope import now as china_now
 from shared.signing import KeyRing, verify
 from tooling.devkeys import DevKeys
-from tooling.devstack import free_port
-from tests.integration.test_gateway import (Family, ISSUERS, app_token, auth, gateway_process, is_problem,
-                                            window_token)
-from tests.support import ServiceProcess, body, eventually, payload_of, person_registered
+from tests.http_api import Family, ISSUERS, app_token, auth, gateway_process, is_problem, window_token
+from tests.support import body, eventually, payload_of, person_registered
 
 pytestmark = pytest.mark.integration
 
@@ -36,20 +34,18 @@ RATES = {"GATEWAY_LOOKUP_RATE_PER_MINUTE": "600", "GATEWAY_LOOKUP_BURST": str(LO
 
 
 @pytest.fixture(scope="module")
-def platform(infra, bus, tmp_path_factory):
+def platform(infra, bus, services, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("gateway-access")
-    services = [ServiceProcess(name, {**infra.env(), "LOG_LEVEL": "INFO", "HTTP_PORT": str(free_port())},
-                               log_dir / f"{name}.log") for name in ("binding", "settlement")]
     group = f"access-{uuid.uuid4().hex[:8]}"  # one group: each revocation is written once, read by both
     first, first_url = gateway_process(infra, log_dir, GATEWAY_GROUP_ID=group, **RATES)
     second, second_url = gateway_process(infra, log_dir, GATEWAY_GROUP_ID=group, **RATES)
     gateways = [first, second]
     try:
-        for process in (*services, *gateways):
+        for process in gateways:
             process.start()
         yield {"urls": [first_url, second_url], "admins": [first.admin_url, second.admin_url]}
     finally:
-        for process in (*reversed(gateways), *services):
+        for process in reversed(gateways):
             process.stop()
 
 

@@ -19,29 +19,29 @@ from shared import topics as t
 from shared.identity import mask_id_number
 from shared.tokens import TokenIssuer
 from shared.envelope import seal
-from tooling.devstack import free_port
-from tests.integration.test_gateway import (HOSPITAL, HOSPITAL_REGION, ISSUERS, Family, app_token, auth,
-                                            gateway_process, is_problem, window_token)
-from tests.support import (ServiceProcess, body, charge_submitted, command, eventually, handled,
+from tests.http_api import (HOSPITAL, HOSPITAL_REGION, ISSUERS, Family, app_token, auth, gateway_process, is_problem,
+                            window_token)
+from tests.support import (body, charge_submitted, command, eventually, handled,
                            institution_registered, payload_of, person_registered)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def platform(infra, bus, tmp_path_factory):
+def platform(infra, bus, platform_pool, tmp_path_factory):
+    """Binding and settlement logging at DEBUG (a test reads their logs for names), a gateway as
+    deployed at DEBUG and one that never waits for an outcome."""
     log_dir = tmp_path_factory.mktemp("console-api")
-    services = [ServiceProcess(name, {**infra.env(), "LOG_LEVEL": "DEBUG", "HTTP_PORT": str(free_port())},
-                               log_dir / f"{name}.log") for name in ("binding", "settlement")]
     gateway, url = gateway_process(infra, log_dir, LOG_LEVEL="DEBUG")
     impatient, impatient_url = gateway_process(infra, log_dir, GATEWAY_COMMAND_TIMEOUT_MS="1")
-    try:
-        for process in (*services, gateway, impatient):
-            process.start()
-        yield {"url": url, "impatient_url": impatient_url, "gateway": gateway, "log_dir": log_dir}
-    finally:
-        for process in (impatient, gateway, *services):
-            process.stop()
+    with platform_pool.alone(("binding", "settlement"), {**infra.env(), "LOG_LEVEL": "DEBUG"}) as services:
+        try:
+            for process in (gateway, impatient):
+                process.start()
+            yield {"url": url, "impatient_url": impatient_url, "gateway": gateway, "services": services}
+        finally:
+            for process in (impatient, gateway):
+                process.stop()
 
 
 @pytest.fixture
@@ -144,8 +144,8 @@ async def test_a_lookup_shows_the_balance_only_for_a_verified_employee(family, p
         assert queries, f"no look-up query on {topic}"
         for query in queries:
             await handled(family.bus, group, query)
-    logs = "".join((platform["log_dir"] / name).read_text(errors="replace") for name in
-                   ("binding.log", "settlement.log")) + platform["gateway"].log_text()
+    logs = "".join(platform["services"][name].log_text() for name in
+                   ("binding", "settlement")) + platform["gateway"].log_text()
     for name in (employee["name"], resident["name"], "张三丰", "李四"):
         assert name not in logs and all(name.encode() not in r.value for r in records)
 

@@ -17,9 +17,8 @@ from shared import topics as t
 from shared.envelope import seal
 from shared.identity import mask_id_number
 from shared.references import payment_reference
-from tooling.devstack import free_port
-from tests.integration.test_gateway import Family, app_token, auth, gateway_process, is_problem, window_token
-from tests.support import (ServiceProcess, body, charge_submitted, command, eventually, institution_registered,
+from tests.http_api import Family, app_token, auth, gateway_process, is_problem, window_token
+from tests.support import (body, charge_submitted, command, eventually, institution_registered,
                            payload_of, person_registered, wait_registered)
 
 pytestmark = pytest.mark.integration
@@ -30,20 +29,18 @@ WINDOW = window_token("clerk-007", "610100")  # a clerk of Xi'an, where the gran
 
 
 @pytest.fixture(scope="module")
-def platform(infra, bus, tmp_path_factory):
-    """Binding, settlement and notify (which reads sms.uplink); a gateway with the SMS uplink key
-    and one without it."""
+def platform(infra, bus, services, tmp_path_factory):
+    """The session's platform (notify reads sms.uplink); a gateway with the SMS uplink key and one
+    without it."""
     log_dir = tmp_path_factory.mktemp("gateway-limits")
-    services = [ServiceProcess(name, {**infra.env(), "LOG_LEVEL": "INFO", "HTTP_PORT": str(free_port())},
-                               log_dir / f"{name}.log") for name in ("binding", "settlement", "notify")]
     gateway, url = gateway_process(infra, log_dir, GATEWAY_SMS_UPLINK_KEY=UPLINK_KEY)
     unkeyed, unkeyed_url = gateway_process(infra, log_dir)
     try:
-        for process in (*services, gateway, unkeyed):
+        for process in (gateway, unkeyed):
             process.start()
         yield {"url": url, "unkeyed_url": unkeyed_url}
     finally:
-        for process in (unkeyed, gateway, *services):
+        for process in (unkeyed, gateway):
             process.stop()
 
 

@@ -15,8 +15,8 @@ from shared import envelope, topics as t
 from shared.envelope import seal
 from shared.references import payment_reference
 from services.settlement.domain.ids import quote_id as quote_id_of
-from tests.integration.test_money_in_flight import HOSPITAL, Family, lines
-from tests.support import body, cached_balances, charge_submitted, command, eventually, payload_of, running
+from tests.partners.hospital import HOSPITAL, lines
+from tests.support import body, cached_balances, command, eventually, payload_of
 
 pytestmark = pytest.mark.integration
 
@@ -24,75 +24,12 @@ HOLD = 20  # seconds a quote holds in these tests
 
 
 @pytest.fixture(scope="module")
-def services(infra, tmp_path_factory):
+def services(infra, platform_pool):
     env = {**infra.env(), "LOG_LEVEL": "INFO", "SETTLEMENT_QUOTE_HOLD_SECONDS": str(HOLD),
            "SETTLEMENT_QUOTE_SWEEP_SECONDS": "0.2"}
-    with running(("binding", "settlement"), env, tmp_path_factory.mktemp("holds")) as services:
+    with platform_pool.alone(("binding", "settlement"), env) as services:
         yield services
 
-
-class Counter(Family):
-    """The HIS's quote, settle and cancel, and the window's binding commands."""
-
-    async def quote(self, charge: dict, event_id: str | None = None) -> dict:
-        await self.bus.send(t.HIS_CHARGES, command("ChargeQuoteRequested", charge, event_id),
-                            key=charge["patient_id"])
-        return await self.result(charge["charge_id"], "ChargeQuoted")
-
-    async def settle(self, charge: dict, quote_id: str | None = None, expect: str = "ChargeSettled") -> dict:
-        payload = charge | ({"quote_id": quote_id} if quote_id else {})
-        await self.bus.send(t.HIS_CHARGES, command("ChargeSubmitted", payload), key=charge["patient_id"])
-        return await self.result(charge["charge_id"], expect)
-
-    async def cancel(self, charge: dict, quote_id: str) -> dict:
-        await self.bus.send(t.HIS_CHARGES, command("ChargeQuoteCancelled", {
-            "institution_code": HOSPITAL, "charge_id": charge["charge_id"], "quote_id": quote_id}),
-            key=charge["patient_id"])
-        return await self.released(charge)
-
-    async def released(self, charge: dict, timeout: float = 60) -> dict:
-        [r] = await self.bus.watchers[t.SETTLEMENT_RESULTS].wait_for(
-            lambda r: payload_of(r).get("charge_id") == charge["charge_id"]
-            and body(r)["event_type"] == "ChargeQuoteReleased", timeout=timeout)
-        return body(r)
-
-    async def rejected(self, charge: dict, reason: str) -> dict:
-        [r] = await self.bus.watchers[t.SETTLEMENT_RESULTS].wait_for(
-            lambda r: payload_of(r).get("charge_id") == charge["charge_id"]
-            and payload_of(r).get("reason_code") == reason, timeout=60)
-        return body(r)
-
-    async def family_of_two(self) -> tuple[dict, dict, dict, tuple[str, str]]:
-        """A resident patient, a father (20.00, order 1) and a sister (50.00, order 2), bound."""
-        patient = await self.person(scheme="resident")
-        father, sister = await self.person(balance="20.00"), await self.person(balance="50.00")
-        return patient, father, sister, (await self.bind(father, patient, order=1),
-                                         await self.bind(sister, patient, order=2))
-
-    def new_charge(self, patient: dict, borne_fen: int) -> dict:
-        return charge_submitted(patient, HOSPITAL, "610100", borne_fen, fund_fen=10_000)
-
-    async def account(self, person) -> dict:
-        query_id = str(uuid.uuid4())
-        await self.bus.send("settlement.queries", command("QueryAccount", {"person_id": person["person_id"]}, query_id),
-                            key=person["person_id"], headers={"reply_to": "reply.tests", "correlation_id": query_id})
-        [reply] = await self.bus.watchers["reply.tests"].wait_for(
-            lambda r: payload_of(r).get("command_id") == query_id, timeout=60)
-        return payload_of(reply)
-
-    async def binding_outcome(self, event_type: str, binding_id: str, grantor: dict, beneficiary: dict,
-                              **extra) -> dict:
-        done = await self.binding_command(event_type, {"binding_id": binding_id,
-                                                       "requested_by": grantor["person_id"], **extra},
-                                          beneficiary["person_id"])
-        return done
-
-
-@pytest.fixture
-async def counter(bus, clean_redis, services):
-    counter = Counter(bus, clean_redis)
-    await counter.hospital()
-    return counter
 
 
 async def test_settling_a_quote_posts_exactly_the_held_split_after_the_bureau_debited_the_account(counter):

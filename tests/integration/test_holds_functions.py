@@ -14,12 +14,10 @@ import orjson
 import pytest
 
 from services.settlement.storage.accounts import ChargeToSettle, Movement
-# The same private Valkey, store and clean slate per test as the settlement Function tests.
-from tests.integration.test_settlement_functions import (AT, BAOJI, DAY, HOSPITAL, XIAN, bind,  # noqa: F401
-                                                         bureau_movements, clean, client, new_person, refund,
-                                                         store, valkey)
+from tests.ledger_calls import AT, BAOJI, DAY, HOSPITAL, XIAN, bind, bureau_movements, new_person, refund
 
-pytestmark = pytest.mark.integration
+# The same private Valkey, store and clean slate per test as the settlement Function tests.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_store")]
 
 HOLD_MS = 15 * 60_000  # SettlementStore's default hold, as the store fixture makes it
 T0 = 1_780_000_000_000  # the platform's clock, epoch ms

@@ -10,18 +10,10 @@ import uuid
 import pytest
 
 from shared import envelope, topics as t
-from tests.integration.test_holds import counter  # noqa: F401  (the HIS and the window, on this module's services)
-from tests.integration.test_money_in_flight import lines
-from tests.support import body, cached_balances, command, fen, payload_of, running
+from tests.partners.hospital import lines
+from tests.support import body, cached_balances, command, fen, payload_of
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def services(infra, tmp_path_factory):
-    with running(("binding", "settlement"), {**infra.env(), "LOG_LEVEL": "INFO"},
-                 tmp_path_factory.mktemp("limits")) as services:
-        yield services
 
 
 def this_month() -> str:

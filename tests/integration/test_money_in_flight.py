@@ -10,105 +10,15 @@ faking an ended binding with Redis writes would test the fake, not the platform.
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import pytest
 
-from shared import envelope, topics as t
-from shared.envelope import seal
-from tests.support import (binding_form, body, charge_submitted, china_today, command, eventually,
-                           institution_registered, payload_of, person_registered, running, wait_registered)
+from shared import topics as t
+from tests.partners.hospital import HOSPITAL, REGION, Family, lines
+from tests.support import binding_form, china_today, payload_of
 
 pytestmark = pytest.mark.integration
-
-REGION = "610100"
-HOSPITAL = "H610100-MIF"
-
-
-@pytest.fixture(scope="module")
-def services(infra, tmp_path_factory):
-    with running(("binding", "settlement"), {**infra.env(), "LOG_LEVEL": "INFO"},
-                 tmp_path_factory.mktemp("money_in_flight")) as services:
-        yield services
-
-
-class Family:
-    """The bureau, a hospital's HIS and the window, reduced to what these tests need."""
-
-    def __init__(self, bus, redis):
-        self.bus, self.redis = bus, redis
-
-    async def hospital(self) -> None:
-        await self.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered",
-                                                        institution_registered(HOSPITAL, REGION)), key=HOSPITAL)
-        async def registered():
-            return (await self.redis.hget("stl:inst", HOSPITAL) or b"").split(b"|")[0] == REGION.encode()
-
-        await eventually(registered, 30, f"settlement registered {HOSPITAL} in {REGION}", interval=0.02)
-
-    async def person(self, scheme="employee", balance="0.00") -> dict:
-        p = person_registered(REGION, scheme=scheme, balance=balance)
-        await self.bus.send(t.BUREAU_ACCOUNTS, seal("PersonRegistered", p), key=p["person_id"])
-        await wait_registered(self.redis, [p["person_id"]], timeout=30)
-        return p
-
-    async def binding_command(self, event_type: str, payload: dict, key: str) -> dict:
-        cmd_id = str(uuid.uuid4())
-        await self.bus.send(t.BINDING_COMMANDS, command(event_type, payload, cmd_id), key=key)
-        [r] = await self.bus.watchers[t.BINDING_EVENTS].wait_for(lambda r: payload_of(r).get("command_id") == cmd_id)
-        return body(r)
-
-    async def bind(self, grantor, beneficiary, order, **dates) -> str:
-        created = await self.binding_command("CreateBinding", binding_form(grantor, beneficiary, order, **dates),
-                                             beneficiary["person_id"])
-        assert created["event_type"] == "BindingCreated", created["payload"]
-        return created["payload"]["binding_id"]
-
-    async def revoke(self, binding_id, grantor, beneficiary) -> None:
-        revoked = await self.binding_command("RevokeBinding", {"binding_id": binding_id,
-                                                               "requested_by": grantor["person_id"]},
-                                             beneficiary["person_id"])
-        assert revoked["event_type"] == "BindingRevoked", revoked["payload"]
-        assert revoked["payload"]["binding_id"] == binding_id
-
-    async def charge(self, patient, borne_fen: int) -> tuple[dict, dict]:
-        charge = charge_submitted(patient, HOSPITAL, REGION, borne_fen, fund_fen=10_000)
-        await self.bus.send(t.HIS_CHARGES, command("ChargeSubmitted", charge), key=patient["person_id"])
-        return charge, await self.result(charge["charge_id"], "ChargeSettled")
-
-    async def refund(self, charge, amount: str, refund_id: str = "R1") -> dict:
-        refund = {"charge_id": charge["charge_id"], "institution_code": HOSPITAL, "refund_id": refund_id,
-                  "amount": amount, "refunded_at": envelope.now().isoformat(timespec="seconds")}
-        await self.bus.send(t.HIS_CHARGES, command("ChargeRefunded", refund), key=charge["patient_id"])
-        return await self.result(charge["charge_id"], "RefundSettled", refund_id)
-
-    async def result(self, charge_id, event_type, refund_id=None) -> dict:
-        """The outcome of `charge_id` (or of its refund `refund_id`) of `event_type`; fails at
-        once on a refusal instead."""
-        [r] = await self.bus.watchers[t.SETTLEMENT_RESULTS].wait_for(
-            lambda r: payload_of(r).get("charge_id") == charge_id and payload_of(r).get("refund_id") == refund_id
-            and body(r)["event_type"] in (event_type, "ChargeRejected"), timeout=60)
-        assert body(r)["event_type"] == event_type, body(r)
-        return body(r)
-
-    async def postings(self, charge_id, count) -> list[dict]:
-        return [payload_of(r) for r in await self.bus.watchers[t.bureau_postings(REGION)].wait_for(
-            lambda r: payload_of(r).get("charge_id") == charge_id, count=count, timeout=60)]
-
-    async def balance(self, person) -> str:
-        """The account's balance as settlement answers QueryAccount on a reply topic."""
-        query_id = str(uuid.uuid4())
-        await self.bus.send("settlement.queries", command("QueryAccount", {"person_id": person["person_id"]}, query_id),
-                            key=person["person_id"], headers={"reply_to": "reply.tests", "correlation_id": query_id})
-        [reply] = await self.bus.watchers["reply.tests"].wait_for(
-            lambda r: payload_of(r).get("command_id") == query_id, timeout=60)
-        assert body(reply)["event_type"] == "AccountFound", body(reply)
-        return payload_of(reply)["balance"]
-
-    async def payer_index(self, beneficiary) -> set[str]:
-        """The binding ids the settlement Function would read for this beneficiary (bnd:pay)."""
-        return {k.decode() for k in await self.redis.hkeys(f"bnd:pay:{beneficiary['person_id']}")}
 
 
 @pytest.fixture
@@ -116,11 +26,6 @@ async def family(bus, clean_redis, services):
     family = Family(bus, clean_redis)
     await family.hospital()
     return family
-
-
-def lines(result: dict) -> list[tuple]:
-    return [(x["source"], x.get("person_id"), x.get("payment_order"), x["amount"], x.get("balance_after"))
-            for x in result["payload"]["lines"]]
 
 
 async def test_refund_after_revocation_returns_the_money_to_the_revoked_grantor(family):

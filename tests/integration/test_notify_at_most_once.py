@@ -11,11 +11,8 @@ import asyncio
 import json
 import random
 import threading
-import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -29,68 +26,12 @@ from services.notify.storage.deliveries import DeliveryStore
 from services.notify.domain.notices import for_settlement
 from services.notify.usecases import NotifyService, message_id_for
 from shared.signing import KeyRing
-from tests.support import body, china_today, dev_keys, institution_registered, new_person_id, signed_headers
+from tests.support import (Reply, SmsGateway, body, china_today, dev_keys, institution_registered, new_person_id,
+                           signed_headers)
 
 pytestmark = pytest.mark.integration
 
 LEASE, WAIT, RETRY = 60, 600, 10  # seconds: claim lease, wait for an unknown person, between looks
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    raw: bytes | None = None              # None: a well-formed OK answer
-    delay: float = 0.0                    # answer this late (the client may have given up)
-    hold: threading.Event | None = None   # answer only once this is set
-
-
-class Gateway:
-    """A scripted SMS gateway in Aliyun's SendSms shape: `plan[phone]` lists the replies to give
-    that phone's requests in turn; after them, OK. Every request is kept as received."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.plan: dict[str, list[Reply]] = {}
-        gateway = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's name)
-                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                request["signed"] = bool(self.headers.get("X-Signature"))
-                gateway.requests.append(request)
-                planned = gateway.plan.get(request["PhoneNumbers"], [])
-                reply = planned.pop(0) if planned else Reply()
-                if reply.hold:
-                    reply.hold.wait(30)
-                time.sleep(reply.delay)
-                data = reply.raw if reply.raw is not None else json.dumps(
-                    {"Code": "OK", "BizId": uuid.uuid4().hex, "RequestId": "r"}).encode()
-                try:
-                    self.send_response(reply.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    pass  # the client gave up waiting
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/sms/send"
-
-    def to(self, phone: str, template: str | None = None) -> list[dict]:
-        return [r for r in self.requests if r["PhoneNumbers"] == phone
-                and (template is None or r["TemplateCode"] == template)]
-
-    async def wait_for(self, phone: str, count: int = 1, timeout: float = 30) -> list[dict]:
-        async with asyncio.timeout(timeout):
-            while len(self.to(phone)) < count:
-                await asyncio.sleep(0.01)
-        return self.to(phone)
 
 
 class Clock:
@@ -108,7 +49,7 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def gateway():
-    g = Gateway()
+    g = SmsGateway()
     yield g
     g.server.shutdown()
 

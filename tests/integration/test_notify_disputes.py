@@ -7,10 +7,6 @@ test_sms_uplink.py.)"""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import random
-import urllib.request
 import uuid
 from datetime import datetime
 
@@ -19,85 +15,10 @@ import pytest
 from shared import topics as t
 from shared.envelope import CHINA_TZ, seal
 from shared.references import payment_reference
-from shared.state import person_bucket
-from tooling.devstack import free_port
-from tests.support import body, institution_registered, new_person_id, payload_of, running
+from tests.partners.town import TOWN_HOSPITAL as HOSPITAL, TOWN_HOSPITAL_NAME as HOSPITAL_NAME
 
 pytestmark = pytest.mark.integration
 
-HOSPITAL, HOSPITAL_NAME = "H61010077", "西安市第九医院"
-
-
-@pytest.fixture(scope="module")
-def notify(infra, tmp_path_factory):
-    """One notify, in a consumer group of its own (nothing left by other modules' notify)."""
-    port = free_port()
-    env = {**infra.env(), "LOG_LEVEL": "INFO", "SMS_PROVIDER": "sink", "QUIET_HOURS": "00:00-00:00",
-           "NOTIFY_GROUP_ID": f"notify-{uuid.uuid4().hex[:8]}", "HTTP_PORT": str(port),
-           # Other modules' events name people these tests never register: fail them fast.
-           "NOTIFY_UNKNOWN_PERSON_WAIT_SECONDS": "0"}
-    with running(("notify",), env, tmp_path_factory.mktemp("notify15")) as services:
-        services["notify"].metrics_url = f"http://127.0.0.1:{port}/metrics"
-        yield services["notify"]
-
-
-class Town:
-    """People and an institution registered with notify, and what notify did: SMS in the sink,
-    outcomes on notify.deliveries, commands on binding.commands."""
-
-    def __init__(self, bus, redis, notify) -> None:
-        self.bus, self.redis, self.notify = bus, redis, notify
-
-    async def institution(self, code: str = HOSPITAL, name: str = HOSPITAL_NAME) -> None:
-        event = institution_registered(code, "610100", name=name)
-        await self.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", event), key=code)
-        await self._until(lambda: self.redis.hexists("ntf:inst", code))
-
-    async def person(self, phone: str | None = None, person_id: str | None = None) -> dict:
-        p = {"person_id": person_id or new_person_id(), "name": f"测试{chr(0x4e00 + random.randrange(2000))}明",
-             "region": "610100", "scheme": "employee", "employer": "单位", "balance": "100.00",
-             "phone": phone or f"137{random.randrange(10**8):08d}"}
-        await self.bus.send(t.BUREAU_ACCOUNTS, seal("PersonRegistered", p), key=p["person_id"])
-        bucket, phone_bucket = person_bucket(p["person_id"]), int(p["phone"]) % 65_536
-
-        async def indexed() -> bool:
-            entry = await self.redis.hget(f"ntf:phone:{phone_bucket}", p["phone"])
-            return (await self.redis.hexists(f"ntf:person:{bucket}", p["person_id"])
-                    and entry is not None and p["person_id"] in entry.decode())
-        await self._until(indexed)
-        return p
-
-    @staticmethod
-    async def _until(check, timeout: float = 30) -> None:
-        async with asyncio.timeout(timeout):
-            while not await check():
-                await asyncio.sleep(0.02)
-
-    async def sink(self) -> list[dict]:
-        return [json.loads(x) for x in await self.redis.lrange("ntf:sink", 0, -1)]
-
-    async def outcomes(self, event: bytes, count: int = 1, role: str | None = None) -> list[dict]:
-        event_id = json.loads(event)["event_id"]
-        records = await self.bus.watchers[t.NOTIFY_DELIVERIES].wait_for(
-            lambda r: payload_of(r)["source_event_id"] == event_id
-            and role in (None, payload_of(r)["recipient_role"]), timeout=30, count=count)
-        return [body(r) for r in records]
-
-    async def metric(self, name: str, outcome: str) -> float:
-        def read() -> str:
-            with urllib.request.urlopen(self.notify.metrics_url, timeout=5) as answer:
-                return answer.read().decode()
-        for line in (await asyncio.to_thread(read)).splitlines():
-            if line.startswith(f'{name}{{outcome="{outcome}"}}'):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
-
-
-@pytest.fixture
-async def town(bus, clean_redis, notify):
-    town = Town(bus, clean_redis, notify)
-    await town.institution()
-    return town
 
 
 def now() -> str:

@@ -15,20 +15,13 @@ import pytest
 
 from shared import topics as t
 from shared.envelope import seal
-from tests.integration.test_notify_service import HOSPITAL, Family, gateway, sms_gateway_env  # noqa: F401 (fixture)
-from tests.support import body, cached_balances, charge_submitted, command, eventually, fen, payload_of, running
+from tests.partners.notified import NOTIFIED_HOSPITAL as HOSPITAL, NotifiedFamily
+from tests.support import body, cached_balances, charge_submitted, command, eventually, fen, payload_of
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def services(infra, gateway, tmp_path_factory):
-    env = sms_gateway_env(infra, gateway)
-    with running(("binding", "settlement", "notify"), env, tmp_path_factory.mktemp("negative")) as services:
-        yield services
-
-
-class Counter(Family):
+class Counter(NotifiedFamily):
     """The HIS's quote and settle, and the bureau's own debit, beside notify's family."""
 
     async def outcome(self, charge_id: str, event_type: str, refund_id: str | None = None) -> dict:
@@ -81,7 +74,7 @@ def _new_charge(patient: dict, borne: str) -> dict:
     return charge_submitted(patient, HOSPITAL, "610100", fen(borne), fund_fen=10_000)
 
 
-async def test_a_quote_settled_below_zero_and_a_refund_still_below_zero_each_send_their_sms(counter, gateway):
+async def test_a_quote_settled_below_zero_and_a_refund_still_below_zero_each_send_their_sms(counter, sms_gateway):
     patient = await counter.person(scheme="resident")
     grantor = await counter.person(balance="100.00")
     await counter.bind(grantor, patient)
@@ -95,7 +88,7 @@ async def test_a_quote_settled_below_zero_and_a_refund_still_below_zero_each_sen
     assert (line["amount"], line["balance_after"]) == ("60.00", "-40.00")   # never clamped
     sms, _ = await counter.sms_for(settled, "payment")
     assert sms["recipient_role"] == "grantor" and sms["charge_id"] == charge["charge_id"]
-    [request] = gateway.to(grantor["phone"], "payment")
+    [request] = sms_gateway.to(grantor["phone"], "payment")
     params = json.loads(request["TemplateParam"])
     assert (params["amount"], params["balance"]) == ("60.00", "-40.00")
     assert params["reference"] == line["reference"]                        # the BF reply that disputes it
@@ -104,5 +97,5 @@ async def test_a_quote_settled_below_zero_and_a_refund_still_below_zero_each_sen
     [back] = [x for x in refunded["payload"]["lines"] if x["source"] == "grantor"]
     assert (back["amount"], back["balance_after"]) == ("10.00", "-30.00")
     await counter.sms_for(refunded, "refund")
-    [request] = gateway.to(grantor["phone"], "refund")
+    [request] = sms_gateway.to(grantor["phone"], "refund")
     assert json.loads(request["TemplateParam"])["balance"] == "-30.00"

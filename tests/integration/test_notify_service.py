@@ -4,7 +4,6 @@ at-most-once paths, driven with an injected clock, are in test_notify_at_most_on
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import uuid
@@ -14,114 +13,13 @@ import pytest
 
 from shared import topics as t
 from shared.envelope import CHINA_TZ, seal
-from shared.state import person_bucket
 from services.notify.usecases import short_masked_name
-from tests.integration.test_notify_at_most_once import Gateway, Reply
-from tests.support import (body, china_today, command, eventually, handled, institution_registered, new_person_id,
-                           payload_of, running)
+from tests.partners.notified import NOTIFIED_HOSPITAL_NAME as HOSPITAL_NAME, NotifiedFamily as Family, notify_group, sms
+from tests.support import Reply, body, china_today, handled, institution_registered, new_person_id, payload_of
 
 pytestmark = pytest.mark.integration
 
-HOSPITAL, HOSPITAL_NAME = "H61010001", "西安市中心医院"
 UNAVAILABLE = Reply(503, json.dumps({"Code": "ServiceUnavailable", "Message": "try later"}).encode())
-SIGNATURE = "sha256:" + hashlib.sha256(b"signed").hexdigest()
-
-
-@pytest.fixture(scope="module")
-def gateway():
-    g = Gateway()
-    yield g
-    g.server.shutdown()
-
-
-def sms_gateway_env(infra, gateway) -> dict[str, str]:
-    """The services' environment with notify sending through the test's SMS gateway, at any hour."""
-    return {**infra.env(), "LOG_LEVEL": "INFO", "SMS_PROVIDER": "http", "SMS_GATEWAY_URL": gateway.url,
-            "SMS_ACCESS_KEY_ID": "test-id", "SMS_ACCESS_KEY_SECRET": "test-secret", "SMS_RETRY_BASE_MS": "50",
-            "QUIET_HOURS": "00:00-00:00"}
-
-
-@pytest.fixture(scope="module")
-def services(infra, gateway, tmp_path_factory):
-    logs = tmp_path_factory.mktemp("notify")
-    env = sms_gateway_env(infra, gateway) | {"NOTIFY_EXPIRY_CHECK_SECONDS": "1"}
-    with running(("binding", "settlement", "notify"), env, logs) as services:
-        yield services
-
-
-def notify_group(services, topic: str) -> str:
-    """The consumer group in which the notify process answers `topic` (shared.kafka.consumer_options)."""
-    return f"{services['notify'].env.get('NOTIFY_GROUP_ID', 'notify')}.{topic}"
-
-
-async def sms(gateway, phone: str, template: str, count: int = 1) -> list[dict]:
-    """The SMS of `template` to `phone`, once the gateway has taken `count` of them (any other
-    SMS to that phone is no sign of these)."""
-    return await eventually(lambda: (found := gateway.to(phone, template))[count - 1:] and found, 30,
-                            f"{count} SMS {template} to {phone[:3]}****")
-
-
-class Family:
-    def __init__(self, bus, redis):
-        self.bus, self.redis = bus, redis
-        self.people: list[dict] = []
-        self.records: dict[str, object] = {}  # binding.events records by event id, for `handled`
-
-    async def institution(self, code=HOSPITAL, name=HOSPITAL_NAME) -> None:
-        event = institution_registered(code, "610100", name=name)
-        await self.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered", event), key=code)
-
-        async def known() -> bool:
-            return await self.redis.hexists("stl:inst", code) and await self.redis.hexists("ntf:inst", code)
-        await eventually(known, 30, f"institution {code} in settlement and notify", interval=0.02)
-
-    async def person(self, scheme="employee", balance="0.00", phone=True, region="610100") -> dict:
-        p = {"person_id": new_person_id(region), "name": f"测试{chr(0x4e00 + random.randrange(2000))}明",
-             "region": region, "scheme": scheme}
-        if phone:
-            p["phone"] = f"139{random.randrange(10**8):08d}"
-        p |= {"employer": "单位", "balance": balance} if scheme == "employee" else {"community": "社区"}
-        await self.bus.send(t.BUREAU_ACCOUNTS, seal("PersonRegistered", p), key=p["person_id"])
-        bucket = person_bucket(p["person_id"])
-
-        async def known() -> bool:
-            return all([await self.redis.hexists(f"{k}:{bucket}", p["person_id"])
-                        for k in ("bnd:person", "stl:acct", "ntf:person")])
-        await eventually(known, 30, "the person in binding, settlement and notify", interval=0.02)
-        self.people.append(p)
-        return p
-
-    async def bind(self, grantor, beneficiary, order=1, end=None) -> dict:
-        today = china_today()
-
-        def party(p):
-            return {"id_number": p["person_id"], "name": p["name"], "region": p["region"], "phone": p.get("phone"),
-                    "employer": p.get("employer"), "community": p.get("community")}
-        form = {"grantor": party(grantor), "beneficiary": party(beneficiary), "relation": "mother",
-                "payment_order": order, "start_date": today.isoformat(),
-                "end_date": (end or today + timedelta(days=365)).isoformat(), "notice_accepted": True,
-                "signature_digest": SIGNATURE, "channel": "app"}
-        cmd_id = str(uuid.uuid4())
-        await self.bus.send(t.BINDING_COMMANDS, command("CreateBinding", form, cmd_id), key=beneficiary["person_id"])
-        [r] = await self.bus.watchers[t.BINDING_EVENTS].wait_for(lambda r: payload_of(r).get("command_id") == cmd_id)
-        assert body(r)["event_type"] == "BindingCreated"
-        self.records[body(r)["event_id"]] = r
-        return body(r)
-
-    async def charge(self, patient, borne) -> dict:
-        charge = {"charge_id": f"C{uuid.uuid4().hex[:16]}", "institution_code": HOSPITAL,
-                  "institution_region": "610100", "patient_id": patient["person_id"],
-                  "patient_name": patient["name"], "code_holder_id": patient["person_id"],
-                  "presented_via": "own_device", "visit_kind": "pharmacy", "total": borne, "fund_paid": "0.00",
-                  "individual_borne": borne, "charged_at": datetime.now(CHINA_TZ).isoformat(timespec="seconds")}
-        await self.bus.send(t.HIS_CHARGES, command("ChargeSubmitted", charge), key=patient["person_id"])
-        [r] = await self.bus.watchers[t.SETTLEMENT_RESULTS].wait_for(
-            lambda r: payload_of(r).get("charge_id") == charge["charge_id"])
-        return r
-
-    async def deliveries(self, match, count=1) -> list[dict]:
-        records = await self.bus.watchers[t.NOTIFY_DELIVERIES].wait_for(lambda r: match(body(r)), count=count)
-        return [body(r) for r in records]
 
 
 @pytest.fixture
@@ -131,13 +29,13 @@ async def family(bus, clean_redis, services):
     return family
 
 
-async def test_a_payment_by_the_grantor_sends_one_sms_with_amount_and_balance(family, gateway):
+async def test_a_payment_by_the_grantor_sends_one_sms_with_amount_and_balance(family, sms_gateway):
     mother = await family.person(scheme="resident")
     son = await family.person(balance="300.00")
     await family.bind(son, mother)
     settled = await family.charge(mother, "128.50")
-    await gateway.wait_for(son["phone"], count=2)  # the binding's SMS, then the payment's
-    payment = [r for r in gateway.to(son["phone"]) if r["TemplateCode"] == "payment"]
+    await sms_gateway.wait_for(son["phone"], count=2)  # the binding's SMS, then the payment's
+    payment = [r for r in sms_gateway.to(son["phone"]) if r["TemplateCode"] == "payment"]
     assert len(payment) == 1
     params = json.loads(payment[0]["TemplateParam"])
     assert (params["amount"], params["balance"]) == ("128.50", "171.50")
@@ -150,45 +48,45 @@ async def test_a_payment_by_the_grantor_sends_one_sms_with_amount_and_balance(fa
     assert sent["payload"]["charge_id"] == payload_of(settled)["charge_id"] and sent["payload"]["segments"] <= 2
 
 
-async def test_no_sms_when_only_the_own_account_and_cash_pay(family, gateway, bus, services):
+async def test_no_sms_when_only_the_own_account_and_cash_pay(family, sms_gateway, bus, services):
     patient = await family.person(balance="10.00")
     settled = await family.charge(patient, "25.00")
     assert [x["source"] for x in payload_of(settled)["lines"]] == ["own", "cash"]
     await handled(bus, notify_group(services, t.SETTLEMENT_RESULTS), settled)  # notify has read it
-    assert gateway.to(patient["phone"]) == []
+    assert sms_gateway.to(patient["phone"]) == []
     assert family.bus.watchers[t.NOTIFY_DELIVERIES].matching(
         lambda r: payload_of(r).get("source_event_id") == body(settled)["event_id"]) == []
 
 
-async def test_the_same_event_delivered_twice_sends_once(family, gateway, bus):
+async def test_the_same_event_delivered_twice_sends_once(family, sms_gateway, bus):
     mother, son = await family.person(scheme="resident"), await family.person(balance="50.00")
     await family.bind(son, mother)
     settled = await family.charge(mother, "5.00")
-    await sms(gateway, son["phone"], "payment")
+    await sms(sms_gateway, son["phone"], "payment")
     await bus.send(t.SETTLEMENT_RESULTS, settled.value, key=settled.key.decode())   # redelivery
     outcomes = await family.deliveries(lambda b: b["payload"].get("source_event_id") == body(settled)["event_id"],
                                        count=2)
     assert outcomes[0] == outcomes[1]
-    assert len([r for r in gateway.to(son["phone"]) if r["TemplateCode"] == "payment"]) == 1
+    assert len([r for r in sms_gateway.to(son["phone"]) if r["TemplateCode"] == "payment"]) == 1
 
 
-async def test_a_gateway_failing_twice_then_succeeding_sends_once(family, gateway):
+async def test_a_gateway_failing_twice_then_succeeding_sends_once(family, sms_gateway):
     mother, son = await family.person(scheme="resident"), await family.person(balance="50.00")
     await family.bind(son, mother)
-    await gateway.wait_for(son["phone"])
-    gateway.plan[son["phone"]] = [UNAVAILABLE, UNAVAILABLE]
+    await sms_gateway.wait_for(son["phone"])
+    sms_gateway.plan[son["phone"]] = [UNAVAILABLE, UNAVAILABLE]
     settled = await family.charge(mother, "5.00")
     [sent] = await family.deliveries(lambda b: b["payload"].get("source_event_id") == body(settled)["event_id"])
     assert sent["event_type"] == "SmsSent"
-    payment = [r for r in gateway.to(son["phone"]) if r["TemplateCode"] == "payment"]
+    payment = [r for r in sms_gateway.to(son["phone"]) if r["TemplateCode"] == "payment"]
     assert len(payment) == 3 and len({r["OutId"] for r in payment}) == 1
 
 
-async def test_a_gateway_that_keeps_failing_ends_in_sms_failed_and_the_consumer_goes_on(family, gateway):
+async def test_a_gateway_that_keeps_failing_ends_in_sms_failed_and_the_consumer_goes_on(family, sms_gateway):
     mother, son = await family.person(scheme="resident"), await family.person(balance="50.00")
     await family.bind(son, mother)
-    await gateway.wait_for(son["phone"])
-    gateway.plan[son["phone"]] = [UNAVAILABLE] * 10
+    await sms_gateway.wait_for(son["phone"])
+    sms_gateway.plan[son["phone"]] = [UNAVAILABLE] * 10
     settled = await family.charge(mother, "5.00")
     [failed] = await family.deliveries(lambda b: b["payload"].get("source_event_id") == body(settled)["event_id"])
     assert failed["event_type"] == "SmsFailed"
@@ -196,24 +94,24 @@ async def test_a_gateway_that_keeps_failing_ends_in_sms_failed_and_the_consumer_
     assert failed["payload"]["attempts"] == 3
     father, daughter = await family.person(scheme="resident"), await family.person(balance="9.00")
     await family.bind(daughter, father)
-    [created] = await gateway.wait_for(daughter["phone"])
+    [created] = await sms_gateway.wait_for(daughter["phone"])
     assert created["TemplateCode"] == "binding_created_grantor"
 
 
-async def test_binding_created_tells_the_grantor_and_a_beneficiary_with_a_phone(family, gateway):
+async def test_binding_created_tells_the_grantor_and_a_beneficiary_with_a_phone(family, sms_gateway):
     mother, son = await family.person(scheme="resident"), await family.person(balance="1.00")
     await family.bind(son, mother)
-    [to_son] = await gateway.wait_for(son["phone"])
-    [to_mother] = await gateway.wait_for(mother["phone"])
+    [to_son] = await sms_gateway.wait_for(son["phone"])
+    [to_mother] = await sms_gateway.wait_for(mother["phone"])
     assert to_son["TemplateCode"] == "binding_created_grantor"
     assert to_mother["TemplateCode"] == "binding_created_beneficiary"
 
 
-async def test_a_binding_ending_within_7_days_is_announced_once(family, gateway):
+async def test_a_binding_ending_within_7_days_is_announced_once(family, sms_gateway):
     soon = china_today() + timedelta(days=3)
     mother, son = await family.person(scheme="resident"), await family.person(balance="1.00")
     await family.bind(son, mother, end=soon)
-    await sms(gateway, son["phone"], "binding_ending_grantor")
+    await sms(sms_gateway, son["phone"], "binding_ending_grantor")
     # A second binding ending soon is announced by a later run of the check, a run that saw the
     # first binding again: it must not have been told twice. A run publishes its outcomes once
     # every SMS of it was sent: the daughter's outcome means that run is over.
@@ -222,14 +120,14 @@ async def test_a_binding_ending_within_7_days_is_announced_once(family, gateway)
     await family.deliveries(lambda b: b["payload"]["binding_id"] == created["payload"]["binding_id"]
                             and b["payload"]["template"] == "binding_ending_grantor")
     for grantor in (son, daughter):
-        assert [r["TemplateCode"] for r in gateway.to(grantor["phone"])].count("binding_ending_grantor") == 1
+        assert [r["TemplateCode"] for r in sms_gateway.to(grantor["phone"])].count("binding_ending_grantor") == 1
 
 
-async def test_no_full_name_id_number_or_phone_reaches_a_log_or_an_sms(family, gateway, services):
+async def test_no_full_name_id_number_or_phone_reaches_a_log_or_an_sms(family, sms_gateway, services):
     mother, son = await family.person(scheme="resident"), await family.person(balance="80.00")
     await family.bind(son, mother)
     settled = await family.charge(mother, "20.00")
-    await sms(gateway, son["phone"], "payment")
+    await sms(sms_gateway, son["phone"], "payment")
     # Every service done with what it was sent, its log lines about it written: each commits a
     # record after handling it.
     [bound] = await family.bus.watchers[t.BINDING_COMMANDS].wait_for(
@@ -240,7 +138,7 @@ async def test_no_full_name_id_number_or_phone_reaches_a_log_or_an_sms(family, g
     await handled(family.bus, f"settlement.{t.HIS_CHARGES}", charged)
     await handled(family.bus, notify_group(services, t.SETTLEMENT_RESULTS), settled)
     logs = "".join(s.log_text() for s in services.values())
-    texts = json.dumps([json.loads(r["TemplateParam"]) for r in gateway.requests], ensure_ascii=False)
+    texts = json.dumps([json.loads(r["TemplateParam"]) for r in sms_gateway.requests], ensure_ascii=False)
     for p in family.people:
         for secret in (p["person_id"], p["name"], p.get("phone")):
             if secret:
@@ -248,7 +146,7 @@ async def test_no_full_name_id_number_or_phone_reaches_a_log_or_an_sms(family, g
                 assert secret not in texts
 
 
-async def test_a_beneficiary_without_a_phone_gets_nothing_and_no_failure_is_reported(family, gateway, services):
+async def test_a_beneficiary_without_a_phone_gets_nothing_and_no_failure_is_reported(family, sms_gateway, services):
     child, parent = await family.person(scheme="resident", phone=False), await family.person(balance="1.00")
     created = await family.bind(parent, child)
     [to_parent] = await family.deliveries(lambda b: b["payload"].get("source_event_id") == created["event_id"])
@@ -260,7 +158,7 @@ async def test_a_beneficiary_without_a_phone_gets_nothing_and_no_failure_is_repo
 
 
 async def test_after_a_restart_with_a_backlog_notify_reads_people_and_institutions_before_answering(
-        family, gateway, services, bus):
+        family, sms_gateway, services, bus):
     notify = services["notify"]
     original = dict(notify.env)
     notify.stop()
@@ -288,7 +186,7 @@ async def test_after_a_restart_with_a_backlog_notify_reads_people_and_institutio
         event_id = json.loads(settled)["event_id"]
         [outcome] = await family.deliveries(lambda b: b["payload"].get("source_event_id") == event_id)
         assert (outcome["event_type"], outcome["payload"].get("reason")) == ("SmsSent", None)
-        [request] = gateway.to(grantor["phone"])
+        [request] = sms_gateway.to(grantor["phone"])
         params = json.loads(request["TemplateParam"])
         assert (params["institution"], params["beneficiary"]) == ("渭南市中医医院", short_masked_name(patient["name"]))
     finally:

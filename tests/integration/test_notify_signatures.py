@@ -4,13 +4,12 @@ bureau transferred him, by the new region's), an institution's name only by its 
 bureau, an SMS reply is believed only from the gateway, and the DisputePayment notify asks for is
 signed with notify's key.
 
-Only notify runs in this module (test_notify_disputes' fixture), so every dead letter on the
+Only notify runs in this module (the conftest's `notify`, alone), so every dead letter on the
 topics it reads is notify's; each refusal is waited for by its dead letter, which is written
 before anything of its batch is saved."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 
@@ -22,9 +21,8 @@ from shared.envelope import now, seal
 from shared.signing import KeyRing, SigningKey, verify
 from shared.state import person_bucket
 from services.notify.storage.deliveries import contact_region, decode_contact
-from tests.integration.test_notify_disputes import notify, town  # noqa: F401 (fixtures)
-from tests.integration.test_sms_uplink import disputes_by, reply, send, wait_disputes
-from tests.support import body, dev_keys, institution_registered
+from tests.partners.town import disputes_by, send_reply as send, uplink_reply as reply, wait_disputes
+from tests.support import body, dev_keys, eventually, institution_registered
 
 pytestmark = pytest.mark.integration
 
@@ -38,12 +36,6 @@ async def dead_letter(town, topic: str, event: bytes) -> str:
     event_id = json.loads(event)["event_id"]
     [dead] = await town.bus.watchers[t.dead_letter_topic(topic)].wait_for(lambda r: body(r)["event_id"] == event_id)
     return dict(dead.headers)["dlq-error"].decode()
-
-
-async def until(check, timeout: float = 30) -> None:
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.02)
 
 
 async def test_a_phone_changes_only_by_the_persons_own_regions_bureau(town):
@@ -61,7 +53,8 @@ async def test_a_phone_changes_only_by_the_persons_own_regions_bureau(town):
     # his own bureau changes it
     await town.bus.send(t.BUREAU_ACCOUNTS, seal(PERSON_REGISTERED, {**person, "phone": "13900000004"}),
                         key=person["person_id"])
-    await until(lambda: _has_phone(town, person["person_id"], "13900000004"))
+    await eventually(lambda: _has_phone(town, person["person_id"], "13900000004"),
+                     30, "phone 13900000004 recorded", interval=0.02)
 
 
 async def _has_phone(town, person_id: str, phone: str) -> bool:
@@ -80,7 +73,8 @@ async def test_a_transferred_person_is_registered_by_his_new_region(town):
     await town.bus.send(t.BUREAU_ACCOUNTS, seal(PERSON_REGISTERED, {**person, "region": "610300",
                                                                     "phone": "13900000005"}),
                         key=person["person_id"], signer=baoji)
-    await until(lambda: _has_phone(town, person["person_id"], "13900000005"))
+    await eventually(lambda: _has_phone(town, person["person_id"], "13900000005"),
+                     30, "phone 13900000005 recorded", interval=0.02)
     assert (await contact(town, person["person_id"]))[2] == "610300"
     assert await town.redis.hget(f"ntf:moving:{person_bucket(person['person_id'])}", person["person_id"]) is None
     # Xi'an let him go: it changes him no more
@@ -102,7 +96,8 @@ async def test_an_institution_is_named_only_by_its_own_regions_bureau(town):
     assert (await town.redis.hget("ntf:inst", code)).decode() == "西安市某医院"
     renamed_at_home = seal("InstitutionRegistered", institution_registered(code, "610100", name="西安市某中心医院"))
     await town.bus.send(t.BUREAU_INSTITUTIONS, renamed_at_home, key=code)
-    await until(lambda: _named(town, code, "西安市某中心医院"))
+    await eventually(lambda: _named(town, code, "西安市某中心医院"),
+                     30, "the name 西安市某中心医院 recorded", interval=0.02)
 
 
 async def _named(town, code: str, name: str) -> bool:

@@ -42,7 +42,7 @@ from shared.signing import KeyRing, SigningKey, Signer, verify
 from shared.state import person_bucket
 from services.binding.domain.model import Binding, Relation
 from services.binding.storage.bindings import BindingStore, Plan, Stored, epoch
-from tests.support import AUTO, ROOT, Watcher, dev_keys, eventually, running
+from tests.support import AUTO, ROOT, Watcher, dev_keys, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +142,7 @@ def test_the_guide_documents_an_answer_for_its_examples() -> None:
 
 
 async def test_every_example_in_the_partner_guide_gets_its_documented_answer(
-    infra, bus, clean_redis, tmp_path_factory
+    infra, bus, clean_redis, platform_pool
 ) -> None:
     steps = guide_steps()
     # The outputs' topics (reply topics are the partner's to have; the operator makes them) and
@@ -152,7 +152,7 @@ async def test_every_example_in_the_partner_guide_gets_its_documented_answer(
     watcher = Watcher(infra.kafka_bootstrap, watched, infra.security)
     await watcher.start()
     try:
-        with running(SERVICES, {**infra.env(), **SETTLEMENT_ENV, **BINDING_ENV}, tmp_path_factory.mktemp("partners")):
+        with platform_pool.alone(SERVICES, {**infra.env(), **SETTLEMENT_ENV, **BINDING_ENV}):
             answers: set[str] = set()
             for step in steps:
                 await _play(step, bus, watcher, clean_redis, answers)

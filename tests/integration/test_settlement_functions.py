@@ -11,7 +11,6 @@ import json
 import uuid
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
-from itertools import count
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -20,85 +19,13 @@ from redis.asyncio import Redis
 
 from tests.oracle.waterfall import Account, Line, named_refund_plan, refund_plan, split
 from services.settlement.storage.accounts import (ChargeToSettle, InstitutionRegistration, Movement, PersonState,
-                                                  RefundToApply, Registration, Reversal, SettlementStore,
-                                                  Transfer)
+                                                  Registration, Reversal, SettlementStore, Transfer)
 from shared.binding_index import Payer, decode_payers, encode_payer, in_force, payers_in_force, payers_key
-from shared.identity import make_id_number
 from shared.state import person_bucket
-from tooling.devstack import LocalRedis, free_port
+from tests.ledger_calls import (AT, BAOJI, BEIJING, DAY, HOSPITAL, PROVINCES, REFUND_AT, XIAN, bind, bureau_movements,
+                                charge, make_store, new_person, refund)
 
-pytestmark = pytest.mark.integration
-
-PROVINCES = ["610100", "610300"]
-XIAN, BAOJI, BEIJING = "610100", "610300", "110100"
-DAY = 20260601
-AT = "2026-06-01T10:00:00+08:00"
-REFUND_AT = "2026-06-02T09:00:00+08:00"
-HOSPITAL = "H610100-01"
-_n = count(1)
-
-
-def new_person() -> str:
-    n = next(_n)
-    return make_id_number("610102", date(1980, 1, 1) + timedelta(days=n), n % 1000)
-
-
-def make_store(client: Redis) -> SettlementStore:
-    return SettlementStore(client, provinces=PROVINCES, rejection_ttl=3600, record_ttl=3600)
-
-
-@pytest.fixture(scope="module")
-def valkey(tmp_path_factory):
-    server = LocalRedis(free_port(), tmp_path_factory.mktemp("settlement-valkey"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-async def client(valkey):
-    client = Redis.from_url(valkey.url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture(scope="module")
-async def store(client):
-    store = make_store(client)
-    await store.load_functions()
-    return store
-
-
-@pytest.fixture(autouse=True)
-async def clean(client, store):
-    await client.flushdb()  # FUNCTION libraries survive FLUSHDB
-    await store.register_institutions([(HOSPITAL, XIAN, "hospital")])
-
-
-def charge(patient: str, borne: int, charge_id: str | None = None, digest: str = "digest-1",
-           day: int = DAY, event_id: str | None = None, institution: str = HOSPITAL,
-           institution_region: str = XIAN) -> ChargeToSettle:
-    return ChargeToSettle(event_id or str(uuid.uuid4()), institution, institution_region,
-                          charge_id or str(uuid.uuid4()), digest, borne, patient, day, AT)
-
-
-def refund(charge_id: str, amount: int, refund_id: str | None = None, digest: str = "refund-digest",
-           event_id: str | None = None, institution: str = HOSPITAL, lines: str = "") -> RefundToApply:
-    return RefundToApply(event_id or str(uuid.uuid4()), institution, charge_id, refund_id or str(uuid.uuid4()),
-                         digest, amount, REFUND_AT, lines)
-
-
-async def bind(client: Redis, patient: str, grantor: str, order: int, region: str,
-               start: int = 20260101, end: int = 20261231, limit: int | None = None, paused: bool = False,
-               binding_id: str | None = None) -> str:
-    """A payer index entry as the binding service writes it (I-1: with limit and pause when given,
-    else the old 5-field value)."""
-    binding_id = binding_id or str(uuid.uuid4())
-    value = f"{grantor}|{order}|{start}|{end}|{region}"
-    if limit is not None or paused:
-        value += f"|{'' if limit is None else limit}|{'p' if paused else ''}"
-    await client.hset("bnd:pay:" + patient, binding_id, value)
-    return binding_id
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_store")]
 
 
 class Family:
@@ -546,11 +473,6 @@ async def test_a_batch_settles_after_the_function_library_disappears(store, clie
 
 def move(person, kind, amount, seq, region=XIAN, through=0) -> Movement:
     return Movement(person, kind, amount, seq, region, through)
-
-
-async def bureau_movements(store: SettlementStore, moves: list[Movement]) -> list[tuple[str, int]]:
-    """Each movement's outcome and the balance after."""
-    return [(a.outcome, a.balance) for a in await store.movements_applied(moves)]
 
 
 async def test_bureau_movements_apply_once_per_bureau_seq(store, client):

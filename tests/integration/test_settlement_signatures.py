@@ -21,7 +21,7 @@ from shared.kafka import ensure_topics
 from shared.signing import KeyRing, Signer, SigningKey, verify
 from shared.state import person_bucket
 from tests.support import (AUTO, TopicView, Watcher, body, charge_submitted, china_today, command, dev_keys, eventually,
-                           fen, institution_registered, payload_of, person_registered, running, yuan)
+                           fen, institution_registered, payload_of, person_registered, yuan)
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +32,10 @@ REFUSALS = ["UNSIGNED", "UNKNOWN_SIGNER", "BAD_SIGNATURE", "NOT_SIGNERS"]
 
 
 @pytest.fixture(scope="module")
-def services(infra, tmp_path_factory):
-    with running(("settlement",), {**infra.env(), "LOG_LEVEL": "INFO"},
-                 tmp_path_factory.mktemp("signatures")) as services:
+def services(infra, platform_pool):
+    """Settlement alone: every dead letter on the bureau topics is then settlement's (binding
+    reads them too, and would dead-letter the same refusals in its own words)."""
+    with platform_pool.alone(("settlement",), {**infra.env(), "LOG_LEVEL": "INFO"}) as services:
         yield services
 
 

@@ -16,37 +16,13 @@ import uuid
 import pytest
 
 from shared import topics as t
-from shared.envelope import now as china_now, seal
+from shared.envelope import seal
 from shared.state import person_bucket
 from services.notify.storage.deliveries import PHONES_PER_NUMBER, DeliveryStore, encode_contact
-from tests.integration.test_notify_disputes import notify, town  # noqa: F401 (fixtures)
+from tests.partners.town import disputes_by, message_id_of, send_reply as send, uplink_reply as reply, wait_disputes
 from tests.support import body, eventually, handled, new_person_id, payload_of
 
 pytestmark = pytest.mark.integration
-
-
-def reply(phone: str, text: str, message_id: str | None = None) -> bytes:
-    return seal("SmsReplyReceived", {"message_id": message_id or f"up-{uuid.uuid4().hex[:16]}", "phone": phone,
-                                     "text": text, "received_at": china_now().isoformat(timespec="seconds")})
-
-
-def message_id_of(event: bytes) -> str:
-    return json.loads(event)["payload"]["message_id"]
-
-
-async def send(town, event: bytes) -> None:
-    await town.bus.send(t.SMS_UPLINK, event, key=message_id_of(event))
-
-
-def disputes_by(town, person: dict) -> list:
-    return town.bus.watchers[t.BINDING_COMMANDS].matching(
-        lambda r: body(r)["event_type"] == "DisputePayment" and payload_of(r)["requested_by"] == person["person_id"])
-
-
-async def wait_disputes(town, person: dict, count: int = 1) -> list:
-    return await town.bus.watchers[t.BINDING_COMMANDS].wait_for(
-        lambda r: body(r)["event_type"] == "DisputePayment" and payload_of(r)["requested_by"] == person["person_id"],
-        timeout=30, count=count)
 
 
 async def handled_by_notify(town, event: bytes, count: int = 1) -> None:

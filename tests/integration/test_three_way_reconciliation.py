@@ -5,16 +5,13 @@ written into the payer index directly (shared/binding_index.py), as the binding 
 
 from __future__ import annotations
 
-import asyncio
 import urllib.request
 import uuid
 from datetime import timedelta
 
 import pytest
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import rule, run_state_machine_as_test
-from redis.asyncio import Redis
+from hypothesis.stateful import rule
 
 from shared import topics as t
 from shared.binding_index import Payer, encode_payer, payers_key
@@ -22,20 +19,19 @@ from shared.envelope import now, seal
 from shared.state import person_bucket
 from tooling.devstack import free_port
 from services.settlement.storage.accounts import Movement
-from tests.integration import test_settlement_books as books
-from tests.integration.test_settlement_functions import XIAN, make_store, valkey  # noqa: F401 - valkey: a fixture
-from tests.support import (body, china_today, command, eventually, institution_registered, new_person_id, payload_of,
-                           running)
+from tests.books_machine import Books, run_machine
+from tests.ledger_calls import XIAN
+from tests.support import body, china_today, command, eventually, institution_registered, new_person_id, payload_of
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def services(infra, tmp_path_factory):
+def services(infra, platform_pool):
     port = free_port()
     env = {**infra.env(), "LOG_LEVEL": "INFO", "HTTP_PORT": str(port),
            "SETTLEMENT_GROUP_ID": f"recon-{uuid.uuid4().hex[:8]}"}
-    with running(("settlement",), env, tmp_path_factory.mktemp("reconciliation")) as services:
+    with platform_pool.alone(("settlement",), env) as services:
         services["settlement"].metrics_url = f"http://127.0.0.1:{port}/metrics"
         yield services
 
@@ -306,9 +302,9 @@ async def test_a_snapshot_the_postings_in_flight_do_not_explain_is_announced_as_
     assert int(raw.split(b"|")[0]) == 8_000   # the bureau's book stands: 110.00 less the debit in flight
 
 
-# -- drift against the model of both books (test_settlement_books) --------------------------------
+# -- drift against the model of both books (tests/books_machine.py) --------------------------------
 
-class DriftOfTheBooks(books.Books):
+class DriftOfTheBooks(Books):
     """The books' state machine, with snapshots read through the drift figures: a snapshot of the
     bureau's true book never drifts, whatever the platform has in flight; one off by `delta` drifts
     by exactly -delta, and the bureau's book stands (the cache follows it)."""
@@ -339,20 +335,8 @@ class DriftOfTheBooks(books.Books):
         book.true += delta
 
 
-def test_a_snapshot_drifts_exactly_by_what_the_postings_in_flight_do_not_explain(valkey):  # noqa: F811
-    loop = asyncio.new_event_loop()  # private: the session loop belongs to pytest-asyncio
-    client = Redis.from_url(valkey.url)
-    store = make_store(client)
-    loop.run_until_complete(store.load_functions())
-    DriftOfTheBooks.run, DriftOfTheBooks.store, DriftOfTheBooks.client = (
-        staticmethod(loop.run_until_complete), store, client)
-    try:
-        run_state_machine_as_test(DriftOfTheBooks, settings=settings(
-            max_examples=60, stateful_step_count=40, deadline=None, database=None,
-            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]))
-    finally:
-        loop.run_until_complete(client.aclose())
-        loop.close()
+def test_a_snapshot_drifts_exactly_by_what_the_postings_in_flight_do_not_explain(valkey):
+    run_machine(DriftOfTheBooks, valkey.url, max_examples=60)
 
 
 async def test_a_corrected_report_reusing_its_event_id_is_refused_as_a_conflict(hospital, day_of_charges):
