@@ -20,14 +20,11 @@ from datetime import date, datetime, time, timedelta
 import pytest
 
 from shared import clock, envelope, topics as t
-from shared.envelope import seal
-from tests.support import (binding_form, body, charge_submitted, command, eventually, institution_registered,
-                           payload_of, person_registered, running, wait_registered)
+from tests.partners.hospital import HOSPITAL, REGION, Family
+from tests.support import binding_form, body, charge_submitted, command, payload_of, running
 
 pytestmark = pytest.mark.integration
 
-REGION = "610100"
-HOSPITAL = "H610100-MIDNIGHT"
 # How long before midnight the platform's clock starts: enough for the three services to start.
 LEAD = timedelta(seconds=25)
 
@@ -58,31 +55,9 @@ def midnight(infra, tmp_path_factory):
         clock.set_offset(0)
 
 
-class Desk:
-    """The bureau, the hospital's HIS and the window, reduced to what these tests need."""
-
-    def __init__(self, bus, redis):
-        self.bus, self.redis = bus, redis
-
-    async def hospital(self) -> None:
-        await self.bus.send(t.BUREAU_INSTITUTIONS, seal("InstitutionRegistered",
-                                                        institution_registered(HOSPITAL, REGION)), key=HOSPITAL)
-
-        async def registered():
-            return (await self.redis.hget("stl:inst", HOSPITAL) or b"").split(b"|")[0] == REGION.encode()
-        await eventually(registered, 30, f"settlement registered {HOSPITAL}", interval=0.02)
-
-    async def person(self, scheme="employee", balance="0.00") -> dict:
-        p = person_registered(REGION, scheme=scheme, balance=balance)
-        await self.bus.send(t.BUREAU_ACCOUNTS, seal("PersonRegistered", p), key=p["person_id"])
-        await wait_registered(self.redis, [p["person_id"]], timeout=30)
-        return p
-
-    async def binding_command(self, event_type: str, payload: dict, key: str) -> dict:
-        cmd_id = str(uuid.uuid4())
-        await self.bus.send(t.BINDING_COMMANDS, command(event_type, payload, cmd_id), key=key)
-        [r] = await self.bus.watchers[t.BINDING_EVENTS].wait_for(lambda r: payload_of(r).get("command_id") == cmd_id)
-        return body(r)
+class Desk(Family):
+    """The bureau, the hospital's HIS and the window, with charges consumed at a given moment and
+    the HIS's daily totals."""
 
     async def charge(self, patient: dict, borne_fen: int, charged_at: datetime) -> dict:
         charge = charge_submitted(patient, HOSPITAL, REGION, borne_fen, fund_fen=5_000)

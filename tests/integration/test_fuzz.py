@@ -29,7 +29,6 @@ import os
 import random
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest

@@ -14,7 +14,8 @@ from pydantic import ValidationError
 from services.binding import contract as c
 from services.binding.domain.model import Binding, Dispute, DisputeStatus, Payment, Relation, Status
 from services.binding.domain.reasons import BindingRefused, Reason
-from services.binding.domain.rules import (MAX_MONTHLY_LIMIT, DecisionRefused, decide_dispute, dispute_id_for,
+from shared.limits import MAX_MONTHLY_LIMIT_FEN as MAX_MONTHLY_LIMIT
+from services.binding.domain.rules import (DecisionRefused, decide_dispute, dispute_id_for,
                                            open_dispute, pause_binding, paying_binding, resume_binding,
                                            set_grantor_limit)
 from services.binding.storage.bindings import (Stored, decode_bindings, decode_dispute, decode_payment,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import httpx
 import pytest
 from pydantic import BaseModel, ValidationError
 
@@ -20,7 +19,7 @@ from services.gateway import console
 from services.gateway.contract import LimitRequest
 from services.gateway.domain.problems import OWN_MESSAGES, own_refusal
 from tests.unit.test_binding_limits_disputes import GRANTOR, TODAY, binding
-from tests.unit.test_gateway_http import api  # noqa: F401 (the gateway's HTTP API, no Kafka)
+
 
 CONSOLE = Path(console.__file__).resolve().parent
 
@@ -47,7 +46,6 @@ def test_binding_rules_and_the_gateway_draw_the_limit_at_the_same_bound(fen: int
         gateway_allows = False
     assert gateway_allows is allowed
     assert limits.is_allowed_monthly_limit(fen) is allowed
-    assert rules.MAX_MONTHLY_LIMIT == limits.MAX_MONTHLY_LIMIT_FEN
     if not allowed:
         with pytest.raises(BindingRefused) as refused:
             rules.set_grantor_limit(binding(), GRANTOR, fen, TODAY)

@@ -11,7 +11,7 @@ from shared.tokens import Principal
 from services.gateway.domain import access
 from services.gateway.domain.views import audit_entry_view, lookup_view, me_view
 from services.gateway.storage.audit import Entry, read_member
-from tests.unit.test_gateway_http import APP, FATHER, ISSUERS, ME, WINDOW, api, problem  # noqa: F401 - the fixture
+from tests.gateway_stand_in import APP, FATHER, ISSUERS, ME, WINDOW, problem
 
 CLERK = Principal("window", clerk_id="clerk-1", region="610100")
 CHIEF = Principal("supervisor", clerk_id="chief", region="610100")

@@ -1,6 +1,6 @@
 """Limits, pause and resume, disputes and the SMS uplink at the gateway's HTTP edge, without
 Kafka: what each request sends (I-4, I-6), how the binding service's answers become statuses,
-and the uplink's signature and bounds. The broker is test_gateway_http's stand-in; the real
+and the uplink's signature and bounds. The broker is tests/gateway_stand_in.py's; the real
 services: tests/integration/test_gateway_limits_disputes.py."""
 
 import json
@@ -15,7 +15,7 @@ from services.gateway.domain import uplink
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.replies import PendingReplies, Requests
 from services.gateway.usecases import GatewayService
-from tests.unit.test_gateway_http import APP, FATHER, ISSUERS, ME, OTHER, UNREAD, WINDOW, Broker, problem
+from tests.gateway_stand_in import APP, FATHER, ISSUERS, ME, OTHER, UNREAD, WINDOW, Broker, problem
 
 UPLINK_KEY = b"unit-tests-sms-uplink-key"
 REPLY = {"message_id": "up-000123", "phone": "13812345678", "text": "BF 7K2P9QXM",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 
 from shared.bureau import speaks_for_region
-from shared.limits import MAX_MONTHLY_LIMIT_FEN as MAX_MONTHLY_LIMIT, is_allowed_monthly_limit  # noqa: F401 (tests)
+from shared.limits import is_allowed_monthly_limit
 from shared.regions import is_in_province
 from shared.signing import SignatureRefused, Signer
 from services.binding.domain.model import Binding, Dispute, DisputeStatus, Insured, Payment, Relation, Scheme
