@@ -272,7 +272,8 @@ async def publish_all(broker: KafkaBroker, messages: list[Outgoing]) -> None:
     await asyncio.gather(*futures)
 
 
-def consumer_options(settings: ServiceSettings, group: str, topic: str, **extra: Any) -> dict[str, Any]:
+def consumer_options(settings: ServiceSettings, group: str, topic: str, *, answering: bool = False,
+                     **extra: Any) -> dict[str, Any]:
     """How every platform subscriber consumes.
 
     - One consumer group per subscription (`<group>.<topic>`): a member joining or leaving one
@@ -281,8 +282,10 @@ def consumer_options(settings: ServiceSettings, group: str, topic: str, **extra:
       after its outcomes were recorded and published; an infrastructure error puts the message
       back to be read again, and the idempotency records make that redelivery harmless. (The
       default ACK_FIRST would be at-most-once: wrong for money.)
-    - `fetch_max_wait_ms` from the settings (KAFKA_FETCH_MAX_WAIT_MS): a caught-up consumer on the
-      local broker waits that long for every fetch; `extra` may override it.
+    - How long a fetch waits for data: `answering` subscriptions (a partner waits for their answer)
+      KAFKA_FETCH_MAX_WAIT_MS, short; every other KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS, long. A
+      caught-up consumer on the local broker waits that long for every fetch, so short waits cost
+      polls while idle and long ones cost latency: only the answering ones pay for speed.
     - Bodies stay bytes (`raw_bytes`), so malformed input is answered or dead-lettered by the
       use case instead of failing in a decoder; headers are bounded and leniently decoded
       (`tolerant_parser`); `no_reply`: replies are published explicitly.
@@ -292,4 +295,5 @@ def consumer_options(settings: ServiceSettings, group: str, topic: str, **extra:
                    ack_policy=AckPolicy.NACK_ON_ERROR, no_reply=True,
                    session_timeout_ms=settings.kafka_session_timeout_ms,
                    heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-                   fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms), **extra}
+                   fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms if answering
+                   else settings.kafka_background_fetch_max_wait_ms), **extra}

@@ -96,9 +96,17 @@ class ServiceSettings(KafkaClientSettings, ClockSettings):
     kafka_session_timeout_ms: int = Field(6000, description="Consumer group session timeout.")
     kafka_heartbeat_interval_ms: int = Field(500, description="Consumer group heartbeat interval.")
     kafka_fetch_max_wait_ms: int = Field(
-        10, ge=0, description="Longest a consumer's fetch waits for data. Real Kafka answers a fetch as soon as "
-        "data arrives, but the local Tansu broker always waits this long when a consumer has caught up, so "
-        "it bounds the latency of every hop there (aiokafka's default, 500 ms, made a charge's trip ~130 ms).")
+        10, ge=0, le=1000, description="Longest a fetch waits for data on the subscriptions a partner waits on "
+        "for an answer (settlement's his.charges and settlement.queries, binding's binding.commands, the "
+        "gateway's reply topic). Apache Kafka answers a fetch as soon as data arrives, so there this only bounds "
+        "an idle poll (production: 500, Kafka's default); the local Tansu broker always waits this long once "
+        "a consumer has caught up, so there it is every hop's latency floor (10: the local stack's value).")
+    kafka_background_fetch_max_wait_ms: int = Field(
+        500, ge=0, le=5000, description="Longest a fetch waits for data on every other subscription "
+        "(projections of bureau topics and binding events, notify's SMS work, the HIS ledger, the gateway's "
+        "audit and revocations): no partner waits on them, so on the local Tansu broker a long wait spares the "
+        "broker and the services a poll every few milliseconds while idle, at the price of up to this much "
+        "delay before an SMS or a projection moves (production on Apache Kafka: 500, which delays nothing).")
     kafka_linger_ms: int = Field(
         0, ge=0, description="How long the producer waits to fill a batch before sending. Outcomes are "
         "published a batch at a time already, so waiting only adds latency.")

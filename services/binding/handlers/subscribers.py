@@ -20,7 +20,8 @@ def register(broker: KafkaBroker, service: BindingService, settings: BindingSett
     commands, registry = Outage(BINDING_COMMANDS), Outage(BUREAU_ACCOUNTS)
 
     # Batches: one Kafka fetch is decided with a few Redis round trips (usecases/commands.py).
-    @broker.subscriber(BINDING_COMMANDS, **consumer_options(settings, group, BINDING_COMMANDS, batch=True,
+    @broker.subscriber(BINDING_COMMANDS, **consumer_options(settings, group, BINDING_COMMANDS, answering=True,
+                                                            batch=True,
                                                             max_records=settings.binding_batch_size,
                                                             batch_timeout_ms=settings.binding_batch_timeout_ms,
                                                             listener=gate.listener()))

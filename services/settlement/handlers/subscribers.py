@@ -27,7 +27,8 @@ def register(broker: KafkaBroker, service: SettlementService, settings: Settleme
                    batch_timeout_ms=settings.settlement_batch_timeout_ms)
     queries = Outage(SETTLEMENT_QUERIES)
 
-    @broker.subscriber(HIS_CHARGES, **consumer_options(settings, group, HIS_CHARGES, listener=gate.listener(),
+    @broker.subscriber(HIS_CHARGES, **consumer_options(settings, group, HIS_CHARGES, answering=True,
+                                                       listener=gate.listener(),
                                                        **batched))
     async def on_charges(msg: KafkaMessage) -> None:
         await gate.caught_up()
@@ -47,7 +48,7 @@ def register(broker: KafkaBroker, service: SettlementService, settings: Settleme
     async def on_binding_events(msg: KafkaMessage) -> None:
         await service.bindings.follow_bindings([received(r) for r in msg.raw_message])
 
-    @broker.subscriber(SETTLEMENT_QUERIES, **consumer_options(settings, group, SETTLEMENT_QUERIES,
+    @broker.subscriber(SETTLEMENT_QUERIES, **consumer_options(settings, group, SETTLEMENT_QUERIES, answering=True,
                                                               listener=gate.listener()))
     async def on_query(msg: KafkaMessage) -> None:
         await gate.caught_up()

@@ -1,0 +1,79 @@
+"""What the platform costs with no traffic at all: CPU of each process (binding, settlement, notify,
+the gateway, the broker with its TLS front, Redis) over a quiet stretch, as % of one core.
+
+`make bench` measures it once the services are up and their projections have read what their
+topics hold (section 9). `python -m bench.idle [seconds]` measures it alone on a stack of its own
+(start, wait until ready, measure, stop), e.g. to compare fetch-wait settings:
+`KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS=10 python -m bench.idle` is every subscription polling as
+fast as the answering ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.stack import CpuMeter, Service
+from tooling.devkeys import DevIssuers
+from tooling.devstack import free_port, start_local
+
+SERVICES = ("binding", "settlement", "notify", "gateway")
+QUIET_SECONDS = 15.0
+
+
+def gateway_env(work: Path) -> dict[str, str]:
+    """The gateway needs the issuers it believes and its operator port; no token is used here."""
+    return DevIssuers.create(work / "issuers").env() | {"ADMIN_PORT": str(free_port())}
+
+
+async def measure(meter: CpuMeter, seconds: float = QUIET_SECONDS) -> tuple[dict[str, float], str]:
+    """% of one core by process over `seconds` of nothing, and the meter's one-line summary."""
+    meter.start()
+    await asyncio.sleep(seconds)  # the measurement itself: a stretch of wall time with no traffic
+    line = meter.stop()
+    return {name: used / seconds * 100 for name, used in meter.seconds.items()}, line
+
+
+def named(services: dict[str, Service]) -> dict[int, str]:
+    """Process names for the meter: the services by name, the infrastructure by what runs."""
+    import psutil
+
+    names = {s.pid: n for n, s in services.items() if s.process and s.process.poll() is None}
+    for p in psutil.Process().children(recursive=True):
+        if p.pid in names:
+            continue
+        for part in ("tansu", "stunnel", "valkey", "redis"):
+            if part in p.name():
+                names[p.pid] = "valkey" if part == "redis" else part
+    return names
+
+
+async def main(seconds: float) -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-idle-"))
+    infra = start_local(work)
+    services: dict[str, Service] = {}
+    try:
+        base = {"LOG_LEVEL": "INFO", "SMS_PROVIDER": "sink", "NAME_DIGEST_KEY": secrets.token_hex(32)}
+        for name in SERVICES:
+            extra = gateway_env(work) if name == "gateway" else {}
+            services[name] = Service(name, {**infra.service_env(name), **base, **extra}, work / f"{name}.log")
+            services[name].launch()
+        await asyncio.gather(*(s.ready() for s in services.values()))
+        await asyncio.sleep(5)  # let start-up work (group joins, first sweeps) pass before measuring
+        shares, line = await measure(CpuMeter(named(services)), seconds)
+        waits = {k: os.environ.get(k, "default") for k in ("KAFKA_FETCH_MAX_WAIT_MS",
+                                                             "KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS")}
+        print(f"idle {seconds:.0f} s, {waits}: platform {sum(v for k, v in shares.items() if k != 'bench'):.0f}% "
+              f"of one core\n  {line}")
+    finally:
+        for s in services.values():
+            s.stop()
+        infra.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(float(sys.argv[1]) if len(sys.argv) > 1 else QUIET_SECONDS))
