@@ -42,7 +42,7 @@ from shared import topics as t
 from shared.state import make_redis
 from tooling.devstack import start_local
 from bench import platform as plat
-from bench import raw
+from bench import idle, raw
 from bench import signatures as sig
 from bench.population import Population
 from bench.profile import Profiler
@@ -67,7 +67,9 @@ def sizes() -> dict:
             "latency_seconds": float(env("BENCH_LATENCY_SECONDS", "10")),
             "latency_rates": [int(x) for x in env("BENCH_LATENCY_RATES", "500,1000,2000").split(",")],
             "profile": env("BENCH_PROFILE", "0") == "1",
-            "long_charges": int(env("BENCH_LONG_CHARGES", "0"))}
+            "long_charges": int(env("BENCH_LONG_CHARGES", "0")),
+            # BENCH_SECTIONS=2,9: only these sections (and what they need: services, people, bindings)
+            "sections": {x.strip() for x in env("BENCH_SECTIONS", "").split(",") if x.strip()}}
 
 
 def target(value: float | None, bound: float, at_least: bool) -> bool | None:
@@ -149,9 +151,11 @@ class Bench:
 
     async def start_services(self) -> None:
         await create_topics(self.bootstrap, TOPICS)
-        for name in ("binding", "settlement", "notify"):
-            # each with the operator's key file and its own signing key (contract version 3)
-            self.services[name] = Service(name, {**self.infra.service_env(name), **self.service_env},
+        for name in idle.SERVICES:
+            # each with the operator's key file and its own signing key (contract version 3); the
+            # gateway idles through the bench, as it would beside a province's charges
+            extra = idle.gateway_env(self.work) if name == "gateway" else {}
+            self.services[name] = Service(name, {**self.infra.service_env(name), **self.service_env, **extra},
                                           self.work / f"{name}.log")
             self.services[name].launch()
         await asyncio.gather(*(s.ready() for s in self.services.values()))
@@ -161,10 +165,21 @@ class Bench:
         key, value, headers = self.population.hospital()
         await out.send_and_wait(t.BUREAU_INSTITUTIONS, value, key=key, headers=headers)
         await out.stop()
-        self.report.note(f"services: binding, settlement, notify as `python -m services.<name>`, LOG_LEVEL=INFO, "
-                         f"SMS_PROVIDER=sink, QUIET_HOURS off; KAFKA_FETCH_MAX_WAIT_MS {self.fetch_wait}; "
+        self.report.note(f"services: binding, settlement, notify, gateway (idle) as `python -m services.<name>`, LOG_LEVEL=INFO, "
+                         f"SMS_PROVIDER=sink, QUIET_HOURS off; fetch waits: {self.fetch_wait}; "
                          f"signatures on: every partner message signed (Ed25519), verified by the service that "
                          f"reads it, postings signed by settlement")
+
+    async def idle_platform(self) -> None:
+        """The platform with no traffic: each process's CPU over a quiet stretch."""
+        await asyncio.sleep(5)  # start-up work (group joins, first sweeps) passes before the quiet stretch
+        shares, line = await idle.measure(CpuMeter(idle.named(self.services)))
+        platform = sum(v for k, v in shares.items() if k != "bench")
+        self.report.add("9 idle", f"the whole platform, no traffic, {idle.QUIET_SECONDS:.0f} s", f"{platform:.0f}%",
+                        "of one core", "≤ 25%", target(platform, 25, False), line)
+        for name in (*idle.SERVICES, "tansu", "stunnel", "valkey"):
+            if name in shares:
+                self.report.add("9 idle", f"{name}, idle", f"{shares[name]:.1f}%", "of one core")
 
     async def people(self) -> None:
         n, density = len(self.population.everyone()), self.size["people_per_bucket"]
@@ -496,28 +511,44 @@ class Bench:
         self.redis = make_redis(self.infra.redis_url)
         r.note(f"one run on {os.cpu_count()} cores: Tansu and Valkey (appendfsync always) started by the bench; "
                f"broker, Redis, services and this load client share the cores")
+        only = self.size["sections"]
+
+        def wanted(*numbers: str) -> bool:
+            return not only or bool(only & set(numbers))
+
         try:
-            await r.section("1 raw limits: kafka", self.raw_kafka, 180)
-            await r.section("1 raw limits: settle", self.raw_settle, 180)
+            if wanted("1", "2"):  # section 2's ratio is to the raw limits
+                await r.section("1 raw limits: kafka", self.raw_kafka, 180)
+                await r.section("1 raw limits: settle", self.raw_settle, 180)
             await r.section("services", self.start_services, 150)
             if all(s.process and s.process.poll() is None for s in self.services.values()):
-                await r.section("5 memory: people", self.people, 300)
-                await r.section("4 bindings", self.bindings, 400)
-                await r.section("2 platform: one process", lambda: self.throughput(1), 400)
-                await r.section("7 holds and limits", self.holds_and_limits, 600)
-                await r.section("2 platform: two processes", lambda: self.throughput(2), 400)
-                await r.section("3 latency", self.latency, 400)
-                if self.size["long_charges"]:
+                if wanted("9"):
+                    await r.section("9 idle", self.idle_platform, 120)
+                if wanted("2", "3", "4", "5", "7"):
+                    await r.section("5 memory: people", self.people, 300)
+                    await r.section("4 bindings", self.bindings, 400)
+                if wanted("2", "4", "8"):
+                    await r.section("2 platform: one process", lambda: self.throughput(1), 400)
+                if wanted("7"):
+                    await r.section("7 holds and limits", self.holds_and_limits, 600)
+                if wanted("2"):
+                    await r.section("2 platform: two processes", lambda: self.throughput(2), 400)
+                if wanted("3"):
+                    await r.section("3 latency", self.latency, 400)
+                if self.size["long_charges"] and wanted("5"):
                     await r.section("5 memory: long run", self.long_run, 300 + self.size["long_charges"] / 200)
                 self.note_rss("end")
-                await r.section("5 memory: RSS", self.rss_rows, 10)
+                if wanted("5"):
+                    await r.section("5 memory: RSS", self.rss_rows, 10)
         finally:
             for s in self.services.values():
                 s.stop()
             await self.redis.aclose()
             self.infra.stop()
-        await r.section("6 fsync", self.fsync, 300)
-        await r.section("8 signatures", self.signatures, 180)
+        if wanted("6"):
+            await r.section("6 fsync", self.fsync, 300)
+        if wanted("8"):
+            await r.section("8 signatures", self.signatures, 180)
 
 
 async def main() -> None:

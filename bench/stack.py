@@ -26,20 +26,19 @@ PARTITIONS = 6
 
 
 def fetch_wait_env() -> tuple[dict[str, str], str]:
-    """KAFKA_FETCH_MAX_WAIT_MS passed to the services when the shared settings have it, and what
-    it is in effect (the caller's value, or the setting's default)."""
-    try:
-        from shared.settings import ServiceSettings
+    """The fetch waits passed to the services (the caller's environment) and what they are in
+    effect: the answering subscriptions' and the background ones' (shared/settings.py)."""
+    from shared.settings import ServiceSettings
 
-        field = ServiceSettings.model_fields.get("kafka_fetch_max_wait_ms")
-    except Exception:  # noqa: BLE001 - the bench runs whatever state the settings are in
-        field = None
-    if field is None:
-        return {}, "not a setting (aiokafka default 500 ms)"
-    if "KAFKA_FETCH_MAX_WAIT_MS" in os.environ:
-        return {"KAFKA_FETCH_MAX_WAIT_MS": os.environ["KAFKA_FETCH_MAX_WAIT_MS"]}, \
-            f"{os.environ['KAFKA_FETCH_MAX_WAIT_MS']} ms (from the environment)"
-    return {}, f"{field.default} ms (the setting's default)"
+    passed, said = {}, []
+    for field in ("kafka_fetch_max_wait_ms", "kafka_background_fetch_max_wait_ms"):
+        name = field.upper()
+        if name in os.environ:
+            passed[name] = os.environ[name]
+            said.append(f"{name} {os.environ[name]} ms (from the environment)")
+        else:
+            said.append(f"{name} {ServiceSettings.model_fields[field].default} ms (default)")
+    return passed, ", ".join(said)
 
 
 class Service:

@@ -7,10 +7,12 @@ import dataclasses
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faststream import AckPolicy
@@ -37,7 +39,11 @@ class PlatformBroker(KafkaBroker):
 
     FastStream starts subscribers one after another, and aiokafka's start waits for the group's
     assignment (seconds each): a service with four subscriptions took four joins to start.
+    `on_published` (set by shared.observability) counts what `publish_all` sent, by topic, once a
+    batch: that path bypasses FastStream's middleware and its per-publish counters.
     """
+
+    on_published: Callable[[Counter[str]], None] | None = None
 
     async def start(self) -> None:
         await self.connect()
@@ -266,10 +272,35 @@ class Outgoing:
 
 async def publish_all(broker: KafkaBroker, messages: list[Outgoing]) -> None:
     """Send a batch without waiting for each ack in turn, then wait for all of them: the caller
-    commits its offsets only after this returns, so nothing is acknowledged unpublished."""
-    futures = [await broker.publish(m.value, m.topic, key=m.key, headers=m.headers, no_confirm=True)
-               for m in messages]
+    commits its offsets only after this returns, so nothing is acknowledged unpublished.
+
+    Sent by the broker's own aiokafka producer (`raw_producer`): FastStream's publish path, with
+    its per-publish middleware, cost about 80 µs of CPU a message against about 20 µs here
+    (measured on the local broker, 20,000 messages of 600 B); the services count what they
+    publish per batch themselves. FastStream's path remains for a broker without one (its test
+    broker in unit tests)."""
+    producer = raw_producer(broker)
+    if producer is None:
+        futures = [await broker.publish(m.value, m.topic, key=m.key, headers=m.headers, no_confirm=True)
+                   for m in messages]
+    else:
+        futures = [await producer.send(m.topic, m.value, key=m.key, headers=_wire_headers(m.headers))
+                   for m in messages]
     await asyncio.gather(*futures)
+    if messages and (count := getattr(broker, "on_published", None)) is not None:
+        count(Counter(m.topic for m in messages))
+
+
+def raw_producer(broker: KafkaBroker) -> AIOKafkaProducer | None:
+    """The aiokafka producer FastStream's broker publishes with once started (faststream 0.7.8,
+    pinned in pyproject.toml; tests/unit/test_kafka_publish.py fails if an upgrade moves it)."""
+    state = getattr(broker, "_producer", None)
+    producer = getattr(getattr(state, "_producer", None), "producer", None)
+    return producer if isinstance(producer, AIOKafkaProducer) else None
+
+
+def _wire_headers(headers: dict[str, str] | None) -> list[tuple[str, bytes]] | None:
+    return [(k, v.encode("utf-8")) for k, v in headers.items()] if headers else None
 
 
 def consumer_options(settings: ServiceSettings, group: str, topic: str, *, answering: bool = False,

@@ -43,7 +43,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,8 @@ import uvicorn
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, disable_created_metrics, generate_latest
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter as PromCounter, Gauge,
+                               disable_created_metrics, generate_latest)
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -59,6 +60,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from shared.catchup import ProjectionGate
+from shared.kafka import PlatformBroker
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +91,24 @@ class Observability:
         self._lag = Gauge("fma_consumer_lag", "Records behind the end of the topic, summed over the partitions "
                           "assigned to this process (end offset minus position), at scrape time.",
                           ["topic", "group"], registry=self.registry)
+        self._published = PromCounter(
+            "fma_published_messages", "Messages published in batches by shared.kafka.publish_all (outcomes, "
+            "postings, reports), by topic, counted once a batch is acknowledged. FastStream's "
+            "faststream_published_messages_total counts only what goes through its own publish path (replies, "
+            "dead letters).", ["topic"], registry=self.registry)
         self._server: uvicorn.Server | None = None
         self._serving: asyncio.Task | None = None
 
+    def published(self, by_topic: Mapping[str, int]) -> None:
+        for topic, n in by_topic.items():
+            self._published.labels(topic=topic).inc(n)
+
     def watch(self, broker: KafkaBroker, redis: Redis | None = None, gate: ProjectionGate | None = None) -> None:
-        """What readiness means for this service: its broker, its Redis (if any), its gate (if any)."""
+        """What readiness means for this service: its broker, its Redis (if any), its gate (if any);
+        and what the broker publishes in batches is counted here."""
         self._broker, self._redis, self._gate = broker, redis, gate
+        if isinstance(broker, PlatformBroker):
+            broker.on_published = self.published
 
     # -- readiness ---------------------------------------------------------------------------
     async def readiness(self) -> dict[str, Check]:
