@@ -69,7 +69,7 @@ def sizes() -> dict:
             "profile": env("BENCH_PROFILE", "0") == "1",
             "long_charges": int(env("BENCH_LONG_CHARGES", "0")),
             # BENCH_SECTIONS=2,9: only these sections (and what they need: services, people, bindings)
-            "sections": {x.strip() for x in env("BENCH_SECTIONS", "").split(",") if x.strip()}}
+            "sections": sorted({x.strip() for x in env("BENCH_SECTIONS", "").split(",") if x.strip()})}
 
 
 def target(value: float | None, bound: float, at_least: bool) -> bool | None:
@@ -454,7 +454,8 @@ class Bench:
                  "verify, platform path": "; shared.signing.verify: key by id, base64, the signed bytes, verify"}
         for name, s in micro.items():
             self.report.add(section, f"Ed25519 {name}, {sig.MESSAGE_BYTES} B message (min / median / max)", str(s),
-                            note=f"cryptography (OpenSSL), {s.rounds} rounds of {s.each:,}{paths.get(name, '')}")
+                            note=f"{'libsodium (PyNaCl)' if 'libsodium' in name or 'platform' in name else 'cryptography (OpenSSL)'}, "
+                                 f"{s.rounds} rounds of {s.each:,}{paths.get(name, '')}")
         counts, n, cpu = self.signature_counts, self.size["charges"], self.cpu_per_charge
         if not counts:
             self.report.add(section, "settlement's own count of verifying and signing",
@@ -511,7 +512,7 @@ class Bench:
         self.redis = make_redis(self.infra.redis_url)
         r.note(f"one run on {os.cpu_count()} cores: Tansu and Valkey (appendfsync always) started by the bench; "
                f"broker, Redis, services and this load client share the cores")
-        only = self.size["sections"]
+        only = set(self.size["sections"])
 
         def wanted(*numbers: str) -> bool:
             return not only or bool(only & set(numbers))

@@ -1,8 +1,9 @@
 """What signatures cost (contract version 3), measured three ways by `make bench` (section 8):
 
 1. per message, on this machine: Ed25519 sign and verify of a ~600-byte message by `cryptography`
-   (OpenSSL), alone and through the platform's own path (`SigningKey.headers`, `shared.signing.verify`
-   with a key looked up by id), a few rounds each, min / median / max;
+   (OpenSSL) and by PyNaCl (libsodium, what the platform uses), alone, and through the platform's
+   own path (`SigningKey.headers`, `shared.signing.verify` with a key looked up by id), a few rounds
+   each, min / median / max;
 2. in the settlement process during the full-speed run: the seconds it counted verifying and
    signing (`fma_signature_seconds_total{op}`, `fma_signatures_total{op,verdict}` on its /metrics),
    per charge and as a share of its CPU per charge;
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.signing import SigningKey as SodiumSigningKey
 
 from shared.signing import PartnerKey, SigningKey, verify
 
@@ -65,11 +67,14 @@ def message(size: int = MESSAGE_BYTES) -> bytes:
 
 
 def ed25519(each: int = 2_000, rounds: int = ROUNDS) -> dict[str, Spread]:
-    """Ed25519 by `cryptography`, bare and along the platform's path, per ~600-byte message."""
+    """Ed25519 by `cryptography` and by libsodium bare, and along the platform's path (libsodium),
+    per ~600-byte message."""
     value = message()
     raw = Ed25519PrivateKey.generate()
     public = raw.public_key()
     raw_signature = raw.sign(value)
+    sodium = SodiumSigningKey(raw.private_bytes_raw())
+    sodium_public = sodium.verify_key
     own = SigningKey.generate("bench:k1")
     topic, key = "his.charges", b"610102194501010011"
     headers = own.headers(topic, key, value)
@@ -80,6 +85,8 @@ def ed25519(each: int = 2_000, rounds: int = ROUNDS) -> dict[str, Spread]:
     assert not isinstance(verify(topic, key, value, headers, find, now), str)
     return {"sign": spread(lambda: raw.sign(value), each, rounds),
             "verify": spread(lambda: public.verify(raw_signature, value), each, rounds),
+            "sign, libsodium": spread(lambda: sodium.sign(value), each, rounds),
+            "verify, libsodium": spread(lambda: sodium_public.verify(value, raw_signature), each, rounds),
             "sign, platform path": spread(lambda: own.headers(topic, key, value), each, rounds),
             "verify, platform path": spread(lambda: verify(topic, key, value, headers, find, now), each, rounds)}
 
@@ -167,7 +174,7 @@ def difference(before: dict[tuple[str, str], float], after: dict[tuple[str, str]
 
 
 def main() -> None:
-    print(f"Ed25519 (cryptography), {MESSAGE_BYTES}-byte message, {ROUNDS} rounds: min / median / max")
+    print(f"Ed25519 (cryptography; libsodium where named, and on the platform's path), {MESSAGE_BYTES}-byte message, {ROUNDS} rounds: min / median / max")
     for name, s in ed25519().items():
         print(f"  {name:24s} {s}")
     measured = sm2()
