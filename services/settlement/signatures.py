@@ -127,7 +127,7 @@ class Signatures:
         out, n = [], 0
         for m in messages:
             if is_partner_topic(m.topic):
-                m = dataclasses.replace(m, headers={**(m.headers or {}), **self._own.headers(m.topic, m.key, m.value)})
+                m = Outgoing(m.topic, m.key, m.value, {**(m.headers or {}), **self._own.headers(m.topic, m.key, m.value)})
                 n += 1
             out.append(m)
         self._seconds["sign"].inc(time.perf_counter() - started)
