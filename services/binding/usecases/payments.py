@@ -4,9 +4,10 @@ the charge closes. Read in its own consumer group, off settlement's hot path."""
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime
+
+import orjson
 
 from shared import envelope
 from shared.kafka import Received
@@ -32,6 +33,8 @@ class PaymentProjection:
         now = epoch(envelope.now())
         kept, refunds = [], []
         for msg in batch:
+            if GRANTOR_SOURCE not in msg.value:
+                continue  # no grantor line (a charge the patient or cash paid alone): nothing to keep
             try:
                 payments = grantor_payments(msg.value)
                 returned = grantor_refunds(msg.value)
@@ -46,11 +49,17 @@ class PaymentProjection:
         await self._store.save_refunds(refunds)
 
 
+# Settlement writes each line's source as `"source":"grantor"` (orjson, no spaces): a record without
+# these bytes has no grantor line, and most records (charges paid by the patient or in cash) are
+# passed over without being parsed. A record that has them is parsed and checked as before.
+GRANTOR_SOURCE = b'"grantor"'
+
+
 def _grantor_lines(value: bytes, event_type: str) -> tuple[dict, list[tuple[dict, str, str, int]]]:
     """A settlement.results record of `event_type` (else none): its payload, and each grantor line
     with an amount, as (line, grantor, reference, fen). A line without `reference` (written before
     lines carried it) gets it computed."""
-    event = json.loads(value)
+    event = orjson.loads(value)
     if not isinstance(event, dict) or event.get("event_type") != event_type:
         return {}, []
     p = event["payload"]

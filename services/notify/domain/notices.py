@@ -36,10 +36,16 @@ class Notice:
     day: str | None = None  # YYYYMMDD (China time) of the source event: where its outcome is recorded
 
 
+# The settlement events whose grantor lines call for an SMS, and the bytes every grantor line
+# carries (`"source":"grantor"`, as settlement writes it): a record without them calls for none.
+GRANTOR_LINE_EVENTS = frozenset({"ChargeSettled", "RefundSettled"})
+GRANTOR_SOURCE = b'"grantor"'
+
+
 def for_settlement(event_id: str, event_type: str, payload: dict) -> list[Notice]:
     """A grantor hears of every payment from, and refund to, his or her account; lines paid by the
     patient's own account or in cash call for no SMS."""
-    if event_type not in ("ChargeSettled", "RefundSettled"):
+    if event_type not in GRANTOR_LINE_EVENTS:
         return []
     notices = []
     for line in payload.get("lines", []):

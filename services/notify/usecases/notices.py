@@ -73,6 +73,10 @@ class Notices:
             return []
         if readable.event_type == "BindingRejected":
             return await self._refused(readable)
+        if readable.event_type in n.GRANTOR_LINE_EVENTS and n.GRANTOR_SOURCE not in msg.value:
+            # Only grantor lines call for an SMS; most charges are paid by the patient or in cash, and
+            # such a record is passed over without its (costly) validation: settlement wrote it.
+            return []
         model = c.READ.get(readable.event_type)
         if model is None:
             return []  # fraud reports call for no SMS
