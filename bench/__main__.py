@@ -47,7 +47,8 @@ from bench import signatures as sig
 from bench.population import Population
 from bench.profile import Profiler
 from bench.report import Report
-from bench.stack import CpuMeter, Service, create_topics, fetch_wait_env, groups_caught_up, producer
+from bench.stack import (CpuMeter, Service, create_topics, fetch_wait_env, groups_caught_up, process_names,
+                         producer)
 from simulator.partners import Partners
 
 TOPICS = [t.BUREAU_ACCOUNTS, t.BUREAU_INSTITUTIONS, t.BINDING_COMMANDS, t.BINDING_EVENTS, t.HIS_CHARGES,
@@ -105,12 +106,7 @@ class Bench:
         return self.services["settlement"]
 
     def cpu(self, extra: list[Service] = ()) -> CpuMeter:
-        names = {s.pid: n for n, s in self.services.items() if s.process and s.process.poll() is None}
-        names |= {s.pid: f"settlement-{i}" for i, s in enumerate(extra, start=2)}
-        for p in __import__("psutil").Process().children(recursive=True):
-            if p.pid not in names and ("tansu" in p.name() or "valkey" in p.name() or "redis" in p.name()):
-                names[p.pid] = "tansu" if "tansu" in p.name() else "valkey"
-        return CpuMeter(names)
+        return CpuMeter(process_names(self.services, extra))
 
     def note_rss(self, when: str) -> None:
         try:
@@ -172,9 +168,8 @@ class Bench:
 
     async def idle_platform(self) -> None:
         """The platform with no traffic: each process's CPU over a quiet stretch."""
-        await asyncio.sleep(5)  # start-up work (group joins, first sweeps) passes before the quiet stretch
-        shares, line = await idle.measure(CpuMeter(idle.named(self.services)))
-        platform = sum(v for k, v in shares.items() if k != "bench")
+        shares, line = await idle.measure(CpuMeter(process_names(self.services)))
+        platform = idle.platform(shares)
         self.report.add("9 idle", f"the whole platform, no traffic, {idle.QUIET_SECONDS:.0f} s", f"{platform:.0f}%",
                         "of one core", "≤ 25%", target(platform, 25, False), line)
         for name in (*idle.SERVICES, "tansu", "stunnel", "valkey"):

@@ -17,12 +17,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.stack import CpuMeter, Service
+from bench.stack import CpuMeter, Service, process_names
 from tooling.devkeys import DevIssuers
 from tooling.devstack import free_port, start_local
 
 SERVICES = ("binding", "settlement", "notify", "gateway")
 QUIET_SECONDS = 15.0
+SETTLE_SECONDS = 5.0
 
 
 def gateway_env(work: Path) -> dict[str, str]:
@@ -31,25 +32,18 @@ def gateway_env(work: Path) -> dict[str, str]:
 
 
 async def measure(meter: CpuMeter, seconds: float = QUIET_SECONDS) -> tuple[dict[str, float], str]:
-    """% of one core by process over `seconds` of nothing, and the meter's one-line summary."""
+    """% of one core by process over `seconds` of nothing, and the meter's one-line summary. The
+    services' start-up work (group joins, first sweeps) is let pass first."""
+    await asyncio.sleep(SETTLE_SECONDS)
     meter.start()
     await asyncio.sleep(seconds)  # the measurement itself: a stretch of wall time with no traffic
     line = meter.stop()
     return {name: used / seconds * 100 for name, used in meter.seconds.items()}, line
 
 
-def named(services: dict[str, Service]) -> dict[int, str]:
-    """Process names for the meter: the services by name, the infrastructure by what runs."""
-    import psutil
-
-    names = {s.pid: n for n, s in services.items() if s.process and s.process.poll() is None}
-    for p in psutil.Process().children(recursive=True):
-        if p.pid in names:
-            continue
-        for part in ("tansu", "stunnel", "valkey", "redis"):
-            if part in p.name():
-                names[p.pid] = "valkey" if part == "redis" else part
-    return names
+def platform(shares: dict[str, float]) -> float:
+    """The platform's share, every process but the bench's own."""
+    return sum(v for k, v in shares.items() if k != "bench")
 
 
 async def main(seconds: float) -> None:
@@ -63,11 +57,10 @@ async def main(seconds: float) -> None:
             services[name] = Service(name, {**infra.service_env(name), **base, **extra}, work / f"{name}.log")
             services[name].launch()
         await asyncio.gather(*(s.ready() for s in services.values()))
-        await asyncio.sleep(5)  # let start-up work (group joins, first sweeps) pass before measuring
-        shares, line = await measure(CpuMeter(named(services)), seconds)
+        shares, line = await measure(CpuMeter(process_names(services)), seconds)
         waits = {k: os.environ.get(k, "default") for k in ("KAFKA_FETCH_MAX_WAIT_MS",
                                                              "KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS")}
-        print(f"idle {seconds:.0f} s, {waits}: platform {sum(v for k, v in shares.items() if k != 'bench'):.0f}% "
+        print(f"idle {seconds:.0f} s, {waits}: platform {platform(shares):.0f}% "
               f"of one core\n  {line}")
     finally:
         for s in services.values():

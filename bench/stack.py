@@ -98,6 +98,21 @@ class Service:
         stop_process(self.process)
 
 
+def process_names(services: dict[str, Service], extra: list[Service] = ()) -> dict[int, str]:
+    """Names for a CpuMeter: the services by name (`extra` settlement processes as settlement-2,
+    -3, ...), the infrastructure by what it runs; any other child is named by CpuMeter itself."""
+    names = {s.pid: n for n, s in services.items() if s.process and s.process.poll() is None}
+    names |= {s.pid: f"settlement-{i}" for i, s in enumerate(extra, start=2)}
+    for p in psutil.Process().children(recursive=True):
+        if p.pid in names:
+            continue
+        for part in ("tansu", "stunnel", "valkey", "redis"):
+            if part in p.name():
+                names[p.pid] = "valkey" if part == "redis" else part
+                break
+    return names
+
+
 class CpuMeter:
     """CPU seconds of this process and every process it started (broker, Redis, services) over a
     stretch of time, as % of one core each, and the whole machine's: where a 2-core machine's time

@@ -293,7 +293,7 @@ async def publish_all(broker: KafkaBroker, messages: list[Outgoing]) -> None:
 
 def raw_producer(broker: KafkaBroker) -> AIOKafkaProducer | None:
     """The aiokafka producer FastStream's broker publishes with once started (faststream 0.7.8,
-    pinned in pyproject.toml; tests/unit/test_kafka_publish.py fails if an upgrade moves it)."""
+    pinned in pyproject.toml; tests/integration/test_kafka_publish.py fails if an upgrade moves it)."""
     state = getattr(broker, "_producer", None)
     producer = getattr(getattr(state, "_producer", None), "producer", None)
     return producer if isinstance(producer, AIOKafkaProducer) else None

@@ -37,3 +37,11 @@ def read_reference(text: str) -> str | None:
         compact = compact[2:]
     compact = compact.translate(_READ_AS)
     return compact if _REFERENCE.fullmatch(compact) else None
+
+
+def may_hold_grantor_line(value: bytes) -> bool:
+    """Whether a settlement.results record may hold a grantor line: settlement writes each line's
+    source as JSON text, so a record without the bytes `"grantor"` has none (a charge the patient
+    or cash paid alone, most of them). Binding's reference projection and notify's payment SMS
+    pass such a record over unparsed; one with them is parsed and checked in full."""
+    return b'"grantor"' in value

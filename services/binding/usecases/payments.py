@@ -12,7 +12,7 @@ import orjson
 from shared import envelope
 from shared.kafka import Received
 from shared.money import parse_yuan
-from shared.references import payment_reference
+from shared.references import may_hold_grantor_line, payment_reference
 from services.binding import contract as c
 from services.binding.domain.model import Payment
 from services.binding.storage.bindings import BindingStore, epoch
@@ -33,7 +33,7 @@ class PaymentProjection:
         now = epoch(envelope.now())
         kept, refunds = [], []
         for msg in batch:
-            if GRANTOR_SOURCE not in msg.value:
+            if not may_hold_grantor_line(msg.value):
                 continue  # no grantor line (a charge the patient or cash paid alone): nothing to keep
             try:
                 payments = grantor_payments(msg.value)
@@ -47,12 +47,6 @@ class PaymentProjection:
         # in this order: a batch holding a charge and its refund keeps both
         await self._store.save_payments(kept)
         await self._store.save_refunds(refunds)
-
-
-# Settlement writes each line's source as `"source":"grantor"` (orjson, no spaces): a record without
-# these bytes has no grantor line, and most records (charges paid by the patient or in cash) are
-# passed over without being parsed. A record that has them is parsed and checked as before.
-GRANTOR_SOURCE = b'"grantor"'
 
 
 def _grantor_lines(value: bytes, event_type: str) -> tuple[dict, list[tuple[dict, str, str, int]]]:

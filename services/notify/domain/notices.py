@@ -36,10 +36,8 @@ class Notice:
     day: str | None = None  # YYYYMMDD (China time) of the source event: where its outcome is recorded
 
 
-# The settlement events whose grantor lines call for an SMS, and the bytes every grantor line
-# carries (`"source":"grantor"`, as settlement writes it): a record without them calls for none.
+# The settlement events whose grantor lines call for an SMS.
 GRANTOR_LINE_EVENTS = frozenset({"ChargeSettled", "RefundSettled"})
-GRANTOR_SOURCE = b'"grantor"'
 
 
 def for_settlement(event_id: str, event_type: str, payload: dict) -> list[Notice]:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from shared import envelope
 from shared.envelope import CHINA_TZ
 from shared.kafka import Outage, Received, dead_letter
+from shared.references import may_hold_grantor_line
 from shared.signing import SignatureRefused
 from services.notify import contract as c
 from services.notify.domain import notices as n
@@ -73,7 +74,7 @@ class Notices:
             return []
         if readable.event_type == "BindingRejected":
             return await self._refused(readable)
-        if readable.event_type in n.GRANTOR_LINE_EVENTS and n.GRANTOR_SOURCE not in msg.value:
+        if readable.event_type in n.GRANTOR_LINE_EVENTS and not may_hold_grantor_line(msg.value):
             # Only grantor lines call for an SMS; most charges are paid by the patient or in cash, and
             # such a record is passed over without its (costly) validation: settlement wrote it.
             return []
