@@ -47,8 +47,8 @@ from bench import signatures as sig
 from bench.population import Population
 from bench.profile import Profiler
 from bench.report import Report
-from bench.stack import (CpuMeter, Service, create_topics, fetch_wait_env, groups_caught_up, process_names,
-                         producer)
+from bench.stack import (CpuMeter, Service, create_topics, fetch_wait_env, groups_caught_up, in_effect,
+                         process_names, producer)
 from simulator.partners import Partners
 
 TOPICS = [t.BUREAU_ACCOUNTS, t.BUREAU_INSTITUTIONS, t.BINDING_COMMANDS, t.BINDING_EVENTS, t.HIS_CHARGES,
@@ -363,6 +363,7 @@ class Bench:
 
     async def latency(self) -> None:
         await plat.warm_up(self.bootstrap, self.population, "lat")
+        await self.after_quiet()
         seconds = self.size["latency_seconds"]
         for rate in self.size["latency_rates"]:
             charges = self.population.charges(int(rate * seconds), f"l{rate}", self.size["grantor_share"])
@@ -396,6 +397,20 @@ class Bench:
                                 f"{due:,} payment SMS; p50 {plat.percentile(sms, 50):.0f} ms" if sms else "")
         self.report.note("latency = the result record's Kafka timestamp (set by settlement's producer when it sends) "
                          "minus the bench's clock just before it sent the charge; same host clock, 1 ms resolution")
+
+    async def after_quiet(self, count: int = 5) -> None:
+        """A charge alone after a quiet spell, `count` times: the answering consumers have gone
+        over to their quiet fetch wait (shared/fetch_waits.py), so this is the latency that costs."""
+        quiet = in_effect("kafka_quiet_after_ms") / 1000 + 1.5
+        kafka = []
+        for i in range(count):
+            await asyncio.sleep(quiet)  # the quiet spell itself: nothing is sent while it lasts
+            run = await plat.run_charges(self.bootstrap, self.population.charges(1, f"quiet{i}", 0.0), None, 30)
+            kafka += run.latencies_ms(True)
+        value = f"{plat.percentile(kafka, 50):.0f} / {max(kafka):.0f} ms" if len(kafka) == count else \
+            f"failed: {len(kafka)} of {count} answered"
+        self.report.add("3 latency", f"a charge alone after {quiet:.1f} s of quiet: p50 / max", value, "",
+                        note=f"{count} charges one at a time; {self.fetch_wait}")
 
     async def long_run(self) -> None:
         """BENCH_LONG_CHARGES charges at full speed in parts of 100,000, the settlement process's
@@ -520,7 +535,7 @@ class Bench:
             if all(s.process and s.process.poll() is None for s in self.services.values()):
                 if wanted("9"):
                     await r.section("9 idle", self.idle_platform, 120)
-                if wanted("2", "3", "4", "5", "7"):
+                if wanted("2", "3", "4", "5", "7", "8"):  # charges need people and bindings
                     await r.section("5 memory: people", self.people, 300)
                     await r.section("4 bindings", self.bindings, 400)
                 if wanted("2", "4", "8"):

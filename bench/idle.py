@@ -5,19 +5,19 @@ the gateway, the broker with its TLS front, Redis) over a quiet stretch, as % of
 topics hold (section 9). `python -m bench.idle [seconds]` measures it alone on a stack of its own
 (start, wait until ready, measure, stop), e.g. to compare fetch-wait settings:
 `KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS=10 python -m bench.idle` is every subscription polling as
-fast as the answering ones.
+fast as the answering ones, `KAFKA_QUIET_FETCH_MAX_WAIT_MS=0` the answering ones never going over
+to their quiet wait (shared/fetch_waits.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import sys
 import tempfile
 from pathlib import Path
 
-from bench.stack import CpuMeter, Service, process_names
+from bench.stack import CpuMeter, Service, fetch_wait_env, process_names
 from tooling.devkeys import DevIssuers
 from tooling.devstack import free_port, start_local
 
@@ -58,9 +58,7 @@ async def main(seconds: float) -> None:
             services[name].launch()
         await asyncio.gather(*(s.ready() for s in services.values()))
         shares, line = await measure(CpuMeter(process_names(services)), seconds)
-        waits = {k: os.environ.get(k, "default") for k in ("KAFKA_FETCH_MAX_WAIT_MS",
-                                                             "KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS")}
-        print(f"idle {seconds:.0f} s, {waits}: platform {platform(shares):.0f}% "
+        print(f"idle {seconds:.0f} s, {fetch_wait_env()[1]}: platform {platform(shares):.0f}% "
               f"of one core\n  {line}")
     finally:
         for s in services.values():

@@ -25,19 +25,24 @@ ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 6
 
 
-def fetch_wait_env() -> tuple[dict[str, str], str]:
-    """The fetch waits passed to the services (the caller's environment) and what they are in
-    effect: the answering subscriptions' and the background ones' (shared/settings.py)."""
+FETCH_WAITS = ("kafka_fetch_max_wait_ms", "kafka_background_fetch_max_wait_ms", "kafka_quiet_fetch_max_wait_ms",
+               "kafka_quiet_after_ms")
+
+
+def in_effect(field: str) -> int:
+    """A service setting (ms) as the bench's services get it: the caller's environment, else the default."""
     from shared.settings import ServiceSettings
 
-    passed, said = {}, []
-    for field in ("kafka_fetch_max_wait_ms", "kafka_background_fetch_max_wait_ms"):
-        name = field.upper()
-        if name in os.environ:
-            passed[name] = os.environ[name]
-            said.append(f"{name} {os.environ[name]} ms (from the environment)")
-        else:
-            said.append(f"{name} {ServiceSettings.model_fields[field].default} ms (default)")
+    return int(os.environ.get(field.upper(), ServiceSettings.model_fields[field].default))
+
+
+def fetch_wait_env() -> tuple[dict[str, str], str]:
+    """The fetch waits passed to the services (the caller's environment) and what they are in
+    effect: the answering subscriptions', the background ones', and the answering ones' once
+    quiet (shared/settings.py, shared/fetch_waits.py)."""
+    passed = {f.upper(): os.environ[f.upper()] for f in FETCH_WAITS if f.upper() in os.environ}
+    said = [f"{f.upper()} {in_effect(f)} ms ({'from the environment' if f.upper() in passed else 'default'})"
+            for f in FETCH_WAITS]
     return passed, ", ".join(said)
 
 

@@ -19,6 +19,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
 
+from shared.fetch_waits import FetchWaits, Governor, govern
 from shared.kafka_security import client_kwargs
 from shared.logs import shown
 from shared.settings import KafkaClientSettings, ServiceSettings
@@ -41,22 +42,34 @@ class PlatformBroker(KafkaBroker):
     assignment (seconds each): a service with four subscriptions took four joins to start.
     `on_published` (set by shared.observability) counts what `publish_all` sent, by topic, once a
     batch: that path bypasses FastStream's middleware and its per-publish counters.
+    `fetch_waits` (set by `make_broker`): the answering consumers' waits, governed once started
+    (shared/fetch_waits.py); `governors` holds one per governed consumer.
     """
 
     on_published: Callable[[Counter[str]], None] | None = None
+    fetch_waits: FetchWaits | None = None
+    governors: Sequence[Governor] = ()
 
     async def start(self) -> None:
         await self.connect()
         await asyncio.gather(*(sub.start() for sub in self.subscribers))
+        self.governors = [g for sub in self.subscribers for c in _consumers(sub)
+                          if self.fetch_waits is not None and (g := govern(c, self.fetch_waits)) is not None]
         for pub in self.publishers:
             await pub.start()
         self.running = True
 
 
+def _consumers(subscriber: Any) -> list[Any]:
+    """The aiokafka consumers a started FastStream subscriber reads with (one, or a subgroup)."""
+    return [c for c in getattr(subscriber, "consumer_subgroup", None) or [getattr(subscriber, "consumer", None)]
+            if c is not None]
+
+
 def make_broker(settings: ServiceSettings, *, client_id: str, middlewares: Sequence[Any] = ()) -> KafkaBroker:
     """A broker configured from settings; nothing connects until it starts. `middlewares`: e.g.
     the process's `Observability.kafka_middleware` (shared/observability.py)."""
-    return PlatformBroker(
+    broker = PlatformBroker(
         settings.kafka_bootstrap_servers,
         security=settings.kafka_security().faststream(),
         client_id=client_id,
@@ -68,6 +81,9 @@ def make_broker(settings: ServiceSettings, *, client_id: str, middlewares: Seque
         logger=logging.getLogger(f"{client_id}.kafka"),
         middlewares=tuple(middlewares),
     )
+    broker.fetch_waits = FetchWaits(settings.kafka_fetch_max_wait_ms, settings.kafka_quiet_fetch_max_wait_ms,
+                                    settings.kafka_quiet_after_ms)
+    return broker
 
 
 def admin_client(settings: KafkaClientSettings) -> AIOKafkaAdminClient:
@@ -189,7 +205,17 @@ async def publish_replies(broker: KafkaBroker, replies: list[Outgoing]) -> None:
 
 
 def _bounded_headers(record: Any) -> Any:
+    if _within_bounds(record.headers):  # nearly every record: nothing to bound, nothing copied
+        return record
     return dataclasses.replace(record, headers=[(k, v.encode("utf-8")) for k, v in _readable_headers(record.headers)])
+
+
+def _within_bounds(headers: Any) -> bool:
+    """Headers that bounding and lenient decoding would leave as they are: few, short keys, short
+    ASCII values (any other value takes the long way, which keeps valid UTF-8 as it is)."""
+    return len(headers) <= _MAX_HEADERS and all(
+        type(k) is str and len(k) <= 64 and type(v) is bytes and len(v) <= _MAX_HEADER_BYTES and v.isascii()
+        for k, v in headers)
 
 
 async def tolerant_parser(raw: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:

@@ -107,6 +107,16 @@ class ServiceSettings(KafkaClientSettings, ClockSettings):
         "audit and revocations): no partner waits on them, so on the local Tansu broker a long wait spares the "
         "broker and the services a poll every few milliseconds while idle, at the price of up to this much "
         "delay before an SMS or a projection moves (production on Apache Kafka: 500, which delays nothing).")
+    kafka_quiet_fetch_max_wait_ms: int = Field(
+        500, ge=0, le=5000, description="The wait an answering subscription's fetch goes over to once it has "
+        "fetched nothing for KAFKA_QUIET_AFTER_MS; the first fetch that brings a record puts it back on "
+        "KAFKA_FETCH_MAX_WAIT_MS. On the local Tansu broker this spares the idle platform a poll every few "
+        "milliseconds, at the price of up to this much delay for the first message after a quiet spell at each "
+        "answering hop; under load nothing changes. No longer than KAFKA_FETCH_MAX_WAIT_MS: off. (Production on "
+        "Apache Kafka: 500, which delays nothing.)")
+    kafka_quiet_after_ms: int = Field(
+        2000, ge=0, le=600_000, description="How long an answering subscription fetches nothing before its "
+        "fetches go over to KAFKA_QUIET_FETCH_MAX_WAIT_MS.")
     kafka_linger_ms: int = Field(
         0, ge=0, description="How long the producer waits to fill a batch before sending. Outcomes are "
         "published a batch at a time already, so waiting only adds latency.")
