@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from operator import mul
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator
@@ -33,6 +34,7 @@ __all__ = [
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK_CHARS = "10X98765432"
+_ZERO_WEIGHT = ord("0") * sum(_WEIGHTS)
 _EARLIEST_BIRTH = datetime.date(1900, 1, 1)
 
 # [0-9] rather than \d: \d also matches non-ASCII digits.
@@ -47,8 +49,15 @@ def check_digit(first17: str) -> str:
     """Return the GB 11643-1999 check character for the first 17 digits."""
     if not isinstance(first17, str) or not _FIRST17_RE.fullmatch(first17):
         raise ValueError("check_digit needs exactly 17 ASCII digits")
-    total = sum(int(d) * w for d, w in zip(first17, _WEIGHTS))
-    return _CHECK_CHARS[total % 11]
+    return _check_char(first17)
+
+
+def _check_char(digits: str) -> str:
+    """The check character of 17 (or more: the first 17 count) ASCII digits, already matched.
+    Each digit's byte is the digit plus 48, so the weighted sum of the bytes, less 48 times the
+    sum of the weights, is the weighted sum of the digits: one pass in C, read for every ID a
+    charge names."""
+    return _CHECK_CHARS[(sum(map(mul, digits.encode()[:17], _WEIGHTS)) - _ZERO_WEIGHT) % 11]
 
 
 def normalize_id_number(s: str) -> str:
@@ -84,7 +93,7 @@ def is_valid_id_number(s: Any, *, today: datetime.date | None = None) -> bool:
     latest = today if today is not None else envelope.china_today()
     if not _EARLIEST_BIRTH <= birth <= latest:
         return False
-    return check_digit(s[:17]) == s[17]
+    return _check_char(s) == s[17]
 
 
 def make_id_number(region6: str, birth: datetime.date, seq: int) -> str:

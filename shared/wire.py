@@ -7,7 +7,7 @@ a time, an ID number, a date) is refused.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, Strict
@@ -29,11 +29,8 @@ def _plain_date(value: Any) -> Any:
 
 def _representable(value: datetime) -> datetime:
     # An offset at the edge of the calendar (0001-01-01T00:00+01:00) is valid ISO 8601 but cannot
-    # be converted to China time; refuse it here instead of raising deep in a handler.
-    try:
-        value.astimezone(None).astimezone(value.tzinfo) + timedelta(days=1) - timedelta(days=2)
-    except OverflowError:
-        raise PydanticCustomError("datetime_range", "time out of range") from None
+    # be converted to China time, nor moved by a day: refusing every year outside 2000-2999 refuses
+    # those too (the calendar's edges are years 1 and 9999), before anything converts it.
     if not 2000 <= value.year <= 2999:
         raise PydanticCustomError("datetime_range", "time out of range")
     return value

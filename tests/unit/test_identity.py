@@ -305,3 +305,9 @@ def test_china_today_reads_any_instant_in_china_time() -> None:
     utc = datetime.timezone.utc
     assert china_today(datetime.datetime(2026, 5, 21, 16, 0, tzinfo=utc)) == datetime.date(2026, 5, 22)
     assert china_today(datetime.datetime(2026, 5, 21, 15, 59, 59, tzinfo=utc)) == datetime.date(2026, 5, 21)
+
+
+@given(st.text(alphabet="0123456789", min_size=17, max_size=17))
+def test_check_digit_is_the_weighted_sum_of_the_digits_mod_11(first17: str) -> None:
+    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+    assert check_digit(first17) == "10X98765432"[sum(int(d) * w for d, w in zip(first17, weights)) % 11]

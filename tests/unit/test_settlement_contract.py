@@ -8,11 +8,12 @@ from datetime import datetime, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from services.settlement import contract as c
 from services.settlement.domain.reasons import ChargeRefused, Reason
 from services.settlement.usecases import SettlementService
+from shared.wire import Time
 from shared.bureau import AccountMovement, BalanceSnapshot, DailyPostingsReported
 from shared.envelope import CHINA_TZ
 from shared.identity import make_id_number
@@ -139,3 +140,11 @@ def test_named_lines_say_each_payer_once_in_fen_and_sum_to_the_amount(fen):
     refund = ChargeRefunded.model_validate(_REFUND | {"amount": f"{total // 100}.{total % 100:02d}", "lines": [
         {"payer": p, "amount": f"{v // 100}.{v % 100:02d}"} for p, v in fen.items()]})
     assert dict((p, int(v)) for p, v in (x.split(":") for x in refund.named_lines().split(","))) == fen
+
+
+@pytest.mark.parametrize("at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "1999-12-31T23:59:59+08:00",
+                                "3000-01-01T00:00:00+08:00"])
+def test_a_time_outside_the_years_2000_to_2999_is_refused_as_out_of_range(at):
+    with pytest.raises(ValidationError) as caught:
+        TypeAdapter(Time).validate_python(at)
+    assert caught.value.errors()[0]["type"] == "datetime_range"
