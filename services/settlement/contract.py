@@ -9,13 +9,13 @@ import json
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from shared.envelope import Envelope
 from shared.identity import IdNumber
 from shared.institutions import INSTITUTION_CODE_PATTERN
-from shared.money import SignedYuan, Yuan
+from shared.money import SignedYuan, Yuan, format_yuan
 from shared.regions import RegionCode
 from shared.wire import Day, Text, Time
 from services.settlement.domain.reasons import Reason
@@ -47,6 +47,10 @@ ChargeId = Annotated[Text, Field(min_length=1, max_length=64, pattern=CHARGE_ID_
 InstitutionCode = Annotated[Text, Field(pattern=INSTITUTION_CODE_PATTERN)]
 
 
+# pydantic's own JSON form of a time (an offset of zero written Z), for `_Charge.canonical`
+_JSON_TIME = TypeAdapter(AwareDatetime)
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
@@ -72,9 +76,26 @@ class _Charge(_In):
 
     def digest(self) -> str:
         """The charge's fingerprint, without the quote it names: a quote and its charge share it."""
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"quote_id"}), sort_keys=True,
-                               separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+        return hashlib.sha256(self.canonical().encode()).hexdigest()[:32]
+
+    def canonical(self) -> str:
+        """What the fingerprint is taken of. Stored with every settled charge, so its bytes never
+        change: the JSON of `self.model_dump(mode="json", exclude={"quote_id"})` with sorted keys
+        (`serialised`, which tests/unit/test_settlement_contract.py holds it to, byte for byte, for
+        every kind of charge). Built here field by field in that order, for every charge read, at
+        about a third of the serialiser's cost."""
+        v = self.__dict__
+        return json.dumps({
+            "charge_id": v["charge_id"], "charged_at": _JSON_TIME.dump_python(v["charged_at"], mode="json"),
+            "code_holder_id": v["code_holder_id"], "fund_paid": format_yuan(v["fund_paid"]),
+            "individual_borne": format_yuan(v["individual_borne"]), "institution_code": v["institution_code"],
+            "institution_region": v["institution_region"], "patient_id": v["patient_id"],
+            "patient_name": v["patient_name"], "presented_via": v["presented_via"], "total": format_yuan(v["total"]),
+            "visit_kind": v["visit_kind"]}, separators=(",", ":"))
+
+    def serialised(self) -> str:
+        """`canonical` by pydantic's serialiser: what it must equal."""
+        return json.dumps(self.model_dump(mode="json", exclude={"quote_id"}), sort_keys=True, separators=(",", ":"))
 
 
 class ChargeSubmitted(_Charge):

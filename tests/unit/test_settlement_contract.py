@@ -3,7 +3,9 @@ offset and fall in the window, ids keep to their alphabet, bureau sequences are 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import hashlib
+import json
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -148,3 +150,32 @@ def test_a_time_outside_the_years_2000_to_2999_is_refused_as_out_of_range(at):
     with pytest.raises(ValidationError) as caught:
         TypeAdapter(Time).validate_python(at)
     assert caught.value.errors()[0]["type"] == "datetime_range"
+
+
+_yuan = st.builds(lambda y, f: f"{y}.{f:02d}" if f else str(y), st.integers(0, 10**9), st.integers(0, 99))
+_time = st.builds(lambda d, off, us: (datetime(2026, 1, 1, tzinfo=timezone(timedelta(minutes=off)))
+                                      + timedelta(seconds=d, microseconds=us)).isoformat(),
+                  st.integers(0, 300 * 86_400), st.integers(-23 * 60, 23 * 60), st.integers(0, 999_999))
+
+
+@settings(database=None, deadline=None, max_examples=300)
+@given(st.sampled_from([c.ChargeSubmitted, c.ChargeQuoteRequested]),
+       st.fixed_dictionaries({
+           "charge_id": st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True),
+           "institution_region": st.sampled_from(["610100", "610200", "610300"]),
+           "patient_name": st.text(min_size=1, max_size=64).filter(lambda n: n.strip()),
+           "presented_via": st.sampled_from(["own_device", "family_account"]),
+           "visit_kind": st.sampled_from(["outpatient", "inpatient", "pharmacy"]),
+           "total": _yuan, "fund_paid": _yuan, "individual_borne": _yuan, "charged_at": _time}),
+       st.one_of(st.none(), st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True)))
+def test_a_charges_fingerprint_is_taken_of_exactly_what_the_serialiser_writes(model, fields, quote_id):
+    # the fingerprint is stored with every settled charge: its bytes may never change
+    body = CHARGE | fields | ({"quote_id": quote_id} if quote_id and model is c.ChargeSubmitted else {})
+    charge = model.model_validate(body)
+    assert charge.canonical() == charge.serialised()
+    assert charge.digest() == hashlib.sha256(charge.serialised().encode()).hexdigest()[:32]
+
+
+def test_a_charges_fingerprint_names_every_field_but_the_quote():
+    charge = c.ChargeSubmitted.model_validate(CHARGE | {"quote_id": "Q-1"})
+    assert set(json.loads(charge.canonical())) == set(c.ChargeSubmitted.model_fields) - {"quote_id"}
