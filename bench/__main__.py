@@ -17,13 +17,16 @@ It starts its own Tansu broker and Valkey (`appendfsync always`), then:
    its partner would sign it, and the services verify and sign as in production): Ed25519 sign and
    verify per ~600-byte message, the settlement process's own count of its verifying and signing
    seconds during the full-speed run of (2) as a share of its CPU per charge, and SM2 (国密): what
-   the registry offers and whether it compares (bench/signatures.py).
+   the registry offers and whether it compares (bench/signatures.py);
+9. the idle platform: each process's CPU with no traffic (bench/idle.py);
+10. the whole platform's CPU per charge by who pays: a grantor (with its SMS), the patient alone,
+   one charge in ten grantor-paid.
 
 Sizes (env, defaults keep the run near 5 minutes on 2 cores): BENCH_CHARGES=20000,
 BENCH_PEOPLE=20000, BENCH_PEOPLE_PER_BUCKET=40, BENCH_BINDINGS=2000, BENCH_GRANTOR_SHARE=0.5,
 BENCH_RAW_MESSAGES=100000, BENCH_SETTLE_CALLS=20000, BENCH_FSYNC_CALLS=20000,
-BENCH_LATENCY_SECONDS=10, BENCH_LATENCY_RATES=500,1000,2000, BENCH_PROFILE=0 (1: py-spy profile of
-the settlement process during the full-speed run, written to bench/results/), BENCH_LONG_CHARGES=0
+BENCH_LATENCY_SECONDS=10, BENCH_LATENCY_RATES=500,1000,2000, BENCH_KIND_CHARGES=5000,
+BENCH_PROFILE=0 (1: py-spy profile of the settlement process during the full-speed run, written to bench/results/), BENCH_LONG_CHARGES=0
 (e.g. 1000000: that many more charges after the latency runs, the settlement process's RSS read
 every 100,000).
 """
@@ -69,6 +72,7 @@ def sizes() -> dict:
             "latency_rates": [int(x) for x in env("BENCH_LATENCY_RATES", "500,1000,2000").split(",")],
             "profile": env("BENCH_PROFILE", "0") == "1",
             "long_charges": int(env("BENCH_LONG_CHARGES", "0")),
+            "kind_charges": int(env("BENCH_KIND_CHARGES", "5000")),
             # BENCH_SECTIONS=2,9: only these sections (and what they need: services, people, bindings)
             "sections": sorted({x.strip() for x in env("BENCH_SECTIONS", "").split(",") if x.strip()})}
 
@@ -398,6 +402,32 @@ class Bench:
         self.report.note("latency = the result record's Kafka timestamp (set by settlement's producer when it sends) "
                          "minus the bench's clock just before it sent the charge; same host clock, 1 ms resolution")
 
+    async def cost_by_kind(self) -> None:
+        """The whole platform's CPU per charge (settlement, notify, binding, the idle gateway, the
+        broker with its TLS front, Redis), by who pays: a grantor (with its SMS), the patient alone,
+        and a province-like mix (one charge in ten grantor-paid). Each run goes at full speed and
+        is counted until every consumer of settlement.results has committed its end, so the work
+        the results cause downstream is in the figure."""
+        n = self.size["kind_charges"]
+        readers = [f"notify.{t.SETTLEMENT_RESULTS}", "binding.references", "settlement.ledger"]
+        await plat.warm_up(self.bootstrap, self.population, "kind")
+        for label, share, bound in (("paid by a grantor, with its SMS", 1.0, 500), ("paid by the patient alone", 0.0, 250),
+                                    ("one in ten paid by a grantor", 0.1, None)):
+            charges = self.population.charges(n, f"k{share:.1f}", share)
+            await groups_caught_up(self.bootstrap, readers, t.SETTLEMENT_RESULTS, 60, stall=10)
+            meter = self.cpu()
+            meter.start()
+            run = await plat.run_charges(self.bootstrap, charges, None, 120 + n / 200, sms_timeout=60 if share else 0)
+            await groups_caught_up(self.bootstrap, readers, t.SETTLEMENT_RESULTS, 120, stall=20)
+            line = meter.stop()
+            platform = sum(v for k, v in meter.seconds.items() if k != "bench") / n
+            own = meter.seconds.get("settlement", 0.0) / n
+            refused = plat.summary(run)
+            self.report.add("10 cost by kind", f"platform CPU per charge {label}", f"{platform * 1e6:,.0f} µs", "",
+                            f"≤ {bound} µs" if bound else "", target(platform * 1e6, bound, False) if bound else None,
+                            f"{n:,} charges at full speed, {len(run.results):,} answered; settlement {own * 1e6:,.0f} "
+                            f"µs of it; CPU: {line}" + (f"; {refused}" if refused else ""))
+
     async def after_quiet(self, count: int = 5) -> None:
         """A charge alone after a quiet spell, `count` times: the answering consumers have gone
         over to their quiet fetch wait (shared/fetch_waits.py), so this is the latency that costs."""
@@ -476,7 +506,6 @@ class Bench:
             verdicts = {label.split(":", 1)[1]: v for (kind, label), v in counts.items()
                         if kind == "count" and label.startswith("verify:") and v}
             verified, signed = sum(verdicts.values()) / n, counts.get(("count", "sign:signed"), 0.0) / n
-            spent = (seconds["verify"] + seconds["sign"]) / n
             self.report.add(section, "settlement: messages verified | signed per charge",
                             f"{verified:.2f} | {signed:.2f}",
                             note=f"its fma_signatures_total over the {n:,} charges of section 2's full-speed run: "
@@ -535,7 +564,7 @@ class Bench:
             if all(s.process and s.process.poll() is None for s in self.services.values()):
                 if wanted("9"):
                     await r.section("9 idle", self.idle_platform, 120)
-                if wanted("2", "3", "4", "5", "7", "8"):  # charges need people and bindings
+                if wanted("2", "3", "4", "5", "7", "8", "10"):  # charges need people and bindings
                     await r.section("5 memory: people", self.people, 300)
                     await r.section("4 bindings", self.bindings, 400)
                 if wanted("2", "4", "8"):
@@ -546,6 +575,8 @@ class Bench:
                     await r.section("2 platform: two processes", lambda: self.throughput(2), 400)
                 if wanted("3"):
                     await r.section("3 latency", self.latency, 400)
+                if wanted("10"):
+                    await r.section("10 cost by kind", self.cost_by_kind, 600)
                 if self.size["long_charges"] and wanted("5"):
                     await r.section("5 memory: long run", self.long_run, 300 + self.size["long_charges"] / 200)
                 self.note_rss("end")

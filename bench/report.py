@@ -69,10 +69,11 @@ class Report:
 
             await asyncio.wait_for(work(), timeout)
         except Exception as exc:  # noqa: BLE001 - one section failing must not stop the others
-            reason = "timed out after %.0f s" % timeout if isinstance(exc, TimeoutError) else \
-                f"{exc.__class__.__name__}: {str(exc)[:300]}"
+            # the section's own deadline raises a TimeoutError without a message; a wait inside says what it waited for
+            ran_out = isinstance(exc, TimeoutError) and not str(exc)
+            reason = "timed out after %.0f s" % timeout if ran_out else f"{exc.__class__.__name__}: {str(exc)[:300]}"
             self.add(name, "section", f"failed: {reason}")
-            if not isinstance(exc, TimeoutError):
+            if not ran_out:
                 traceback.print_exc()
         print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
 
