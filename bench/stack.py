@@ -109,13 +109,18 @@ def process_names(services: dict[str, Service], extra: list[Service] = ()) -> di
     names = {s.pid: n for n, s in services.items() if s.process and s.process.poll() is None}
     names |= {s.pid: f"settlement-{i}" for i, s in enumerate(extra, start=2)}
     for p in psutil.Process().children(recursive=True):
-        if p.pid in names:
-            continue
-        for part in ("tansu", "stunnel", "valkey", "redis"):
-            if part in p.name():
-                names[p.pid] = "valkey" if part == "redis" else part
-                break
+        if p.pid not in names and (name := infrastructure_name(p.name())):
+            names[p.pid] = name
     return names
+
+
+def infrastructure_name(process_name: str) -> str | None:
+    """tansu, stunnel or valkey (a Redis or Valkey server, or a child it forked to rewrite its
+    AOF) by a process's name; None for anything else."""
+    for part in ("tansu", "stunnel", "valkey", "redis"):
+        if part in process_name:
+            return "valkey" if part == "redis" else part
+    return None
 
 
 class CpuMeter:
@@ -156,10 +161,11 @@ class CpuMeter:
 
     @staticmethod
     def _describe(p: psutil.Process) -> str:
-        """An unnamed child by what it runs (`-m services.x` → x), else its process name."""
+        """An unnamed child by what it runs (`-m services.x` → x, a server forked since the meter was
+        made by `infrastructure_name`), else its process name."""
         args = p.cmdline()
         module = next((a for a in args if a.startswith("services.")), "")
-        return f"{module.removeprefix('services.')}[{p.pid}]" if module else p.name()
+        return f"{module.removeprefix('services.')}[{p.pid}]" if module else infrastructure_name(p.name()) or p.name()
 
     def stop(self) -> str:
         elapsed = max(1e-6, time.monotonic() - self._t0)

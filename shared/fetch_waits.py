@@ -1,8 +1,9 @@
 """Answering subscriptions fetch with a short wait while work flows and a long one once quiet.
 
 On the local Tansu broker a fetch is answered only when its wait has run out, never as soon as a
-record arrives (platform-notes.md), so a consumer that must answer within milliseconds asks every
-few milliseconds, all day: the idle platform spent most of its CPU on such empty fetches. Here a
+record arrives (measured: README, "Performance"), so a consumer that must answer within
+milliseconds asks every few milliseconds, all day: the idle platform spent most of its CPU on such
+empty fetches. Here a
 consumer on a short wait (`KAFKA_FETCH_MAX_WAIT_MS`) that has fetched nothing for
 `KAFKA_QUIET_AFTER_MS` goes over to `KAFKA_QUIET_FETCH_MAX_WAIT_MS`; the first fetch that
 brings a record puts it back on the short wait. Under load nothing changes; the price is that the
@@ -10,8 +11,8 @@ first message after a quiet spell waits up to the quiet wait at each such hop. O
 fetch returns as soon as data arrives, so there the quiet wait costs nothing.
 
 aiokafka builds every FetchRequest from its Fetcher's `_fetch_max_wait_ms` and answers each in
-`_proc_fetch_request` (aiokafka 0.12 to 0.14, pinned in pyproject.toml): `govern` wraps the one
-and sets the other. tests/integration/test_fetch_waits.py fails if an upgrade moves them.
+`_proc_fetch_request` (aiokafka 0.12 to 0.14, the versions pyproject.toml allows): `govern` wraps
+the one and sets the other. tests/integration/test_fetch_waits.py fails if an upgrade moves them.
 """
 
 from __future__ import annotations
