@@ -87,6 +87,19 @@ def redis_time(commandstats: dict, charges: int, top: int = 5) -> str:
         f"{name} {v.get('usec', 0) / charges:,.0f} µs in {v.get('calls', 0) / charges:.2f} calls" for name, v in most) + ")"
 
 
+def by_function(entries: list, charges: int, top: int = 5) -> str:
+    """SLOWLOG entries (id, time, µs, arguments, ...) summed by Function (FCALL's first argument)
+    or command: the largest, in µs a charge and as a share of all."""
+    spent: dict[str, int] = {}
+    for entry in entries:
+        args = [a.decode(errors="replace") if isinstance(a, bytes) else str(a) for a in entry[3][:2]]
+        name = args[1] if args[0].lower() in ("fcall", "fcall_ro") and len(args) > 1 else args[0].lower()
+        spent[name] = spent.get(name, 0) + int(entry[2])
+    total = sum(spent.values()) or 1
+    most = sorted(spent.items(), key=lambda kv: -kv[1])[:top]
+    return ", ".join(f"{name} {us / charges:,.0f} µs ({us / total:.0%})" for name, us in most)
+
+
 def target(value: float | None, bound: float, at_least: bool) -> bool | None:
     if value is None or value != value:  # NaN: nothing measured
         return None
@@ -448,6 +461,28 @@ class Bench:
                             f"{n:,} charges at full speed, {len(run.results):,} answered; settlement {own * 1e6:,.0f} "
                             f"µs of it; CPU: {line}" + (f"; {refused}" if refused else "")
                             + f"; Redis's own time per charge: {redis_time(commands, n)}")
+        await self.redis_by_function(readers)
+
+    async def redis_by_function(self, readers: list[str], n: int = 2000) -> None:
+        """Which Function Redis spends its time in for grantor-paid charges with their SMS: a run
+        of its own with every command in the SLOWLOG (which costs Redis a little, so the figures
+        above are taken without it), summed by Function."""
+        charges = self.population.charges(n, "kfn", 1.0)
+        await groups_caught_up(self.bootstrap, readers, t.SETTLEMENT_RESULTS, 60, stall=10)
+        before = await self.redis.config_get("slowlog-*")
+        await self.redis.config_set("slowlog-max-len", 1_000_000)
+        await self.redis.config_set("slowlog-log-slower-than", 0)
+        await self.redis.slowlog_reset()
+        try:
+            await plat.run_charges(self.bootstrap, charges, None, 120 + n / 200, sms_timeout=60)
+            await groups_caught_up(self.bootstrap, readers, t.SETTLEMENT_RESULTS, 120, stall=20)
+            entries = await self.redis.execute_command("SLOWLOG", "GET", "-1")
+        finally:
+            for name, value in before.items():
+                await self.redis.config_set(name, value)
+            await self.redis.slowlog_reset()
+        self.report.add("10 cost by kind", "Redis's time by Function, grantor-paid charges (SLOWLOG)",
+                        by_function(entries, n), note=f"{n:,} charges with their SMS, every command logged")
 
     async def after_quiet(self, count: int = 5) -> None:
         """A charge alone after a quiet spell, `count` times: the answering consumers have gone
