@@ -26,9 +26,9 @@ Sizes (env, defaults keep the run near 5 minutes on 2 cores): BENCH_CHARGES=2000
 BENCH_PEOPLE=20000, BENCH_PEOPLE_PER_BUCKET=40, BENCH_BINDINGS=2000, BENCH_GRANTOR_SHARE=0.5,
 BENCH_RAW_MESSAGES=100000, BENCH_SETTLE_CALLS=20000, BENCH_FSYNC_CALLS=20000,
 BENCH_LATENCY_SECONDS=10, BENCH_LATENCY_RATES=500,1000,2000, BENCH_KIND_CHARGES=5000,
-BENCH_PROFILE=0 (1: py-spy profile of the settlement process during the full-speed run, written to bench/results/), BENCH_LONG_CHARGES=0
-(e.g. 1000000: that many more charges after the latency runs, the settlement process's RSS read
-every 100,000).
+BENCH_PROFILE=0 (1: py-spy profile of the settlement process during the full-speed run, written to
+bench/results/), BENCH_LONG_CHARGES=0 (e.g. 1000000: that many more charges after the latency runs,
+the settlement process's RSS read every 100,000).
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def redis_time(commandstats: dict, charges: int, top: int = 5) -> str:
     total = sum(v.get("usec", 0) for v in stats.values()) / charges
     most = sorted(stats.items(), key=lambda kv: -kv[1].get("usec", 0))[:top]
     return f"{total:,.0f} µs (" + ", ".join(
-        f"{name} {v.get('usec', 0) / charges:,.0f} µs in {v.get('calls', 0) / charges:.2f} calls" for name, v in most) + ")"
+        f"{name} {v.get('usec', 0) / charges:,.0f} µs in {v.get('calls', 0) / charges:.2f} calls"
+        for name, v in most) + ")"
 
 
 def by_function(entries: list, charges: int, top: int = 5) -> str:
@@ -453,7 +454,7 @@ class Bench:
             await groups_caught_up(self.bootstrap, readers, t.SETTLEMENT_RESULTS, 120, stall=20)
             line = meter.stop()
             commands = await self.redis.info("commandstats")
-            platform = sum(v for k, v in meter.seconds.items() if k != "bench") / n
+            platform = idle.platform(meter.seconds) / n
             own = meter.seconds.get("settlement", 0.0) / n
             refused = plat.summary(run)
             self.report.add("10 cost by kind", f"platform CPU per charge {label}", f"{platform * 1e6:,.0f} µs", "",

@@ -42,7 +42,7 @@ async def measure(meter: CpuMeter, seconds: float = QUIET_SECONDS) -> tuple[dict
 
 
 def platform(shares: dict[str, float]) -> float:
-    """The platform's share, every process but the bench's own."""
+    """The platform's part of a CpuMeter's figures (shares or seconds): every process but the bench's own."""
     return sum(v for k, v in shares.items() if k != "bench")
 
 

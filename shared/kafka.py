@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # other reply_to is ignored, so no caller can make the platform write onto one of its own topics.
 _REPLY_TOPIC = re.compile(r"reply\.[A-Za-z0-9._-]{1,100}")
 # Hostile headers are bounded before anything reads them.
-_MAX_HEADERS, _MAX_HEADER_BYTES = 32, 1024
+_MAX_HEADERS, _MAX_HEADER_KEY, _MAX_HEADER_BYTES = 32, 64, 1024
 REPLY_TIMEOUT_SECONDS = 5.0
 
 
@@ -148,7 +148,7 @@ def received(record: Any) -> Received:
 
 def _readable_headers(headers: Any) -> list[tuple[str, str]]:
     """At most _MAX_HEADERS headers, each value cut to _MAX_HEADER_BYTES and decoded leniently."""
-    return [(str(k)[:64], (v or b"")[:_MAX_HEADER_BYTES].decode("utf-8", "replace"))
+    return [(str(k)[:_MAX_HEADER_KEY], (v or b"")[:_MAX_HEADER_BYTES].decode("utf-8", "replace"))
             for k, v in list(headers or ())[:_MAX_HEADERS]]
 
 
@@ -214,8 +214,8 @@ def _within_bounds(headers: Any) -> bool:
     """Headers that bounding and lenient decoding would leave as they are: few, short keys, short
     ASCII values (any other value takes the long way, which keeps valid UTF-8 as it is)."""
     return len(headers) <= _MAX_HEADERS and all(
-        type(k) is str and len(k) <= 64 and type(v) is bytes and len(v) <= _MAX_HEADER_BYTES and v.isascii()
-        for k, v in headers)
+        type(k) is str and len(k) <= _MAX_HEADER_KEY
+        and type(v) is bytes and len(v) <= _MAX_HEADER_BYTES and v.isascii() for k, v in headers)
 
 
 async def tolerant_parser(raw: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
