@@ -26,8 +26,8 @@ Sizes (env, defaults keep the run near 5 minutes on 2 cores): BENCH_CHARGES=2000
 BENCH_PEOPLE=20000, BENCH_PEOPLE_PER_BUCKET=40, BENCH_BINDINGS=2000, BENCH_GRANTOR_SHARE=0.5,
 BENCH_RAW_MESSAGES=100000, BENCH_SETTLE_CALLS=20000, BENCH_FSYNC_CALLS=20000,
 BENCH_LATENCY_SECONDS=10, BENCH_LATENCY_RATES=500,1000,2000, BENCH_KIND_CHARGES=5000,
-BENCH_PROFILE=0 (1: py-spy profile of the settlement process during the full-speed run, written to
-bench/results/), BENCH_LONG_CHARGES=0 (e.g. 1000000: that many more charges after the latency runs,
+BENCH_PROFILE=0 (1: py-spy profiles, written to bench/results/, of the settlement process during the
+full-speed run and of settlement, notify and binding during section 10's grantor-paid run), BENCH_LONG_CHARGES=0 (e.g. 1000000: that many more charges after the latency runs,
 the settlement process's RSS read every 100,000).
 """
 
@@ -441,18 +441,24 @@ class Bench:
         is counted until every consumer of settlement.results has committed its end, so the work
         the results cause downstream is in the figure."""
         n = self.size["kind_charges"]
-        readers = [f"notify.{t.SETTLEMENT_RESULTS}", "binding.references", "settlement.ledger"]
+        readers = [f"notify.{t.SETTLEMENT_RESULTS}", "binding.references"]
         await plat.warm_up(self.bootstrap, self.population, "kind")
         for label, share, bound in (("paid by a grantor, with its SMS", 1.0, 500), ("paid by the patient alone", 0.0, 250),
                                     ("one in ten paid by a grantor", 0.1, None)):
             charges = self.population.charges(n, f"k{share:.1f}", share)
             await groups_caught_up(self.bootstrap, readers, t.SETTLEMENT_RESULTS, 60, stall=10)
             await self.redis.config_resetstat()
+            profilers = [Profiler(self.services[name].pid, name, "section 10's grantor-paid run")
+                         for name in ("settlement", "notify", "binding")] if self.size["profile"] and share == 1.0 else []
             meter = self.cpu()
             meter.start()
+            for p in profilers:
+                p.start()
             run = await plat.run_charges(self.bootstrap, charges, None, 120 + n / 200, sms_timeout=60 if share else 0)
             await groups_caught_up(self.bootstrap, readers, t.SETTLEMENT_RESULTS, 120, stall=20)
             line = meter.stop()
+            for p in profilers:
+                self.report.note(p.stop())
             commands = await self.redis.info("commandstats")
             platform = idle.platform(meter.seconds) / n
             own = meter.seconds.get("settlement", 0.0) / n
@@ -461,7 +467,8 @@ class Bench:
                             f"≤ {bound} µs" if bound else "", target(platform * 1e6, bound, False) if bound else None,
                             f"{n:,} charges at full speed, {len(run.results):,} answered; settlement {own * 1e6:,.0f} "
                             f"µs of it; CPU: {line}" + (f"; {refused}" if refused else "")
-                            + f"; Redis's own time per charge: {redis_time(commands, n)}")
+                            + f"; Redis's own time per charge: {redis_time(commands, n)}"
+                            + ("; profiled: slower" if profilers else ""))
         await self.redis_by_function(readers)
 
     async def redis_by_function(self, readers: list[str], n: int = 2000) -> None:

@@ -1,6 +1,7 @@
-"""BENCH_PROFILE=1: py-spy samples the settlement process during the full-speed run and writes
-to bench/results/ a flame graph (SVG), the collapsed stacks (for speedscope or inferno) and a
-top list: the functions where the samples were, by own time and by time inside them."""
+"""BENCH_PROFILE=1: py-spy samples a service's process during a run (settlement during the
+full-speed run; settlement, notify and binding during section 10's grantor-paid run) and writes to
+bench/results/ a flame graph (SVG), the collapsed stacks (for speedscope or inferno) and a top
+list: the functions where the samples were, by own time and by time inside them."""
 
 from __future__ import annotations
 
@@ -20,12 +21,13 @@ def py_spy() -> str | None:
 
 
 class Profiler:
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    def __init__(self, pid: int, name: str = "settlement", during: str = "the full-speed run") -> None:
+        self.pid, self.name, self.during = pid, name, during
         self.processes: list[subprocess.Popen] = []
-        self.raw = RESULTS / "profile-settlement.txt"
-        self.svg = RESULTS / "profile-settlement.svg"
-        self.top = RESULTS / "profile-settlement-top.txt"
+        stem = f"profile-{name}" if during == "the full-speed run" else f"profile-{name}-grantor-paid"
+        self.raw = RESULTS / f"{stem}.txt"
+        self.svg = RESULTS / f"{stem}.svg"
+        self.top = RESULTS / f"{stem}-top.txt"
 
     def start(self) -> None:
         binary = py_spy()
@@ -57,8 +59,8 @@ class Profiler:
                 errors.append(err.decode(errors="replace").strip()[-200:])
         if not self.raw.exists():
             return f"profile failed: {errors}"
-        self.top.write_text(top(self.raw.read_text()))
-        return (f"profile of the settlement process during the full-speed run: {self.svg.name}, {self.raw.name}, "
+        self.top.write_text(top(self.raw.read_text(), self.name))
+        return (f"profile of the {self.name} process during {self.during}: {self.svg.name}, {self.raw.name}, "
                 f"{self.top.name} in bench/results/" + (f" (errors: {errors})" if errors else ""))
 
 
@@ -73,7 +75,7 @@ def share_in(collapsed: str, path: str) -> float | None:
     return inside / total if total else None
 
 
-def top(collapsed: str, most: int = 40) -> str:
+def top(collapsed: str, name: str = "settlement", most: int = 40) -> str:
     """Own and inclusive sample shares per function from py-spy's collapsed stacks."""
     own: Counter[str] = Counter()
     inside: Counter[str] = Counter()
@@ -90,7 +92,7 @@ def top(collapsed: str, most: int = 40) -> str:
             inside[frame] += n
     if not total:
         return "no samples\n"
-    out = [f"{total} samples of the settlement process's active threads (py-spy's view; an event loop waiting in select may still show)", "", "own time:"]
+    out = [f"{total} samples of the {name} process's active threads (py-spy's view; an event loop waiting in select may still show)", "", "own time:"]
     out += [f"{n / total:6.1%}  {f}" for f, n in own.most_common(most)]
     out += ["", "inclusive (time inside the function and what it calls):"]
     out += [f"{n / total:6.1%}  {f}" for f, n in inside.most_common(most)]

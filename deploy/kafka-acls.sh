@@ -50,7 +50,8 @@ platform() {
   allow binding Read -- --resource-pattern-type prefixed --group "$binding."
 
   # settlement: charges, quotes and reconciliation in; results, each region's postings and the
-  # replies to HIS (reply.<institution code>.) and to the gateway out; reads back its own results.
+  # replies to HIS (reply.<institution code>.) and to the gateway out; reads back its own results
+  # only in the upgrade's ledger drain (python -m services.settlement.ledger_drain).
   allow settlement Read Create -- $(topics his.charges his.reconciliation bureau.accounts bureau.institutions \
     settlement.queries binding.events settlement.results)
   allow settlement Write Create -- $(topics settlement.results his.charges.dlq his.reconciliation.dlq \

@@ -18,7 +18,7 @@ from shared.topics import (BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS,
 from shared.topics import HIS_RECONCILIATION
 from services.settlement.config import SettlementSettings
 from services.settlement.handlers.subscribers import SETTLEMENT_QUERIES, register
-from services.settlement.handlers.ledger import ledger_caught_up, register_ledger
+from services.settlement.handlers.ledger import register_ledger
 from services.settlement.metrics import ReconciliationMetrics
 from services.settlement.storage.ledger import LedgerStore
 from services.settlement.metrics import SettlementMetrics
@@ -55,8 +55,7 @@ def create_app(settings: SettlementSettings | None = None) -> FastStream:
     # 对账 with the HIS: the ledger lives as long as a settled charge's record, its reports as refusals.
     ledger_store = LedgerStore(redis, ledger_ttl=settings.settlement_record_ttl_days * 86_400,
                                report_ttl=settings.settlement_rejection_ttl_days * 86_400)
-    register_ledger(broker, Ledger(ledger_store, broker, ledger_caught_up(settings),
-                                   keep_days=settings.settlement_record_ttl_days,
+    register_ledger(broker, Ledger(ledger_store, broker, keep_days=settings.settlement_record_ttl_days,
                                    metrics=ReconciliationMetrics(obs.registry), signatures=signatures), settings)
     app = FastStream(broker, logger=logging.getLogger("settlement"))
     obs.watch(broker, redis=redis, gate=gate)
@@ -65,7 +64,6 @@ def create_app(settings: SettlementSettings | None = None) -> FastStream:
     @app.on_startup
     async def prepare() -> None:
         await store.load_functions()
-        await ledger_store.load_functions()
         await ensure_topics(settings, TOPICS)
         gate.close()
 

@@ -167,9 +167,9 @@ class InstitutionReconciled(BaseModel):
         "False when the day (China time) was still in progress when compared: the answer covers what was "
         "settled until compared_at."))
     final: bool = Field(description=(
-        "False when the platform's ledger had not caught up with its own results in time: send the report "
-        "again (a new event_id) for a final answer. A final answer is recorded and answered again the same "
-        "on a redelivery."))
+        "Always true: the platform's ledger is written as it settles, so it is never behind. (Earlier "
+        "releases read it back from their own results and answered false when it had not caught up in "
+        "time.) An answer is recorded and answered again the same on a redelivery."))
 
 
 class ReconciliationReason(StrEnum):

@@ -221,18 +221,21 @@ async def test_a_detail_with_more_differences_than_a_message_holds_is_answered_i
     assert {a["differences_total"] for a in answers} == {1_001}
 
 
-async def test_an_answer_waits_until_the_ledger_has_read_every_result_before_it(hospital, bus):
-    """Outcomes published a moment before the report (here straight onto settlement.results) are
-    in the answer: it is never read off a ledger that is behind."""
+async def test_an_answer_counts_every_charge_settled_before_it_and_no_outcome_forged_on_the_topic(hospital, bus):
+    """The ledger is written as the platform settles (storage/ledger.lua): a report sent the moment
+    the outcomes arrive finds them all, and its answer is final. A ChargeSettled that anyone puts on
+    settlement.results without the platform settling it changes nothing."""
+    patient = await hospital.person(balance="10.00")
+    for _ in range(3):
+        await hospital.charge(patient, "2.00")
     at = _now()
-    for i in range(20):
-        settled = {"charge_id": f"G{i}", "patient_id": new_person_id(), "individual_borne": "1.00",
-                   "lines": [{"source": "cash", "amount": "1.00"}], "settled_at": at,
-                   "institution_code": hospital.code, "charged_at": at}
-        await bus.send(t.SETTLEMENT_RESULTS, seal("ChargeSettled", settled), key=f"G{i}")
-    totals = hospital.totals(charge_count=20, individual_borne_total="20.00", cash_total="20.00")
+    forged = {"charge_id": "G-forged", "patient_id": new_person_id(), "individual_borne": "1.00",
+              "lines": [{"source": "cash", "amount": "1.00"}], "settled_at": at,
+              "institution_code": hospital.code, "charged_at": at}
+    await bus.send(t.SETTLEMENT_RESULTS, seal("ChargeSettled", forged), key="G-forged")
+    totals = hospital.totals(charge_count=3, individual_borne_total="6.00", own_total="6.00")
     [answer] = await hospital.answers(await hospital.report("InstitutionDailyTotals", totals))
-    assert (payload_of(answer)["result"], payload_of(answer)["final"]) == ("balanced", True)
+    assert (payload_of(answer)["result"], payload_of(answer)["final"]) == ("balanced", True), payload_of(answer)
 
 
 async def test_reports_that_cannot_be_reconciled_are_refused_with_a_reason(hospital, bus):

@@ -51,7 +51,7 @@ from shared.state import calling_functions
 from services.settlement.storage.layouts import (INSTITUTION_KEYS, INSTITUTION_NAMES, OUTBOX, SCHEMES,
                                                   AccountEntry, OutboxItem, account_key, decode_lines, decode_posting,
                                                   decode_spent, encode_institution_keys, postings_key, spent_key)
-from services.settlement.storage.library import source
+from services.settlement.storage.library import load, source
 from services.settlement.storage.parts import keep_part
 from services.settlement.domain.consumption import Spent
 from services.settlement.domain.ids import posting_prefix, reversal_prefix
@@ -269,8 +269,7 @@ class SettlementStore:
         self._refund_common = [str(rejection_ttl), str(record_ttl)]
 
     async def load_functions(self) -> None:
-        """Once at start-up; REPLACE so a new release's library takes over."""
-        await self._redis.function_load(LIBRARY(), replace=True)
+        await load(self._redis)
 
     async def settle(self, charges: list[ChargeToSettle], now_ms: int = 0) -> list[Applied]:
         """One round trip for the whole batch, one Function call per CALL_ITEMS charges; each

@@ -151,6 +151,7 @@ local function refund(keys, args)
   redis.call('HSET', charge_key, 'refunded', table.concat(back, ','),
     'r:' .. refund_id, digest .. '|' .. encoded .. '|' .. at)
   record_postings(lines, prefix, 'credit', post_day, record_ttl)
+  ledger_return(spent_field, 'r', refund_id, amount, post_day, record_ttl)
   return {'REFUNDED', encoded, at, '0', record[3]}
 end
 
@@ -210,6 +211,8 @@ local function reverse_payment(keys, args)
   redis.call('HSET', charge_key, 'refunded', table.concat(back, ','),
     'v:' .. dispute, encoded .. '|' .. at .. '|' .. paid_s .. '|' .. before_s)
   record_postings(lines, prefix, 'credit', post_day, record_ttl)
+  -- owed by the institution to the fund: the line less what refunds gave back (PaymentReversed's amount)
+  ledger_return(spent_field, 'v', dispute, give, post_day, record_ttl)
   return {'REVERSED', encoded, at, '0', record[3], paid_s, before_s}
 end
 

@@ -1,8 +1,9 @@
 """Redis state of 对账 with the HIS and of the drift check (the settlement service).
 
 Keys (README, "Redis keys"):
-- `stl:ild:{institution}:{YYYYMMDD}` hash: the platform's ledger of the institution-day, a projection of
-                           settlement.results written only through ledger.lua (`settlement_ledger`)
+- `stl:ild:{institution}:{YYYYMMDD}` hash: the platform's ledger of the institution-day, written only
+                           by the settlement library's Functions as they settle, refund and reverse
+                           (ledger.lua); read here
 - `stl:ihr:{institution}:{YYYYMMDD}:{report_id}` hash part -> one part of an InstitutionDailyDetail
 - `stl:ird:{event_id}`     digest of a HIS report's payload, so a reused event_id with another body is refused
                            DUPLICATE_REPORT_CONFLICT (issue 21)
@@ -17,22 +18,22 @@ It reads `stl:inst` (designated institutions, storage/accounts.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib.resources import files
 
 import orjson
 from redis.asyncio import Redis
 
 from shared.state import calling_functions
+from services.settlement.storage.library import load
 from services.settlement.storage.parts import keep_part
 from services.settlement.domain.his_reconciliation import Book, ChargeAmounts, Totals
 
-LIBRARY = files("services.settlement.storage").joinpath("ledger.lua").read_text
 _TOTALS = (b"t:charges", b"t:borne", b"t:own", b"t:family", b"t:cash", b"t:refunds", b"t:refunded")
 
 
 @dataclass(frozen=True)
 class LedgerItem:
-    """One ChargeSettled (refund_id None, amounts) or RefundSettled (refund_id, refunded) to project."""
+    """One ChargeSettled (refund_id None, amounts), RefundSettled (refund_id, refunded) or
+    PaymentReversed (dispute_id, refunded: the amount reversed) as a ledger entry (ledger.lua)."""
 
     institution_code: str
     day: str  # YYYYMMDD, China date of settled_at
@@ -43,15 +44,16 @@ class LedgerItem:
     dispute_id: str | None = None  # a PaymentReversed: `refunded` is then the amount reversed
 
     def encoded(self) -> list:
-        key = f"stl:ild:{self.institution_code}:{self.day}"
+        """As `ledger_record` takes it: institution, day, field, value, kind, amounts."""
+        where = [self.institution_code, self.day]
         if self.dispute_id is not None:
-            return [key, f"v:{self.charge_id}:{self.dispute_id}", str(self.refunded), "v", self.refunded]
+            return [*where, f"v:{self.charge_id}:{self.dispute_id}", str(self.refunded), "v", self.refunded]
         if self.refund_id is not None:
-            return [key, f"r:{self.charge_id}:{self.refund_id}", str(self.refunded), "r", self.refunded]
+            return [*where, f"r:{self.charge_id}:{self.refund_id}", str(self.refunded), "r", self.refunded]
         a = self.amounts
         assert a is not None
-        return [key, f"c:{self.charge_id}", f"{a.borne}|{a.own}|{a.family}|{a.cash}", "c", a.borne, a.own, a.family,
-                a.cash]
+        return [*where, f"c:{self.charge_id}", f"{a.borne}|{a.own}|{a.family}|{a.cash}", "c", a.borne, a.own,
+                a.family, a.cash]
 
 
 class LedgerStore:
@@ -61,11 +63,11 @@ class LedgerStore:
         self._report_ttl = report_ttl
 
     async def load_functions(self) -> None:
-        """Once at start-up; REPLACE so a new release's library takes over."""
-        await self._redis.function_load(LIBRARY(), replace=True)
+        await load(self._redis)
 
     async def record(self, items: list[LedgerItem]) -> tuple[int, int]:
-        """Project a batch of outcomes in one call: (new, conflicting)."""
+        """Add a batch of entries in one call, as the Functions add them (the upgrade's drain):
+        (new, conflicting)."""
         if not items:
             return 0, 0
         arg = orjson.dumps([i.encoded() for i in items])

@@ -64,7 +64,8 @@ local function admit(rej_key, institution, institution_region, patient, province
 end
 
 -- What a settled charge leaves: its record (idempotency, refunds: lines with binding ids, and the
--- month its grantors' limits were used in), the consumption rows, the 对账 postings.
+-- month its grantors' limits were used in), the consumption rows, the 对账 postings and its entry
+-- in the HIS ledger.
 local function record_charge(charge_key, lines, digest, settled_at, patient, borne, month, spent_field, day,
                              prefix, post_day, record_ttl)
   local encoded = encode_lines(lines)
@@ -81,5 +82,6 @@ local function record_charge(charge_key, lines, digest, settled_at, patient, bor
     end
   end
   record_postings(lines, prefix, 'debit', post_day, record_ttl)
+  ledger_charge(spent_field, borne, lines, post_day, record_ttl)
   return encoded
 end

@@ -1,14 +1,12 @@
 """对账 with the HIS, per institution and day (issue 15): the settlement service's ledger of what it
 settled, and its answers to the HIS's totals (对总账) and detail (对明细账).
 
-- `project`: settlement.results, read back by the consumer group `<SETTLEMENT_GROUP_ID>.ledger`
-  (off the settling path), folded into `stl:ild:{institution}:{day}` (storage/ledger.py). Only
-  ChargeSettled and RefundSettled count; the day is the China date of their `settled_at`.
-- `reconcile`: his.reconciliation. An answer is read off the ledger only once the ledger group has
-  read settlement.results up to where it ended when the report arrived (`caught_up`), so every
-  outcome the HIS could have seen before reporting is in it. If that takes longer than
-  LEDGER_WAIT_SECONDS the answer still goes out (nothing stalls a consumer) but says `final:
-  false` and is not recorded; a final answer is recorded and a redelivery answers it again.
+- The ledger itself, `stl:ild:{institution}:{day}`, is written by the Functions that settle, refund
+  and reverse, in the same atomic step (storage/ledger.lua): every outcome is in it before it is
+  published, so every answer read off it is final, recorded, and answered again on redelivery.
+- `reconcile`: his.reconciliation.
+- `project`: the upgrade from the release that projected the ledger from settlement.results
+  (services/settlement/ledger_drain.py): what an outcome adds to the ledger, read back from it.
 
 Invalid messages: an envelope that cannot be read goes to his.reconciliation.dlq with its original
 bytes; one that can be read is always answered, with InstitutionReconciliationRejected and a reason
@@ -20,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 
@@ -46,8 +44,6 @@ from services.settlement.signatures import Signatures, answered_only_on
 from shared.signing import SignatureRefused, Signer
 
 log = logging.getLogger("settlement")
-# How long an answer waits for the ledger to catch up before it goes out marked `final: false`.
-LEDGER_WAIT_SECONDS = 30.0
 _INSTITUTION = re.compile(INSTITUTION_CODE_PATTERN)
 _ID = re.compile(CHARGE_ID_PATTERN)
 
@@ -97,18 +93,6 @@ def _amounts_out(x: rec.ChargeAmounts | int | None) -> h.ChargeAmounts | h.Refun
     return h.ChargeAmounts(individual_borne=Fen(x.borne), own=Fen(x.own), family=Fen(x.family), cash=Fen(x.cash))
 
 
-class _Once:
-    """An awaitable asked at most once (the ledger's catch-up, for one batch of reports)."""
-
-    def __init__(self, work: Callable[[], Awaitable[bool]]) -> None:
-        self._work, self._result = work, None
-
-    async def __call__(self) -> bool:
-        if self._result is None:
-            self._result = await self._work()
-        return self._result
-
-
 class Refused(Exception):
     def __init__(self, reason: h.ReconciliationReason, detail: str = "") -> None:
         super().__init__(reason.value)
@@ -116,16 +100,15 @@ class Refused(Exception):
 
 
 class Ledger:
-    def __init__(self, store: LedgerStore, broker: KafkaBroker, caught_up: Callable[[], Awaitable[bool]],
-                 keep_days: int, metrics: ReconciliationMetrics,
+    def __init__(self, store: LedgerStore, broker: KafkaBroker, keep_days: int, metrics: ReconciliationMetrics,
                  clock: Callable[[], datetime] = envelope.now, signatures: Signatures | None = None) -> None:
-        self._store, self._broker, self._caught_up = store, broker, caught_up
+        self._store, self._broker = store, broker
         self._signatures = signatures  # None only in unit tests: every report is then refused
         self._keep_days, self._metrics, self._clock = keep_days, metrics, clock
         self._outage = Outage("settlement ledger")
         self._reports = Outage(topics.HIS_RECONCILIATION)
 
-    # -- settlement.results -> stl:ild --------------------------------------------------------
+    # -- settlement.results -> stl:ild (the upgrade's drain only) -----------------------------
     async def project(self, batch: list[Received]) -> None:
         items = []
         for msg in batch:
@@ -143,19 +126,16 @@ class Ledger:
     # -- his.reconciliation -------------------------------------------------------------------
     async def reconcile(self, batch: list[Received]) -> None:
         """Answer a batch of reports, each on its own (a defect costs one message: dead-lettered, and
-        answered PLATFORM_ERROR). The ledger's catch-up is awaited once for the batch, when a report
-        first needs it: its target is where settlement.results ended after every report here arrived."""
-        ledger_read = _Once(self._caught_up)
+        answered PLATFORM_ERROR)."""
         # contract version 3: who signed each report, the keys of the batch's institutions in one read
         verdicts = await self._reports.retrying(lambda: self._signatures.his(batch)) if self._signatures else \
             [SignatureRefused.UNKNOWN_SIGNER] * len(batch)
         for msg, signer in zip(batch, verdicts):
             await answer_or_dead_letter(self._broker, answered_only_on(msg, reply_prefix(signer)),
-                                        lambda m: self._reconcile(m, signer, ledger_read), self._reports,
+                                        lambda m: self._reconcile(m, signer), self._reports,
                                         on_defect=self.reconcile_defect)
 
-    async def _reconcile(self, msg: Received, signer: Signer | SignatureRefused,
-                         ledger_read: Callable[[], Awaitable[bool]]) -> None:
+    async def _reconcile(self, msg: Received, signer: Signer | SignatureRefused) -> None:
         readable = envelope.read(msg.value, h.RECONCILIATION_TYPES)
         if isinstance(readable, envelope.Unreadable):
             refused = f"{signer.value}: " if isinstance(signer, SignatureRefused) else ""
@@ -179,9 +159,9 @@ class Ledger:
             if not await self._store.same_report(readable.event_id, _digest(payload)):
                 raise Refused(h.ReconciliationReason.DUPLICATE_REPORT_CONFLICT)
             if isinstance(model, h.InstitutionDailyTotals):
-                values = await self._on_totals(readable.event_id, model, ledger_read)
+                values = await self._on_totals(readable.event_id, model)
             else:
-                values = await self._on_detail(readable.event_id, model, ledger_read)
+                values = await self._on_detail(readable.event_id, model)
         except Refused as refused:
             values = [self._rejected(readable.event_id, payload, refused)]
         if values:
@@ -209,24 +189,21 @@ class Ledger:
         if model.day > today or model.day < today - timedelta(days=self._keep_days):
             raise Refused(h.ReconciliationReason.DAY_NOT_KEPT, f"days kept: {self._keep_days}")
 
-    async def _on_totals(self, source_id: str, t: h.InstitutionDailyTotals,
-                         ledger_read: Callable[[], Awaitable[bool]]) -> list[bytes]:
+    async def _on_totals(self, source_id: str, t: h.InstitutionDailyTotals) -> list[bytes]:
         answer_id = event_id(h.INSTITUTION_RECONCILED, t.institution_code, t.day.isoformat(), "totals", source_id)
         if recorded := await self._store.recorded(answer_id):
             return recorded
-        final = await ledger_read()
         ours = await self._store.totals(t.institution_code, t.day.strftime("%Y%m%d"))
         theirs = rec.Totals(t.charge_count, t.individual_borne_total, t.own_total, t.family_total, t.cash_total,
                             t.refund_count, t.refund_total)
         owed = await self._owed(t.institution_code, t.day, detail=False)
-        return await self._reconciled(answer_id, final, [], dict(owed_to_fund=owed,
+        return await self._reconciled(answer_id, [], dict(owed_to_fund=owed,
             institution_code=t.institution_code, day=t.day, level="totals",
             result="balanced" if ours == theirs else "differs", report_for=source_id,
             platform_totals=_totals_out(ours), institution_totals=_totals_out(theirs), detail_requested=ours != theirs,
-            **self._when(t.day, final)))
+            **self._when(t.day)))
 
-    async def _on_detail(self, source_id: str, d: h.InstitutionDailyDetail,
-                         ledger_read: Callable[[], Awaitable[bool]]) -> list[bytes] | None:
+    async def _on_detail(self, source_id: str, d: h.InstitutionDailyDetail) -> list[bytes] | None:
         day = d.day.strftime("%Y%m%d")
         try:
             parts = await self._store.detail_part(d.institution_code, day, d.report_id, d.part, d.parts, {
@@ -248,18 +225,17 @@ class Ledger:
                 ((r[0], r[1], r[2]) for p in parts for r in p["refunds"]))
         except rec.DuplicateRow as dup:
             raise Refused(h.ReconciliationReason.DUPLICATE_ROW, str(dup)) from None
-        final = await ledger_read()
         ours = await self._store.book(d.institution_code, day)
         differences = rec.compare(ours, theirs)
         listed = [h.InstitutionDifference(kind=x.kind, charge_id=x.charge_id, refund_id=x.refund_id,
                                           platform=_amounts_out(x.platform), institution=_amounts_out(x.institution))
                   for x in differences]
         owed = await self._owed(d.institution_code, d.day, detail=True)
-        return await self._reconciled(answer_id, final, listed, dict(owed_to_fund=owed,
+        return await self._reconciled(answer_id, listed, dict(owed_to_fund=owed,
             institution_code=d.institution_code, day=d.day, level="detail",
             result="differs" if differences else "balanced", report_for=parts[0]["event_id"], report_id=d.report_id,
             parts=d.parts, platform_totals=_totals_out(rec.totals(ours)),
-            institution_totals=_totals_out(rec.totals(theirs)), detail_requested=False, **self._when(d.day, final)))
+            institution_totals=_totals_out(rec.totals(theirs)), detail_requested=False, **self._when(d.day)))
 
     async def _owed(self, institution_code: str, day: date, detail: bool) -> h.LedgerReversals:
         """Upheld disputes reversed that day: what the institution owes the fund (issue 21)."""
@@ -267,15 +243,16 @@ class Ledger:
         return h.LedgerReversals(reversal_count=count, reversal_total=Fen(total), reversals=[
             h.ReversalRow(charge_id=c, dispute_id=d, amount=Fen(a)) for c, d, a in rows] if detail else [])
 
-    def _when(self, day: date, final: bool) -> dict:
+    def _when(self, day: date) -> dict:
         now = self._clock()
+        # final: the ledger is written as the platform settles (storage/ledger.lua), never behind
         return {"compared_at": now.isoformat(timespec="seconds"),
-                "day_closed": day < now.astimezone(CHINA_TZ).date(), "final": final}
+                "day_closed": day < now.astimezone(CHINA_TZ).date(), "final": True}
 
-    async def _reconciled(self, answer_id: str, final: bool, differences: list[h.InstitutionDifference],
+    async def _reconciled(self, answer_id: str, differences: list[h.InstitutionDifference],
                           fields: dict) -> list[bytes]:
         """The answer, in as many messages as its differences need (MAX_DIFFERENCES_PER_MESSAGE each,
-        so no answer outgrows a Kafka message); recorded when final."""
+        so no answer outgrows a Kafka message), recorded: a redelivered report is answered the same."""
         chunks = [differences[i:i + h.MAX_DIFFERENCES_PER_MESSAGE]
                   for i in range(0, len(differences), h.MAX_DIFFERENCES_PER_MESSAGE)] or [[]]
         values = [envelope.seal(h.INSTITUTION_RECONCILED, h.InstitutionReconciled(
@@ -284,10 +261,6 @@ class Ledger:
             for n, chunk in enumerate(chunks, 1)]
         log.info("reconciled %s %s (%s): %s, %d differences in %d messages", fields["institution_code"],
                  fields["day"], fields["level"], fields["result"], len(differences), len(values))
-        if not final:
-            log.warning("ledger of %s not caught up within %.0f s: answered not final", fields["institution_code"],
-                        LEDGER_WAIT_SECONDS)
-            return values
         recorded = await self._store.answered(answer_id, values)
         if recorded == values:
             self._metrics.reconciled(fields["level"], fields["result"])
