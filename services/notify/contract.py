@@ -18,9 +18,10 @@ SMS_SENT = "SmsSent"
 SMS_FAILED = "SmsFailed"
 SETTLEMENT_TYPES = frozenset({"ChargeSettled", "ChargeRejected", "RefundSettled", "FraudSuspected"})
 # Also on settlement.results, and nothing to tell anyone by SMS: quotes and their releases
-# (预结算) and the answers to a HIS's reconciliation (对账). Read and passed over, never dead-lettered.
+# (预结算), the answers to a HIS's reconciliation (对账), and the reversal of an upheld dispute (the
+# grantor is told by DisputeResolved on binding.events). Read and passed over, never dead-lettered.
 SETTLEMENT_SILENT_TYPES = frozenset({"ChargeQuoted", "ChargeQuoteReleased", "InstitutionReconciled",
-                                     "InstitutionReconciliationRejected"})
+                                     "InstitutionReconciliationRejected", "PaymentReversed"})
 BINDING_PAUSED, BINDING_RESUMED, GRANTOR_LIMIT_SET = "BindingPaused", "BindingResumed", "GrantorLimitSet"
 DISPUTE_OPENED, DISPUTE_RESOLVED = "DisputeOpened", "DisputeResolved"
 BINDING_TYPES = frozenset({"BindingCreated", "BindingRevoked", "PaymentOrderChanged", "BindingRejected",

@@ -359,14 +359,15 @@ async def test_a_malformed_event_is_dead_lettered_and_the_rest_of_its_batch_is_a
 
 async def test_quotes_and_reconciliation_answers_are_passed_over_and_an_unknown_event_is_dead_lettered(
         rig, gateway, bus):
-    """settlement.results also carries quotes (预结算) and answers to a HIS's reconciliation:
-    nothing to tell anyone, and nothing wrong; an event type nobody publishes is dead-lettered."""
+    """settlement.results also carries quotes (预结算), answers to a HIS's reconciliation and the
+    reversals of upheld disputes (the grantor hears of those by DisputeResolved): nothing to tell
+    anyone by them, and nothing wrong; an event type nobody publishes is dead-lettered."""
     clock = at(10)
     notify = rig.instance(clock)
     silent = [rig.received(t.SETTLEMENT_RESULTS, seal(kind, {"charge_id": "C1", "institution_code": "H61010001"},
                                                       event_id=str(uuid.uuid4())))
               for kind in ("ChargeQuoted", "ChargeQuoteReleased", "InstitutionReconciled",
-                           "InstitutionReconciliationRejected")]
+                           "InstitutionReconciliationRejected", "PaymentReversed")]
     unknown = rig.received(t.SETTLEMENT_RESULTS, seal("ChargeTeleported", {"charge_id": "C1"},
                                                       event_id=str(uuid.uuid4())))
     asked = len(gateway.requests)
