@@ -152,7 +152,7 @@ async def test_the_counters_show_a_settled_and_a_refused_charge(services, http, 
     # Everything is worked off: no record behind on any subscription, every subscription shown.
     topics = {"binding": {t.BINDING_COMMANDS, t.BUREAU_ACCOUNTS, t.BUREAU_DISPUTES, t.SETTLEMENT_RESULTS},
               "settlement": {t.HIS_CHARGES, t.BUREAU_ACCOUNTS, t.BUREAU_INSTITUTIONS, "settlement.queries",
-                             t.BINDING_EVENTS, t.HIS_RECONCILIATION, t.SETTLEMENT_RESULTS},
+                             t.BINDING_EVENTS, t.HIS_RECONCILIATION},
               "notify": {t.SETTLEMENT_RESULTS, t.BINDING_EVENTS, t.BUREAU_ACCOUNTS, t.BUREAU_INSTITUTIONS, t.SMS_UPLINK}}
     shown = {}
     for name, url in services.items():

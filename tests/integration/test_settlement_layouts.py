@@ -33,7 +33,7 @@ REFUND_AT = "2026-06-02T09:00:00+08:00"
 NOW_MS = 1_780_279_200_000  # AT as the platform's clock (epoch ms)
 SETTLEMENT_FUNCTIONS = {"settle_batch", "refund_batch", "reverse_payment", "provisional_refusals", "release_due",
                         "release_binding", "register_person", "transfer_person", "bureau_movement",
-                        "register_institution"}
+                        "register_institution", "ledger_record"}
 
 
 def person(n: int) -> str:
@@ -67,7 +67,7 @@ async def test_the_settlement_library_is_its_files_loaded_as_one_with_every_func
     [library] = await client.function_list(library="settlement")
     functions = pairs(library)[b"functions"]  # FUNCTION LIST answers flat [name, value, ...] maps
     assert {pairs(f)[b"name"].decode() for f in functions} == SETTLEMENT_FUNCTIONS
-    assert FILES == ("common.lua", "waterfall.lua", "quotes.lua", "charges.lua", "bureau.lua")
+    assert FILES == ("common.lua", "ledger.lua", "waterfall.lua", "quotes.lua", "charges.lua", "bureau.lua")
 
 
 async def test_an_account_entry_written_by_python_is_charged_by_the_function_and_read_back(store, client):
