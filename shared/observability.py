@@ -60,6 +60,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from shared.catchup import ProjectionGate
+from shared.durability import Durability
 from shared.kafka import PlatformBroker
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class Observability:
         self._broker: KafkaBroker | None = None
         self._redis: Redis | None = None
         self._gate: ProjectionGate | None = None
+        self._durability: Durability | None = None
         self._lag = Gauge("fma_consumer_lag", "Records behind the end of the topic, summed over the partitions "
                           "assigned to this process (end offset minus position), at scrape time.",
                           ["topic", "group"], registry=self.registry)
@@ -103,10 +105,12 @@ class Observability:
         for topic, n in by_topic.items():
             self._published.labels(topic=topic).inc(n)
 
-    def watch(self, broker: KafkaBroker, redis: Redis | None = None, gate: ProjectionGate | None = None) -> None:
-        """What readiness means for this service: its broker, its Redis (if any), its gate (if any);
-        and what the broker publishes in batches is counted here."""
-        self._broker, self._redis, self._gate = broker, redis, gate
+    def watch(self, broker: KafkaBroker, redis: Redis | None = None, gate: ProjectionGate | None = None,
+              durability: Durability | None = None) -> None:
+        """What readiness means for this service: its broker, its Redis (if any), its gate (if any),
+        whether its last batch's writes reached the replicas it requires (if any); and what the
+        broker publishes in batches is counted here."""
+        self._broker, self._redis, self._gate, self._durability = broker, redis, gate, durability
         if isinstance(broker, PlatformBroker):
             broker.on_published = self.published
 
@@ -119,6 +123,8 @@ class Observability:
             checks["redis"] = self._redis_check
         if self._gate is not None:
             checks["projections"] = self._projections_check
+        if self._durability is not None and self._durability.waits:
+            checks["replicas"] = self._replicas_check
         results = await asyncio.gather(*(self._bounded(check) for check in checks.values()))
         return dict(zip(checks, results))
 
@@ -147,6 +153,9 @@ class Observability:
         waiting = [f"{_subscription(sub)} ({'not started' if sub.consumer is None else 'no partitions'})"
                    for sub in self._broker.subscribers if sub.consumer is None or not sub.consumer.assignment()]
         return Check(not waiting, "waiting: " + ", ".join(waiting) if waiting else "ok")
+
+    async def _replicas_check(self) -> Check:
+        return Check(*self._durability.last)
 
     async def _projections_check(self) -> Check:
         return Check(True) if self._gate.is_open else Check(False, "catching up")

@@ -5,11 +5,14 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.asyncio import Redis
 
 from shared import clock
 from shared.clock import MAX_OFFSET_SECONDS
+from shared.durability import Durability
 from shared.kafka_security import KafkaSecurity, Mechanism, Protocol
 from shared.signing import KeyRing, SigningKey
+from shared.state import connect_redis
 
 
 class KafkaClientSettings(BaseSettings):
@@ -123,7 +126,29 @@ class ServiceSettings(KafkaClientSettings, ClockSettings):
     kafka_retention_days: int = Field(
         30, ge=1, description="Retention of the topics a service creates. Every idempotency record lives at "
         "least this long, so a message still on a topic is always answered the same way again.")
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis (or Valkey) URL holding the working state.")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis (or Valkey) URL holding the working state: "
+                           "a single server, or (with REDIS_SENTINELS) only its database number is used.")
+    redis_sentinels: str = Field(
+        "", description="Sentinels watching the replicated primary, `host:port` comma-separated; set, the service "
+        "finds the primary through them (REDIS_SENTINEL_SERVICE) and follows a failover by itself. Empty: "
+        "REDIS_URL is the server.")
+    redis_sentinel_service: str = Field(
+        "fma", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The name the sentinels monitor the primary under.")
+    redis_min_replicas: int = Field(
+        0, ge=0, le=5, description="How many replicas must have a batch's writes (REDIS_REPLICA_DURABILITY says "
+        "how) before anything of the batch is published or its offsets committed; settlement waits, binding and "
+        "notify not yet. 0: none waited for (a single server); the replicated set-up (`make run`, compose) uses 1.")
+    redis_replica_wait_ms: int = Field(
+        1000, ge=10, le=60_000, description="How long a batch waits for the replicas; past it the batch is not "
+        "acknowledged and is retried (from its records) until a replica has it.")
+    redis_replica_durability: Literal["memory", "disk"] = Field(
+        "memory", description="What REDIS_MIN_REPLICAS waits for: `memory`, the replicas have received the writes "
+        "(WAIT; about a millisecond; they survive the primary's host dying, disk and all) or `disk`, they are on "
+        "the replicas' disks too (WAITAOF; on Valkey 8.1 about a second a batch, since a replica reports its "
+        "fsyncs once a second).")
+    redis_go_on_without_replica: bool = Field(
+        False, description="The operator's choice to go on acknowledging when no replica has the writes in time, "
+        "logged loudly on every batch: a failover then loses what was acknowledged since.")
     log_level: str = Field("INFO", description="Python logging level.")
     log_format: Literal["text", "json"] = Field(
         "text", description="`text`: one readable line per record; `json`: one JSON object per line (time, level, "
@@ -145,6 +170,16 @@ class ServiceSettings(KafkaClientSettings, ClockSettings):
     signing_key_file: Path | None = Field(
         None, description="A file holding the base64 of the 32 raw bytes of this process's Ed25519 private key "
         "(SIGNING_KEY_ID's). Keep it readable by the service alone.")
+
+    def redis(self) -> Redis:
+        """The service's Redis client (shared/state.py): REDIS_URL, or the primary through the sentinels."""
+        return connect_redis(self.redis_url, self.redis_sentinels, self.redis_sentinel_service)
+
+    def durability(self, key: str) -> Durability:
+        """What a batch waits for before it is acknowledged (shared/durability.py); `key` is the
+        service's own counter written before each wait."""
+        return Durability(self.redis_min_replicas, self.redis_replica_wait_ms, self.redis_go_on_without_replica, key,
+                          on_disk=self.redis_replica_durability == "disk")
 
     def partner_keys(self) -> KeyRing:
         """The trust anchor, read once at start; a service refuses to start without one."""

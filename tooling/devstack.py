@@ -117,6 +117,7 @@ class LocalRedis:
     data_dir: Path
     process: subprocess.Popen | None = None
     appendfsync: str = "always"
+    replica_of: int | None = None  # a replica of the primary on this port (tooling/replicaset.py)
 
     @property
     def url(self) -> str:
@@ -128,7 +129,8 @@ class LocalRedis:
         self.process = subprocess.Popen(
             [redis_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir),
              "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "",
-             "--hash-max-listpack-entries", "512", "--protected-mode", "no"],
+             "--hash-max-listpack-entries", "512", "--protected-mode", "no",
+             *(["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             preexec_fn=die_with_parent)
         wait_for_port("127.0.0.1", self.port)
@@ -173,6 +175,7 @@ class Infra:
     kafka_idempotence: bool
     origin: str
     redis: LocalRedis | None = None
+    replicas: Any = None  # a LocalReplicaSet (tooling/replicaset.py) when Redis is replicated
     # Contract version 3: the development trust anchor and keys (tooling/devkeys.py), made at start.
     keys: DevKeys | None = None
     # How clients reach the broker (TLS through stunnel for the local one): services get it in
@@ -182,6 +185,7 @@ class Infra:
 
     def env(self) -> dict[str, str]:
         return {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap, "REDIS_URL": self.redis_url,
+                **(self.replicas.env() | {"REDIS_URL": self.redis_url} if self.replicas else {}),
                 "KAFKA_ENABLE_IDEMPOTENCE": "true" if self.kafka_idempotence else "false",
                 **self.security.env(),
                 **(self.keys.env() if self.keys else {})}
@@ -223,7 +227,8 @@ def docker_answers() -> bool:
         return False
 
 
-def start_infra(work_dir: Path | None = None) -> Infra:
+def start_infra(work_dir: Path | None = None, replicated: bool = False) -> Infra:
+    """`replicated` (local binaries only): Redis as a primary, a replica and a sentinel."""
     work_dir = work_dir or Path(tempfile.mkdtemp(prefix="mutual-aid-"))
     env_kafka, env_redis = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("REDIS_URL")
     if env_kafka and env_redis:
@@ -232,7 +237,7 @@ def start_infra(work_dir: Path | None = None) -> Infra:
     elif docker_answers() and os.environ.get("DEVSTACK_NO_DOCKER") != "1":
         infra = _containers()
     else:
-        return start_local(work_dir)
+        return start_local(work_dir, replicated=replicated)
     infra.keys = dev_keys(work_dir)
     return infra
 
@@ -259,11 +264,14 @@ def _containers() -> Infra:
     return infra
 
 
-def start_local(work_dir: Path, appendfsync: str = "always", mutual_tls: bool | None = None) -> Infra:
+def start_local(work_dir: Path, appendfsync: str = "always", mutual_tls: bool | None = None,
+                replicated: bool = False) -> Infra:
     """A Tansu broker behind stunnel (TLS) and a Valkey server of their own on free ports: for
     `make run` and the session's fixtures, and for tests that must restart Redis or keep their
     traffic apart. `mutual_tls` (default: `DEVSTACK_MUTUAL_TLS=1`): stunnel also asks every client
-    for a certificate of the stack's CA, and the clients present one."""
+    for a certificate of the stack's CA, and the clients present one. `replicated` (`make run`):
+    Valkey as a primary, a replica and a sentinel (tooling/replicaset.py), the services finding the
+    primary through the sentinel and waiting for the replica."""
     if mutual_tls is None:
         mutual_tls = os.environ.get("DEVSTACK_MUTUAL_TLS") == "1"
     stunnel_binary()  # missing: say how to install it before anything starts
@@ -280,18 +288,26 @@ def start_local(work_dir: Path, appendfsync: str = "always", mutual_tls: bool | 
     redis_dir = work_dir / "redis"
     redis_dir.mkdir(exist_ok=True)
     redis = LocalRedis(free_port(), redis_dir, appendfsync=appendfsync)
+    # replicaset.py builds on this module's LocalRedis, so it is imported only when asked for
+    from tooling.replicaset import LocalReplicaSet
+    replicas = LocalReplicaSet(redis_dir, appendfsync=appendfsync) if replicated else None
 
     def stop_tansu() -> None:
         stop_process(tansu, timeout=10)
         kafka_log.close()
 
     infra = Infra(f"127.0.0.1:{stunnel.port}", redis.url, False, origin="local binaries", redis=redis,
-                  keys=dev_keys(work_dir), security=stunnel.client_security())
-    infra._stops += [stop_tansu, stunnel.stop, redis.stop]
+                  keys=dev_keys(work_dir), security=stunnel.client_security(), replicas=replicas)
+    infra._stops += [stop_tansu, stunnel.stop, replicas.stop if replicas else redis.stop]
     try:
         wait_for_port("127.0.0.1", stunnel.broker_port)
         stunnel.start()
-        redis.start()
+        if replicas:
+            replicas.start()
+            infra.redis = replicas.primary()
+            infra.redis_url = infra.redis.url
+        else:
+            redis.start()
     except Exception:
         infra.stop()
         raise

@@ -11,7 +11,6 @@ from shared import envelope
 from shared.kafka import ensure_topics, make_broker
 from shared.logs import configure_logging
 from shared.observability import Observability
-from shared.state import make_redis
 from shared.topics import (BINDING_COMMANDS, BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_DISPUTES, SETTLEMENT_RESULTS,
                            dead_letter_topic)
 from services.binding.config import BindingSettings
@@ -32,7 +31,7 @@ def create_app(settings: BindingSettings | None = None) -> FastStream:
     log = logging.getLogger("binding")
     obs = Observability("binding")
     broker = make_broker(settings, client_id="binding", middlewares=[obs.kafka_middleware])
-    redis = make_redis(settings.redis_url)
+    redis = settings.redis()
     store = BindingStore(redis, outcome_ttl_seconds=settings.binding_outcome_ttl_days * 86_400)
     service = BindingService(store, broker, today=envelope.china_today, name_key=settings.name_key(),
                              keys=settings.partner_keys().find, signing_key=settings.signing_key(),

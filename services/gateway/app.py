@@ -13,7 +13,6 @@ from shared import envelope
 from shared.kafka import ensure_topics, make_broker
 from shared.logs import configure_logging
 from shared.observability import Observability
-from shared.state import make_redis
 from shared.topics import BINDING_COMMANDS, GATEWAY_AUDIT, GATEWAY_REVOCATIONS, SETTLEMENT_QUERIES, SMS_UPLINK
 from shared.tokens import TrustedIssuers
 from services.gateway import console, docs_page, revocations
@@ -69,7 +68,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastStreamAPI:
     log = logging.getLogger("gateway")
     obs = Observability("gateway")
     broker = make_broker(settings, client_id="gateway", middlewares=[obs.kafka_middleware])
-    redis = make_redis(settings.redis_url)
+    redis = settings.redis()
     issuers = settings.trusted_issuers()  # a file not of the documented shape stops the start here
     audit = AuditStore(redis, ttl_seconds=settings.gateway_audit_ttl_days * 86_400, clock=envelope.now)
     admission = AdmissionStore(redis, revocation_ttl_seconds=issuers.longest_lifetime_seconds)

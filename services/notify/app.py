@@ -12,7 +12,6 @@ from shared.catchup import ProjectionGate
 from shared.kafka import ensure_topics, make_broker
 from shared.logs import configure_logging
 from shared.observability import Observability
-from shared.state import make_redis
 from shared.topics import (BINDING_COMMANDS, BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, NOTIFY_DELIVERIES,
                            SETTLEMENT_RESULTS, SMS_UPLINK, dead_letter_topic)
 from services.notify.config import NotifySettings
@@ -61,7 +60,7 @@ def create_app(settings: NotifySettings | None = None) -> FastStream:
     settings.apply_clock()  # CLOCK_OFFSET_SECONDS: zero but in tests and drills
     obs = Observability("notify")
     broker = make_broker(settings, client_id="notify", middlewares=[obs.kafka_middleware])
-    redis = make_redis(settings.redis_url)
+    redis = settings.redis()
     store = DeliveryStore(redis, record_ttl=settings.notify_record_ttl_days * 86_400)
     provider = make_provider(settings, redis)
     service = NotifyService(store, broker, provider, parse_quiet_hours(settings.quiet_hours),

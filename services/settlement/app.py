@@ -12,7 +12,6 @@ from shared.kafka import ensure_topics, make_broker
 from shared.logs import configure_logging
 from shared.observability import Observability
 from shared.regions import all_regions
-from shared.state import make_redis
 from shared.topics import (BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_INSTITUTIONS, HIS_CHARGES, SETTLEMENT_RESULTS,
                            all_bureau_postings, dead_letter_topic)
 from shared.topics import HIS_RECONCILIATION
@@ -22,7 +21,7 @@ from services.settlement.handlers.ledger import register_ledger
 from services.settlement.metrics import ReconciliationMetrics
 from services.settlement.storage.ledger import LedgerStore
 from services.settlement.metrics import SettlementMetrics
-from services.settlement.storage.accounts import SettlementStore
+from services.settlement.storage.accounts import DURABLE, SettlementStore
 from services.settlement.signatures import Signatures
 from services.settlement.usecases import SettlementService
 from services.settlement.usecases.his_reconciliation import Ledger
@@ -39,12 +38,12 @@ def create_app(settings: SettlementSettings | None = None) -> FastStream:
     settings.apply_clock()  # CLOCK_OFFSET_SECONDS: zero but in tests and drills
     obs = Observability("settlement")
     broker = make_broker(settings, client_id="settlement", middlewares=[obs.kafka_middleware])
-    redis = make_redis(settings.redis_url)
+    redis = settings.redis()
     store = SettlementStore(redis, [r.code for r in all_regions()],
                             rejection_ttl=settings.settlement_rejection_ttl_days * 86_400,
                             record_ttl=settings.settlement_record_ttl_days * 86_400,
                             report_ttl=settings.settlement_rejection_ttl_days * 86_400,
-                            quote_hold_ms=settings.quote_hold_ms)
+                            quote_hold_ms=settings.quote_hold_ms, durability=settings.durability(DURABLE))
     # contract version 3: the operator's trust anchor and the service's own key, read once at start
     # (a service without them refuses to start: it would believe no partner, sign nothing)
     signatures = Signatures(settings.partner_keys(), settings.signing_key(), store.institution_keys,
@@ -58,12 +57,13 @@ def create_app(settings: SettlementSettings | None = None) -> FastStream:
     register_ledger(broker, Ledger(ledger_store, broker, keep_days=settings.settlement_record_ttl_days,
                                    metrics=ReconciliationMetrics(obs.registry), signatures=signatures), settings)
     app = FastStream(broker, logger=logging.getLogger("settlement"))
-    obs.watch(broker, redis=redis, gate=gate)
+    obs.watch(broker, redis=redis, gate=gate, durability=store.durability)
     obs.serve_during(app, settings.http_host, settings.http_port)
 
     @app.on_startup
     async def prepare() -> None:
         await store.load_functions()
+        await store.durability_probe()
         await ensure_topics(settings, TOPICS)
         gate.close()
 

@@ -126,6 +126,30 @@ def test_redis_fsyncs_every_write_before_answering(
     assert command[command.index("--appendfsync") + 1] == "always"
 
 
+def test_redis_is_a_primary_with_a_replica_on_its_own_disk_watched_by_three_sentinels(services):
+    replica = _as_list(services["redis-replica"].get("command"))
+    assert replica[replica.index("--replicaof") + 1:replica.index("--replicaof") + 3] == ["redis", "6379"]
+    assert replica[replica.index("--appendfsync") + 1] == "always"
+    assert services["redis-replica"]["volumes"] != services["redis"]["volumes"]
+    sentinels = [name for name in services if name.startswith("redis-sentinel-")]
+    assert len(sentinels) == 3
+    for name in sentinels:
+        script = " ".join(_as_list(services[name]["command"]))
+        assert "sentinel monitor fma redis 6379 2" in script and "--sentinel" in script
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_services_find_the_primary_through_the_sentinels(services, name):
+    env = _environment(services[name])
+    hosts = {h.split(":")[0] for h in env["REDIS_SENTINELS"].split(",")}
+    assert hosts == {n for n in services if n.startswith("redis-sentinel-")}
+    assert env["REDIS_SENTINEL_SERVICE"] == "fma"
+
+
+def test_settlement_acknowledges_nothing_the_replica_lacks(services):
+    assert _environment(services["settlement"])["REDIS_MIN_REPLICAS"] == "1"
+
+
 def test_no_published_port_uses_variable_interpolation(
     services: dict[str, dict[str, Any]],
 ) -> None:

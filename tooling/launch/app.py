@@ -197,8 +197,11 @@ def main() -> int:
         signal.signal(sig, lambda *_: run.stop.set())
     run.logs.mkdir(parents=True, exist_ok=True)
     say("starting the broker and Redis ...")
-    infra = start_infra(run.dir / f"infra-{os.getpid()}")
-    say(f"  Kafka {infra.kafka_bootstrap}   Redis {infra.redis_url}   ({infra.origin})")
+    # Redis replicated (a primary, a replica, a sentinel) unless REDIS_REPLICATED=0 (issue 23)
+    infra = start_infra(run.dir / f"infra-{os.getpid()}", replicated=os.environ.get("REDIS_REPLICATED", "1") != "0")
+    redis = (f"primary {infra.redis_url}, a replica, sentinel {infra.replicas.sentinel_hosts}" if infra.replicas
+             else infra.redis_url)
+    say(f"  Kafka {infra.kafka_bootstrap}   Redis {redis}   ({infra.origin})")
     issuers = DevIssuers.create(run.dir / "issuers")
     env = {**os.environ, **infra.env(), **issuers.env(), "PYTHONUNBUFFERED": "1", "SMS_PROVIDER": "sink",
            # binding has no default: a random one per run (the run's Redis is new), unless given

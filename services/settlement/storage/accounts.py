@@ -38,6 +38,7 @@ Institution codes hold no ':', so `{institution}:{...}` keys and fields never co
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from datetime import datetime
@@ -47,6 +48,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shared.envelope import CHINA_TZ
+from shared.durability import Durability, ReplicaMissing
 from shared.state import calling_functions
 from services.settlement.storage.layouts import (INSTITUTION_KEYS, INSTITUTION_NAMES, OUTBOX, SCHEMES,
                                                   AccountEntry, OutboxItem, account_key, decode_lines, decode_posting,
@@ -252,12 +254,17 @@ def _failed(error: Exception, count: int) -> list[Applied]:
 # of the same Redis wait at most one call.
 CALL_ITEMS = 250
 MOVING = "stl:moving"
+DURABLE = "stl:durable"  # written before each wait for the replicas (shared/durability.py)
+log = logging.getLogger("settlement")
 
 
 class SettlementStore:
     def __init__(self, redis: Redis, provinces: list[str], rejection_ttl: int, record_ttl: int,
-                 report_ttl: int = 7 * 86_400, quote_hold_ms: int = 15 * 60_000) -> None:
+                 report_ttl: int = 7 * 86_400, quote_hold_ms: int = 15 * 60_000,
+                 durability: Durability | None = None) -> None:
         self._redis = redis
+        # what a batch's writes wait for before anything of it is acknowledged (issue 23)
+        self._durability = durability or Durability(key=DURABLE)
         self._provinces = ",".join(provinces)
         self._rejection_ttl = rejection_ttl
         self._record_ttl = record_ttl
@@ -296,7 +303,7 @@ class SettlementStore:
         return answers
 
     async def _call(self, function: str, calls: list[str]) -> list:
-        if len(calls) == 1:
+        if len(calls) == 1 and not self._durability.waits:
             try:
                 return [await self._redis.fcall(function, 0, calls[0])]
             except ResponseError as e:
@@ -304,7 +311,30 @@ class SettlementStore:
         pipe = self._redis.pipeline(transaction=False)
         for arg in calls:
             pipe.fcall(function, 0, arg)
-        return await pipe.execute(raise_on_error=False)
+        return await self._durable(pipe)
+
+    async def _durable(self, pipe) -> list:
+        """Run a pipeline of writes; with replicas required, their wait goes last in it, on the same
+        connection (shared/durability.py), and a wait that falls short raises ReplicaMissing."""
+        self._durability.add_wait(pipe)
+        return self._durability.check(await pipe.execute(raise_on_error=False))
+
+    async def durability_probe(self) -> None:
+        """At start, with replicas required: a server that cannot wait for them (AOF off) stops the
+        start with its error, instead of failing batch by batch; missing replicas are only logged
+        (the first batch waits for them)."""
+        if not self._durability.waits:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        self._durability.add_wait(pipe)
+        try:
+            self._durability.check(await pipe.execute())
+        except ReplicaMissing as exc:
+            log.error("at start: %s", exc)
+
+    @property
+    def durability(self) -> Durability:
+        return self._durability
 
     def _settle_args(self, charges: list[ChargeToSettle], common: list[str]) -> bytes:
         return _dumps([common, [
@@ -327,7 +357,7 @@ class SettlementStore:
                 pipe.fcall("reverse_payment", 0, f"{r.institution_code}:{r.charge_id}", r.dispute_id,
                            r.grantor_id, r.binding_id, r.at, _china_day(r.at), self._record_ttl,
                            reversal_prefix(r.institution_code, r.charge_id, r.dispute_id))
-            return await pipe.execute(raise_on_error=False)
+            return await self._durable(pipe)
 
         out = []
         for reply in await calling_functions(run, self.load_functions):
@@ -432,8 +462,11 @@ class SettlementStore:
             else:
                 pipe.fcall("bureau_movement", 0, e.person_id, e.kind, e.amount, e.bureau_seq, e.region,
                            e.applied_through)
+        replies = await self._durable(pipe)
+        if errors := [r for r in replies if isinstance(r, Exception)]:
+            raise errors[0]
         out: list[MovementApplied | None] = []
-        for e, r in zip(events, await pipe.execute()):
+        for e, r in zip(events, replies):
             if not isinstance(e, Movement):
                 out.append(None)
                 continue

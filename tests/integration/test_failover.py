@@ -1,0 +1,177 @@
+"""Losing a Redis host (issue 23), through the real broker and real Valkey processes: settlement on a
+replicated primary (tooling/replicaset.py: a primary, a replica, a sentinel), found through the
+sentinel, acknowledging a batch only once the replica has its writes (shared/durability.py).
+
+- The replica lost: nothing is acknowledged (and /readyz says why) until a replica is back; then
+  every charge is answered once and the books agree.
+- The primary's host lost in the middle of a stream (SIGKILL, its data directory deleted): the
+  sentinel promotes the replica, settlement follows it by itself and goes on once the lost host
+  is replaced (an empty server, now a replica); every charge gets exactly one outcome, every
+  published outcome is in the new primary's records, and every account's opening balance less
+  its debits is its balance, to the fen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import urllib.request
+import uuid
+from collections import defaultdict
+
+import pytest
+
+from shared import topics as t
+from shared.state import connect_redis
+from tests.integration.test_three_way_reconciliation import Hospital, _now
+from tests.support import body, command, eventually, payload_of
+from tooling.devstack import free_port
+from tooling.replicaset import SERVICE, LocalReplicaSet
+
+pytestmark = pytest.mark.integration
+WAIT_MS = 500  # REDIS_REPLICA_WAIT_MS: how long a batch waits for the replica before it is retried
+
+
+@pytest.fixture(scope="module")
+def replicated(tmp_path_factory):
+    replicas = LocalReplicaSet(tmp_path_factory.mktemp("replicated")).start()
+    yield replicas
+    replicas.stop()
+
+
+@pytest.fixture(scope="module")
+def services(infra, platform_pool, replicated):
+    port = free_port()
+    env = {**infra.env(), **replicated.env(), "LOG_LEVEL": "INFO", "HTTP_PORT": str(port),
+           "REDIS_REPLICA_WAIT_MS": str(WAIT_MS), "SETTLEMENT_GROUP_ID": f"failover-{uuid.uuid4().hex[:8]}"}
+    with platform_pool.alone(("settlement",), env) as services:
+        services["settlement"].readyz = f"http://127.0.0.1:{port}/readyz"
+        yield services
+
+
+@pytest.fixture
+async def primary(replicated):
+    client = connect_redis("redis://127.0.0.1:6379/0", replicated.sentinel_hosts, SERVICE)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def hospital(bus, primary, services):
+    hospital = Hospital(bus, primary)
+    await hospital.register()
+    return hospital
+
+
+def readiness(url: str) -> dict:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as refused:  # 503: not ready, with the checks
+        return json.loads(refused.read())
+
+
+async def send_charge(hospital: Hospital, patient: dict, borne: str) -> str:
+    charge_id = f"C{uuid.uuid4().hex[:12]}"
+    charge = {"charge_id": charge_id, "institution_code": hospital.code, "institution_region": "610100",
+              "patient_id": patient["person_id"], "patient_name": patient["name"],
+              "code_holder_id": patient["person_id"], "presented_via": "own_device", "visit_kind": "outpatient",
+              "total": borne, "fund_paid": "0.00", "individual_borne": borne, "charged_at": _now()}
+    await hospital.bus.send(t.HIS_CHARGES, command("ChargeSubmitted", charge), key=patient["person_id"])
+    return charge_id
+
+
+def outcomes_of(bus, charge_ids: set[str]) -> dict[str, set[bytes]]:
+    found: dict[str, set[bytes]] = defaultdict(set)
+    for r in bus.watchers[t.SETTLEMENT_RESULTS].matching(lambda r: payload_of(r).get("charge_id") in charge_ids):
+        found[payload_of(r)["charge_id"]].add(r.value)
+    return found
+
+
+async def balance(client, person_id: str) -> int:
+    from shared.state import person_bucket
+    raw = await client.hget(f"stl:acct:{person_bucket(person_id)}", person_id)
+    return int(raw.split(b"|")[0])
+
+
+async def test_without_its_replica_settlement_acknowledges_nothing_until_one_is_back(hospital, replicated, services,
+                                                                                       bus, primary):
+    patient = await hospital.person(balance="100.00")
+    await hospital.charge(patient, "1.00")             # acknowledged: the replica has it
+    replica = replicated.replica()
+    replica.process.kill()
+    replica.process.wait()
+
+    charge_id = await send_charge(hospital, patient, "2.00")
+    url = services["settlement"].readyz
+    await eventually(lambda: not readiness(url)["checks"].get("replicas", {"ok": True})["ok"], 30,
+                     "settlement's /readyz saying the replica is missing")
+    settled = lambda r: body(r)["event_type"] == "ChargeSettled" and payload_of(r)["charge_id"] == charge_id  # noqa: E731
+    with pytest.raises(TimeoutError):                   # six of its waits, and not acknowledged
+        await bus.watchers[t.SETTLEMENT_RESULTS].wait_for(settled, timeout=6 * WAIT_MS / 1000)
+
+    replica.start()                                     # the replica back (its own disk, same primary)
+    [outcome] = await bus.watchers[t.SETTLEMENT_RESULTS].wait_for(settled, timeout=60)
+    assert [x["amount"] for x in payload_of(outcome)["lines"] if x["source"] == "own"] == ["2.00"]
+    assert await balance(primary, patient["person_id"]) == 100_00 - 100 - 200
+    await eventually(lambda: readiness(url)["status"] == "ready", 30, "settlement ready again")
+
+
+async def test_the_primary_host_dying_mid_stream_loses_no_acknowledged_settlement(hospital, replicated, services,
+                                                                                  bus, primary):
+    people = [await hospital.person(balance="500.00") for _ in range(10)]
+    charge_ids: dict[str, str] = {}                      # charge -> patient
+
+    async def stream(count: int) -> list[str]:
+        sent = []
+        for _ in range(count):
+            patient = people[len(charge_ids) % len(people)]
+            sent.append(await send_charge(hospital, patient, "1.00"))
+            charge_ids[sent[-1]] = patient["person_id"]
+        return sent
+
+    first = await stream(150)
+    # (all of them: a batch that waits for the cut-off replica below holds up the ones after it)
+    await eventually(lambda: len(outcomes_of(bus, set(first))) == len(first), 60, "the stream's first part answered")
+    # The replica falls behind: stopped, and cut off by the primary (what was sent before is in its
+    # socket's buffer and reaches it when it runs again; nothing after). So the primary holds
+    # writes the replica lacks: had settlement acknowledged them, the failover below would lose
+    # acknowledged settlements.
+    replica = replicated.replica()
+    replica.process.send_signal(signal.SIGSTOP)
+    replicated.cut_off_replicas()
+    behind = await stream(100)
+
+    async def written_on_the_primary() -> bool:
+        return any([await primary.hexists(f"stl:charge:{hospital.code}:{c}", "digest") for c in behind])
+    await eventually(written_on_the_primary, 60, "charges the replica lacks written on the primary")
+    old = replicated.kill_primary(lose_disk=True)        # the primary's host dies, disk and all
+    replica.process.send_signal(signal.SIGCONT)
+    await stream(150)
+    promoted = await asyncio.to_thread(replicated.wait_failover, old)
+    assert promoted is replica
+    # The promoted primary has no replica: settlement acknowledges nothing until the lost host is
+    # replaced (a new, empty one, a replica of the new primary), as it must.
+    old.replica_of = promoted.port
+    old.start()
+
+    wanted = set(charge_ids)
+    await eventually(lambda: len(outcomes_of(bus, wanted)) == len(wanted), 120,
+                     f"an outcome for each of the {len(wanted)} charges")
+    found = outcomes_of(bus, wanted)
+    assert all(len(values) == 1 for values in found.values()), "a charge answered twice, differently"
+    outcomes = {c: json.loads(next(iter(v))) for c, v in found.items()}
+    assert {o["event_type"] for o in outcomes.values()} == {"ChargeSettled"}
+
+    # every published outcome is in the new primary's records: nothing acknowledged was lost
+    for charge_id in wanted:
+        assert await primary.hexists(f"stl:charge:{hospital.code}:{charge_id}", "digest"), charge_id
+    # each account: opening balance less its debits is its balance, to the fen
+    debits: dict[str, int] = defaultdict(int)
+    for charge_id, o in outcomes.items():
+        debits[charge_ids[charge_id]] += sum(int(x["amount"].replace(".", "")) for x in o["payload"]["lines"]
+                                             if x["source"] == "own")
+    for p in people:
+        assert await balance(primary, p["person_id"]) == 500_00 - debits[p["person_id"]], p["person_id"]
+    assert sum(debits.values()) == 400 * 100
