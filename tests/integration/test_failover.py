@@ -23,9 +23,10 @@ from collections import defaultdict
 import pytest
 
 from shared import topics as t
-from shared.state import connect_redis
-from tests.integration.test_three_way_reconciliation import Hospital, _now
-from tests.support import body, command, eventually, payload_of
+from shared.state import connect_redis, person_bucket
+from tests.partners.hospital import HOSPITAL, REGION, Family
+from shared.envelope import seal
+from tests.support import body, charge_submitted, command, eventually, payload_of, person_registered
 from tooling.devstack import free_port
 from tooling.replicaset import SERVICE, LocalReplicaSet
 
@@ -59,9 +60,9 @@ async def primary(replicated):
 
 @pytest.fixture
 async def hospital(bus, primary, services):
-    hospital = Hospital(bus, primary)
-    await hospital.register()
-    return hospital
+    family = Family(bus, primary)
+    await family.hospital()
+    return family
 
 
 def readiness(url: str) -> dict:
@@ -72,14 +73,20 @@ def readiness(url: str) -> dict:
         return json.loads(refused.read())
 
 
-async def send_charge(hospital: Hospital, patient: dict, borne: str) -> str:
-    charge_id = f"C{uuid.uuid4().hex[:12]}"
-    charge = {"charge_id": charge_id, "institution_code": hospital.code, "institution_region": "610100",
-              "patient_id": patient["person_id"], "patient_name": patient["name"],
-              "code_holder_id": patient["person_id"], "presented_via": "own_device", "visit_kind": "outpatient",
-              "total": borne, "fund_paid": "0.00", "individual_borne": borne, "charged_at": _now()}
+async def person(hospital: Family, primary, balance: str) -> dict:
+    """Registered by the bureau, once settlement has it (binding does not run here)."""
+    p = person_registered(REGION, balance=balance)
+    await hospital.bus.send(t.BUREAU_ACCOUNTS, seal("PersonRegistered", p), key=p["person_id"])
+    await eventually(lambda: primary.hexists(f"stl:acct:{person_bucket(p['person_id'])}", p["person_id"]), 30,
+                     "the person registered")
+    return p
+
+
+async def send_charge(hospital: Family, patient: dict, borne_fen: int) -> str:
+    """A charge sent, its outcome not waited for."""
+    charge = charge_submitted(patient, HOSPITAL, REGION, borne_fen)
     await hospital.bus.send(t.HIS_CHARGES, command("ChargeSubmitted", charge), key=patient["person_id"])
-    return charge_id
+    return charge["charge_id"]
 
 
 def outcomes_of(bus, charge_ids: set[str]) -> dict[str, set[bytes]]:
@@ -90,20 +97,20 @@ def outcomes_of(bus, charge_ids: set[str]) -> dict[str, set[bytes]]:
 
 
 async def balance(client, person_id: str) -> int:
-    from shared.state import person_bucket
+    """Straight from the primary's account entry (the sentinels' primary of now)."""
     raw = await client.hget(f"stl:acct:{person_bucket(person_id)}", person_id)
     return int(raw.split(b"|")[0])
 
 
 async def test_without_its_replica_settlement_acknowledges_nothing_until_one_is_back(hospital, replicated, services,
                                                                                        bus, primary):
-    patient = await hospital.person(balance="100.00")
-    await hospital.charge(patient, "1.00")             # acknowledged: the replica has it
+    patient = await person(hospital, primary, "100.00")
+    await hospital.charge(patient, 100)                 # acknowledged: the replica has it
     replica = replicated.replica()
     replica.process.kill()
     replica.process.wait()
 
-    charge_id = await send_charge(hospital, patient, "2.00")
+    charge_id = await send_charge(hospital, patient, 200)
     url = services["settlement"].readyz
     await eventually(lambda: not readiness(url)["checks"].get("replicas", {"ok": True})["ok"], 30,
                      "settlement's /readyz saying the replica is missing")
@@ -120,14 +127,14 @@ async def test_without_its_replica_settlement_acknowledges_nothing_until_one_is_
 
 async def test_the_primary_host_dying_mid_stream_loses_no_acknowledged_settlement(hospital, replicated, services,
                                                                                   bus, primary):
-    people = [await hospital.person(balance="500.00") for _ in range(10)]
+    people = [await person(hospital, primary, "500.00") for _ in range(10)]
     charge_ids: dict[str, str] = {}                      # charge -> patient
 
     async def stream(count: int) -> list[str]:
         sent = []
         for _ in range(count):
             patient = people[len(charge_ids) % len(people)]
-            sent.append(await send_charge(hospital, patient, "1.00"))
+            sent.append(await send_charge(hospital, patient, 100))
             charge_ids[sent[-1]] = patient["person_id"]
         return sent
 
@@ -144,7 +151,7 @@ async def test_the_primary_host_dying_mid_stream_loses_no_acknowledged_settlemen
     behind = await stream(100)
 
     async def written_on_the_primary() -> bool:
-        return any([await primary.hexists(f"stl:charge:{hospital.code}:{c}", "digest") for c in behind])
+        return any([await primary.hexists(f"stl:charge:{HOSPITAL}:{c}", "digest") for c in behind])
     await eventually(written_on_the_primary, 60, "charges the replica lacks written on the primary")
     old = replicated.kill_primary(lose_disk=True)        # the primary's host dies, disk and all
     replica.process.send_signal(signal.SIGCONT)
@@ -166,7 +173,7 @@ async def test_the_primary_host_dying_mid_stream_loses_no_acknowledged_settlemen
 
     # every published outcome is in the new primary's records: nothing acknowledged was lost
     for charge_id in wanted:
-        assert await primary.hexists(f"stl:charge:{hospital.code}:{charge_id}", "digest"), charge_id
+        assert await primary.hexists(f"stl:charge:{HOSPITAL}:{charge_id}", "digest"), charge_id
     # each account: opening balance less its debits is its balance, to the fen
     debits: dict[str, int] = defaultdict(int)
     for charge_id, o in outcomes.items():

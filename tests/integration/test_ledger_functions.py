@@ -6,6 +6,9 @@ reads the published outcomes into the same entries."""
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import replace
+
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -16,12 +19,29 @@ from services.settlement.metrics import ReconciliationMetrics
 from services.settlement.storage.accounts import Reversal
 from services.settlement.storage.ledger import LedgerStore
 from services.settlement.usecases.his_reconciliation import Ledger
-from tests.integration.test_holds_functions import HOLD_MS, T0, Family, charge, quote_of
-from tests.ledger_calls import HOSPITAL, REFUND_AT, new_person, refund
+from tests.ledger_calls import BAOJI, HOSPITAL, REFUND_AT, XIAN, bind, charge, new_person, refund
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_store")]
 
 DAY, REFUND_DAY = "20260601", "20260602"  # China dates of ledger_calls' AT and REFUND_AT
+T0 = 1_780_000_000_000  # the platform's clock, epoch ms
+HOLD_MS = 15 * 60_000    # SettlementStore's default hold
+
+
+class Family:
+    """A patient (a resident, or with an own account) with grantor 1 (Xi'an) and grantor 2 (Baoji)."""
+
+    async def make(self, store, client, first=10_000, second=10_000, own: int | None = None) -> Family:
+        self.patient, self.father, self.sister = new_person(), new_person(), new_person()
+        await store.register([(self.patient, XIAN, "r" if own is None else "e", own),
+                              (self.father, XIAN, "e", first), (self.sister, BAOJI, "e", second)])
+        await bind(client, self.patient, self.father, 1, XIAN)
+        await bind(client, self.patient, self.sister, 2, BAOJI)
+        return self
+
+
+def quote_of(c):
+    return replace(c, event_id=str(uuid.uuid4()), op="Q", quote_id=f"Q-{c.charge_id}")
 
 
 async def entries(client, day: str = DAY) -> dict[str, str]:
@@ -59,7 +79,7 @@ async def test_a_held_quote_enters_the_ledger_only_when_it_is_settled(store, cli
     c = charge(f.patient, 5_000)
     [q] = await store.settle([quote_of(c)], now_ms=T0)
     assert q.status == "QUOTED" and await entries(client) == {}
-    [posted] = await store.settle([charge(f.patient, 5_000, c.charge_id, quote_id=q.quote_id)],
+    [posted] = await store.settle([replace(c, event_id=str(uuid.uuid4()), quote_id=q.quote_id)],
                                   now_ms=T0 + HOLD_MS // 2)
     assert posted.status == "SETTLED"
     book = await entries(client)
