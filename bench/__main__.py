@@ -20,7 +20,9 @@ It starts its own Tansu broker and Valkey (`appendfsync always`), then:
    the registry offers and whether it compares (bench/signatures.py);
 9. the idle platform: each process's CPU with no traffic (bench/idle.py);
 10. the whole platform's CPU per charge by who pays: a grantor (with its SMS), the patient alone,
-   one charge in ten grantor-paid.
+   one charge in ten grantor-paid;
+11. the replicated Redis (bench/failover.py): charges/s and p99 with and without waiting for the
+   replica, and the time from the primary's death to the first charge settled on the new one.
 
 Sizes (env, defaults keep the run near 5 minutes on 2 cores): BENCH_CHARGES=20000,
 BENCH_PEOPLE=20000, BENCH_PEOPLE_PER_BUCKET=40, BENCH_BINDINGS=2000, BENCH_GRANTOR_SHARE=0.5,
@@ -44,8 +46,9 @@ from pathlib import Path
 from shared import topics as t
 from shared.state import make_redis
 from tooling.devstack import start_local
+from tooling.replicaset import DOWN_AFTER_MS, LocalReplicaSet
 from bench import platform as plat
-from bench import idle, raw
+from bench import failover, idle, raw
 from bench import signatures as sig
 from bench.population import Population
 from bench.profile import Profiler
@@ -492,6 +495,56 @@ class Bench:
         self.report.add("10 cost by kind", "Redis's time by Function, grantor-paid charges (SLOWLOG)",
                         by_function(entries, n), note=f"{n:,} charges with their SMS, every command logged")
 
+    async def replicated(self, rate: int = 500, n: int = 5000) -> None:
+        """Section 11 (bench/failover.py): the same charges' mix on a replicated Redis, without and
+        with the wait for the replica; then a failover in the middle of a stream."""
+        section = "11 replica"
+        self.services["settlement"].stop()  # the section's own takes its consumer group over
+        replicas = LocalReplicaSet(self.work / "replicated").start()
+        env = {**self.infra.service_env("settlement"), **self.service_env}
+        try:
+            copied = await failover.copy_state(self.redis, replicas)
+            figures = {}
+            for label, wait in (("without", 0), ("with", 1)):
+                svc = failover.settlement(env, replicas, wait, self.work / f"settlement-replicated-{label}.log")
+                svc.launch()
+                try:
+                    await svc.ready()
+                    share = self.size["grantor_share"]
+                    full = await plat.run_charges(self.bootstrap, self.population.charges(n, f"r{label}", share), None,
+                                                  120 + n / 200)
+                    paced = await plat.run_charges(self.bootstrap, self.population.charges(
+                        rate * 10, f"rl{label}", share), rate, 120)
+                    figures[label] = (len(full.results) / full.elapsed(), failover.p99(paced),
+                                      full.twice_answered() + paced.twice_answered())
+                finally:
+                    svc.stop()
+            for label, (speed, late, twice) in figures.items():
+                self.report.add(section, f"charges/s end to end, {label} the wait for the replica", speed, "charges/s",
+                                note=f"{n:,} charges, {self.size['grantor_share']:.0%} grantor-paid; answered twice: "
+                                     f"{twice}")
+                self.report.add(section, f"p99 at {rate}/s, {label} the wait", late, "ms")
+            self.report.add(section, "what the wait costs: charges/s | p99",
+                            f"{figures['with'][0] / figures['without'][0] - 1:+.0%} | "
+                            f"{figures['with'][1] - figures['without'][1]:+.0f} ms", note="same run, same mix (WAIT 1)")
+            svc = failover.settlement(env, replicas, 1, self.work / "settlement-replicated-failover.log")
+            svc.launch()
+            try:
+                await svc.ready()
+                charges = self.population.charges(rate * 20, "rfail", self.size["grantor_share"])
+                run, _, promotion, first = await failover.failover_times(self.bootstrap, charges, rate, replicas, 5.0)
+            finally:
+                svc.stop()
+            self.report.add(section, "primary's host killed (SIGKILL, disk deleted) → replica promoted", promotion, "s",
+                            note=f"one sentinel, down-after {DOWN_AFTER_MS} ms; {copied:,} keys copied over "
+                                 f"from the bench's Redis beforehand")
+            self.report.add(section, "primary's death → first charge sent after it settled", first, "ms",
+                            note=f"{rate}/s offered throughout; the lost host replaced by an empty replica once the "
+                                 f"promotion was seen; {len(run.results):,} of {len(charges):,} answered, "
+                                 f"{run.twice_answered()} twice")
+        finally:
+            replicas.stop()
+
     async def after_quiet(self, count: int = 5) -> None:
         """A charge alone after a quiet spell, `count` times: the answering consumers have gone
         over to their quiet fetch wait (shared/fetch_waits.py), so this is the latency that costs."""
@@ -632,7 +685,7 @@ class Bench:
             if all(s.process and s.process.poll() is None for s in self.services.values()):
                 if wanted("9"):
                     await r.section("9 idle", self.idle_platform, 120)
-                if wanted("2", "3", "4", "5", "7", "8", "10"):  # charges need people and bindings
+                if wanted("2", "3", "4", "5", "7", "8", "10", "11"):  # charges need people and bindings
                     await r.section("5 memory: people", self.people, 300)
                     await r.section("4 bindings", self.bindings, 400)
                 if wanted("2", "4", "8"):
@@ -650,6 +703,8 @@ class Bench:
                 self.note_rss("end")
                 if wanted("5"):
                     await r.section("5 memory: RSS", self.rss_rows, 10)
+                if wanted("11"):  # last: it stops the bench's settlement process
+                    await r.section("11 replica", self.replicated, 900)
         finally:
             for s in self.services.values():
                 s.stop()

@@ -70,14 +70,26 @@ class Durability:
             pipe.execute_command("WAIT", self.replicas, self.wait_ms)
         return 2
 
+    async def execute(self, pipe: Any, raise_on_error: bool = True) -> list:
+        """Run a pipeline of writes with the wait last in it: its own replies."""
+        self.add_wait(pipe)
+        replies = await pipe.execute(raise_on_error=False)
+        own = self.check(replies)
+        if raise_on_error and (errors := [r for r in own if isinstance(r, Exception)]):
+            raise errors[0]
+        return own
+
     def check(self, replies: list) -> list:
         """The pipeline's replies without the wait's; raises ReplicaMissing when the wait found
         fewer replicas than required (unless the operator chose to go on)."""
         if not self.waits:
             return replies
-        *own, _, waited = replies
-        if isinstance(waited, Exception):
-            raise waited
+        *own, counted, waited = replies
+        if isinstance(counted, Exception) or isinstance(waited, Exception):
+            # the counter refused (a replica answering as the primary a moment before a failover
+            # completes) or the wait itself: nothing is known to be on a replica, so an outage
+            error = counted if isinstance(counted, Exception) else waited
+            raise ReplicaMissing(f"the wait for the replicas failed: {error}")
         local, replicas = (int(waited[0]), int(waited[1])) if self.on_disk else (1, int(waited))
         if replicas >= self.replicas and local >= 1:
             if self._since is not None:

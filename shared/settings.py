@@ -136,8 +136,8 @@ class ServiceSettings(KafkaClientSettings, ClockSettings):
         "fma", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The name the sentinels monitor the primary under.")
     redis_min_replicas: int = Field(
         0, ge=0, le=5, description="How many replicas must have a batch's writes (REDIS_REPLICA_DURABILITY says "
-        "how) before anything of the batch is published or its offsets committed; settlement waits, binding and "
-        "notify not yet. 0: none waited for (a single server); the replicated set-up (`make run`, compose) uses 1.")
+        "how) before anything of the batch is published, an SMS sent or its offsets committed. 0: none waited for "
+        "(a single server); the replicated set-up (`make run`, compose) uses 1.")
     redis_replica_wait_ms: int = Field(
         1000, ge=10, le=60_000, description="How long a batch waits for the replicas; past it the batch is not "
         "acknowledged and is retried (from its records) until a replica has it.")

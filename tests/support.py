@@ -250,6 +250,7 @@ class ServiceProcess:
         # A free HTTP port of its own unless the test names one: two instances of a service, or
         # two test sessions on one machine, would otherwise both want the service's default port.
         env = {"NAME_DIGEST_KEY": NAME_DIGEST_KEY, **os.environ, "HTTP_PORT": str(free_port()), **self.env}
+        self.http_port = int(env["HTTP_PORT"])  # /healthz, /readyz, /metrics
         if env.get("DEV_KEYS_DIR") and "SIGNING_KEY_ID" not in self.env:  # each service signs with its own key
             env |= DevKeys(Path(env["DEV_KEYS_DIR"])).service_env(self.name)
         self.process = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"], cwd=ROOT,

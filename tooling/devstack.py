@@ -118,6 +118,7 @@ class LocalRedis:
     process: subprocess.Popen | None = None
     appendfsync: str = "always"
     replica_of: int | None = None  # a replica of the primary on this port (tooling/replicaset.py)
+    replica_priority: int | None = None  # 0: never promoted by the sentinels (until it is raised)
 
     @property
     def url(self) -> str:
@@ -130,7 +131,8 @@ class LocalRedis:
             [redis_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir),
              "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "",
              "--hash-max-listpack-entries", "512", "--protected-mode", "no",
-             *(["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else [])],
+             *(["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []),
+             *(["--replica-priority", str(self.replica_priority)] if self.replica_priority is not None else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             preexec_fn=die_with_parent)
         wait_for_port("127.0.0.1", self.port)

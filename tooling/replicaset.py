@@ -20,7 +20,8 @@ import redis
 from tooling.devstack import LocalRedis, die_with_parent, free_port, redis_binary, stop_process, wait_for_port
 
 SERVICE = "fma"
-DOWN_AFTER_MS = 1000     # a primary silent this long is down (subjectively, then by quorum)
+DOWN_AFTER_MS = 2000     # a primary silent this long is down (subjectively, then by quorum)
+PRIORITY = 100           # valkey's default replica-priority: promotable
 FAILOVER_TIMEOUT_MS = 5000
 
 
@@ -40,7 +41,7 @@ class LocalSentinel:
             f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary_port} {self.quorum}",
             f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}",
             f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}",
-            f"sentinel parallel-syncs {SERVICE} 1", ""]))
+            f"sentinel parallel-syncs {SERVICE} 1", f"logfile {self.data_dir / 'sentinel.log'}", ""]))
         self.process = subprocess.Popen([redis_binary(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True,
                                         preexec_fn=die_with_parent)
@@ -123,6 +124,28 @@ class LocalReplicaSet:
                 raise TimeoutError("the replica did not join the primary in time")
             time.sleep(0.1)  # polling the servers' own state, with a period
 
+    def rejoin(self, lost: LocalRedis, primary: LocalRedis, timeout: float = 60.0) -> None:
+        """A server (re)joining as a replica of `primary`: back on its own disk, or a new, empty one
+        in a lost host's place. It joins with replica-priority 0 and gets its priority only once
+        its sync is done: a sentinel never promotes a server that lacks what was acknowledged (an
+        empty one promoted in a second failover right after the first would hand the province an
+        empty Redis, and wipe the other replica with it: seen here with a 1 s down-after)."""
+        lost.replica_of, lost.replica_priority = primary.port, 0
+        lost.start()
+        client = redis.Redis(port=lost.port, socket_timeout=2)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                info = client.info("replication")
+                if info.get("master_link_status") == "up" and not info.get("master_sync_in_progress"):
+                    client.config_set("replica-priority", PRIORITY)
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the replacement replica did not finish its first sync in time")
+                time.sleep(0.1)  # polling the server's own replication state, with a period
+        finally:
+            client.close()
+
     def cut_off_replicas(self) -> None:
         """The primary drops its replicas' links (a network cut, as the failover tests need it)."""
         client = redis.Redis(port=self.primary().port, socket_timeout=5)
@@ -144,7 +167,8 @@ class LocalReplicaSet:
         while True:
             try:
                 now = self.primary()
-                if now is not old and redis.Redis(port=now.port, socket_timeout=1).info("replication")["role"] == "master":
+                role = redis.Redis(port=now.port, socket_timeout=1).info("replication")["role"]
+                if now is not old and role == "master":
                     return now
             except (redis.RedisError, RuntimeError):
                 pass

@@ -17,7 +17,7 @@ from services.binding.config import BindingSettings
 from services.binding.handlers.subscribers import references_waiter, register
 from services.binding.handlers.sweeps import sweep_payers_every
 from services.binding.metrics import BindingMetrics
-from services.binding.storage.bindings import BindingStore
+from services.binding.storage.bindings import DURABLE, BindingStore
 from services.binding.usecases import BindingService
 
 TOPICS = [BINDING_COMMANDS, BINDING_EVENTS, BUREAU_ACCOUNTS, BUREAU_DISPUTES, SETTLEMENT_RESULTS,
@@ -32,7 +32,8 @@ def create_app(settings: BindingSettings | None = None) -> FastStream:
     obs = Observability("binding")
     broker = make_broker(settings, client_id="binding", middlewares=[obs.kafka_middleware])
     redis = settings.redis()
-    store = BindingStore(redis, outcome_ttl_seconds=settings.binding_outcome_ttl_days * 86_400)
+    store = BindingStore(redis, outcome_ttl_seconds=settings.binding_outcome_ttl_days * 86_400,
+                         durability=settings.durability(DURABLE))
     service = BindingService(store, broker, today=envelope.china_today, name_key=settings.name_key(),
                              keys=settings.partner_keys().find, signing_key=settings.signing_key(),
                              payer_grace_days=settings.binding_payer_grace_days,
@@ -40,7 +41,7 @@ def create_app(settings: BindingSettings | None = None) -> FastStream:
                              dispute_window_days=settings.binding_dispute_window_days)
     gate = register(broker, service, settings)
     app = FastStream(broker, logger=log)
-    obs.watch(broker, redis=redis, gate=gate)
+    obs.watch(broker, redis=redis, gate=gate, durability=store.durability)
     obs.serve_during(app, settings.http_host, settings.http_port)
     sweeps: list[asyncio.Task] = []
 

@@ -21,7 +21,7 @@ from services.notify.metrics import NotifyMetrics
 from services.notify.providers.base import SmsProvider
 from services.notify.providers.http_gateway import HttpSmsGateway
 from services.notify.providers.sink import SinkProvider
-from services.notify.storage.deliveries import DeliveryStore
+from services.notify.storage.deliveries import DURABLE, DeliveryStore
 from services.notify.usecases import NotifyService
 
 # sms.uplink in, DisputePayment out on binding.commands (issue 15).
@@ -61,7 +61,8 @@ def create_app(settings: NotifySettings | None = None) -> FastStream:
     obs = Observability("notify")
     broker = make_broker(settings, client_id="notify", middlewares=[obs.kafka_middleware])
     redis = settings.redis()
-    store = DeliveryStore(redis, record_ttl=settings.notify_record_ttl_days * 86_400)
+    store = DeliveryStore(redis, record_ttl=settings.notify_record_ttl_days * 86_400,
+                          durability=settings.durability(DURABLE))
     provider = make_provider(settings, redis)
     service = NotifyService(store, broker, provider, parse_quiet_hours(settings.quiet_hours),
                             settings.sms_retry_attempts, settings.sms_retry_base_ms,
@@ -74,7 +75,7 @@ def create_app(settings: NotifySettings | None = None) -> FastStream:
                             keys=settings.partner_keys().find, signing_key=settings.signing_key())
     gate = register(broker, service, settings)
     app = FastStream(broker, logger=log)
-    obs.watch(broker, redis=redis, gate=gate)
+    obs.watch(broker, redis=redis, gate=gate, durability=store.durability)
     obs.serve_during(app, settings.http_host, settings.http_port)
     timers: list[asyncio.Task] = []
 

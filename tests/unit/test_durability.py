@@ -67,6 +67,27 @@ def test_an_operator_may_go_on_without_a_replica_and_it_is_said_loudly(caplog):
     assert "NOT DURABLE" in caplog.text and not d.last[0]
 
 
-def test_an_error_of_the_wait_itself_is_raised():
-    with pytest.raises(ValueError):
-        Durability(1, 500, key="k").check(["x", 7, ValueError("WAITAOF cannot be used when appendonly is off")])
+def test_an_error_of_the_wait_itself_is_an_outage_that_names_it():
+    for replies in (["x", 7, ValueError("WAITAOF cannot be used when appendonly is off")],
+                    ["x", ValueError("READONLY You can't write against a read only replica."), 1]):
+        with pytest.raises(ReplicaMissing, match="appendonly|READONLY"):
+            Durability(1, 500, key="k").check(replies)
+
+
+class Executed(Pipe):
+    def __init__(self, replies: list) -> None:
+        super().__init__()
+        self.replies = replies
+
+    async def execute(self, raise_on_error: bool = True) -> list:
+        assert not raise_on_error  # the wait's answer is read even when a write failed
+        return self.replies
+
+
+async def test_execute_appends_the_wait_and_gives_back_the_writes_replies_or_their_error():
+    d = Durability(1, 500, key="k")
+    pipe = Executed(["x", 7, 1])
+    assert await d.execute(pipe) == ["x"] and pipe.commands[-1] == ("WAIT", 1, 500)
+    with pytest.raises(KeyError):
+        await d.execute(Executed([KeyError("a write failed"), 7, 1]))
+    assert (await d.execute(Executed([KeyError("kept"), 7, 1]), raise_on_error=False))[0].args == ("kept",)

@@ -63,6 +63,7 @@ from functools import cache
 from redis.asyncio import Redis
 
 from shared.binding_index import LUA_READER, PAUSED, Payer, encode_payer, payers_key
+from shared.durability import Durability
 from shared.envelope import CHINA_TZ
 from shared.function_library import library as function_library
 from shared.registrations import Standing, read_standing
@@ -71,6 +72,7 @@ from services.binding.domain.model import (Binding, Dispute, DisputeStatus, Insu
                                            Status)
 
 ENDS_KEY = "bnd:ends"
+DURABLE = "bnd:durable"  # written before each wait for the replica (shared/durability.py)
 REFUSAL_BUCKETS = 1024  # never change: a refusal is found only in the bucket it was written to
 _SCHEME_DIGITS = {Scheme.EMPLOYEE: 1, Scheme.RESIDENT: 2}
 _SCHEMES = {digit: scheme for scheme, digit in _SCHEME_DIGITS.items()}
@@ -289,13 +291,20 @@ class Plan:
 
 
 class BindingStore:
-    def __init__(self, redis: Redis, outcome_ttl_seconds: int) -> None:
+    def __init__(self, redis: Redis, outcome_ttl_seconds: int, durability: Durability | None = None) -> None:
         self._redis = redis
         self._ttl = outcome_ttl_seconds
+        # what a command's outcome waits for before it is published (shared/durability.py): the
+        # lookup's wait covers outcomes recorded by an earlier attempt, the commit's the new ones
+        self._durability = durability or Durability(key=DURABLE)
 
     async def load_functions(self) -> None:
         """Once at start-up; REPLACE so a new release's library takes over."""
         await self._redis.function_load(library(), replace=True)
+
+    @property
+    def durability(self) -> Durability:
+        return self._durability
 
     async def save_insured(self, people: Iterable[Insured], transfers: dict[str, str | None] | None = None) -> None:
         """One round trip for a whole batch of registrations (in order: re-registering overwrites)
@@ -308,7 +317,7 @@ class BindingStore:
                 pipe.hdel(moving_key(person_id), person_id)
             else:
                 pipe.hset(moving_key(person_id), person_id, region)
-        await pipe.execute()
+        await self._durability.execute(pipe)  # projections: on the replica before the commit
 
     async def standing(self, person_ids: list[str]) -> dict[str, Standing]:
         """Where each person is registered and where his own bureau transferred him, one round
@@ -337,7 +346,8 @@ class BindingStore:
                 pipe.hget(people_key(pid), pid)
             for bid in binding_ids:
                 pipe.hget(id_key(bid), bid)
-            return await pipe.execute(raise_on_error=False)
+            self._durability.add_wait(pipe)
+            return self._durability.check(await pipe.execute(raise_on_error=False))
         answers = await calling_functions(run, self.load_functions)
         for answer in answers:
             if isinstance(answer, Exception):
@@ -372,7 +382,8 @@ class BindingStore:
             pipe = self._redis.pipeline(transaction=False)
             for call in calls:
                 pipe.fcall("bnd_commit", 0, *call)
-            return await pipe.execute(raise_on_error=False)
+            self._durability.add_wait(pipe)
+            return self._durability.check(await pipe.execute(raise_on_error=False))
         # an applied plan changed its record: redone after a reload, it fails the compare and is
         # decided again, reading what it wrote
         replies = await calling_functions(run, self.load_functions)
@@ -427,7 +438,7 @@ class BindingStore:
         pipe = self._redis.pipeline(transaction=False)
         for p, expires_at in payments:
             pipe.set(ref_key(p.grantor_id, p.reference), encode_payment(p), exat=expires_at)
-        await pipe.execute()
+        await self._durability.execute(pipe)  # projections: on the replica before the commit
 
     async def save_refunds(self, refunds: list[tuple[str, str, str, int, int]]) -> None:
         """What refunds returned of grantor payments: (grantor, reference, refund_id, fen, expiry epoch
@@ -438,7 +449,7 @@ class BindingStore:
         for grantor, reference, refund_id, amount, expires_at in refunds:
             pipe.hset(refunds_key(grantor, reference), refund_id, amount)
             pipe.expireat(refunds_key(grantor, reference), expires_at)
-        await pipe.execute()
+        await self._durability.execute(pipe)  # projections: on the replica before the commit
 
     async def payments_and_disputes(self, refs: list[tuple[str, str]], dispute_ids: list[str],
                                     ) -> tuple[dict[tuple[str, str], Payment], dict[str, Dispute]]:

@@ -55,6 +55,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from shared.durability import Durability
 from shared.envelope import CHINA_TZ
 from shared.registrations import Standing, read_standing
 from shared.state import person_bucket
@@ -62,6 +63,7 @@ from services.notify.domain.notices import Notice
 
 LIBRARY = files("services.notify.storage").joinpath("notify.lua").read_text
 DUE = "ntf:due"
+DURABLE = "ntf:durable"  # written before each wait for the replica (shared/durability.py)
 INSTITUTIONS = "ntf:inst"
 INSTITUTION_REGIONS = "ntf:inst:region"
 END_BUCKETS = 32
@@ -230,9 +232,14 @@ class Due:
 
 
 class DeliveryStore:
-    def __init__(self, redis: Redis, record_ttl: int) -> None:
+    def __init__(self, redis: Redis, record_ttl: int, durability: Durability | None = None) -> None:
         self._redis = redis
         self._ttl = record_ttl
+        self._durability = durability or Durability(key=DURABLE)
+
+    @property
+    def durability(self) -> Durability:
+        return self._durability
 
     async def load_functions(self) -> None:
         await self._redis.function_load(LIBRARY(), replace=True)
@@ -261,7 +268,7 @@ class DeliveryStore:
             if phone:
                 ops.append(("add", phone, person_id))
         self._index_phones(pipe, ops)
-        await pipe.execute()
+        await self._durability.execute(pipe)  # projections: on the replica before the commit
 
     @staticmethod
     def _index_phones(pipe, ops: list[tuple[str, str, str]]) -> None:
@@ -331,7 +338,7 @@ class DeliveryStore:
         pipe = self._redis.pipeline(transaction=False)
         pipe.hset(INSTITUTIONS, mapping=names)
         pipe.hset(INSTITUTION_REGIONS, mapping=regions)
-        await pipe.execute()
+        await self._durability.execute(pipe)  # projections: on the replica before the commit
 
     async def institution_regions(self, codes: list[str]) -> dict[str, str]:
         if not codes:
@@ -357,7 +364,7 @@ class DeliveryStore:
                 pipe.expireat(key, int(forget.timestamp()))
             else:
                 pipe.hdel(key, binding_id)
-        await pipe.execute()
+        await self._durability.execute(pipe)  # projections: on the replica before the commit
 
     async def ending_between(self, first_day: date, last_day: date) -> list[tuple[str, str, str, str]]:
         """(binding_id, grantor, beneficiary, end date) of the bindings in force ending in the range."""
@@ -383,15 +390,19 @@ class DeliveryStore:
         that raises). `keys`: each message's key and its record's bucket."""
         if not keys:
             return []
-        try:
-            flat = await self._redis.fcall(batch, 2 * len(keys) + 1, DUE, *(k for pair in keys for k in pair),
-                                           *common, *(arg for args in each for arg in args))
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.fcall(batch, 2 * len(keys) + 1, DUE, *(k for pair in keys for k in pair), *common,
+                   *(arg for args in each for arg in args))
+        # a claim is on the replica before its SMS goes out, an outcome before it is published
+        self._durability.add_wait(pipe)
+        [flat] = self._durability.check(await pipe.execute(raise_on_error=False))
+        if not isinstance(flat, ResponseError):
             return [flat[i:i + width] for i in range(0, len(flat), width)]
-        except ResponseError:
-            pipe = self._redis.pipeline(transaction=False)
-            for (msg_key, done_key), args in zip(keys, each):
-                pipe.fcall(one, 3, msg_key, DUE, done_key, *common, *args)
-            return await pipe.execute(raise_on_error=False)
+        pipe = self._redis.pipeline(transaction=False)
+        for (msg_key, done_key), args in zip(keys, each):
+            pipe.fcall(one, 3, msg_key, DUE, done_key, *common, *args)
+        self._durability.add_wait(pipe)
+        return self._durability.check(await pipe.execute(raise_on_error=False))
 
     async def claim(self, asks: list[ClaimAsk], now_ms: int, lease_until_ms: int) -> list[Claim | Exception]:
         """Each message claimed atomically, all in one command."""

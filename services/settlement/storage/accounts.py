@@ -384,10 +384,9 @@ class SettlementStore:
 
     async def _call_one(self, function: str, *args: str) -> int:
         async def run() -> list:
-            try:
-                return [await self._redis.fcall(function, 0, *args)]
-            except ResponseError as e:
-                return [e]
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.fcall(function, 0, *args)
+            return await self._durable(pipe)
         [reply] = await calling_functions(run, self.load_functions)
         if isinstance(reply, Exception):
             raise reply
@@ -487,7 +486,10 @@ class SettlementStore:
         for r in registrations:
             pipe.fcall("register_institution", 0, r.code, r.region, r.kind,
                        encode_institution_keys(r.region, r.public_keys), r.signer_region, r.name)
-        return [a.decode() if isinstance(a, bytes) else str(a) for a in await pipe.execute()]
+        replies = await self._durable(pipe)
+        if errors := [a for a in replies if isinstance(a, Exception)]:
+            raise errors[0]
+        return [a.decode() if isinstance(a, bytes) else str(a) for a in replies]
 
     async def institution_names(self, codes: list[str]) -> dict[str, str]:
         """The registered name of each institution that has one (`stl:inst:name`), one HMGET."""
