@@ -20,7 +20,6 @@ from prometheus_client import CollectorRegistry
 
 from shared.kafka import received
 from shared.kafka_security import client_kwargs
-from shared.state import make_redis
 from shared.topics import SETTLEMENT_RESULTS
 from services.settlement.config import SettlementSettings
 from services.settlement.metrics import ReconciliationMetrics
@@ -37,7 +36,7 @@ def ledger_group(settings: SettlementSettings) -> str:
 
 async def drain(settings: SettlementSettings, batch: int = 500) -> int:
     """Add to the ledger what the retired group had not read; returns how many outcomes it read."""
-    redis = make_redis(settings.redis_url)
+    redis = settings.redis()
     ttl = settings.settlement_record_ttl_days * 86_400
     ledger = Ledger(LedgerStore(redis, ledger_ttl=ttl, report_ttl=ttl), broker=None,  # type: ignore[arg-type]
                     keep_days=settings.settlement_record_ttl_days, metrics=ReconciliationMetrics(CollectorRegistry()))

@@ -346,8 +346,7 @@ class BindingStore:
                 pipe.hget(people_key(pid), pid)
             for bid in binding_ids:
                 pipe.hget(id_key(bid), bid)
-            self._durability.add_wait(pipe)
-            return self._durability.check(await pipe.execute(raise_on_error=False))
+            return await self._durability.execute(pipe, raise_on_error=False)
         answers = await calling_functions(run, self.load_functions)
         for answer in answers:
             if isinstance(answer, Exception):
@@ -382,8 +381,7 @@ class BindingStore:
             pipe = self._redis.pipeline(transaction=False)
             for call in calls:
                 pipe.fcall("bnd_commit", 0, *call)
-            self._durability.add_wait(pipe)
-            return self._durability.check(await pipe.execute(raise_on_error=False))
+            return await self._durability.execute(pipe, raise_on_error=False)
         # an applied plan changed its record: redone after a reload, it fails the compare and is
         # decided again, reading what it wrote
         replies = await calling_functions(run, self.load_functions)

@@ -394,15 +394,13 @@ class DeliveryStore:
         pipe.fcall(batch, 2 * len(keys) + 1, DUE, *(k for pair in keys for k in pair), *common,
                    *(arg for args in each for arg in args))
         # a claim is on the replica before its SMS goes out, an outcome before it is published
-        self._durability.add_wait(pipe)
-        [flat] = self._durability.check(await pipe.execute(raise_on_error=False))
+        [flat] = await self._durability.execute(pipe, raise_on_error=False)
         if not isinstance(flat, ResponseError):
             return [flat[i:i + width] for i in range(0, len(flat), width)]
         pipe = self._redis.pipeline(transaction=False)
         for (msg_key, done_key), args in zip(keys, each):
             pipe.fcall(one, 3, msg_key, DUE, done_key, *common, *args)
-        self._durability.add_wait(pipe)
-        return self._durability.check(await pipe.execute(raise_on_error=False))
+        return await self._durability.execute(pipe, raise_on_error=False)
 
     async def claim(self, asks: list[ClaimAsk], now_ms: int, lease_until_ms: int) -> list[Claim | Exception]:
         """Each message claimed atomically, all in one command."""

@@ -311,13 +311,7 @@ class SettlementStore:
         pipe = self._redis.pipeline(transaction=False)
         for arg in calls:
             pipe.fcall(function, 0, arg)
-        return await self._durable(pipe)
-
-    async def _durable(self, pipe) -> list:
-        """Run a pipeline of writes; with replicas required, their wait goes last in it, on the same
-        connection (shared/durability.py), and a wait that falls short raises ReplicaMissing."""
-        self._durability.add_wait(pipe)
-        return self._durability.check(await pipe.execute(raise_on_error=False))
+        return await self._durability.execute(pipe, raise_on_error=False)
 
     async def durability_probe(self) -> None:
         """At start, with replicas required: a server that cannot wait for them (AOF off) stops the
@@ -357,7 +351,7 @@ class SettlementStore:
                 pipe.fcall("reverse_payment", 0, f"{r.institution_code}:{r.charge_id}", r.dispute_id,
                            r.grantor_id, r.binding_id, r.at, _china_day(r.at), self._record_ttl,
                            reversal_prefix(r.institution_code, r.charge_id, r.dispute_id))
-            return await self._durable(pipe)
+            return await self._durability.execute(pipe, raise_on_error=False)
 
         out = []
         for reply in await calling_functions(run, self.load_functions):
@@ -386,7 +380,7 @@ class SettlementStore:
         async def run() -> list:
             pipe = self._redis.pipeline(transaction=False)
             pipe.fcall(function, 0, *args)
-            return await self._durable(pipe)
+            return await self._durability.execute(pipe, raise_on_error=False)
         [reply] = await calling_functions(run, self.load_functions)
         if isinstance(reply, Exception):
             raise reply
@@ -461,9 +455,7 @@ class SettlementStore:
             else:
                 pipe.fcall("bureau_movement", 0, e.person_id, e.kind, e.amount, e.bureau_seq, e.region,
                            e.applied_through)
-        replies = await self._durable(pipe)
-        if errors := [r for r in replies if isinstance(r, Exception)]:
-            raise errors[0]
+        replies = await self._durability.execute(pipe)
         out: list[MovementApplied | None] = []
         for e, r in zip(events, replies):
             if not isinstance(e, Movement):
@@ -486,9 +478,7 @@ class SettlementStore:
         for r in registrations:
             pipe.fcall("register_institution", 0, r.code, r.region, r.kind,
                        encode_institution_keys(r.region, r.public_keys), r.signer_region, r.name)
-        replies = await self._durable(pipe)
-        if errors := [a for a in replies if isinstance(a, Exception)]:
-            raise errors[0]
+        replies = await self._durability.execute(pipe)
         return [a.decode() if isinstance(a, bytes) else str(a) for a in replies]
 
     async def institution_names(self, codes: list[str]) -> dict[str, str]:
